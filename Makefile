@@ -1,0 +1,39 @@
+# Two commands on a fresh machine with Python >= 3.11:  make demo   and   make test
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo demo-quick test lint bench clean-venv
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+
+# One stamp per set of extras, remade when pyproject.toml changes.
+$(VENV)/.installed-server: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -e '.[server,embedded]'
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -e '.[server,embedded,nwb,dev]'
+	touch $(VENV)/.installed-server $@
+
+demo: $(VENV)/.installed-server
+	$(BIN)/stimloop demo
+
+demo-quick: $(VENV)/.installed-server
+	$(BIN)/stimloop demo --quick
+
+test: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/extract.py
+
+clean-venv:
+	rm -rf $(VENV)
