@@ -31,3 +31,43 @@ def tiny_stimuli():
     from service.science.stimuli import generate_set
 
     return generate_set(4, 3, 2, seed=0)
+
+
+@pytest.fixture(scope="session")
+def synthetic_dataset(random_backbone):
+    """Procedural bodies (with silhouettes) and objects through the random backbone at 224 px,
+    and 16 synthetic body-preferring channels recorded with Poisson noise (A.1.1).
+
+    Shared by the readout, selection and saliency tests (about 30 s to build, bf16 forward).
+    """
+    from PIL import Image
+
+    from service.science import synthetic as sy
+    from service.science.backbone import extract_features, image_to_tensor
+    from service.science.responses import response_table
+    from service.science.stimuli import generate_bodies, generate_objects, silhouette
+
+    bodies, objects = generate_bodies(240, seed=0), generate_objects(120, seed=0)
+
+    def features(images):
+        tensors = [image_to_tensor(Image.fromarray(i)) for i in images]
+        return extract_features(random_backbone, tensors, batch_size=32, precision="bf16")
+
+    body_maps = features([b.image for b in bodies])
+    object_maps = features([o.image for o in objects])
+    silhouette_maps = features([silhouette(b.image) for b in bodies])
+    channels = [f"ch{i:02d}" for i in range(16)]
+    neurons = sy.make_neurons(body_maps, object_maps, channels, seed=1,
+                              config=sy.SyntheticConfig(sparsity=0.02))  # fmt: skip
+    body_ids = [b.id for b in bodies]
+    truth_bodies = sy.true_responses(neurons, body_maps)
+    trials, columns = sy.simulate_counts(truth_bodies, body_ids, channels, seed=1)
+    return {
+        "bodies": bodies, "objects": objects, "body_ids": body_ids,
+        "object_ids": [o.id for o in objects], "body_maps": body_maps,
+        "object_maps": object_maps, "silhouette_maps": silhouette_maps, "channels": channels,
+        "neurons": neurons, "truth_bodies": truth_bodies,
+        "truth_objects": sy.true_responses(neurons, object_maps), "trials": trials,
+        "columns": columns, "table": response_table(trials, stimuli=body_ids, channels=channels),
+        "weights_sha256": random_backbone.weights_sha256,
+    }  # fmt: skip

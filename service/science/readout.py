@@ -1,0 +1,410 @@
+"""The neuron model: a Gaussian readout with linear weights, fitted for all channels at once.
+
+Paper sec. 3.1 and 4. Per channel ``c`` a location ``mu_c`` in [-1, 1]^2 on the ``[2048, 7, 7]``
+feature map (x then y, bilinear with ``align_corners=True`` semantics), read out to
+``a_c = F(x)[:, mu_c]`` (2048), and ``y_c = <a_c, w_c> + b_c`` (eq. 1 plus a bias). Training
+jitters the location around ``mu`` (Gaussian, ``jitter`` in map units); evaluation uses ``mu``.
+Loss: MSE + 0.1 * smoothed L_{1/2}(w); Adam, lr 1e-4, 2500 epochs, the epoch with the lowest
+validation loss is kept; bodies split 400/50/25 with a recorded seed; silhouettes of the
+training bodies are added with the same targets.
+
+Cost: a step is one ``[B*49, 2048] x [2048, C]`` product (``z = X w^T``) followed by the
+bilinear weights ``[B, C, 49]`` contracted against ``z``, not a per-channel ``grid_sample``.
+Channels are independent: the loss is a sum of per-channel terms, Adam is element-wise, and
+all per-channel randomness comes from the channel's name, so a channel fitted alone or with
+others gets the same result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import stats
+from torch import nn
+
+from service.science.seeds import channel_torch_generator
+
+FitProgress = Callable[[int, int, float], None]  # (epoch, epochs, mean best val loss)
+
+
+@dataclass(frozen=True)
+class ReadoutConfig:
+    """Fitting hyper-parameters; the defaults are the paper's (sec. 4) where it gives them."""
+
+    lr: float = 1e-4
+    epochs: int = 2500
+    l_half_weight: float = 0.1  # weight of the smoothed L_{1/2} penalty on w
+    l_half_eps: float = 1e-6  # smoothing: sum_i (w_i^2 + eps)^(1/4)
+    split: tuple[int, int, int] = (400, 50, 25)  # train / validation / test bodies
+    batch_size: int = 64  # not given in the paper
+    jitter: float = 0.1  # std of the training-time location noise, in [-1, 1] map units
+    silhouettes: bool = True  # augment training with the bodies' silhouettes (sec. 4)
+    mu_init: str = "grid"  # "grid": best ridge cell (see grid_init); "centre": mu = (0, 0)
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0 or self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("lr must be > 0, epochs and batch_size >= 1")
+        if self.l_half_weight < 0 or self.l_half_eps <= 0 or self.jitter < 0:
+            raise ValueError("l_half_weight and jitter must be >= 0, l_half_eps > 0")
+        if self.mu_init not in ("grid", "centre"):
+            raise ValueError("mu_init must be 'grid' or 'centre'")
+        if len(self.split) != 3 or min(self.split) < 1 or self.split[1] < 2 or self.split[2] < 3:
+            raise ValueError("split needs train >= 1, validation >= 2 and test >= 3 bodies")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ReadoutConfig:
+        values = dict(data)
+        if "split" in values:
+            values["split"] = tuple(values["split"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Split:
+    """Row indices of the bodies used for training, validation and testing."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    seed: int
+
+    def ids(self, ids: Sequence[str]) -> dict[str, list[str]]:
+        return {name: [ids[i] for i in getattr(self, name)] for name in ("train", "val", "test")}
+
+
+def make_split(n: int, sizes: tuple[int, int, int], seed: int) -> Split:
+    """A seeded random split of ``n`` bodies into ``sizes`` (leftover bodies stay unused)."""
+    if sum(sizes) > n:
+        raise ValueError(
+            f"the split {sizes[0]}/{sizes[1]}/{sizes[2]} needs {sum(sizes)} bodies, but only {n} "
+            "have responses; use a smaller split in the fit config"
+        )
+    order = np.random.default_rng([seed, 0x5917]).permutation(n)
+    a, b, c = sizes
+    return Split(
+        np.sort(order[:a]), np.sort(order[a : a + b]), np.sort(order[a + b : a + b + c]), seed
+    )
+
+
+def bilinear_weights(mu: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Bilinear sampling weights of locations ``mu`` (``[..., 2]`` as x, y in [-1, 1]).
+
+    ``align_corners=True`` semantics: -1 and 1 are the centres of the border cells. Returns
+    ``[..., height * width]`` (row-major), non-zero on at most four cells, summing to 1.
+    Piecewise linear in ``mu``, so the location is learned by gradient descent.
+    """
+    px = (mu[..., 0] + 1) / 2 * (width - 1)
+    py = (mu[..., 1] + 1) / 2 * (height - 1)
+    gx = torch.arange(width, dtype=mu.dtype, device=mu.device)
+    gy = torch.arange(height, dtype=mu.dtype, device=mu.device)
+    wx = torch.relu(1 - (px[..., None] - gx).abs())  # [..., W]
+    wy = torch.relu(1 - (py[..., None] - gy).abs())  # [..., H]
+    return (wy[..., :, None] * wx[..., None, :]).flatten(-2)
+
+
+def readout_features(maps: torch.Tensor, mu: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    """``a = F(x)[:, mu]`` for every image and channel (sec. 3.1, 4).
+
+    ``maps``: ``[N, F, H, W]``; ``mu``: ``[C, 2]``. Returns float32 ``[N, C, F]``, computed from
+    the four neighbouring cells (the same bilinear weights as ``bilinear_weights``).
+    """
+    n, f, h, w = maps.shape
+    mu = mu.to(torch.float32)
+    px = ((mu[:, 0] + 1) / 2 * (w - 1)).clamp(0, w - 1)
+    py = ((mu[:, 1] + 1) / 2 * (h - 1)).clamp(0, h - 1)
+    x0 = px.floor().clamp(max=w - 2).long()
+    y0 = py.floor().clamp(max=h - 2).long()
+    fx, fy = px - x0, py - y0
+    corners = [(y0, x0, (1 - fy) * (1 - fx)), (y0, x0 + 1, (1 - fy) * fx),
+               (y0 + 1, x0, fy * (1 - fx)), (y0 + 1, x0 + 1, fy * fx)]  # fmt: skip
+    out = torch.empty(n, len(mu), f, dtype=torch.float32, device=maps.device)
+    for start in range(0, n, chunk):
+        block = maps[start : start + chunk]
+        acc = torch.zeros(len(block), len(mu), f, dtype=torch.float32, device=maps.device)
+        for yy, xx, weight in corners:
+            acc += (
+                block[:, :, yy, xx].permute(0, 2, 1).float() * weight.to(maps.device)[None, :, None]
+            )
+        out[start : start + chunk] = acc
+    return out
+
+
+def smoothed_l_half(w: torch.Tensor, eps: float) -> torch.Tensor:
+    """Sec. 4's L_{1/2} penalty, smoothed at 0: ``sum_i (w_i^2 + eps)^(1/4)``.
+
+    ``w``: ``[C, F]`` -> ``[C]``.
+    """
+    return (w.square() + eps).pow(0.25).sum(-1)
+
+
+class GaussianReadout(nn.Module):
+    """``C`` channels on an ``[F, H, W]`` map: ``mu`` ``[C, 2]``, ``w`` ``[C, F]``, ``b`` ``[C]``.
+
+    Parameters named as in the paper; ``regularizer`` is the L_{1/2} term of the loss.
+    """
+
+    def __init__(self, channels: int, features: int, height: int, width: int) -> None:
+        super().__init__()
+        self.height, self.width = height, width
+        self.mu = nn.Parameter(torch.zeros(channels, 2))
+        self.w = nn.Parameter(torch.zeros(channels, features))
+        self.b = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor, mu: torch.Tensor | None = None) -> torch.Tensor:
+        """``x``: ``[B, H*W, F]`` maps; ``mu``: ``[B, C, 2]`` sampled locations (training) or
+        None (evaluation at ``self.mu``). Returns ``[B, C]``."""
+        z = x @ self.w.T  # [B, HW, C]: the one large product
+        if mu is None:
+            k = bilinear_weights(self.mu, self.height, self.width)  # [C, HW]
+            return torch.einsum("bpc,cp->bc", z, k) + self.b
+        k = bilinear_weights(mu, self.height, self.width)  # [B, C, HW]
+        return torch.einsum("bpc,bcp->bc", z, k) + self.b
+
+    def regularizer(self, eps: float) -> torch.Tensor:
+        """Per-channel smoothed L_{1/2} of ``w``, ``[C]``."""
+        return smoothed_l_half(self.w, eps)
+
+
+@dataclass
+class FittedReadout:
+    """The fitted models of ``C`` channels: a plain value with its metrics, seed and hash.
+
+    ``mu`` ``[C, 2]`` (x, y in [-1, 1]); ``w`` ``[C, F]`` and ``b`` ``[C]`` in spikes/s;
+    ``loss``/``r``/``p`` map "train"/"val"/"test" to ``[C]`` arrays (MSE in (spikes/s)^2,
+    Pearson r and its two-sided p of predictions against recorded means).
+    """
+
+    channels: list[str]
+    mu: np.ndarray
+    w: np.ndarray
+    b: np.ndarray
+    best_epoch: np.ndarray
+    loss: dict[str, np.ndarray]
+    r: dict[str, np.ndarray]
+    p: dict[str, np.ndarray]
+    split_ids: dict[str, list[str]]
+    config: ReadoutConfig
+    seed: int
+    weights_sha256: str
+    map_shape: tuple[int, int, int] = (2048, 7, 7)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def features(self, maps: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Read-out feature vectors ``a`` at each channel's ``mu``: ``[N, C, F]``."""
+        return readout_features(torch.as_tensor(maps), torch.as_tensor(self.mu))
+
+    def predict(self, maps: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Predicted net responses ``[N, C]`` in spikes/s (eq. 1 plus bias)."""
+        a = self.features(maps)
+        return (a * torch.as_tensor(self.w, dtype=torch.float32)).sum(-1).numpy() + self.b
+
+    def select(self, channels: Sequence[str]) -> FittedReadout:
+        """The same models restricted to ``channels`` (in that order)."""
+        idx = [self.channels.index(c) for c in channels]
+        pick = lambda d: {k: v[idx] for k, v in d.items()}  # noqa: E731
+        return FittedReadout(list(channels), self.mu[idx], self.w[idx], self.b[idx],
+                             self.best_epoch[idx], pick(self.loss), pick(self.r), pick(self.p),
+                             self.split_ids, self.config, self.seed, self.weights_sha256,
+                             self.map_shape, self.extra)  # fmt: skip
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Everything as named arrays (for NPZ)."""
+        out = {"channels": np.array(self.channels), "mu": self.mu, "w": self.w, "b": self.b,
+               "best_epoch": self.best_epoch}  # fmt: skip
+        for metric in ("loss", "r", "p"):
+            for split, values in getattr(self, metric).items():
+                out[f"{metric}_{split}"] = values
+        return out
+
+    def metadata(self) -> dict[str, Any]:
+        return {"config": asdict(self.config), "seed": self.seed,
+                "weights_sha256": self.weights_sha256, "map_shape": list(self.map_shape),
+                "split_ids": self.split_ids, **self.extra}  # fmt: skip
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> FittedReadout:
+        splits = ("train", "val", "test")
+        return cls(
+            channels=[str(c) for c in arrays["channels"]],
+            mu=arrays["mu"], w=arrays["w"], b=arrays["b"], best_epoch=arrays["best_epoch"],
+            loss={s: arrays[f"loss_{s}"] for s in splits},
+            r={s: arrays[f"r_{s}"] for s in splits},
+            p={s: arrays[f"p_{s}"] for s in splits},
+            split_ids=meta["split_ids"], config=ReadoutConfig.from_dict(meta["config"]),
+            seed=int(meta["seed"]), weights_sha256=meta["weights_sha256"],
+            map_shape=tuple(meta["map_shape"]),
+        )  # fmt: skip
+
+
+def pearson(pred: np.ndarray, target: np.ndarray) -> tuple[float, float]:
+    """Pearson r and two-sided p over the finite pairs (NaN when undefined)."""
+    ok = np.isfinite(pred) & np.isfinite(target)
+    if ok.sum() < 3 or np.ptp(pred[ok]) == 0 or np.ptp(target[ok]) == 0:
+        return float("nan"), float("nan")
+    result = stats.pearsonr(pred[ok], target[ok])
+    return float(result.statistic), float(result.pvalue)
+
+
+def grid_init(x: torch.Tensor, y: torch.Tensor, width: int) -> torch.Tensor:
+    """Starting locations: per channel, the map cell whose features best predict its responses.
+
+    Not in the paper, which does not say how ``mu`` starts. A readout's location gradient only
+    sees neighbouring cells, so from the centre it rarely travels far in 2500 epochs. For each
+    of the ``H*W`` cells a ridge regression (penalty: the mean of the kernel's diagonal) is
+    scored by its closed-form leave-one-out error; each channel starts at its best cell.
+    ``x``: ``[N, H*W, F]`` training maps; ``y``: ``[N, C]`` standardised targets (0 where
+    missing). Returns ``[C, 2]`` (x, y in [-1, 1]).
+    """
+    cells = x.shape[1]
+    yc = y - y.mean(0)
+    loo = torch.empty(cells, y.shape[1], dtype=torch.float64)
+    for p in range(cells):
+        a = x[:, p].double()
+        a = a - a.mean(0)
+        gram = a @ a.T
+        ridge = gram.diagonal().mean().clamp(min=1e-12)
+        evals, evecs = torch.linalg.eigh(gram)
+        hat = (evecs * (evals / (evals + ridge))) @ evecs.T
+        resid = (yc.double() - hat @ yc.double()) / (1 - hat.diagonal()).clamp(min=1e-9)[:, None]
+        loo[p] = resid.square().mean(0).cpu()
+    best = loo.argmin(0)
+    height = cells // width
+    col, row = best % width, best // width
+    return torch.stack([col / (width - 1), row / (height - 1)], dim=1).float() * 2 - 1
+
+
+def _as_rows(maps: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``[N, F, H, W]`` -> float32 ``[N, H*W, F]`` on ``device`` (rows of the big product)."""
+    t = torch.as_tensor(maps)
+    return t.to(device=device, dtype=torch.float32).flatten(2).transpose(1, 2).contiguous()
+
+
+def fit_readouts(
+    maps: np.ndarray | torch.Tensor,
+    targets: np.ndarray,
+    channels: Sequence[str],
+    split: Split,
+    *,
+    body_ids: Sequence[str] | None = None,
+    silhouette_maps: np.ndarray | torch.Tensor | None = None,
+    config: ReadoutConfig = ReadoutConfig(),
+    seed: int = 0,
+    weights_sha256: str = "",
+    device: str | torch.device = "cpu",
+    progress: FitProgress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> FittedReadout:
+    """Fit one readout per channel on the bodies' feature maps.
+
+    ``maps``: ``[N, F, H, W]`` body features; ``targets``: ``[N, C]`` mean net responses
+    (spikes/s, NaN where a channel has no trials of a body); ``silhouette_maps``:
+    ``[len(split.train), F, H, W]``, the silhouettes of ``split.train`` in that order (used when
+    ``config.silhouettes``). ``progress(epoch, epochs, mean best validation loss)`` is called
+    every epoch; ``should_stop()`` lets a job be cancelled between epochs.
+    """
+    device = torch.device(device)
+    targets = np.asarray(targets, dtype=np.float64)
+    n, c = targets.shape
+    if len(maps) != n or len(channels) != c:
+        raise ValueError(
+            f"{len(maps)} maps and {len(channels)} channels for targets {targets.shape}"
+        )
+    if body_ids is not None and len(body_ids) != n:
+        raise ValueError(f"{len(body_ids)} body ids for {n} maps")
+    if len(set(channels)) != c:
+        raise ValueError("channel names must be unique")
+    _, f, h, w = maps.shape
+    train_t = targets[split.train]
+    # Standardise each channel's targets on its training bodies, so the penalty's weight means
+    # the same for every channel whatever its firing rate; w and b are scaled back afterwards.
+    mean = np.nanmean(train_t, axis=0)
+    std = np.nanstd(train_t, axis=0)
+    if not (np.isfinite(std).all() and (std > 0).all()):
+        bad = [channels[i] for i in np.flatnonzero(~(np.isfinite(std) & (std > 0)))]
+        raise ValueError(f"channels with constant or missing training responses: {bad[:5]}")
+    z = (targets - mean) / std
+
+    x_train = _as_rows(maps[split.train], device)
+    y_train = torch.as_tensor(z[split.train], dtype=torch.float32, device=device)
+    if config.silhouettes and silhouette_maps is not None:
+        if len(silhouette_maps) != len(split.train):
+            raise ValueError("silhouette_maps must hold one map per training body")
+        x_train = torch.cat([x_train, _as_rows(silhouette_maps, device)])
+        y_train = torch.cat([y_train, y_train])
+    x_val = _as_rows(maps[split.val], device)
+    y_val = torch.as_tensor(z[split.val], dtype=torch.float32, device=device)
+    m_train, m_val = torch.isfinite(y_train), torch.isfinite(y_val)
+    y_train, y_val = torch.nan_to_num(y_train), torch.nan_to_num(y_val)
+
+    model = GaussianReadout(c, f, h, w).to(device)
+    if config.mu_init == "grid":
+        n_bodies = len(split.train)  # silhouettes repeat the targets: score the bodies only
+        start = grid_init(x_train[:n_bodies], y_train[:n_bodies], w)
+        with torch.no_grad():
+            model.mu.copy_(start.to(device))
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    jitter_gens = [channel_torch_generator(seed, ch, "jitter") for ch in channels]
+    batch_gen = torch.Generator().manual_seed(seed)
+    best = {"val": torch.full((c,), float("inf"), device=device),
+            "epoch": torch.zeros(c, dtype=torch.long),
+            "mu": model.mu.detach().clone(), "w": model.w.detach().clone(),
+            "b": model.b.detach().clone()}  # fmt: skip
+    n_train = len(x_train)
+    for epoch in range(config.epochs):
+        if should_stop is not None and should_stop():
+            raise InterruptedError("fit cancelled")
+        order = torch.randperm(n_train, generator=batch_gen)
+        noise = torch.stack([torch.randn(n_train, 2, generator=g) for g in jitter_gens], dim=1)
+        noise = noise.to(device) * config.jitter  # [n_train, C, 2]
+        model.train()
+        for start in range(0, n_train, config.batch_size):
+            idx = order[start : start + config.batch_size].to(device)
+            mu = (model.mu[None] + noise[idx]).clamp(-1, 1)
+            pred = model(x_train[idx], mu)
+            mask = m_train[idx]
+            mse = ((pred - y_train[idx]).square() * mask).sum(0) / mask.sum(0).clamp(min=1)
+            loss = (mse + config.l_half_weight * model.regularizer(config.l_half_eps)).sum()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                model.mu.clamp_(-1, 1)
+        model.eval()
+        with torch.no_grad():
+            pred = model(x_val)
+            val = ((pred - y_val).square() * m_val).sum(0) / m_val.sum(0).clamp(min=1)
+            better = val < best["val"]
+            best["val"] = torch.where(better, val, best["val"])
+            best["epoch"][better.cpu()] = epoch
+            for name in ("mu", "w", "b"):
+                param = getattr(model, name)
+                shape = (-1,) + (1,) * (param.ndim - 1)
+                best[name] = torch.where(better.view(shape), param.detach(), best[name])
+        if progress is not None:
+            progress(epoch + 1, config.epochs, float(best["val"].mean().cpu()))
+
+    std_t = torch.as_tensor(std, dtype=torch.float32)
+    fitted = FittedReadout(
+        channels=list(channels),
+        mu=best["mu"].cpu().numpy().astype(np.float64),
+        w=(best["w"].cpu() * std_t[:, None]).numpy(),
+        b=(best["b"].cpu().double() * torch.as_tensor(std) + torch.as_tensor(mean)).numpy(),
+        best_epoch=best["epoch"].numpy(),
+        loss={}, r={}, p={},
+        split_ids=split.ids(body_ids) if body_ids is not None else {},
+        config=config, seed=seed, weights_sha256=weights_sha256,
+        map_shape=(f, h, w),
+    )  # fmt: skip
+    for name in ("train", "val", "test"):
+        rows = getattr(split, name)
+        pred = fitted.predict(maps[rows])
+        rec = targets[rows]
+        fitted.loss[name] = np.nanmean((pred - rec) ** 2, axis=0)
+        rp = [pearson(pred[:, j], rec[:, j]) for j in range(c)]
+        fitted.r[name] = np.array([v[0] for v in rp])
+        fitted.p[name] = np.array([v[1] for v in rp])
+    return fitted
