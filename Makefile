@@ -33,7 +33,7 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff format --check .
 
 bench: $(VENV)/.installed-dev
-	$(BIN)/python benchmarks/extract.py
+	$(BIN)/python -m benchmarks.extract
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,6 +1,6 @@
 """Feature extraction throughput: the whole pipeline against the bare forward, fp32 vs bf16.
 
-Run: ``python benchmarks/extract.py [--images 64] [--batch-size 32] [--device auto]``.
+Run: ``python -m benchmarks.extract [--images 64] [--batch-size 32] [--device auto]``.
 
 Measured in one process, as ratios against a baseline run here:
 * pipeline: PNG files -> decode, composite, resize -> forward -> float16 array (what

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -85,7 +86,7 @@ def progress_bar(description: str, total: int, unit: str = "images") -> Iterator
 
 
 def fail(message: str) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}")
+    console.print(f"[red]error:[/red] {escape(message)}")
     return typer.Exit(code=2)
 
 
@@ -118,6 +119,48 @@ def stimuli_generate(
             update(len(generated), total)
         entries = write_stimulus_set(out, generated, {"generator": "procedural", "seed": seed})
     console.print(f"wrote {len(entries)} images and manifest.json to {out} (seed {seed})")
+
+
+@stimuli_app.command("silhouettes")
+def stimuli_silhouettes(
+    images: Path = typer.Option(..., help="Stimulus folder (e.g. the bodies)."),
+    out: Path = typer.Option(..., help="Folder for the silhouettes, same ids and file names."),
+) -> None:
+    """Silhouettes of a stimulus folder: the foreground as a flat dark shape on the same gray
+    background (the training augmentation of paper sec. 4)."""
+    import hashlib
+
+    import numpy as np
+
+    from service.science.backbone import ImageError, read_image
+    from service.science.stimuli import encode_png, silhouette
+    from service.stimulus_sets import StimulusEntry, read_stimulus_set, write_atomic
+
+    entries = read_stimulus_set(images)
+    written = []
+    with progress_bar("silhouettes", len(entries)) as update:
+        for i, entry in enumerate(entries):
+            try:
+                array = np.asarray(read_image(images / entry.file).convert("RGB"))
+            except ImageError as exc:
+                raise fail(str(exc)) from None
+            data = encode_png(silhouette(array))
+            file = f"{entry.id}.png"
+            write_atomic(out / file, data)
+            written.append(
+                StimulusEntry(entry.id, file, "silhouette", hashlib.sha256(data).hexdigest())
+            )
+            update(i + 1, len(entries))
+    import json
+    from dataclasses import asdict
+
+    manifest = {
+        "generator": "silhouette",
+        "source": str(images),
+        "stimuli": [asdict(e) for e in written],
+    }
+    write_atomic(out / "manifest.json", json.dumps(manifest, indent=1).encode())
+    console.print(f"wrote {len(written)} silhouettes to {out}")
 
 
 # --------------------------------------------------------------------------- backbones
@@ -242,6 +285,102 @@ def activations_extract(
     )
     if model.spec.format == "random":
         console.print(RANDOM_BACKBONE_NOTE)
+
+
+# --------------------------------------------------------------------------- fit
+
+
+@app.command()
+def fit(
+    activations: Path = typer.Option(..., help="NPZ of the bodies' activations."),
+    trials: Path = typer.Option(..., help="Trial table (.csv or .npz) of phase one."),
+    out: Path = typer.Option(..., help="Folder for readouts.npz/json and channels.csv."),
+    silhouette_activations: Path | None = typer.Option(
+        None, help="NPZ of the bodies' silhouettes (same ids); without it, no augmentation."
+    ),
+    epochs: int = typer.Option(2500, min=1, help="Paper: 2500."),
+    lr: float = typer.Option(1e-4, help="Adam learning rate (paper: 1e-4)."),
+    split: str = typer.Option("400,50,25", help="Train,validation,test bodies (paper: 400,50,25)."),
+    seed: int = typer.Option(0, help="Seed for the split, the split-half tests and the fit."),
+    device: str = typer.Option("auto"),
+) -> None:
+    """Fit one readout per included channel: activations + a trial table in, models out."""
+    import json
+
+    from client.readers import TrialFileError, read_trial_table
+    from service.activations import load_activations
+    from service.fitting import (
+        channel_rows,
+        fit_recording,
+        rows_to_csv,
+        save_readout,
+        trials_from_columns,
+    )
+    from service.science.backbone import resolve_device
+    from service.science.readout import ReadoutConfig
+    from service.stimulus_sets import write_atomic
+
+    try:
+        sizes = tuple(int(v) for v in split.split(","))
+        config = ReadoutConfig(lr=lr, epochs=epochs, split=sizes)  # type: ignore[arg-type]
+        table = trials_from_columns(read_trial_table(trials))
+    except (ValueError, TrialFileError) as exc:
+        raise fail(str(exc)) from None
+    act = load_activations(activations)
+    sil = load_activations(silhouette_activations) if silhouette_activations else None
+    with progress_bar("fitting", epochs, unit="epochs") as update:
+        last = {"loss": float("nan")}
+
+        def report(epoch: int, total: int, best: float) -> None:
+            last["loss"] = best
+            update(epoch, total)
+
+        try:
+            result = fit_recording(
+                act,
+                table,
+                silhouettes=sil,
+                readout=config,
+                seed=seed,
+                device=str(resolve_device(device)),
+                progress=report,
+            )
+        except (KeyError, ValueError) as exc:
+            raise fail(str(exc).strip("'\"")) from None
+    rows = channel_rows(result)
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "channels.csv", rows_to_csv(rows).encode())
+    if result.readout is not None:
+        save_readout(out, result.readout)
+    summary = {
+        "seed": seed,
+        "backbone": act.backbone,
+        "weights_sha256": act.weights_sha256,
+        "included": result.included,
+        "channels": len(rows),
+    }
+    write_atomic(out / "fit.json", json.dumps(summary, indent=1).encode())
+    table_view = Table("channel", "included", "test r", "test p", "val r", "best epoch", "reason")
+
+    def fmt(row: dict, key: str) -> str:
+        return f"{row[key]:.3g}" if key in row else "-"
+
+    for row in rows:
+        table_view.add_row(
+            str(row["channel"]),
+            "yes" if row["included"] else "no",
+            fmt(row, "r_test"),
+            fmt(row, "p_test"),
+            fmt(row, "r_val"),
+            str(row.get("best_epoch", "-")),
+            str(row["reason"]),
+        )
+    console.print(table_view)
+    console.print(f"best validation loss (standardised, mean over channels): {last['loss']:.4g}")
+    console.print(
+        f"wrote {out}/channels.csv, readouts.npz, readouts.json (seed {seed}, "
+        f"weights sha256 {act.weights_sha256[:12]}...)"
+    )
 
 
 # --------------------------------------------------------------------------- demo

@@ -57,17 +57,26 @@ def synthetic_dataset(random_backbone):
     object_maps = features([o.image for o in objects])
     silhouette_maps = features([silhouette(b.image) for b in bodies])
     channels = [f"ch{i:02d}" for i in range(16)]
-    neurons = sy.make_neurons(body_maps, object_maps, channels, seed=1,
-                              config=sy.SyntheticConfig(sparsity=0.02))  # fmt: skip
+    neurons = sy.make_neurons(
+        body_maps, object_maps, channels, seed=1, config=sy.SyntheticConfig(sparsity=0.02)
+    )
     body_ids = [b.id for b in bodies]
     truth_bodies = sy.true_responses(neurons, body_maps)
     trials, columns = sy.simulate_counts(truth_bodies, body_ids, channels, seed=1)
     return {
-        "bodies": bodies, "objects": objects, "body_ids": body_ids,
-        "object_ids": [o.id for o in objects], "body_maps": body_maps,
-        "object_maps": object_maps, "silhouette_maps": silhouette_maps, "channels": channels,
-        "neurons": neurons, "truth_bodies": truth_bodies,
-        "truth_objects": sy.true_responses(neurons, object_maps), "trials": trials,
-        "columns": columns, "table": response_table(trials, stimuli=body_ids, channels=channels),
+        "bodies": bodies,
+        "objects": objects,
+        "body_ids": body_ids,
+        "object_ids": [o.id for o in objects],
+        "body_maps": body_maps,
+        "object_maps": object_maps,
+        "silhouette_maps": silhouette_maps,
+        "channels": channels,
+        "neurons": neurons,
+        "truth_bodies": truth_bodies,
+        "truth_objects": sy.true_responses(neurons, object_maps),
+        "trials": trials,
+        "columns": columns,
+        "table": response_table(trials, stimuli=body_ids, channels=channels),
         "weights_sha256": random_backbone.weights_sha256,
-    }  # fmt: skip
+    }

@@ -99,3 +99,117 @@ def test_extract_names_a_bad_image(tmp_path):
     )
     assert result.exit_code == 2
     assert "ok.png" in result.output
+
+
+def test_fit_from_activations_and_a_trial_table(tmp_path):
+    import csv
+
+    from service.science import synthetic as sy
+
+    bodies = tmp_path / "bodies"
+    assert (
+        runner.invoke(
+            app,
+            [
+                "stimuli",
+                "generate",
+                "--out",
+                str(bodies),
+                "--bodies",
+                "32",
+                "--objects",
+                "0",
+                "--control-bodies",
+                "0",
+            ],
+        ).exit_code
+        == 0
+    )
+    sil = tmp_path / "sil"
+    assert (
+        runner.invoke(
+            app, ["stimuli", "silhouettes", "--images", str(bodies), "--out", str(sil)]
+        ).exit_code
+        == 0
+    )
+    for folder in (bodies, sil):
+        result = runner.invoke(
+            app,
+            [
+                "activations",
+                "extract",
+                "--images",
+                str(folder),
+                "--out",
+                str(folder) + ".npz",
+                "--precision",
+                "bf16",
+            ],
+        )
+        assert result.exit_code == 0, result.output
+    act = load_activations(str(bodies) + ".npz")
+    neurons = sy.make_neurons(act.features, act.features[::-1], ["e1", "e2"], seed=0)
+    rates = sy.true_responses(neurons, act.features)
+    _, cols = sy.simulate_counts(rates, act.ids, ["e1", "e2"], seed=0)
+    with open(tmp_path / "trials.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(list(cols))
+        writer.writerows(zip(*cols.values()))
+    out = tmp_path / "fit"
+    result = runner.invoke(
+        app,
+        [
+            "fit",
+            "--activations",
+            str(bodies) + ".npz",
+            "--trials",
+            str(tmp_path / "trials.csv"),
+            "--out",
+            str(out),
+            "--silhouette-activations",
+            str(sil) + ".npz",
+            "--epochs",
+            "5",
+            "--lr",
+            "1e-3",
+            "--split",
+            "20,6,6",
+            "--device",
+            "cpu",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    with open(out / "channels.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["channel"] for r in rows] == ["e1", "e2"]
+    for r in rows:
+        assert float(r["selective_p"]) <= 1 and r["reliable_statistic"]
+    meta = json.loads((out / "readouts.json").read_text())
+    assert meta["seed"] == 0 and meta["weights_sha256"] == act.weights_sha256
+    assert len(meta["split_ids"]["train"]) == 20
+
+
+def test_fit_reports_trials_without_activations(tmp_path):
+    np.savez(
+        tmp_path / "act.npz",
+        ids=np.array(["a"]),
+        features=np.zeros((1, 2048, 7, 7), np.float16),
+        image_sha256=np.array(["x"]),
+        backbone=np.array("b"),
+        weights_sha256=np.array("w"),
+        precision=np.array("fp32"),
+    )
+    (tmp_path / "t.csv").write_text("stimulus,channel,rate\na,c,1\nmystery,c,2\n")
+    result = runner.invoke(
+        app,
+        [
+            "fit",
+            "--activations",
+            str(tmp_path / "act.npz"),
+            "--trials",
+            str(tmp_path / "t.csv"),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
+    assert result.exit_code == 2 and "mystery" in result.output

@@ -90,6 +90,13 @@ def make_split(n: int, sizes: tuple[int, int, int], seed: int) -> Split:
     )
 
 
+def as_tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """A tensor view of an array (copied only when numpy strides demand it)."""
+    if isinstance(x, np.ndarray) and not x.flags.c_contiguous:
+        x = np.ascontiguousarray(x)
+    return torch.as_tensor(x)
+
+
 def bilinear_weights(mu: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Bilinear sampling weights of locations ``mu`` (``[..., 2]`` as x, y in [-1, 1]).
 
@@ -119,8 +126,12 @@ def readout_features(maps: torch.Tensor, mu: torch.Tensor, chunk: int = 1024) ->
     x0 = px.floor().clamp(max=w - 2).long()
     y0 = py.floor().clamp(max=h - 2).long()
     fx, fy = px - x0, py - y0
-    corners = [(y0, x0, (1 - fy) * (1 - fx)), (y0, x0 + 1, (1 - fy) * fx),
-               (y0 + 1, x0, fy * (1 - fx)), (y0 + 1, x0 + 1, fy * fx)]  # fmt: skip
+    corners = [
+        (y0, x0, (1 - fy) * (1 - fx)),
+        (y0, x0 + 1, (1 - fy) * fx),
+        (y0 + 1, x0, fy * (1 - fx)),
+        (y0 + 1, x0 + 1, fy * fx),
+    ]
     out = torch.empty(n, len(mu), f, dtype=torch.float32, device=maps.device)
     for start in range(0, n, chunk):
         block = maps[start : start + chunk]
@@ -195,7 +206,7 @@ class FittedReadout:
 
     def features(self, maps: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Read-out feature vectors ``a`` at each channel's ``mu``: ``[N, C, F]``."""
-        return readout_features(torch.as_tensor(maps), torch.as_tensor(self.mu))
+        return readout_features(as_tensor(maps), torch.as_tensor(self.mu))
 
     def predict(self, maps: np.ndarray | torch.Tensor) -> np.ndarray:
         """Predicted net responses ``[N, C]`` in spikes/s (eq. 1 plus bias)."""
@@ -206,38 +217,65 @@ class FittedReadout:
         """The same models restricted to ``channels`` (in that order)."""
         idx = [self.channels.index(c) for c in channels]
         pick = lambda d: {k: v[idx] for k, v in d.items()}  # noqa: E731
-        return FittedReadout(list(channels), self.mu[idx], self.w[idx], self.b[idx],
-                             self.best_epoch[idx], pick(self.loss), pick(self.r), pick(self.p),
-                             self.split_ids, self.config, self.seed, self.weights_sha256,
-                             self.map_shape, self.extra)  # fmt: skip
+        return FittedReadout(
+            list(channels),
+            self.mu[idx],
+            self.w[idx],
+            self.b[idx],
+            self.best_epoch[idx],
+            pick(self.loss),
+            pick(self.r),
+            pick(self.p),
+            self.split_ids,
+            self.config,
+            self.seed,
+            self.weights_sha256,
+            self.map_shape,
+            self.extra,
+        )
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Everything as named arrays (for NPZ)."""
-        out = {"channels": np.array(self.channels), "mu": self.mu, "w": self.w, "b": self.b,
-               "best_epoch": self.best_epoch}  # fmt: skip
+        out = {
+            "channels": np.array(self.channels),
+            "mu": self.mu,
+            "w": self.w,
+            "b": self.b,
+            "best_epoch": self.best_epoch,
+        }
         for metric in ("loss", "r", "p"):
             for split, values in getattr(self, metric).items():
                 out[f"{metric}_{split}"] = values
         return out
 
     def metadata(self) -> dict[str, Any]:
-        return {"config": asdict(self.config), "seed": self.seed,
-                "weights_sha256": self.weights_sha256, "map_shape": list(self.map_shape),
-                "split_ids": self.split_ids, **self.extra}  # fmt: skip
+        return {
+            "config": asdict(self.config),
+            "seed": self.seed,
+            "weights_sha256": self.weights_sha256,
+            "map_shape": list(self.map_shape),
+            "split_ids": self.split_ids,
+            **self.extra,
+        }
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> FittedReadout:
         splits = ("train", "val", "test")
         return cls(
             channels=[str(c) for c in arrays["channels"]],
-            mu=arrays["mu"], w=arrays["w"], b=arrays["b"], best_epoch=arrays["best_epoch"],
+            mu=arrays["mu"],
+            w=arrays["w"],
+            b=arrays["b"],
+            best_epoch=arrays["best_epoch"],
             loss={s: arrays[f"loss_{s}"] for s in splits},
             r={s: arrays[f"r_{s}"] for s in splits},
             p={s: arrays[f"p_{s}"] for s in splits},
-            split_ids=meta["split_ids"], config=ReadoutConfig.from_dict(meta["config"]),
-            seed=int(meta["seed"]), weights_sha256=meta["weights_sha256"],
+            split_ids=meta["split_ids"],
+            config=ReadoutConfig.from_dict(meta["config"]),
+            seed=int(meta["seed"]),
+            weights_sha256=meta["weights_sha256"],
             map_shape=tuple(meta["map_shape"]),
-        )  # fmt: skip
+        )
 
 
 def pearson(pred: np.ndarray, target: np.ndarray) -> tuple[float, float]:
@@ -279,7 +317,7 @@ def grid_init(x: torch.Tensor, y: torch.Tensor, width: int) -> torch.Tensor:
 
 def _as_rows(maps: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
     """``[N, F, H, W]`` -> float32 ``[N, H*W, F]`` on ``device`` (rows of the big product)."""
-    t = torch.as_tensor(maps)
+    t = as_tensor(maps)
     return t.to(device=device, dtype=torch.float32).flatten(2).transpose(1, 2).contiguous()
 
 
@@ -349,10 +387,13 @@ def fit_readouts(
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     jitter_gens = [channel_torch_generator(seed, ch, "jitter") for ch in channels]
     batch_gen = torch.Generator().manual_seed(seed)
-    best = {"val": torch.full((c,), float("inf"), device=device),
-            "epoch": torch.zeros(c, dtype=torch.long),
-            "mu": model.mu.detach().clone(), "w": model.w.detach().clone(),
-            "b": model.b.detach().clone()}  # fmt: skip
+    best = {
+        "val": torch.full((c,), float("inf"), device=device),
+        "epoch": torch.zeros(c, dtype=torch.long),
+        "mu": model.mu.detach().clone(),
+        "w": model.w.detach().clone(),
+        "b": model.b.detach().clone(),
+    }
     n_train = len(x_train)
     for epoch in range(config.epochs):
         if should_stop is not None and should_stop():
@@ -394,11 +435,15 @@ def fit_readouts(
         w=(best["w"].cpu() * std_t[:, None]).numpy(),
         b=(best["b"].cpu().double() * torch.as_tensor(std) + torch.as_tensor(mean)).numpy(),
         best_epoch=best["epoch"].numpy(),
-        loss={}, r={}, p={},
+        loss={},
+        r={},
+        p={},
         split_ids=split.ids(body_ids) if body_ids is not None else {},
-        config=config, seed=seed, weights_sha256=weights_sha256,
+        config=config,
+        seed=seed,
+        weights_sha256=weights_sha256,
         map_shape=(f, h, w),
-    )  # fmt: skip
+    )
     for name in ("train", "val", "test"):
         rows = getattr(split, name)
         pred = fitted.predict(maps[rows])

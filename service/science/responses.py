@@ -271,8 +271,9 @@ def responsiveness(values: np.ndarray, mean: np.ndarray, threshold: float) -> Cr
         p = float(stats.wilcoxon(trials, alternative="greater").pvalue)
     else:
         p = 1.0
-    return Criterion("responsive", statistic, p, threshold, statistic >= threshold,
-                     f"best stimulus index {best}")  # fmt: skip
+    return Criterion(
+        "responsive", statistic, p, threshold, statistic >= threshold, f"best stimulus index {best}"
+    )
 
 
 def selectivity(values: np.ndarray, alpha: float) -> Criterion:
@@ -335,15 +336,27 @@ def reliability(values: np.ndarray, config: InclusionConfig, rng: np.random.Gene
     """
     rs = split_half_r(values, config.split_half_splits, rng)
     if not np.isfinite(rs).any():
-        return Criterion("reliable", float("nan"), 1.0, config.min_reliability, False,
-                         "split halves are constant")  # fmt: skip
+        return Criterion(
+            "reliable",
+            float("nan"),
+            1.0,
+            config.min_reliability,
+            False,
+            "split halves are constant",
+        )
     r = float(np.nanmean(rs))
     corrected = float(spearman_brown(r))
     s = values.shape[0]
     t = r * np.sqrt((s - 2) / max(1e-12, 1 - r**2))
     p = float(2 * stats.t.sf(abs(t), s - 2))
-    return Criterion("reliable", corrected, p, config.min_reliability,
-                     corrected > config.min_reliability, f"mean split-half r {r:.3f}")  # fmt: skip
+    return Criterion(
+        "reliable",
+        corrected,
+        p,
+        config.min_reliability,
+        corrected > config.min_reliability,
+        f"mean split-half r {r:.3f}",
+    )
 
 
 def include_channels(
@@ -364,10 +377,15 @@ def include_channels(
                 table.stimuli[i]
                 for i in np.flatnonzero((counts > 0) & (counts < config.min_repeats))
             ]
-            out.append(ChannelInclusion(
-                channel, (), False,
-                f"{len(few)} stimuli have fewer than {config.min_repeats} repeats, e.g. {few[:3]}",
-            ))  # fmt: skip
+            out.append(
+                ChannelInclusion(
+                    channel,
+                    (),
+                    False,
+                    f"{len(few)} stimuli have fewer than {config.min_repeats} repeats, "
+                    f"e.g. {few[:3]}",
+                )
+            )
             continue
         rng = channel_rng(seed, channel, "split-half")
         criteria = (

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from service.science.readout import readout_features
+from service.science.readout import as_tensor, readout_features
 from service.science.responses import Trials, Windows, trials_from_counts
 from service.science.seeds import channel_rng
 
@@ -81,9 +81,11 @@ def make_neurons(
     config: SyntheticConfig = SyntheticConfig(),
     locations: np.ndarray | None = None,
 ) -> list[SyntheticNeuron]:
-    """One body-preferring neuron per channel name from preferred (``maps_in`` ``[N, F, H, W]``)
-    and other images (``maps_out``); locations drawn from the channel's seed stream unless
-    given (``[C, 2]``)."""
+    """One body-preferring neuron per channel name.
+
+    ``maps_in`` ``[N, F, H, W]``: preferred images; ``maps_out``: the others. Locations are
+    drawn from the channel's seed stream unless given (``[C, 2]``).
+    """
     neurons = []
     for c, channel in enumerate(channels):
         rng = channel_rng(seed, channel, "synthetic")
@@ -92,8 +94,8 @@ def make_neurons(
         else:
             mu = np.asarray(locations[c], dtype=np.float64)
         mu_t = torch.as_tensor(mu[None], dtype=torch.float32)
-        a_in = readout_features(torch.as_tensor(maps_in), mu_t)[:, 0].numpy()
-        a_out = readout_features(torch.as_tensor(maps_out), mu_t)[:, 0].numpy()
+        a_in = readout_features(as_tensor(maps_in), mu_t)[:, 0].numpy()
+        a_out = readout_features(as_tensor(maps_out), mu_t)[:, 0].numpy()
         support = (
             None if config.sparsity is None else max(1, round(config.sparsity * a_in.shape[1]))
         )
@@ -112,7 +114,7 @@ def true_responses(
     out = []
     for neuron in neurons:
         mu = torch.as_tensor(neuron.mu[None], dtype=torch.float32)
-        a = readout_features(torch.as_tensor(maps), mu)[:, 0].numpy()
+        a = readout_features(as_tensor(maps), mu)[:, 0].numpy()
         out.append(neuron.evoked(a))
     return np.stack(out, axis=1)
 
@@ -132,8 +134,9 @@ def simulate_counts(
     trials and the raw columns (stimulus, channel, repeat, baseline_count, response_count).
     """
     rates = np.asarray(rates, dtype=np.float64)
-    cols: dict[str, list] = {k: [] for k in ("stimulus", "channel", "repeat", "baseline_count",
-                                             "response_count")}  # fmt: skip
+    cols: dict[str, list] = {
+        k: [] for k in ("stimulus", "channel", "repeat", "baseline_count", "response_count")
+    }
     for c, channel in enumerate(channels):
         rng = channel_rng(seed, channel, "poisson")
         lam_b = np.full((len(stimuli), config.repeats), config.spontaneous * windows.baseline_s)
@@ -148,6 +151,11 @@ def simulate_counts(
                 cols["baseline_count"].append(int(base[s, k]))
                 cols["response_count"].append(int(resp[s, k]))
     arrays = {k: np.asarray(v) for k, v in cols.items()}
-    trials = trials_from_counts(arrays["stimulus"], arrays["channel"], arrays["baseline_count"],
-                                arrays["response_count"], windows)  # fmt: skip
+    trials = trials_from_counts(
+        arrays["stimulus"],
+        arrays["channel"],
+        arrays["baseline_count"],
+        arrays["response_count"],
+        windows,
+    )
     return trials, arrays

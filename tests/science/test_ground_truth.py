@@ -21,10 +21,16 @@ def fitted(synthetic_dataset):
     split = ro.make_split(len(d["body_ids"]), config.split, seed=0)
     targets = d["table"].means_for(d["body_ids"]).T
     fit = ro.fit_readouts(
-        d["body_maps"], targets, d["channels"], split, body_ids=d["body_ids"],
-        silhouette_maps=d["silhouette_maps"][split.train], config=config, seed=0,
+        d["body_maps"],
+        targets,
+        d["channels"],
+        split,
+        body_ids=d["body_ids"],
+        silhouette_maps=d["silhouette_maps"][split.train],
+        config=config,
+        seed=0,
         weights_sha256=d["weights_sha256"],
-    )  # fmt: skip
+    )
     return fit, split
 
 

@@ -81,8 +81,9 @@ def test_fitting_channels_together_equals_fitting_each_alone():
     sil = maps[split.train][:, :, ::-1].copy()  # any maps stand in for silhouettes
     together = ro.fit_readouts(maps, targets, names, split, silhouette_maps=sil, config=CFG, seed=5)
     for j, name in enumerate(names):
-        alone = ro.fit_readouts(maps, targets[:, [j]], [name], split, silhouette_maps=sil,
-                                config=CFG, seed=5)  # fmt: skip
+        alone = ro.fit_readouts(
+            maps, targets[:, [j]], [name], split, silhouette_maps=sil, config=CFG, seed=5
+        )
         np.testing.assert_allclose(alone.mu[0], together.mu[j], atol=1e-4)
         np.testing.assert_allclose(alone.w[0], together.w[j], atol=1e-4)
         np.testing.assert_allclose(alone.b[0], together.b[j], atol=1e-3)
@@ -94,8 +95,9 @@ def test_l_half_penalty_makes_w_sparser():
     split = ro.make_split(len(maps), CFG.split, seed=0)
 
     def fit(weight: float) -> ro.FittedReadout:
-        cfg = ro.ReadoutConfig(lr=1e-3, epochs=60, split=CFG.split, batch_size=32,
-                               l_half_weight=weight)  # fmt: skip
+        cfg = ro.ReadoutConfig(
+            lr=1e-3, epochs=60, split=CFG.split, batch_size=32, l_half_weight=weight
+        )
         return ro.fit_readouts(maps, targets, ["a", "b", "c"], split, config=cfg, seed=0)
 
     def count_large(w: np.ndarray) -> np.ndarray:
@@ -112,8 +114,17 @@ def test_result_is_complete_and_round_trips():
     ids = [f"body_{i:03d}" for i in range(len(maps))]
     split = ro.make_split(len(maps), CFG.split, seed=0)
     calls = []
-    fit = ro.fit_readouts(maps, targets, ["x", "y"], split, body_ids=ids, config=CFG, seed=11,
-                          weights_sha256="abc", progress=lambda *a: calls.append(a))  # fmt: skip
+    fit = ro.fit_readouts(
+        maps,
+        targets,
+        ["x", "y"],
+        split,
+        body_ids=ids,
+        config=CFG,
+        seed=11,
+        weights_sha256="abc",
+        progress=lambda *a: calls.append(a),
+    )
     assert [c[0] for c in calls] == list(range(1, CFG.epochs + 1))
     assert fit.split_ids["test"] == [ids[i] for i in split.test]
     for name in ("train", "val", "test"):

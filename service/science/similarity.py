@@ -1,0 +1,50 @@
+"""Neuron-specific image similarity, eq. (2), and the most similar image of a set, eq. (3).
+
+``s(x1, x2) = <a1 * w, a2 * w> / (|a1 * w| |a2 * w|)`` with ``a`` the features read out at the
+channel's location (sec. 3.2): a cosine similarity in which each feature counts by its readout
+weight, so the dimensions the neuron ignores drop out. Where either weighted vector is zero the
+similarity is undefined; it is reported as 0 (no shared evidence), never NaN.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def similarity(a1: np.ndarray, a2: np.ndarray, w: np.ndarray) -> float:
+    """Eq. (2) for one pair: ``a1``, ``a2``, ``w`` are ``[F]``."""
+    u1 = np.asarray(a1, np.float64) * w
+    u2 = np.asarray(a2, np.float64) * w
+    denom = np.linalg.norm(u1) * np.linalg.norm(u2)
+    return float(u1 @ u2 / denom) if denom > 0 else 0.0
+
+
+def similarity_to_many(
+    a_ref: np.ndarray | torch.Tensor,
+    a_many: np.ndarray | torch.Tensor,
+    w: np.ndarray | torch.Tensor,
+) -> torch.Tensor:
+    """Eq. (2) of one image against many, vectorised; broadcasts over channels.
+
+    ``a_ref``: ``[..., F]``; ``a_many``: ``[N, ..., F]``; ``w``: ``[..., F]`` -> ``[N, ...]``.
+    For channels: ``a_ref`` ``[C, F]``, ``a_many`` ``[N, C, F]``, ``w`` ``[C, F]`` -> ``[N, C]``.
+    """
+    w = torch.as_tensor(w, dtype=torch.float64)
+    u_ref = torch.as_tensor(a_ref, dtype=torch.float64) * w
+    u = torch.as_tensor(a_many, dtype=torch.float64) * w
+    num = (u * u_ref).sum(-1)
+    denom = u.norm(dim=-1) * u_ref.norm(dim=-1)
+    return torch.where(denom > 0, num / denom.clamp(min=1e-300), torch.zeros_like(num))
+
+
+def most_similar(
+    a_ref: np.ndarray, a_set: np.ndarray, w: np.ndarray, ids: list[str] | None = None
+) -> tuple[int, float]:
+    """Eq. (3): the index of the image of ``a_set`` (``[N, F]``) most similar to ``a_ref``.
+
+    Ties go to the smallest id (or index when no ids are given). Returns (index, similarity).
+    """
+    s = similarity_to_many(a_ref, a_set, w).numpy()
+    order = np.lexsort((np.asarray(ids) if ids is not None else np.arange(len(s)), -s))
+    return int(order[0]), float(s[order[0]])

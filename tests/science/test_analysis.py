@@ -1,0 +1,116 @@
+"""Stability, Mann-Whitney selectivity and generalisation against scipy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from service.science import analysis as an
+from service.science.readout import FittedReadout, ReadoutConfig
+from service.science.responses import response_table, trials_from_rates
+
+
+def table(means: dict[str, dict[str, float]], repeats: int = 2):
+    stim, chan, rate = [], [], []
+    for c, row in means.items():
+        for s, v in row.items():
+            for k in range(repeats):
+                stim.append(s)
+                chan.append(c)
+                rate.append(v + (k - (repeats - 1) / 2) * 0.1)
+    return response_table(trials_from_rates(stim, chan, rate))
+
+
+@pytest.fixture
+def data():
+    rng = np.random.default_rng(0)
+    bodies = [f"body_{i:02d}" for i in range(20)]
+    objects = [f"object_{i}" for i in range(8)]
+    controls = [f"control_body_{i}" for i in range(6)]
+    p1 = {c: {b: float(v) for b, v in zip(bodies, rng.normal(20, 6, 20))} for c in ("a", "b")}
+    p2 = {c: {b: p1[c][b] + float(rng.normal(0, 2)) for b in bodies[:12]} for c in ("a", "b")}
+    for c in ("a", "b"):
+        p2[c].update({o: float(rng.normal(10, 4)) for o in objects})
+        p2[c].update({x: float(rng.normal(25, 4)) for x in controls})
+    fit = FittedReadout(
+        ["a"],
+        np.zeros((1, 2)),
+        np.zeros((1, 4)),
+        np.zeros(1),
+        np.zeros(1, int),
+        {},
+        {},
+        {},
+        {"test": bodies[12:17]},
+        ReadoutConfig(),
+        0,
+        "sha",
+    )
+    return dict(
+        bodies=bodies,
+        objects=objects,
+        controls=controls,
+        p1=table(p1),
+        p2=table(p2),
+        fit=fit,
+        obj_pred=rng.normal(size=(8, 1)),
+        test_pred=rng.normal(size=(5, 1)),
+    )
+
+
+def test_values_match_scipy(data):
+    d = data
+    result = an.analyse(
+        d["p1"],
+        d["p2"],
+        d["fit"],
+        d["bodies"][:12],
+        d["objects"],
+        d["controls"],
+        d["obj_pred"],
+        d["test_pred"],
+    )
+    a = result.channels[0]
+    p1a = d["p1"].means_for(d["bodies"][:12])[0]
+    p2a = d["p2"].means_for(d["bodies"][:12])[0]
+    ref = stats.pearsonr(p1a, p2a)
+    assert a.stability.r == pytest.approx(ref.statistic) and a.stability.p == pytest.approx(
+        ref.pvalue
+    )
+    assert a.stability.passed == (ref.statistic > 0.6)
+    ctl = d["p2"].means_for(d["controls"])[0]
+    obj = d["p2"].means_for(d["objects"])[0]
+    two = stats.mannwhitneyu(ctl, obj, alternative="two-sided")
+    one = stats.mannwhitneyu(ctl, obj, alternative="greater")
+    assert a.selectivity.u == pytest.approx(two.statistic)
+    assert a.selectivity.p_two_sided == pytest.approx(two.pvalue)
+    assert a.selectivity.p_bodies_greater == pytest.approx(one.pvalue)
+    assert a.selectivity.median_bodies == pytest.approx(np.median(ctl))
+    assert a.selectivity.median_objects == pytest.approx(np.median(obj))
+    gen_o = stats.pearsonr(d["obj_pred"][:, 0], obj)
+    assert a.generalisation_objects.r == pytest.approx(gen_o.statistic)
+    assert a.generalisation_objects.p == pytest.approx(gen_o.pvalue)
+    gen_b = stats.pearsonr(d["test_pred"][:, 0], d["p1"].means_for(d["bodies"][12:17])[0])
+    assert a.generalisation_bodies.r == pytest.approx(gen_b.statistic)
+    b = result.channels[1]
+    assert b.generalisation_objects is None  # channel b has no fitted model
+    summary = result.summary
+    assert summary["stable"]["of"] == 2
+    assert summary["stable"]["fraction"] == np.mean([c.stability.passed for c in result.channels])
+
+
+def test_missing_phase_two_images_are_named(data):
+    d = data
+    with pytest.raises(ValueError, match="object_99"):
+        an.analyse(
+            d["p1"],
+            d["p2"],
+            d["fit"],
+            d["bodies"][:12],
+            d["objects"] + ["object_99"],
+            d["controls"],
+            None,
+        )
+    with pytest.raises(ValueError, match="body_15"):
+        an.analyse(d["p1"], d["p2"], d["fit"], d["bodies"][:16], d["objects"], d["controls"], None)
