@@ -9,6 +9,7 @@ naming the file, the row and the column at fault.
 from __future__ import annotations
 
 import csv
+import io
 import zipfile
 from pathlib import Path
 
@@ -22,7 +23,7 @@ class TrialFileError(ValueError):
     """A trial file cannot be used; the message says where and why."""
 
 
-def _finish(columns: dict[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
+def validate_columns(columns: dict[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
     missing = [c for c in ID_COLUMNS if c not in columns]
     if missing:
         raise TrialFileError(f"{source}: missing column(s) {missing}; found {sorted(columns)}")
@@ -91,21 +92,25 @@ def read_trial_csv(path: Path) -> dict[str, np.ndarray]:
             raise TrialFileError(f"{path}: row {i + 1} has the wrong number of fields")
         for name, value in row.items():
             columns[name.strip()].append(value.strip())
-    return _finish({k: np.asarray(v) for k, v in columns.items()}, str(path))
+    return validate_columns({k: np.asarray(v) for k, v in columns.items()}, str(path))
 
 
 def read_trial_npz(path: Path) -> dict[str, np.ndarray]:
     """An NPZ trial table: one 1-D array per column."""
-    path = Path(path)
+    return parse_trial_npz(Path(path).read_bytes(), str(path))
+
+
+def parse_trial_npz(data: bytes, source: str = "NPZ") -> dict[str, np.ndarray]:
+    """NPZ bytes (one 1-D array per column) -> validated columns."""
     try:
-        with np.load(path, allow_pickle=False) as data:
-            columns = {name: data[name] for name in data.files}
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise TrialFileError(f"{path}: not a readable NPZ file ({exc})") from exc
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            columns = {name: npz[name] for name in npz.files}
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise TrialFileError(f"{source}: not a readable NPZ file ({exc})") from exc
     for name, values in columns.items():
         if values.ndim != 1:
-            raise TrialFileError(f"{path}: column {name!r} must be 1-D, not {values.shape}")
-    return _finish(columns, str(path))
+            raise TrialFileError(f"{source}: column {name!r} must be 1-D, not {values.shape}")
+    return validate_columns(columns, source)
 
 
 def read_trial_table(path: Path) -> dict[str, np.ndarray]:

@@ -411,6 +411,66 @@ def demo(
     console.print(RANDOM_BACKBONE_NOTE)
 
 
+# --------------------------------------------------------------------------- service
+
+token_app = typer.Typer(help="API tokens (bearer, with a role).", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+
+
+@token_app.command("create")
+def token_create(
+    role: str = typer.Option(
+        ..., help="rig (create and write sessions) or analyst (read, saliency)."
+    ),
+    name: str = typer.Option("", help="Who or what the token is for."),
+) -> None:
+    """Create a token; it is printed once, only its hash is stored."""
+    from service.api.auth import create_token
+
+    settings = Settings()
+    try:
+        token = create_token(settings.tokens_path, role, name or role)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    console.print(f"{role} token (shown once, stored as a hash in {settings.tokens_path}):")
+    print(token)
+
+
+@app.command("serve")
+def serve_command(
+    workers: int = typer.Option(1, min=0, help="Worker processes to start beside the API."),
+    host: str = typer.Option(None, help="Bind address (default STIMLOOP_HOST or 127.0.0.1)."),
+    port: int = typer.Option(None, help="Port (default STIMLOOP_PORT or 8000)."),
+) -> None:
+    """The API, N workers, and a private Redis when STIMLOOP_REDIS_URL is unset."""
+    from service.serve import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = Settings()
+    updates = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    serve(settings.model_copy(update=updates), workers=workers)
+
+
+@app.command("worker")
+def worker_command(
+    redis_url: str = typer.Option(
+        None, help="Redis to take jobs from (default STIMLOOP_REDIS_URL)."
+    ),
+    burst: bool = typer.Option(False, help="Stop when the queue is empty."),
+    name: str = typer.Option(None, help="Worker name (default: generated)."),
+) -> None:
+    """One worker: loads backbones once, keeps them on its GPU, runs jobs in-process."""
+    from service.serve import run_worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = Settings()
+    if redis_url:
+        settings = settings.model_copy(update={"redis_url": redis_url})
+    if not settings.redis_url:
+        raise fail("a worker needs Redis: pass --redis-url or set STIMLOOP_REDIS_URL")
+    run_worker(settings, burst=burst, name=name)
+
+
 def main() -> None:  # pragma: no cover
     app()
 

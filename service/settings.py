@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -16,15 +15,32 @@ class Settings(BaseSettings):
 
     models_store: Path = Field(
         default=Path("models_store"),
-        description="Folder with backbones.toml, weights/ and sessions/.",
+        description="Folder with backbones.toml, weights/, sessions/ and stimulus_sets/.",
     )
-    device: Literal["auto", "cpu", "cuda"] | str = Field(
-        default="auto", description="Torch device for the backbone: auto picks CUDA when present."
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis for the job queue and the activation cache; unset: `stimloop serve` "
+        "starts a private one under the models store.",
     )
-    precision: Literal["fp32", "bf16", "fp16"] = Field(
-        default="fp32", description="Backbone forward precision (fp32 as in the paper)."
+    key_prefix: str = Field(default="stimloop", description="Prefix of every Redis key and queue.")
+    stimulus_root: Path = Field(
+        default=Path("stimuli"),
+        description="Stimulus directories may only be registered from below this folder.",
     )
+    device: str = Field(default="auto", description="auto (CUDA when present), cpu or cuda.")
+    precision: str = Field(default="fp32", description="Backbone forward: fp32, bf16 or fp16.")
     batch_size: int = Field(default=32, ge=1, description="Images per backbone forward.")
+    token_file: Path | None = Field(
+        default=None, description="Hashed API tokens (default: <models_store>/tokens.json)."
+    )
+    auth: bool = Field(default=True, description="Require bearer tokens (turn off only for tests).")
+    max_upload_bytes: int = Field(default=256 * 2**20, ge=1024, description="Largest request body.")
+    job_timeout_s: int = Field(default=3600, ge=10, description="Longest a job may run.")
+    job_stale_s: float = Field(
+        default=120.0, gt=0, description="A started job silent this long counts as abandoned."
+    )
+    host: str = Field(default="127.0.0.1")
+    port: int = Field(default=8000)
 
     @property
     def registry_path(self) -> Path:
@@ -37,6 +53,14 @@ class Settings(BaseSettings):
     @property
     def sessions_dir(self) -> Path:
         return self.models_store / "sessions"
+
+    @property
+    def sets_dir(self) -> Path:
+        return self.models_store / "stimulus_sets"
+
+    @property
+    def tokens_path(self) -> Path:
+        return self.token_file or self.models_store / "tokens.json"
 
 
 def get_settings() -> Settings:

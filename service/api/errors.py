@@ -1,0 +1,68 @@
+"""One error type, mapped to RFC 9457 problem+json in one place."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.store import NotFoundError
+
+log = logging.getLogger("stimloop.api")
+PROBLEM = "application/problem+json"
+
+
+class ApiError(Exception):
+    """A caller's mistake (4xx) or a state conflict, with what to do about it."""
+
+    def __init__(self, status: int, title: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.title, self.detail = status, title, detail
+
+
+def problem(status: int, title: str, detail: str, instance: str | None = None) -> JSONResponse:
+    body = {
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": instance,
+    }
+    return JSONResponse(body, status_code=status, media_type=PROBLEM)
+
+
+def _location(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc if p != "body") or "request"
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return problem(exc.status, exc.title, exc.detail, request.url.path)
+
+    @app.exception_handler(NotFoundError)
+    async def not_found(request: Request, exc: NotFoundError) -> JSONResponse:
+        return problem(404, "Not found", str(exc), request.url.path)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = [f"{_location(e['loc'])}: {e['msg']}" for e in exc.errors()[:10]]
+        detail = "; ".join(parts) + ". Fix these fields and send the request again."
+        return problem(422, "Invalid request", detail, request.url.path)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return problem(exc.status_code, "HTTP error", str(exc.detail), request.url.path)
+
+    @app.exception_handler(Exception)
+    async def bug(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s", request.url.path)
+        return problem(
+            500,
+            "Internal error",
+            f"this is a bug in stimloop: {type(exc).__name__}",
+            request.url.path,
+        )

@@ -1,0 +1,124 @@
+"""Jobs on RQ: what the API enqueues and what workers run.
+
+Workers are ``rq.SimpleWorker``s: a job runs in the worker's own process, which loaded the
+backbone once and keeps it on its GPU (no fork after CUDA has initialised). One worker per
+GPU; any machine pointed at the same Redis and models store adds workers.
+
+Jobs report ``stage``, ``progress`` (0..1), ``message`` and a ``heartbeat`` in ``job.meta``. A
+started job whose heartbeat is older than ``job_stale_s`` belongs to a worker that died: it is
+reported as failed with that reason, its session is marked failed, and it can be resubmitted.
+RQ also retries an abandoned job once when it notices the dead worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from redis import Redis
+from rq import SimpleWorker, get_current_job
+from rq.job import Job
+
+from service.cache import ActivationCache
+from service.pipeline import Context
+from service.queueing import cancel_key, connect, get_queue
+from service.settings import Settings
+from service.store import Store
+
+log = logging.getLogger("stimloop.jobs")
+_CONTEXT: Context | None = None  # the worker process's long-lived state
+
+
+def install_context(context: Context) -> None:
+    global _CONTEXT
+    _CONTEXT = context
+
+
+def context() -> Context:
+    """The worker's context, made on first use from the environment's settings."""
+    global _CONTEXT
+    if _CONTEXT is None:
+        settings = Settings()
+        _CONTEXT = Context(settings, ActivationCache(connect(settings), settings.key_prefix))
+    return _CONTEXT
+
+
+def _reporter(job: Job | None) -> Callable[[str, float, str], None]:
+    last = {"t": 0.0}
+
+    def report(stage: str, progress: float, message: str) -> None:
+        if job is None:
+            return
+        now = time.time()
+        if now - last["t"] < 0.2 and progress < 1.0:
+            return
+        last["t"] = now
+        job.meta.update(
+            stage=stage,
+            progress=float(min(max(progress, 0.0), 1.0)),
+            message=message,
+            heartbeat=now,
+        )
+        job.save_meta()
+
+    return report
+
+
+def _should_stop(job: Job | None, ctx: Context) -> Callable[[], bool]:
+    if job is None:
+        return lambda: False
+    key = cancel_key(ctx.settings, job.id)
+    return lambda: bool(ctx.cache.redis.exists(key))
+
+
+def _fail_session(ctx: Context, session_id: str, error: str, state: str = "failed") -> None:
+    with ctx.store.locked(session_id) as rec:
+        rec["error"] = error
+        Store.transition(
+            rec, state, "job failed" if state == "failed" else "fit cancelled", error=error
+        )
+
+
+# ------------------------------------------------------------------ job functions
+
+
+def run_precompute(backbone: str, set_id: str) -> dict[str, Any]:
+    job = get_current_job()
+    return context().precompute(backbone, set_id, _reporter(job))
+
+
+def run_warm(session_id: str) -> dict[str, Any]:
+    return context().warm_session(session_id, _reporter(get_current_job()))
+
+
+def run_fit(session_id: str) -> dict[str, Any]:
+    job, ctx = get_current_job(), context()
+    try:
+        return ctx.fit_and_select(session_id, _reporter(job), _should_stop(job, ctx))
+    except InterruptedError:
+        _fail_session(ctx, session_id, "cancelled; upload again or POST .../fit", "phase1_received")
+        raise
+    except Exception as exc:
+        _fail_session(ctx, session_id, f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def run_analysis(session_id: str) -> dict[str, Any]:
+    job, ctx = get_current_job(), context()
+    try:
+        return ctx.analyse(session_id, _reporter(job))
+    except Exception as exc:
+        _fail_session(ctx, session_id, f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def run_saliency(session_id: str, request: dict[str, Any], key: str) -> dict[str, Any]:
+    return context().saliency(session_id, request, key, _reporter(get_current_job()))
+
+
+def make_worker(settings: Settings, redis: Redis, name: str | None = None) -> SimpleWorker:
+    """A non-forking worker on the stimloop queue, with this process's context installed."""
+    install_context(Context(settings, ActivationCache(redis, settings.key_prefix)))
+    return SimpleWorker([get_queue(settings, redis)], connection=redis, name=name)

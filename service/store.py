@@ -1,0 +1,211 @@
+"""The durable store under ``models_store/``: stimulus sets, sessions and their results.
+
+Layout::
+
+    stimulus_sets/<set>/set.json          ids, files, sha256s, category, where the images are
+    stimulus_sets/<set>/images/           images of an uploaded zip
+    sessions/<id>/session.json            config, state, history, upload hashes, job ids
+    sessions/<id>/phase1.npz, phase2.npz  the uploaded trials (columns)
+    sessions/<id>/readouts.npz|json       fitted models; selection.json; analysis.json
+    sessions/<id>/saliency/<key>.npz|json|png
+
+Every write is atomic (temporary file, fsync, rename), and every read-modify-write of a
+session record holds an exclusive lock on ``sessions/<id>/.lock``, so the API and any number of
+workers can share the folder. A restart loses nothing that was stored.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import json
+import re
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.stimulus_sets import write_atomic
+
+STATES = (
+    "created",
+    "phase1_received",
+    "fitting",
+    "selected",
+    "phase2_received",
+    "analysed",
+    "failed",
+)
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# What each upload makes stale when it is replaced.
+DERIVED = {
+    "phase1": [
+        "readouts.npz",
+        "readouts.json",
+        "selection.json",
+        "channels.json",
+        "phase2.npz",
+        "analysis.json",
+        "saliency",
+    ],
+    "phase2": ["analysis.json", "saliency"],
+}
+
+
+class NotFoundError(KeyError):
+    """A stored thing that does not exist; the message names it."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "not found"
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_atomic(path, json.dumps(data, indent=1, default=_jsonable).encode())
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    write_atomic(path, buffer.getvalue())
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+class Store:
+    """File-backed state of stimulus sets and sessions."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.sessions = self.root / "sessions"
+        self.sets = self.root / "stimulus_sets"
+
+    # ------------------------------------------------------------------ stimulus sets
+
+    def set_dir(self, set_id: str) -> Path:
+        if not NAME.match(set_id):
+            raise NotFoundError(f"stimulus set {set_id!r} does not exist")
+        return self.sets / set_id
+
+    def get_set(self, set_id: str) -> dict[str, Any]:
+        path = self.set_dir(set_id) / "set.json"
+        if not path.is_file():
+            raise NotFoundError(f"stimulus set {set_id!r} does not exist; register it first")
+        return read_json(path)
+
+    def list_sets(self) -> list[dict[str, Any]]:
+        if not self.sets.is_dir():
+            return []
+        return [read_json(p) for p in sorted(self.sets.glob("*/set.json"))]
+
+    def put_set(self, record: dict[str, Any]) -> None:
+        write_json(self.set_dir(record["id"]) / "set.json", record)
+
+    # ------------------------------------------------------------------ sessions
+
+    def session_dir(self, session_id: str) -> Path:
+        if not re.fullmatch(r"[0-9a-f]{12}", session_id):
+            raise NotFoundError(f"session {session_id!r} does not exist")
+        return self.sessions / session_id
+
+    @contextmanager
+    def locked(self, session_id: str) -> Iterator[dict[str, Any]]:
+        """The session record under an exclusive lock; written back when the block succeeds."""
+        folder = self.session_dir(session_id)
+        if not (folder / "session.json").is_file():
+            raise NotFoundError(f"session {session_id!r} does not exist")
+        with open(folder / ".lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                record = read_json(folder / "session.json")
+                yield record
+                write_json(folder / "session.json", record)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def create_session(self, config: dict[str, Any], provenance: dict[str, Any]) -> dict[str, Any]:
+        session_id = uuid.uuid4().hex[:12]
+        folder = self.sessions / session_id
+        folder.mkdir(parents=True)
+        record = {
+            "id": session_id,
+            "created": now(),
+            "state": "created",
+            "config": config,
+            "provenance": provenance,
+            "uploads": {},
+            "jobs": {},
+            "error": None,
+            "history": [{"time": now(), "event": "created", "state": "created"}],
+        }
+        write_json(folder / "session.json", record)
+        return record
+
+    def get_session(self, session_id: str) -> dict[str, Any]:
+        path = self.session_dir(session_id) / "session.json"
+        if not path.is_file():
+            raise NotFoundError(f"session {session_id!r} does not exist")
+        return read_json(path)
+
+    def list_sessions(self) -> list[dict[str, Any]]:
+        if not self.sessions.is_dir():
+            return []
+        return [read_json(p) for p in sorted(self.sessions.glob("*/session.json"))]
+
+    @staticmethod
+    def transition(record: dict[str, Any], state: str, event: str, **detail: Any) -> None:
+        """Move a (locked) record to ``state`` and log why in its history."""
+        assert state in STATES, state
+        record["state"] = state
+        record["history"].append({"time": now(), "event": event, "state": state, **detail})
+
+    def invalidate(self, session_id: str, upload: str) -> list[str]:
+        """Delete what was derived from ``upload`` (replaced); returns what was removed."""
+        folder = self.session_dir(session_id)
+        removed = []
+        for name in DERIVED[upload]:
+            path = folder / name
+            if path.is_dir():
+                for child in sorted(path.rglob("*"), reverse=True):
+                    child.unlink() if child.is_file() else child.rmdir()
+                path.rmdir()
+                removed.append(name)
+            elif path.exists():
+                path.unlink()
+                removed.append(name)
+        return removed
+
+    def path(self, session_id: str, name: str) -> Path:
+        return self.session_dir(session_id) / name
+
+    def read_result(self, session_id: str, name: str, what: str) -> Any:
+        """A stored JSON result, or ``NotFoundError`` saying it is not there yet."""
+        path = self.path(session_id, name)
+        if not path.is_file():
+            state = self.get_session(session_id)["state"]
+            raise NotFoundError(f"session {session_id} has no {what} yet (state: {state})")
+        return read_json(path)

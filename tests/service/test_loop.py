@@ -1,0 +1,244 @@
+"""The whole loop over HTTP on a small procedural set with synthetic channels."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+from service.science import synthetic as sy
+from service.science.stimuli import generate_bodies, generate_control_bodies, generate_objects
+from service.stimulus_sets import write_stimulus_set
+
+CHANNELS = ["ch1", "ch2", "ch3"]
+FIT = {"epochs": 20, "lr": 1e-3, "split": [24, 8, 8]}
+SELECTION = {"stability_bodies": 10, "repeats": 2}
+
+
+@pytest.fixture(scope="module")
+def loop(service):
+    """Register sets, precompute, create a session: what the lab does before recording."""
+    root = service.settings.stimulus_root
+    write_stimulus_set(root / "bodies", generate_bodies(40, seed=2))
+    write_stimulus_set(root / "objects", generate_objects(12, seed=2))
+    write_stimulus_set(root / "controls", generate_control_bodies(8, seed=2))
+    c = service.client
+    for set_id, category, folder in (
+        ("bodies", "body", "bodies"),
+        ("objects", "object", "objects"),
+        ("controls", "control_body", "controls"),
+    ):
+        r = c.post(
+            "/v1/stimulus-sets",
+            json={"id": set_id, "category": category, "directory": folder},
+            headers=service.rig,
+        )
+        assert r.status_code == 201, r.text
+        r = c.post(
+            "/v1/activations",
+            json={"backbone": "resnet50_random", "stimulus_set": set_id},
+            headers=service.rig,
+        )
+        assert r.status_code == 202, r.text
+    service.work()
+    r = c.post(
+        "/v1/sessions",
+        json={
+            "backbone": "resnet50_random",
+            "body_set": "bodies",
+            "object_set": "objects",
+            "control_body_set": "controls",
+            "channels": CHANNELS,
+            "fit": FIT,
+            "selection": SELECTION,
+            "seed": 3,
+        },
+        headers=service.rig,
+    )
+    assert r.status_code == 201, r.text
+    session = r.json()["id"]
+    service.work()  # warms the candidates
+    from service.cache import ActivationCache
+    from service.store import Store
+
+    store = Store(service.settings.models_store)
+    cache = ActivationCache(service.redis, service.settings.key_prefix)
+    weights = (
+        __import__("service.jobs", fromlist=["context"])
+        .context()
+        .backbone("resnet50_random")
+        .weights_sha256
+    )
+
+    def maps(set_id):
+        record = store.get_set(set_id)
+        found = cache.get_many(weights, [e["sha256"] for e in record["entries"]])
+        assert all(m is not None for m in found), "precompute left a map uncached"
+        return [e["id"] for e in record["entries"]], np.stack(found)
+
+    data = {k: maps(k) for k in ("bodies", "objects", "controls")}
+    neurons = sy.make_neurons(
+        data["bodies"][1],
+        data["objects"][1],
+        CHANNELS,
+        seed=5,
+        config=sy.SyntheticConfig(sparsity=0.02),
+    )
+    return {"session": session, "maps": data, "neurons": neurons, "store": store}
+
+
+def simulate(loop, ids_by_set, seed):
+    rates, stimuli = [], []
+    for set_id, ids in ids_by_set.items():
+        all_ids, maps = loop["maps"][set_id]
+        rows = [all_ids.index(i) for i in ids]
+        rates.append(sy.true_responses(loop["neurons"], maps[rows]))
+        stimuli += ids
+    _, cols = sy.simulate_counts(
+        np.concatenate(rates), stimuli, CHANNELS, seed=seed, config=sy.SyntheticConfig(repeats=4)
+    )
+    return cols
+
+
+def as_json(cols):
+    return {
+        "stimulus": cols["stimulus"].tolist(),
+        "channel": cols["channel"].tolist(),
+        "baseline_count": cols["baseline_count"].tolist(),
+        "response_count": cols["response_count"].tolist(),
+    }
+
+
+def test_the_whole_loop(service, loop):
+    c, sid = service.client, loop["session"]
+    cols = simulate(loop, {"bodies": loop["maps"]["bodies"][0]}, seed=1)
+    r = c.put(f"/v1/sessions/{sid}/phase1", json=as_json(cols), headers=service.rig)
+    assert r.status_code == 202, r.text
+    job = r.json()["job"]["id"]
+    service.work()
+    r = c.get(f"/v1/jobs/{job}", headers=service.rig)
+    assert r.json()["state"] == "finished", r.json()
+    assert r.json()["progress"] == 1.0 and r.json()["result_link"].endswith("/selection")
+    session = c.get(f"/v1/sessions/{sid}", headers=service.rig).json()
+    assert session["state"] == "selected"
+    assert [h["state"] for h in session["history"]][:4] == [
+        "created",
+        "phase1_received",
+        "fitting",
+        "selected",
+    ]
+    selection = c.get(f"/v1/sessions/{sid}/selection", headers=service.rig).json()
+    assert (
+        selection["provenance"]["seed"] == 3
+        and len(selection["provenance"]["weights_sha256"]) == 64
+    )
+
+    # the same science called directly on the same data gives the same list
+    from service.activations import Activations
+    from service.fitting import fit_recording
+    from service.pipeline import trials_of
+    from service.science.readout import ReadoutConfig
+    from service.science.responses import Windows
+    from service.science.selection import Candidates, SelectionConfig, cell_major, select
+
+    ids, body_maps = loop["maps"]["bodies"]
+    sil = (
+        __import__("service.jobs", fromlist=["context"])
+        .context()
+        .silhouette_maps("resnet50_random", "bodies", ids)
+    )
+    act = Activations(ids, body_maps, [""] * len(ids), "resnet50_random", "w")
+    result = fit_recording(
+        act,
+        trials_of(cols, Windows()),
+        silhouettes=Activations(ids, sil, [""] * len(ids), "", ""),
+        readout=ReadoutConfig.from_dict(FIT),
+        seed=3,
+    )
+    means = np.stack(
+        [result.table.mean[result.table.channel_index(v.channel)] for v in result.inclusion]
+    )
+    cands = [
+        Candidates("object", loop["maps"]["objects"][0], cell_major(loop["maps"]["objects"][1])),
+        Candidates(
+            "control_body", loop["maps"]["controls"][0], cell_major(loop["maps"]["controls"][1])
+        ),
+    ]
+    direct = select(
+        result.readout,
+        result.inclusion,
+        ids,
+        means,
+        body_maps,
+        cands,
+        SelectionConfig(**SELECTION),
+        seed=3,
+    ).to_dict()
+    assert selection["phase_two"] == direct["phase_two"]
+    assert selection["channels"] == direct["channels"]
+
+    csv_text = c.get(f"/v1/sessions/{sid}/selection?format=csv", headers=service.rig).text
+    listed = [e["stimulus"] for e in selection["phase_two"]["entries"]]
+    assert csv_text.splitlines()[0] == "order,stimulus,category,reasons"
+    assert len(csv_text.splitlines()) == 1 + len(listed) + 10
+    assert sorted(selection["sequence"]) == sorted(
+        (listed + selection["phase_two"]["stability_bodies"]) * 2
+    )
+
+    models = c.get(f"/v1/sessions/{sid}/models", headers=service.analyst).json()
+    assert {row["channel"] for row in models["channels"]} == set(CHANNELS)
+    npz = np.load(
+        io.BytesIO(c.get(f"/v1/sessions/{sid}/models?format=npz", headers=service.analyst).content)
+    )
+    assert npz["w"].shape[1] == 2048
+
+    # phase two: exactly the listed images
+    objects = [
+        e["stimulus"] for e in selection["phase_two"]["entries"] if e["category"] == "object"
+    ]
+    controls = [
+        e["stimulus"] for e in selection["phase_two"]["entries"] if e["category"] == "control_body"
+    ]
+    cols2 = simulate(
+        loop,
+        {
+            "bodies": selection["phase_two"]["stability_bodies"],
+            "objects": objects,
+            "controls": controls,
+        },
+        seed=2,
+    )
+    r = c.put(f"/v1/sessions/{sid}/phase2", json=as_json(cols2), headers=service.rig)
+    assert r.status_code == 202, r.text
+    service.work()
+    analysis = c.get(f"/v1/sessions/{sid}/analysis", headers=service.analyst).json()
+    assert len(analysis["channels"]) == 3 and "stable" in analysis["summary"]
+    for ch in analysis["channels"]:
+        assert 0 <= ch["stability"]["p"] <= 1 and ch["selectivity"]["p_two_sided"] <= 1
+    assert c.get(f"/v1/sessions/{sid}", headers=service.rig).json()["state"] == "analysed"
+
+    # saliency for an included channel's default pair
+    included = [row["channel"] for row in models["channels"] if row["included"]]
+    assert included, models["channels"]
+    r = c.post(
+        f"/v1/sessions/{sid}/saliency",
+        json={"channel": included[0], "coverage": 0.05},
+        headers=service.analyst,
+    )
+    assert r.status_code == 202, r.text
+    links = r.json()["links"]
+    service.work()
+    meta = c.get(links["metadata"], headers=service.analyst).json()
+    assert meta["norm_out"] <= meta["s"] + 1e-5 and meta["covered"] >= 0.05
+    assert meta["provenance"]["weights_sha256"] == selection["provenance"]["weights_sha256"]
+    arrays = np.load(io.BytesIO(c.get(links["arrays"], headers=service.analyst).content))
+    assert arrays["map_out"].shape == (3, 224, 224)
+    png = c.get(links["png"], headers=service.analyst)
+    assert png.headers["content-type"] == "image/png" and png.content[:4] == b"\x89PNG"
+    again = c.post(
+        f"/v1/sessions/{sid}/saliency",
+        json={"channel": included[0], "coverage": 0.05},
+        headers=service.analyst,
+    )
+    assert again.status_code == 200 and again.json()["status"] == "done"
