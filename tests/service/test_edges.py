@@ -1,0 +1,346 @@
+"""Auth, stimulus-root confinement, idempotency, conflicts and a bad-input table: every refusal
+is a 4xx problem+json and leaves the stored state as it was."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from service.science.stimuli import generate_bodies, generate_control_bodies, generate_objects
+from service.stimulus_sets import write_stimulus_set
+
+
+@pytest.fixture(scope="module")
+def session(service):
+    root = service.settings.stimulus_root
+    write_stimulus_set(root / "b", generate_bodies(8, seed=0))
+    write_stimulus_set(root / "o", generate_objects(3, seed=0))
+    write_stimulus_set(root / "c", generate_control_bodies(2, seed=0))
+    for set_id, category in (("b", "body"), ("o", "object"), ("c", "control_body")):
+        r = service.client.post(
+            "/v1/stimulus-sets",
+            headers=service.rig,
+            json={"id": set_id, "category": category, "directory": set_id},
+        )
+        assert r.status_code == 201, r.text
+    r = service.client.post(
+        "/v1/sessions",
+        headers=service.rig,
+        json={
+            "backbone": "resnet50_random",
+            "body_set": "b",
+            "object_set": "o",
+            "control_body_set": "c",
+            "channels": ["a", "b"],
+            "fit": {"split": [2, 2, 3]},
+        },
+    )
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def trials(stimuli=("body_0000", "body_0001"), channel="a", rate=1.0):
+    return {
+        "stimulus": list(stimuli),
+        "channel": [channel] * len(stimuli),
+        "rate": [rate] * len(stimuli),
+    }
+
+
+def is_problem(r, status):
+    assert r.status_code == status, (r.status_code, r.text)
+    assert r.headers["content-type"].startswith("application/problem+json")
+    body = r.json()
+    assert body["status"] == status and body["detail"]
+    return body
+
+
+def test_auth(service, session):
+    c = service.client
+    is_problem(c.get(f"/v1/sessions/{session}"), 401)
+    is_problem(c.get(f"/v1/sessions/{session}", headers={"Authorization": "Bearer nope"}), 401)
+    body = is_problem(
+        c.put(f"/v1/sessions/{session}/phase1", json=trials(), headers=service.analyst), 403
+    )
+    assert "rig" in body["detail"]
+    is_problem(
+        c.post(f"/v1/sessions/{session}/saliency", json={"channel": "a"}, headers=service.rig), 403
+    )
+    assert c.get("/v1/health").json()["redis"] is True  # health needs no token
+
+
+def test_stimulus_root_confinement(service):
+    c = service.client
+    (service.root / "outside").mkdir(exist_ok=True)
+    write_stimulus_set(service.root / "outside", generate_objects(1, seed=0))
+    is_problem(
+        c.post(
+            "/v1/stimulus-sets",
+            headers=service.rig,
+            json={"id": "x", "category": "object", "directory": "../outside"},
+        ),
+        403,
+    )
+    is_problem(
+        c.post(
+            "/v1/stimulus-sets",
+            headers=service.rig,
+            json={"id": "x", "category": "object", "directory": "/etc"},
+        ),
+        403,
+    )
+    is_problem(
+        c.post(
+            "/v1/stimulus-sets",
+            headers=service.rig,
+            json={"id": "x", "category": "object", "directory": "missing"},
+        ),
+        400,
+    )
+
+
+def test_set_registration_is_idempotent(service, session):
+    c = service.client
+    r = c.post(
+        "/v1/stimulus-sets",
+        headers=service.rig,
+        json={"id": "b", "category": "body", "directory": "b"},
+    )
+    assert r.status_code == 200 and r.json()["count"] == 8
+    is_problem(
+        c.post(
+            "/v1/stimulus-sets",
+            headers=service.rig,
+            json={"id": "b", "category": "object", "directory": "b"},
+        ),
+        409,
+    )
+    image = c.get("/v1/stimulus-sets/b/images/body_0001", headers=service.analyst)
+    assert image.status_code == 200 and image.content[:4] == b"\x89PNG"
+    is_problem(c.get("/v1/stimulus-sets/b/images/nope", headers=service.analyst), 404)
+
+
+def test_zip_upload(service):
+    c = service.client
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        for s in generate_objects(2, seed=9):
+            z.writestr(f"imgs/{s.id}.png", s.png())
+        z.writestr("readme.txt", "ignored")
+    data = buffer.getvalue()
+    url = "/v1/stimulus-sets/upload?id=zipped&category=object"
+    hdr = {**service.rig, "content-type": "application/zip"}
+    r = c.post(url, content=data, headers=hdr)
+    assert r.status_code == 201, r.text
+    assert r.json()["ids"] == ["object_0000", "object_0001"]
+    assert c.post(url, content=data, headers=hdr).status_code == 200
+    is_problem(
+        c.post("/v1/stimulus-sets/upload?id=bad&category=object", content=b"nope", headers=hdr), 400
+    )
+    broken = io.BytesIO()
+    with zipfile.ZipFile(broken, "w") as z:
+        z.writestr("x.png", b"not a png")
+    body = is_problem(
+        c.post(
+            "/v1/stimulus-sets/upload?id=bad&category=object",
+            content=broken.getvalue(),
+            headers=hdr,
+        ),
+        400,
+    )
+    assert "x.png" in body["detail"]
+
+
+def npz_bytes(**columns):
+    buffer = io.BytesIO()
+    np.savez(buffer, **columns)
+    return buffer.getvalue()
+
+
+BAD = [
+    (
+        "wrong shapes",
+        {"json": {"stimulus": ["body_0000"], "channel": ["a", "a"], "rate": [1.0]}},
+        422,
+        "channel",
+    ),
+    (
+        "NaN",
+        {
+            "content": '{"stimulus": ["body_0000"], "channel": ["a"], "rate": [NaN]}',
+            "headers": {"content-type": "application/json"},
+        },
+        422,
+        "rate",
+    ),
+    ("unknown stimulus", {"json": trials(stimuli=("body_0000", "mystery_9"))}, 400, "mystery_9"),
+    ("unknown channel", {"json": trials(channel="zz")}, 400, "zz"),
+    ("no response column", {"json": {"stimulus": ["body_0000"], "channel": ["a"]}}, 422, "rate"),
+    (
+        "negative counts",
+        {
+            "json": {
+                "stimulus": ["body_0000"],
+                "channel": ["a"],
+                "baseline_count": [-1],
+                "response_count": [2],
+            }
+        },
+        422,
+        "negative",
+    ),
+    (
+        "wrong content type",
+        {"content": "stimulus,channel,rate", "headers": {"content-type": "text/csv"}},
+        415,
+        "application/json",
+    ),
+    (
+        "malformed NPZ",
+        {"content": b"PK\x03\x04garbage", "headers": {"content-type": "application/x-npz"}},
+        400,
+        "NPZ",
+    ),
+    (
+        "NPZ with 2-D column",
+        {
+            "content": npz_bytes(
+                stimulus=np.array(["body_0000"]), channel=np.array(["a"]), rate=np.zeros((1, 2))
+            ),
+            "headers": {"content-type": "application/x-npz"},
+        },
+        400,
+        "1-D",
+    ),
+    (
+        "NPZ with NaN",
+        {
+            "content": npz_bytes(
+                stimulus=np.array(["body_0000"]), channel=np.array(["a"]), rate=np.array([np.nan])
+            ),
+            "headers": {"content-type": "application/x-npz"},
+        },
+        400,
+        "NaN",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "request_args", "status", "mentions"), BAD, ids=[b[0] for b in BAD]
+)
+def test_bad_phase_one_uploads_change_nothing(
+    service, session, case, request_args, status, mentions
+):
+    c = service.client
+    before = service.client.get(f"/v1/sessions/{session}", headers=service.rig).json()
+    kwargs = dict(request_args)
+    kwargs["headers"] = {**service.rig, **kwargs.get("headers", {})}
+    body = is_problem(c.put(f"/v1/sessions/{session}/phase1", **kwargs), status)
+    assert mentions in body["detail"], body
+    after = service.client.get(f"/v1/sessions/{session}", headers=service.rig).json()
+    assert after == before
+    assert not (service.settings.models_store / "sessions" / session / "phase1.npz").exists()
+
+
+def test_oversized_body(service, session):
+    small = service.settings.model_copy(update={"max_upload_bytes": 2048})
+    from fastapi.testclient import TestClient
+
+    from service.api.app import create_app
+
+    client = TestClient(create_app(small, service.redis))
+    big = trials(stimuli=["body_0000"] * 400)
+    body = is_problem(
+        client.put(f"/v1/sessions/{session}/phase1", json=big, headers=service.rig), 413
+    )
+    assert "2048" in body["detail"]
+
+
+def test_bad_session_requests(service):
+    c = service.client
+    body = is_problem(
+        c.post(
+            "/v1/sessions",
+            headers=service.rig,
+            json={
+                "body_set": "b",
+                "object_set": "o",
+                "control_body_set": "c",
+                "channels": ["a", "a"],
+            },
+        ),
+        422,
+    )
+    assert "duplicate" in body["detail"]
+    is_problem(
+        c.post(
+            "/v1/sessions",
+            headers=service.rig,
+            json={
+                "backbone": "resnet50_random",
+                "body_set": "o",
+                "object_set": "o",
+                "control_body_set": "c",
+                "channels": ["a"],
+                "fit": {"split": [1, 2, 3]},
+            },
+        ),
+        400,
+    )
+    is_problem(
+        c.post(
+            "/v1/sessions",
+            headers=service.rig,
+            json={
+                "backbone": "resnet50_random",
+                "body_set": "b",
+                "object_set": "o",
+                "control_body_set": "c",
+                "channels": ["a"],
+            },
+        ),
+        400,
+    )  # 475-body split, 8 bodies
+    is_problem(c.get("/v1/sessions/0123456789ab", headers=service.rig), 404)
+    is_problem(c.get("/v1/sessions/../../etc", headers=service.rig), 404)
+    is_problem(c.get("/v1/jobs/nope", headers=service.rig), 404)
+    is_problem(c.get("/v1/sessions/0123456789ab/selection", headers=service.rig), 404)
+
+
+def test_idempotent_upload_conflict_and_replace(service, session):
+    c = service.client
+    url = f"/v1/sessions/{session}/phase1"
+    first = c.put(url, json=trials(), headers=service.rig)
+    assert first.status_code == 202, first.text
+    again = c.put(url, json=trials(), headers=service.rig)
+    assert again.status_code == 202 and again.json()["status"] == "already received"
+    assert again.json()["job"]["id"] == first.json()["job"]["id"]
+    npz = npz_bytes(**{k: np.asarray(v) for k, v in trials().items()})
+    same_npz = c.put(url, content=npz, headers={**service.rig, "content-type": "application/x-npz"})
+    assert same_npz.json()["status"] == "already received"  # same trials, other encoding
+    before = c.get(f"/v1/sessions/{session}", headers=service.rig).json()
+    body = is_problem(c.put(url, json=trials(rate=2.0), headers=service.rig), 409)
+    assert "replace=true" in body["detail"]
+    assert c.get(f"/v1/sessions/{session}", headers=service.rig).json() == before
+    replaced = c.put(url + "?replace=true", json=trials(rate=2.0), headers=service.rig)
+    assert replaced.status_code == 202 and replaced.json()["job"]["id"] != first.json()["job"]["id"]
+    history = c.get(f"/v1/sessions/{session}", headers=service.rig).json()["history"]
+    assert history[-1]["event"] == "phase1 replaced"
+    is_problem(c.put(f"/v1/sessions/{session}/phase2", json=trials(), headers=service.rig), 409)
+
+
+def test_openapi_documents_the_resources(service):
+    spec = service.client.get("/openapi.json").json()
+    for path in (
+        "/v1/health",
+        "/v1/sessions/{session_id}/phase1",
+        "/v1/jobs/{job_id}",
+        "/v1/sessions/{session_id}/saliency",
+    ):
+        assert path in spec["paths"]
+    assert json.dumps(spec)
