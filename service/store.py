@@ -68,7 +68,23 @@ def now() -> str:
 
 
 def write_json(path: Path, data: Any) -> None:
-    write_atomic(path, json.dumps(data, indent=1, default=_jsonable).encode())
+    """Atomic JSON; undefined numbers (NaN, infinities) are written as null, as JSON has none."""
+    text = json.dumps(_finite(data), indent=1, default=_jsonable, allow_nan=False)
+    write_atomic(path, text.encode())
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _finite(value.tolist())
+    if isinstance(value, float | np.floating):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
 
 
 def _jsonable(value: Any) -> Any:

@@ -16,7 +16,7 @@ from tests.conftest import REGISTRY
 TEST_DB = 13
 
 
-def test_redis_url() -> str:
+def redis_test_url() -> str:
     base = os.environ.get("STIMLOOP_REDIS_URL", "redis://127.0.0.1:6379/0")
     return base.rsplit("/", 1)[0] + f"/{TEST_DB}" if base.count("/") >= 3 else base
 
@@ -86,7 +86,7 @@ def service(tmp_path_factory):
     (store / "backbones.toml").write_text(REGISTRY.read_text())
     settings = Settings(
         models_store=store,
-        redis_url=test_redis_url(),
+        redis_url=redis_test_url(),
         key_prefix=f"stimloop-test-{uuid.uuid4().hex[:8]}",
         stimulus_root=tmp / "stimuli",
         device="cpu",
