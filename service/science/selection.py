@@ -73,7 +73,7 @@ def score_candidates(
     a_ref: np.ndarray,
     height: int = 7,
     width: int = 7,
-    chunk: int = 4096,
+    chunk: int = 256,
 ) -> Scores:
     """Eq. (1) predictions and eq. (2) similarities to each channel's reference body.
 
@@ -93,12 +93,20 @@ def score_candidates(
         lin[:, c + chans] += part[:, len(chans) :].double()
     predicted = lin[:, :c] + torch.as_tensor(b, dtype=torch.float64)
     norm = torch.zeros(m, c, dtype=torch.float64)
-    for j in range(c):  # |a w| per channel: a = sum of its (at most 4) weighted cells
-        corners = torch.nonzero(k[j] > 0).flatten().tolist()
-        scaled = [(u, (k[j, u] * w_t[j]).to(torch.float32)) for u in corners]
-        for start in range(0, m, chunk):
-            acc = sum(cells[u, start : start + chunk].to(torch.float32) * s for u, s in scaled)
-            norm[start : start + chunk, j] = acc.double().norm(dim=1)
+    corners = [torch.nonzero(k[j] > 0).flatten().tolist() for j in range(c)]
+    scaled = [[(k[j, u] * w_t[j]).to(torch.float32) for u in corners[j]] for j in range(c)]
+    # |a w| per channel, a being the sum of its (at most 4) weighted cells. Rows in small
+    # chunks so the cell slices stay in cache for every channel that reads them; one buffer.
+    buffer = torch.empty(min(chunk, m), cells.shape[2], dtype=torch.float32)
+    for start in range(0, m, chunk):
+        rows = slice(start, min(start + chunk, m))
+        slices = {u: cells[u, rows].to(torch.float32) for u in set().union(*map(set, corners))}
+        acc = buffer[: rows.stop - rows.start]
+        for j in range(c):
+            torch.mul(slices[corners[j][0]], scaled[j][0], out=acc)
+            for u, scale in zip(corners[j][1:], scaled[j][1:]):
+                acc.addcmul_(slices[u], scale)
+            norm[rows, j] = torch.linalg.vector_norm(acc, dim=1).double()
     ref_norm = (torch.as_tensor(a_ref, dtype=torch.float64) * w_t).norm(dim=1)
     denom = norm * ref_norm
     sim = torch.where(denom > 0, lin[:, c:] / denom.clamp(min=1e-300), torch.zeros_like(denom))
