@@ -388,27 +388,16 @@ def fit(
 
 @app.command()
 def demo(
-    out: Path = typer.Option(Path("demo_output"), help="Folder for the demo's files."),
-    quick: bool = typer.Option(False, help="A smaller set, for a first look."),
+    out: Path = typer.Option(Path("demo_output"), help="Folder for the demo's files (replaced)."),
+    quick: bool = typer.Option(False, help="A smaller set and a shorter fit (about 2 minutes)."),
     seed: int = typer.Option(0),
 ) -> None:
-    """Generate a small procedural stimulus set and extract its activations."""
-    from service.activations import save_activations
+    """The whole loop over HTTP: procedural stimuli, synthetic channels, the embedded service,
+    the rig client; writes the phase-two list and the report."""
+    from service.demo import run_demo
 
-    console.print(
-        "[bold]stimloop demo[/bold]: procedural stimuli (not the lab's images), "
-        "the random stand-in backbone."
-    )
-    counts = (12, 6, 6) if quick else (48, 24, 16)
-    stimuli_dir = out / "stimuli"
-    stimuli_generate(
-        out=stimuli_dir, bodies=counts[0], objects=counts[1], control_bodies=counts[2], seed=seed
-    )
-    settings = Settings()
-    _, act = extract_folder("resnet50_random", stimuli_dir, settings)
-    save_activations(out / "activations.npz", act)
-    console.print(f"activations: {out / 'activations.npz'} {list(act.features.shape)}")
-    console.print(RANDOM_BACKBONE_NOTE)
+    logging.basicConfig(level=logging.WARNING)
+    run_demo(out, quick=quick, seed=seed, console=console)
 
 
 # --------------------------------------------------------------------------- service

@@ -11,11 +11,12 @@ import csv
 import hashlib
 import io
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import ValidationError
 from redis import Redis
 from rq.exceptions import NoSuchJobError
@@ -510,3 +511,28 @@ def saliency_result(session_id: str, name: str, st: Store = Depends(store)) -> R
     if suffix == "png":
         return FileResponse(path, media_type="image/png")
     return JSONResponse(read_json(path))
+
+
+@router.get(
+    "/{session_id}/report",
+    dependencies=[Depends(READ)],
+    response_class=HTMLResponse,
+    summary="The session report: one self-contained HTML page",
+)
+def report(session_id: str, st: Store = Depends(store)) -> HTMLResponse:
+    from PIL import Image
+
+    from service.report import build_report
+
+    config = st.get_session(session_id)["config"]
+
+    def loaders(set_id: str) -> dict:
+        record = st.get_set(set_id)
+        base = Path(record["images_dir"])
+        return {
+            e["id"]: (lambda f=base / e["file"]: np.asarray(Image.open(f).convert("RGB")))
+            for e in record["entries"]
+        }
+
+    images = {"object": loaders(config["object_set"]), "body": loaders(config["body_set"])}
+    return HTMLResponse(build_report(st, session_id, images))

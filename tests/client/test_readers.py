@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 import numpy as np
 import pytest
 
@@ -56,3 +58,99 @@ def test_npz_columns_must_be_one_dimensional(tmp_path):
     )
     with pytest.raises(TrialFileError, match="1-D"):
         read_trial_table(tmp_path / "a.npz")
+
+
+def test_spike_times_npz_round_trip(tmp_path):
+    from client.readers import read_trials
+
+    onsets = np.array([1.0, 2.0, 3.0])
+    codes = np.array([0, 1, 0])
+    spikes_a = np.array([0.96, 1.01, 1.06, 1.10, 1.30, 2.2, 3.05, 3.249, 3.25])
+    np.savez(
+        tmp_path / "s.npz",
+        spikes_a=spikes_a,
+        spikes_b=np.array([]),
+        event_times=onsets,
+        event_codes=codes,
+        code_ids=np.array(["body_0000", "body_0001"]),
+    )
+    cols = read_trials(tmp_path / "s.npz")
+    a = cols["channel"] == "a"
+    assert list(cols["stimulus"][a]) == ["body_0000", "body_0001", "body_0000"]
+    assert list(cols["repeat"][a]) == [0, 0, 1]
+    # baseline [-0.075, 0.025): 0.96, 1.01 | none | none ; response [0.05, 0.25): 1.06, 1.10 |
+    # 2.2 | 3.05, 3.249 (3.25 is outside)
+    assert list(cols["baseline_count"][a]) == [2, 0, 0]
+    assert list(cols["response_count"][a]) == [2, 1, 2]
+    assert (cols["response_count"][~a] == 0).all()
+
+
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        (
+            {
+                "spikes_a": np.zeros(1),
+                "event_times": np.zeros(1),
+                "event_codes": np.array([3]),
+                "code_ids": np.array(["x"]),
+            },
+            "event codes \\[3\\]",
+        ),
+        (
+            {
+                "spikes_a": np.zeros(1),
+                "event_times": np.zeros(2),
+                "event_codes": np.array([0]),
+                "code_ids": np.array(["x"]),
+            },
+            "2 onsets but 1",
+        ),
+        (
+            {"event_times": np.zeros(1), "event_codes": np.array([0]), "code_ids": np.array(["x"])},
+            "no spikes_",
+        ),
+        (
+            {
+                "spikes_a": np.array([np.nan]),
+                "event_times": np.zeros(1),
+                "event_codes": np.array([0]),
+                "code_ids": np.array(["x"]),
+            },
+            "NaN",
+        ),
+    ],
+)
+def test_malformed_spike_files(tmp_path, arrays, message):
+    from client.readers import read_spike_npz
+
+    np.savez(tmp_path / "s.npz", **arrays)
+    with pytest.raises(TrialFileError, match=message):
+        read_spike_npz(tmp_path / "s.npz")
+
+
+def test_nwb_round_trip(tmp_path):
+    from datetime import datetime
+
+    pynwb = pytest.importorskip("pynwb")
+    from client.readers import read_trials
+
+    nwb = pynwb.NWBFile(
+        session_description="test",
+        identifier="x",
+        session_start_time=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    nwb.add_trial_column(name="stimulus", description="stimulus id")
+    for start, stim in ((1.0, "body_0000"), (2.0, "object_0003")):
+        nwb.add_trial(start_time=start, stop_time=start + 0.2, stimulus=stim)
+    nwb.add_unit_column(name="channel", description="channel")
+    nwb.add_unit(spike_times=[1.06, 1.1, 2.0, 2.3], channel="ch01")
+    with pynwb.NWBHDF5IO(str(tmp_path / "r.nwb"), "w") as io_:
+        io_.write(nwb)
+    cols = read_trials(tmp_path / "r.nwb")
+    assert list(cols["stimulus"]) == ["body_0000", "object_0003"]
+    assert list(cols["channel"]) == ["ch01", "ch01"]
+    assert list(cols["response_count"]) == [2, 0] and list(cols["baseline_count"]) == [0, 1]
+    (tmp_path / "bad.nwb").write_bytes(b"not hdf5")
+    with pytest.raises(TrialFileError, match="not a readable NWB"):
+        read_trials(tmp_path / "bad.nwb")

@@ -242,3 +242,10 @@ def test_the_whole_loop(service, loop):
         headers=service.analyst,
     )
     assert again.status_code == 200 and again.json()["status"] == "done"
+
+    # the report: one self-contained page with the paper's figures and the provenance
+    html = c.get(f"/v1/sessions/{sid}/report", headers=service.analyst).text
+    assert html.startswith("<!DOCTYPE html>") and "Fig. 3a" in html and "Fig. 3b" in html
+    assert "resnet50_random is a seeded random-init stand-in" in html
+    assert html.count("data:image/png;base64,") >= 3  # Fig. 3a, 3b, saliency grid
+    assert selection["provenance"]["weights_sha256"] in html and 'src="http' not in html

@@ -1,0 +1,246 @@
+"""``stimloop-rig``: the operator's commands between the recording phases (torch-free)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from client.api import JobInfo, RigClient, StimloopError
+from client.readers import TrialFileError, read_trials
+
+app = typer.Typer(
+    help="stimloop at the rig: create a session, upload phase one, get the "
+    "phase-two list, upload phase two, fetch results.",
+    no_args_is_help=True,
+)
+console = Console()
+URL = typer.Option("http://127.0.0.1:8000", envvar="STIMLOOP_URL", help="The stimloop server.")
+TOKEN = typer.Option(None, envvar="STIMLOOP_TOKEN", help="Bearer token (rig or analyst role).")
+
+
+def _client(url: str, token: str | None) -> RigClient:
+    return RigClient(url, token)
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[red]error:[/red] {escape(message)}")
+    return typer.Exit(code=2)
+
+
+def _wait(client: RigClient, job_id: str, label: str) -> JobInfo:
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task(label, total=1.0)
+
+        def show(job: JobInfo) -> None:
+            text = f"{label}: {job.stage or job.state} {job.message or ''}"
+            bar.update(task, completed=job.progress, description=escape(text[:80]))
+
+        return client.wait(job_id, progress=show)
+
+
+@app.command()
+def health(url: str = URL, token: str | None = TOKEN) -> None:
+    """Is the server up; its workers, devices and backbones."""
+    console.print_json(json.dumps(_client(url, token).health()))
+
+
+@app.command("create-session")
+def create_session(
+    body_set: str = typer.Option(...),
+    object_set: str = typer.Option(...),
+    control_body_set: str = typer.Option(...),
+    channels: str = typer.Option(..., help="Comma-separated channel names, e.g. ch01,ch02"),
+    backbone: str = typer.Option("resnet50_robust_l2_eps3"),
+    seed: int = typer.Option(0),
+    config: Path | None = typer.Option(None, help="JSON with fit/inclusion/selection settings."),
+    url: str = URL,
+    token: str | None = TOKEN,
+) -> None:
+    """Create a session; prints its id (the server starts loading the candidates)."""
+    extra = json.loads(config.read_text()) if config else {}
+    try:
+        session = _client(url, token).create_session(
+            backbone=backbone,
+            body_set=body_set,
+            object_set=object_set,
+            control_body_set=control_body_set,
+            channels=channels.split(","),
+            seed=seed,
+            **extra,
+        )
+    except StimloopError as exc:
+        raise _fail(exc.detail) from None
+    console.print(
+        f"session [bold]{session.id}[/bold] created ({len(session.config['channels'])} channels)"
+    )
+    print(session.id)
+
+
+def _upload(
+    phase: int, session: str, file: Path, replace: bool, wait: bool, url: str, token: str | None
+) -> None:
+    try:
+        columns = read_trials(file)
+    except TrialFileError as exc:
+        raise _fail(str(exc)) from None
+    client = _client(url, token)
+    try:
+        accepted = client.upload_phase(session, phase, columns, replace=replace)
+        console.print(
+            f"phase {phase}: {len(columns['stimulus'])} trials uploaded ({accepted.status})"
+        )
+        if wait and accepted.job is not None:
+            label = "fit and select" if phase == 1 else "analysis"
+            _wait(client, accepted.job.id, label)
+            console.print(f"[green]{label} done[/green]")
+    except StimloopError as exc:
+        raise _fail(exc.detail) from None
+
+
+@app.command()
+def phase1(
+    session: str,
+    file: Path,
+    replace: bool = typer.Option(False),
+    wait: bool = typer.Option(True),
+    url: str = URL,
+    token: str | None = TOKEN,
+) -> None:
+    """Upload phase one (CSV/NPZ trial table, spike-times NPZ, or NWB) and wait for the list."""
+    _upload(1, session, file, replace, wait, url, token)
+
+
+@app.command()
+def phase2(
+    session: str,
+    file: Path,
+    replace: bool = typer.Option(False),
+    wait: bool = typer.Option(True),
+    url: str = URL,
+    token: str | None = TOKEN,
+) -> None:
+    """Upload phase two and wait for the analysis."""
+    _upload(2, session, file, replace, wait, url, token)
+
+
+@app.command("phase-two-list")
+def phase_two_list(
+    session: str,
+    out: Path = typer.Option(..., help="CSV for the stimulus program."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also the full JSON."),
+    sequence: Path | None = typer.Option(None, help="The presentation sequence, one id a line."),
+    url: str = URL,
+    token: str | None = TOKEN,
+) -> None:
+    """Write the phase-two list (and its presentation sequence) for the stimulus program."""
+    client = _client(url, token)
+    try:
+        out.write_text(client.selection_csv(session))
+        data = client.selection(session)
+    except StimloopError as exc:
+        raise _fail(exc.detail) from None
+    if json_out:
+        json_out.write_text(json.dumps(data, indent=1))
+    if sequence:
+        sequence.write_text("\n".join(data["sequence"]) + "\n")
+    n = len(data["phase_two"]["entries"])
+    console.print(
+        f"wrote {out}: {n} selected images + "
+        f"{len(data['phase_two']['stability_bodies'])} stability bodies"
+    )
+
+
+@app.command()
+def analysis(
+    session: str,
+    out: Path | None = typer.Option(None, help="CSV of the table."),
+    url: str = URL,
+    token: str | None = TOKEN,
+) -> None:
+    """The per-channel statistics, each with its p-value."""
+    try:
+        data = _client(url, token).analysis(session)
+    except StimloopError as exc:
+        raise _fail(exc.detail) from None
+    rows = []
+    for c in data["channels"]:
+        row = {
+            "channel": c["channel"],
+            "stability_r": c["stability"]["r"],
+            "stability_p": c["stability"]["p"],
+            "mann_whitney_u": c["selectivity"]["u"],
+            "mw_p_two_sided": c["selectivity"]["p_two_sided"],
+            "mw_p_bodies_greater": c["selectivity"]["p_bodies_greater"],
+        }
+        for key in ("generalisation_bodies", "generalisation_objects"):
+            row[f"{key}_r"] = (c[key] or {}).get("r")
+            row[f"{key}_p"] = (c[key] or {}).get("p")
+        rows.append(row)
+    table = Table(*rows[0].keys()) if rows else Table()
+    for row in rows:
+        table.add_row(
+            *(
+                "-" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v)
+                for v in row.values()
+            )
+        )
+    console.print(table)
+    if out and rows:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        out.write_text(buffer.getvalue())
+
+
+@app.command()
+def saliency(
+    session: str,
+    channel: str = typer.Option(...),
+    out: Path = typer.Option(...),
+    object: str | None = typer.Option(None),
+    body: str | None = typer.Option(None),
+    coverage: float | None = typer.Option(None, help="Fraction of s (0, 1]."),
+    url: str = URL,
+    token: str | None = TOKEN,
+) -> None:
+    """Saliency maps for a channel (default pair unless object and body are named) as PNG."""
+    client = _client(url, token)
+    try:
+        accepted = client.saliency(session, channel, object, body, coverage=coverage)
+        if accepted.job is not None:
+            _wait(client, accepted.job.id, f"saliency {channel}")
+        out.write_bytes(client.download(accepted.links["png"]))
+        meta = client.json("GET", accepted.links["metadata"])
+    except StimloopError as exc:
+        raise _fail(exc.detail) from None
+    console.print(
+        f"wrote {out}: {meta['object']} ~ {meta['body']}, s = {meta['s']:.3f}, "
+        f"|I| = {meta['norm_out']:.3f} / {meta['norm_in']:.3f}"
+    )
+
+
+@app.command()
+def report(
+    session: str, out: Path = typer.Option(...), url: str = URL, token: str | None = TOKEN
+) -> None:
+    """The session report, one HTML page."""
+    try:
+        out.write_text(_client(url, token).report(session))
+    except StimloopError as exc:
+        raise _fail(exc.detail) from None
+    console.print(f"wrote {out}")

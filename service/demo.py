@@ -1,0 +1,295 @@
+"""``stimloop demo``: the whole loop on a laptop, driven over HTTP by the rig client.
+
+Procedural stimuli, synthetic body-selective channels with known truth (A.1.1), the embedded
+service (a private Redis, one worker, the API on a free local port), and ``RigClient`` doing
+what the rig does: phase one, the phase-two list, a simulated phase two of exactly the listed
+images, the analysis, saliency maps for the best channels' default pairs, and the report.
+The backbone is the seeded random stand-in and the neurons are synthetic: the numbers show the
+machinery, not the science.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from client.api import RigClient
+from service.api.auth import create_token
+from service.registry import load_registry
+from service.science import synthetic as sy
+from service.science.backbone import extract_features, image_to_tensor, load_backbone
+from service.science.stimuli import generate_bodies, generate_control_bodies, generate_objects
+from service.serve import free_port, private_redis
+from service.settings import Settings
+from service.stimulus_sets import write_stimulus_set
+
+REGISTRY = Path(__file__).resolve().parents[1] / "models_store" / "backbones.toml"
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    bodies: int
+    objects: int
+    controls: int
+    channels: int
+    fit: dict
+    stability_bodies: int
+    saliency_channels: int
+    saliency_coverage: float
+
+
+FULL = DemoPlan(475, 300, 120, 8, {"epochs": 2500, "lr": 1e-4, "split": [400, 50, 25]}, 75, 3, 0.5)
+QUICK = DemoPlan(120, 60, 24, 6, {"epochs": 300, "lr": 1e-3, "split": [80, 20, 20]}, 20, 2, 0.3)
+
+
+def run_demo(out: Path, quick: bool = False, seed: int = 0, console: Console | None = None) -> Path:
+    """Run the loop; returns the path of the report."""
+    console = console or Console()
+    plan = QUICK if quick else FULL
+    console.print(
+        "[bold]stimloop demo[/bold]: [yellow]the backbone is resnet50_random, a seeded "
+        "random-init stand-in (not the paper's robust ResNet-50); the neurons are "
+        "synthetic (A.1.1) and the stimuli procedural.[/yellow]"
+    )
+    if out.exists():
+        shutil.rmtree(out)
+    root, store = out / "stimuli", out / "models_store"
+    store.mkdir(parents=True)
+    shutil.copy(REGISTRY, store / "backbones.toml")
+    stimuli = {
+        "bodies": generate_bodies(plan.bodies, seed),
+        "objects": generate_objects(plan.objects, seed),
+        "controls": generate_control_bodies(plan.controls, seed),
+    }
+    for name, items in stimuli.items():
+        write_stimulus_set(root / name, items)
+    console.print(
+        f"stimuli: {plan.bodies} bodies, {plan.objects} objects, {plan.controls} "
+        f"control bodies in {root}"
+    )
+
+    # The rig's side of the simulation: synthetic channels read out the same backbone.
+    backbone = load_backbone(load_registry(REGISTRY)["resnet50_random"], Path(), "cpu")
+    maps = {}
+    with _bar(console) as bar:
+        for name, items in stimuli.items():
+            task = bar.add_task(f"simulated neurons see {name}", total=len(items))
+            maps[name] = extract_features(
+                backbone,
+                [image_to_tensor(Image.fromarray(s.image)) for s in items],
+                precision="bf16",
+                progress=lambda d, t, task=task: bar.update(task, completed=d),
+            )
+    channels = [f"ch{i + 1:02d}" for i in range(plan.channels)]
+    neurons = sy.make_neurons(
+        maps["bodies"],
+        maps["objects"],
+        channels,
+        seed=seed + 1,
+        config=sy.SyntheticConfig(sparsity=0.02),
+    )
+    ids = {name: [s.id for s in items] for name, items in stimuli.items()}
+
+    def record(shown: dict[str, list[str]], sim_seed: int) -> dict[str, np.ndarray]:
+        rates, order = [], []
+        for name, wanted in shown.items():
+            rows = [ids[name].index(i) for i in wanted]
+            rates.append(sy.true_responses(neurons, maps[name][rows]))
+            order += wanted
+        _, cols = sy.simulate_counts(np.concatenate(rates), order, channels, seed=sim_seed)
+        return cols
+
+    settings = Settings(
+        models_store=store, stimulus_root=root, device="cpu", port=free_port(), host="127.0.0.1"
+    )
+    rig = create_token(settings.tokens_path, "rig", "demo rig")
+    analyst = create_token(settings.tokens_path, "analyst", "demo analyst")
+    with (
+        private_redis(store / "redis") as url,
+        _EmbeddedService(settings.model_copy(update={"redis_url": url}), console) as base,
+    ):
+        client = RigClient(base, rig)
+        reader = RigClient(base, analyst)
+        for set_id, category in (
+            ("bodies", "body"),
+            ("objects", "object"),
+            ("controls", "control_body"),
+        ):
+            client.register_set(set_id, category, set_id)
+            _wait(
+                client,
+                client.precompute("resnet50_random", set_id).id,
+                f"service caches {set_id}",
+                console,
+            )
+        session = client.create_session(
+            backbone="resnet50_random",
+            body_set="bodies",
+            object_set="objects",
+            control_body_set="controls",
+            channels=channels,
+            fit=plan.fit,
+            seed=seed,
+            selection={"stability_bodies": plan.stability_bodies},
+        )
+        _wait(client, session.jobs["warm"], "worker warms the candidates", console)
+        console.print(
+            f"session {session.id}; phase one: {plan.bodies} bodies x 8 repeats, "
+            f"{len(channels)} channels"
+        )
+        accepted = client.upload_phase(session.id, 1, record({"bodies": ids["bodies"]}, seed))
+        started = time.monotonic()
+        _wait(client, accepted.job.id, "fit and select", console)
+        console.print(f"phase-two list ready {time.monotonic() - started:.1f} s after the upload")
+        selection = client.selection(session.id)
+        (out / "phase_two_list.csv").write_text(client.selection_csv(session.id))
+        entries = selection["phase_two"]["entries"]
+        shown = {
+            "objects": [e["stimulus"] for e in entries if e["category"] == "object"],
+            "controls": [e["stimulus"] for e in entries if e["category"] == "control_body"],
+            "bodies": selection["phase_two"]["stability_bodies"],
+        }
+        accepted = client.upload_phase(session.id, 2, record(shown, seed + 100))
+        _wait(client, accepted.job.id, "analysis", console)
+        analysis = reader.analysis(session.id)
+        best = sorted(
+            (c for c in analysis["channels"] if c["generalisation_objects"]),
+            key=lambda c: -(c["generalisation_objects"]["r"] or -2),
+        )
+        for c in best[: plan.saliency_channels]:
+            job = reader.saliency(session.id, c["channel"], coverage=plan.saliency_coverage)
+            if job.job is not None:
+                _wait(reader, job.job.id, f"saliency {c['channel']}", console)
+        report = out / "report.html"
+        report.write_text(reader.report(session.id))
+        _summary(console, analysis, selection)
+    console.print(f"phase-two list: {out / 'phase_two_list.csv'}")
+    console.print(f"[bold]report: {report}[/bold]")
+    console.print("[yellow]Reminder: random stand-in backbone and synthetic neurons.[/yellow]")
+    return report
+
+
+def _bar(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+
+def _wait(client: RigClient, job_id: str, label: str, console: Console) -> None:
+    with _bar(console) as bar:
+        task = bar.add_task(label, total=1.0)
+
+        def show(job) -> None:
+            bar.update(
+                task,
+                completed=job.progress,
+                description=f"{label}: {job.stage or job.state} {job.message or ''}"[:90],
+            )
+
+        client.wait(job_id, progress=show, poll=0.3)
+        bar.update(task, completed=1.0)
+
+
+class _EmbeddedService:
+    """The embedded service: one worker process and the API in a thread."""
+
+    def __init__(self, settings: Settings, console: Console) -> None:
+        self.settings, self.console = settings, console
+
+    def __enter__(self) -> str:
+        import uvicorn
+
+        from service.api.app import create_app
+
+        env = {
+            **os.environ,
+            "STIMLOOP_REDIS_URL": self.settings.redis_url,
+            "STIMLOOP_MODELS_STORE": str(self.settings.models_store),
+            "STIMLOOP_STIMULUS_ROOT": str(self.settings.stimulus_root),
+            "STIMLOOP_DEVICE": "cpu",
+        }
+        log = open(self.settings.models_store / "worker.log", "ab")
+        self.worker = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "worker"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        config = uvicorn.Config(
+            create_app(self.settings),
+            host="127.0.0.1",
+            port=self.settings.port,
+            log_level="warning",
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        base = f"http://127.0.0.1:{self.settings.port}"
+        client = RigClient(base, retries=0)
+        for _ in range(200):
+            try:
+                if client.health()["workers"] >= 1:
+                    break
+            except Exception:
+                pass
+            time.sleep(0.1)
+        self.console.print(
+            f"embedded service at {base} (worker log: {self.settings.models_store / 'worker.log'})"
+        )
+        return base
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.worker.terminate()
+        try:
+            self.worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.worker.kill()
+
+
+def _summary(console: Console, analysis: dict, selection: dict) -> None:
+    picks = {c["channel"]: c for c in selection["channels"]}
+    table = Table(
+        "channel",
+        "included",
+        "test r bodies",
+        "r objects",
+        "stability r",
+        "Mann-Whitney p",
+        "chosen objects (top / bottom / similar)",
+    )
+
+    def num(block: dict | None, key: str = "r") -> str:
+        value = (block or {}).get(key)
+        return "-" if value is None else f"{value:.2f}"
+
+    for c in analysis["channels"]:
+        sel = picks[c["channel"]]
+        chosen = {p["role"]: p["stimulus"] for p in sel["picks"] if p["category"] == "object"}
+        table.add_row(
+            c["channel"],
+            "yes" if sel["included"] else f"no: {sel['reason'][:30]}",
+            num(c["generalisation_bodies"]),
+            num(c["generalisation_objects"]),
+            num(c["stability"]),
+            num(c["selectivity"], "p_two_sided"),
+            " / ".join(chosen.get(r, "-") for r in ("top", "bottom", "similar")),
+        )
+    console.print(table)

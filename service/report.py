@@ -1,0 +1,308 @@
+"""The session report: one self-contained HTML page (figures inlined as PNG).
+
+Fig. 3a (predicted vs recorded correlation per channel on held-out bodies and objects, with the
+p = 0.05 line and the test/retest stability), Fig. 3b (responses to the visualised objects
+against the mean object and body responses), the saliency grid (Fig. 4/5), the tables of
+inclusion, stability and selectivity with their statistics, and the provenance (backbone,
+weights sha256, seeds, versions) at the bottom.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+from scipy import stats
+
+from service.figures import PairPanel, grid_figure
+from service.store import Store, read_json, read_npz
+
+
+def critical_r(n: int, alpha: float = 0.05) -> float:
+    """The smallest |r| significant at ``alpha`` (two-sided) with ``n`` pairs, under rho = 0."""
+    if n < 3:
+        return float("nan")
+    t = stats.t.ppf(1 - alpha / 2, n - 2)
+    return float(t / np.sqrt(n - 2 + t**2))
+
+
+def _png(fig) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _img(data: str, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def fig3a(analysis: dict[str, Any]) -> str:
+    channels = analysis["channels"]
+    names = [c["channel"] for c in channels]
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(max(5, 0.45 * len(names)), 3.2))
+    series = (
+        ("generalisation_bodies", "held-out bodies", "tab:blue"),
+        ("generalisation_objects", "objects", "tab:orange"),
+        ("stability", "test/retest", "tab:brown"),
+    )
+    for key, label, color in series:
+        r = np.array([(c[key] or {}).get("r") if c[key] else np.nan for c in channels], float)
+        ax.scatter(x, r, color=color, label=label, s=18, zorder=3)
+        if np.isfinite(r).any():
+            ax.axhline(np.nanmean(r), color=color, ls="--", lw=1)
+        ns = [c[key]["n"] for c in channels if c[key]]
+        if ns and key != "stability":
+            ax.axhline(critical_r(int(np.median(ns))), color="black", ls="--", lw=0.8)
+    ax.set_xticks(x, names, rotation=90, fontsize=7)
+    ax.set_ylabel("Pearson r")
+    ax.set_ylim(-1, 1)
+    ax.legend(fontsize=7, loc="lower left")
+    ax.set_title("Predicted vs recorded (black dashed: p = 0.05)", fontsize=9)
+    return _png(fig)
+
+
+def fig3b(rows: list[dict[str, Any]]) -> str:
+    fig, ax = plt.subplots(figsize=(max(4, 0.5 * len(rows)), 3))
+    x = np.arange(len(rows))
+    ax.scatter(x, [r["object_response"] for r in rows], color="tab:red", label="visualised object")
+    ax.scatter(
+        x,
+        [r["mean_objects"] for r in rows],
+        color="tab:orange",
+        marker="_",
+        s=200,
+        label="mean object",
+    )
+    ax.scatter(
+        x, [r["mean_bodies"] for r in rows], color="tab:blue", marker="_", s=200, label="mean body"
+    )
+    ax.set_xticks(x, [r["channel"] for r in rows], rotation=90, fontsize=7)
+    ax.set_ylabel("net response (spikes/s)")
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
+    def cell(value: Any) -> str:
+        if value is None:
+            return "&ndash;"
+        if isinstance(value, float):
+            return f"{value:.3g}"
+        return html.escape(str(value))
+
+    head = "".join(f"<th>{html.escape(label)}</th>" for _, label in columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{cell(r.get(k))}</td>" for k, _ in columns) + "</tr>" for r in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _means(columns: dict[str, np.ndarray], channel: str, ids: set[str] | None) -> dict[str, float]:
+    out: dict[str, list[float]] = {}
+    key = "rate" if "rate" in columns else None
+    values = (
+        columns["rate"]
+        if key
+        else columns["response_count"] / 0.2 - columns["baseline_count"] / 0.1
+    )
+    for s, c, v in zip(columns["stimulus"], columns["channel"], values):
+        if c == channel and (ids is None or s in ids):
+            out.setdefault(str(s), []).append(float(v))
+    return {s: float(np.mean(v)) for s, v in out.items()}
+
+
+def build_report(store: Store, session_id: str, images: dict[str, dict[str, Any]]) -> str:
+    """The HTML report of a session.
+
+    ``images``: for "object" and "body", image id -> a function returning the ``[H, W, 3]``
+    image (the maps are drawn over it at any size).
+    """
+    record = store.get_session(session_id)
+    config = record["config"]
+    parts = [
+        f"<h1>stimloop session {html.escape(session_id)}</h1>",
+        f"<p>State: <b>{html.escape(record['state'])}</b>; channels: "
+        f"{len(config['channels'])}; backbone {html.escape(config['backbone'])}.</p>",
+    ]
+    if config["backbone"] == "resnet50_random":
+        parts.append(
+            "<p><b>Backbone resnet50_random is a seeded random-init stand-in, not the "
+            "paper's robust ResNet-50.</b></p>"
+        )
+    provenance: dict[str, Any] = {}
+    analysis_path = store.path(session_id, "analysis.json")
+    analysis = read_json(analysis_path) if analysis_path.is_file() else None
+    if analysis:
+        provenance = analysis.get("provenance", {})
+        parts += [
+            "<h2>Model generalisation and stability (Fig. 3a)</h2>",
+            _img(fig3a(analysis), "Figure 3a"),
+        ]
+        s = analysis["summary"]
+        parts.append(
+            "<p>"
+            + "; ".join(
+                f"{html.escape(k.replace('_', ' '))}: {v['passed']}/{v['of']}"
+                for k, v in s.items()
+                if isinstance(v, dict)
+            )
+            + "</p>"
+        )
+    else:
+        parts.append("<p>No analysis yet: it is computed after phase two.</p>")
+
+    saliency_dir = store.path(session_id, "saliency")
+    metas = (
+        [read_json(p) for p in sorted(saliency_dir.glob("*.json"))] if saliency_dir.is_dir() else []
+    )
+    if metas:
+        panels, rows3b = [], []
+        p1 = read_npz(store.path(session_id, "phase1.npz"))
+        p2_path = store.path(session_id, "phase2.npz")
+        p2 = read_npz(p2_path) if p2_path.is_file() else None
+        object_ids = set(images["object"])
+        for meta in metas:
+            arrays = read_npz(saliency_dir / f"{meta['key']}.npz")
+            obj_img = images["object"][meta["object"]]()
+            body_img = images["body"][meta["body"]]()
+            panels.append(
+                PairPanel(
+                    meta["channel"],
+                    meta["object"],
+                    meta["body"],
+                    obj_img,
+                    body_img,
+                    arrays["display_out"],
+                    arrays["display_in"],
+                    meta["s"],
+                    meta["norm_out"],
+                    meta["norm_in"],
+                )
+            )
+            if p2 is not None:
+                objects = _means(p2, meta["channel"], object_ids)
+                bodies = _means(p1, meta["channel"], None)
+                if meta["object"] in objects:
+                    rows3b.append(
+                        {
+                            "channel": meta["channel"],
+                            "object_response": objects[meta["object"]],
+                            "mean_objects": float(np.mean(list(objects.values()))),
+                            "mean_bodies": float(np.mean(list(bodies.values()))),
+                        }
+                    )
+        if rows3b:
+            parts += [
+                "<h2>Responses to the visualised objects (Fig. 3b)</h2>",
+                _img(fig3b(rows3b), "Figure 3b"),
+            ]
+        grid = base64.b64encode(grid_figure(panels)).decode()
+        parts += [
+            "<h2>Shared-feature saliency (Fig. 4/5)</h2>",
+            _img(grid, "Saliency grid"),
+            _table(
+                metas,
+                [
+                    ("channel", "channel"),
+                    ("object", "object"),
+                    ("body", "body"),
+                    ("s", "s"),
+                    ("norm_out", "|I(object)|"),
+                    ("norm_in", "|I(body)|"),
+                    ("covered", "fraction of s"),
+                    ("method", "method"),
+                ],
+            ),
+        ]
+        provenance = provenance or metas[0].get("provenance", {})
+
+    channels_path = store.path(session_id, "channels.json")
+    if channels_path.is_file():
+        channels = read_json(channels_path)
+        provenance = provenance or channels.get("provenance", {})
+        parts += [
+            "<h2>Inclusion (A.2)</h2>",
+            _table(
+                channels["channels"],
+                [
+                    ("channel", "channel"),
+                    ("included", "included"),
+                    ("responsive_statistic", "max mean (spikes/s)"),
+                    ("responsive_p", "p"),
+                    ("selective_statistic", "Kruskal-Wallis H"),
+                    ("selective_p", "p"),
+                    ("reliable_statistic", "split-half (SB)"),
+                    ("reliable_p", "p"),
+                    ("r_test", "test r"),
+                    ("p_test", "p"),
+                    ("reason", "reason"),
+                ],
+            ),
+        ]
+    if analysis:
+        rows = []
+        for c in analysis["channels"]:
+            row = {
+                "channel": c["channel"],
+                "stability_r": c["stability"]["r"],
+                "stability_p": c["stability"]["p"],
+                "stable": c["stability"]["passed"],
+                "u": c["selectivity"]["u"],
+                "p2": c["selectivity"]["p_two_sided"],
+                "p1": c["selectivity"]["p_bodies_greater"],
+                "mb": c["selectivity"]["median_bodies"],
+                "mo": c["selectivity"]["median_objects"],
+            }
+            for key, label in (("generalisation_bodies", "gb"), ("generalisation_objects", "go")):
+                row[f"{label}_r"] = (c[key] or {}).get("r")
+                row[f"{label}_p"] = (c[key] or {}).get("p")
+            rows.append(row)
+        parts += [
+            "<h2>Stability, selectivity and generalisation</h2>",
+            _table(
+                rows,
+                [
+                    ("channel", "channel"),
+                    ("stability_r", "stability r"),
+                    ("stability_p", "p"),
+                    ("stable", "stable (r > 0.6)"),
+                    ("u", "Mann-Whitney U"),
+                    ("p2", "p two-sided"),
+                    ("p1", "p bodies > objects"),
+                    ("mb", "median control bodies"),
+                    ("mo", "median objects"),
+                    ("gb_r", "r bodies"),
+                    ("gb_p", "p"),
+                    ("go_r", "r objects"),
+                    ("go_p", "p"),
+                ],
+            ),
+        ]
+    prov = {**record.get("provenance", {}), **provenance}
+    parts.append(
+        "<hr><p class=prov>"
+        + "; ".join(
+            f"{html.escape(str(k))}: {html.escape(str(v))}" for k, v in sorted(prov.items())
+        )
+        + f"; seed {config['seed']}</p>"
+    )
+    style = (
+        "body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:"
+        "collapse;font-size:12px;margin:1em 0}td,th{border:1px solid #bbb;padding:2px 6px}"
+        "img{max-width:100%}.prov{font-size:11px;color:#444}"
+    )
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>stimloop "
+        f"{html.escape(session_id)}</title><style>{style}</style></head><body>"
+        + "\n".join(parts)
+        + "</body></html>"
+    )

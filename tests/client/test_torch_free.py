@@ -1,0 +1,24 @@
+"""The rig client imports and runs without torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+CODE = """
+import sys
+sys.modules['torch'] = None  # any import of torch now fails
+import client.api, client.cli, client.readers
+from client.cli import app
+from typer.testing import CliRunner
+result = CliRunner().invoke(app, ['--help'])
+assert result.exit_code == 0, result.output
+assert 'torch' not in {m.split('.')[0] for m in sys.modules if sys.modules[m] is not None}
+print('ok')
+"""
+
+
+def test_client_runs_without_torch():
+    result = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"

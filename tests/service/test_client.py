@@ -1,0 +1,77 @@
+"""The rig client against the real service: a dropped connection during an upload is retried
+and stored once; a job's progress reaches the callback; the report renders."""
+
+from __future__ import annotations
+
+import httpx
+import numpy as np
+import pytest
+
+from client.api import RigClient, StimloopError
+from tests.service.test_loop import CHANNELS, loop, simulate  # noqa: F401  (module fixture)
+
+
+class DropFirstResponse(httpx.BaseTransport):
+    """Forwards every request; the first upload's response is lost on the way back."""
+
+    def __init__(self, inner: httpx.BaseTransport) -> None:
+        self.inner, self.dropped, self.calls = inner, False, 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        if request.method == "PUT":
+            self.calls += 1
+            if not self.dropped:
+                self.dropped = True
+                raise httpx.ReadError("connection dropped", request=request)
+        return response
+
+
+@pytest.fixture(scope="module")
+def fresh_session(service):
+    r = service.client.post(
+        "/v1/sessions",
+        headers=service.rig,
+        json={
+            "backbone": "resnet50_random",
+            "body_set": "bodies",
+            "object_set": "objects",
+            "control_body_set": "controls",
+            "channels": CHANNELS,
+            "seed": 8,
+            "fit": {"epochs": 30, "lr": 1e-3, "split": [24, 8, 8]},
+            "selection": {"stability_bodies": 10, "repeats": 2},
+        },
+    )
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def test_dropped_upload_is_retried_and_stored_once(service, loop, fresh_session):  # noqa: F811
+    transport = DropFirstResponse(service.client._transport)
+    token = service.rig["Authorization"].split()[1]
+    client = RigClient("http://testserver", token, transport=transport, backoff=0.01)
+    cols = simulate(loop, {"bodies": loop["maps"]["bodies"][0]}, seed=4)
+    accepted = client.upload_phase(fresh_session, 1, cols)
+    assert transport.calls == 2 and accepted.status == "already received"
+    session = client.session(fresh_session)
+    assert [h["event"] for h in session.history].count("phase1 received") == 1
+    assert session.jobs["fit"] == accepted.job.id
+
+    seen = []
+    service.work()
+    job = client.wait(accepted.job.id, progress=seen.append, poll=0.01)
+    assert job.state == "finished" and seen and seen[-1].progress == 1.0
+    assert client.selection(fresh_session)["phase_two"]["entries"]
+
+
+def test_client_errors_carry_the_problem(service, fresh_session):
+    token = service.rig["Authorization"].split()[1]
+    client = RigClient("http://testserver", token, transport=service.client._transport)
+    with pytest.raises(StimloopError) as info:
+        client.upload_phase(
+            fresh_session,
+            1,
+            {"stimulus": np.array(["nope"]), "channel": np.array(["ch1"]), "rate": np.array([1.0])},
+        )
+    assert info.value.status == 400 and "nope" in info.value.detail
