@@ -36,14 +36,11 @@ def _draw_pair(axes, panel: PairPanel, vmax: float) -> None:
         (axes[1], panel.body_image, panel.display_in, panel.body_id),
     ):
         ax.imshow(image)
-        ax.imshow(
-            saliency,
-            cmap="inferno",
-            alpha=0.6,
-            vmin=0,
-            vmax=vmax,
-            extent=(-0.5, image.shape[1] - 0.5, image.shape[0] - 0.5, -0.5),
-        )
+        # the map as colour whose opacity grows with saliency: zero saliency leaves the image
+        level = np.clip(np.asarray(saliency, dtype=float) / vmax, 0.0, 1.0)
+        overlay = plt.get_cmap("inferno")(level)
+        overlay[..., 3] = 0.85 * level
+        ax.imshow(overlay, extent=(-0.5, image.shape[1] - 0.5, image.shape[0] - 0.5, -0.5))
         ax.set_title(label, fontsize=7)
         ax.set_xticks([])
         ax.set_yticks([])

@@ -179,7 +179,10 @@ class Context:
         for key, category in (("object_set", "object"), ("control_body_set", "control_body")):
             report("warming", 0.0, f"loading {config[key]}")
             self.candidates(config["backbone"], config[key], category)
-        self.maps(config["backbone"], config["body_set"])
+        ids, _ = self.maps(config["backbone"], config["body_set"], report=report)
+        if config["fit"].get("silhouettes", True):
+            report("warming", 0.9, "silhouette maps of the bodies")
+            self.silhouette_maps(config["backbone"], config["body_set"], ids)
         return {"warm": True}
 
     def fit_and_select(

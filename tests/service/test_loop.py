@@ -249,3 +249,43 @@ def test_the_whole_loop(service, loop):
     assert "resnet50_random is a seeded random-init stand-in" in html
     assert html.count("data:image/png;base64,") >= 3  # Fig. 3a, 3b, saliency grid
     assert selection["provenance"]["weights_sha256"] in html and 'src="http' not in html
+    assert_renders_in_a_browser(html, service.root / "report.html")
+
+
+def assert_renders_in_a_browser(html: str, path) -> None:
+    """Headless Chromium draws the page; the figures show up as many coloured pixels."""
+    import os
+    import shutil
+    import subprocess
+
+    from PIL import Image
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        if os.environ.get("CI"):
+            pytest.fail("no chromium in CI; .ci/run should have installed it")
+        pytest.skip("no headless browser on this machine")
+    path.write_text(html)
+    shot = path.with_suffix(".png")
+    subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={path.parent / 'chr'}",
+            "--window-size=1300,2600",
+            f"--screenshot={shot}",
+            path.as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    image = np.asarray(Image.open(shot).convert("RGB"))
+    colourful = (image.max(axis=2).astype(int) - image.min(axis=2)) > 60
+    assert colourful.mean() > 0.005, colourful.mean()  # the plots and maps are drawn
