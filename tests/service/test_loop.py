@@ -11,7 +11,8 @@ from service.science import synthetic as sy
 from service.science.stimuli import generate_bodies, generate_control_bodies, generate_objects
 from service.stimulus_sets import write_stimulus_set
 
-CHANNELS = ["ch1", "ch2", "ch3"]
+NEURONS = ["ch1", "ch2", "ch3"]
+CHANNELS = [*NEURONS, "silent"]  # "silent" never fires: excluded, with its reason
 FIT = {"epochs": 20, "lr": 1e-3, "split": [24, 8, 8]}
 SELECTION = {"stability_bodies": 10, "repeats": 2}
 
@@ -81,7 +82,7 @@ def loop(service):
     neurons = sy.make_neurons(
         data["bodies"][1],
         data["objects"][1],
-        CHANNELS,
+        NEURONS,
         seed=5,
         config=sy.SyntheticConfig(sparsity=0.02),
     )
@@ -96,9 +97,18 @@ def simulate(loop, ids_by_set, seed):
         rates.append(sy.true_responses(loop["neurons"], maps[rows]))
         stimuli += ids
     _, cols = sy.simulate_counts(
-        np.concatenate(rates), stimuli, CHANNELS, seed=seed, config=sy.SyntheticConfig(repeats=4)
+        np.concatenate(rates), stimuli, NEURONS, seed=seed, config=sy.SyntheticConfig(repeats=4)
     )
-    return cols
+    # the silent channel: no spikes in either window on any trial
+    n = len(stimuli) * 4
+    silent = {
+        "stimulus": np.repeat(np.array(stimuli), 4),
+        "channel": np.full(n, "silent"),
+        "repeat": np.tile(np.arange(4), len(stimuli)),
+        "baseline_count": np.zeros(n, int),
+        "response_count": np.zeros(n, int),
+    }
+    return {k: np.concatenate([v, silent[k]]) for k, v in cols.items()}
 
 
 def as_json(cols):
@@ -213,8 +223,8 @@ def test_the_whole_loop(service, loop):
     assert r.status_code == 202, r.text
     service.work()
     analysis = c.get(f"/v1/sessions/{sid}/analysis", headers=service.analyst).json()
-    assert len(analysis["channels"]) == 3 and "stable" in analysis["summary"]
-    for ch in analysis["channels"]:
+    assert len(analysis["channels"]) == 4 and "stable" in analysis["summary"]
+    for ch in analysis["channels"][:3]:
         assert 0 <= ch["stability"]["p"] <= 1 and ch["selectivity"]["p_two_sided"] <= 1
     assert c.get(f"/v1/sessions/{sid}", headers=service.rig).json()["state"] == "analysed"
 
@@ -243,6 +253,24 @@ def test_the_whole_loop(service, loop):
     )
     assert again.status_code == 200 and again.json()["status"] == "done"
 
+    # saliency requests the service refuses, with what to fix
+    url = f"/v1/sessions/{sid}/saliency"
+    for request, status in (
+        ({"channel": "nope"}, 404),
+        ({"channel": included[0], "object": "object_9999", "body": "body_0000"}, 404),
+        ({"channel": included[0], "object": objects[0], "body": "nope"}, 404),
+        ({"channel": included[0], "coverage": 1.5}, 422),
+        ({"channel": included[0], "coverage": 0.0}, 422),
+        ({"channel": included[0], "object": objects[0]}, 422),
+    ):
+        r = c.post(url, json=request, headers=service.analyst)
+        assert r.status_code == status, (request, r.text)
+        assert r.headers["content-type"].startswith("application/problem+json")
+    silent = next(row for row in models["channels"] if row["channel"] == "silent")
+    assert not silent["included"] and "not responsive" in silent["reason"]
+    r = c.post(url, json={"channel": "silent"}, headers=service.analyst)
+    assert r.status_code == 409 and "no fitted model" in r.json()["detail"]
+
     # the report: one self-contained page with the paper's figures and the provenance
     html = c.get(f"/v1/sessions/{sid}/report", headers=service.analyst).text
     assert html.startswith("<!DOCTYPE html>") and "Fig. 3a" in html and "Fig. 3b" in html
@@ -253,8 +281,10 @@ def test_the_whole_loop(service, loop):
 
 
 def assert_renders_in_a_browser(html: str, path) -> None:
-    """Headless Chromium draws the page; the figures show up as many coloured pixels."""
+    """Headless Chromium draws the page twice, with and without its images: the figures must
+    change a good part of the picture (a broken image would leave it as without)."""
     import os
+    import re
     import shutil
     import subprocess
 
@@ -265,27 +295,34 @@ def assert_renders_in_a_browser(html: str, path) -> None:
         if os.environ.get("CI"):
             pytest.fail("no chromium in CI; .ci/run should have installed it")
         pytest.skip("no headless browser on this machine")
-    path.write_text(html)
-    shot = path.with_suffix(".png")
-    subprocess.run(
-        [
-            browser,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            f"--user-data-dir={path.parent / 'chr'}",
-            "--window-size=1300,2600",
-            f"--screenshot={shot}",
-            path.as_uri(),
-        ],
-        capture_output=True,
-        timeout=120,
-        check=True,
-    )
-    image = np.asarray(Image.open(shot).convert("RGB"))
-    colourful = (image.max(axis=2).astype(int) - image.min(axis=2)) > 60
-    assert colourful.mean() > 0.005, colourful.mean()  # the plots and maps are drawn
+
+    def screenshot(page: str, name: str) -> np.ndarray:
+        target = path.with_name(name)
+        target.write_text(page)
+        shot = target.with_suffix(".png")
+        subprocess.run(
+            [
+                browser,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                f"--user-data-dir={path.parent / 'chr'}",
+                "--window-size=1300,2600",
+                f"--screenshot={shot}",
+                target.as_uri(),
+            ],
+            capture_output=True,
+            timeout=120,
+            check=True,
+        )
+        return np.asarray(Image.open(shot).convert("L"), dtype=np.int16)
+
+    with_figures = screenshot(html, "report.html")
+    blank = re.sub(r'src="data:image/png;base64,[^"]*"', 'src=""', html)
+    without = screenshot(blank, "report_blank.html")
+    changed = np.abs(with_figures - without) > 30
+    assert changed.mean() > 0.02, changed.mean()
