@@ -25,29 +25,35 @@ from service import __version__
 from service.activations import Activations
 from service.cache import ActivationCache
 from service.figures import PairPanel, pair_figure
-from service.fitting import FitResult, channel_rows, fit_recording, load_readout, save_readout
+from service.fitting import (
+    FitResult,
+    channel_rows,
+    fit_recording,
+    load_readout,
+    save_readout,
+    trials_from_columns,
+)
 from service.registry import load_registry
 from service.science import saliency as sal
 from service.science.analysis import AnalysisConfig, analyse
 from service.science.backbone import Backbone, extract_features, load_backbone, load_input
-from service.science.readout import ReadoutConfig
+from service.science.readout import FittedReadout, ReadoutConfig
 from service.science.responses import (
     InclusionConfig,
-    Trials,
     Windows,
     response_table,
-    trials_from_counts,
-    trials_from_rates,
 )
 from service.science.selection import (
     Candidates,
     SelectionConfig,
     cell_major,
+    presentation_sequence,
     select,
     selection_from_dict,
 )
 from service.science.stimuli import encode_png, silhouette
 from service.settings import Settings
+from service.stimulus_sets import write_atomic
 from service.store import Store, read_json, read_npz, write_json, write_npz
 
 log = logging.getLogger("stimloop.pipeline")
@@ -57,18 +63,6 @@ StopCheck = Callable[[], bool]
 
 def _quiet(stage: str, progress: float, message: str) -> None:
     log.debug("%s %.2f %s", stage, progress, message)
-
-
-def trials_of(columns: dict[str, np.ndarray], windows: Windows) -> Trials:
-    if "rate" in columns:
-        return trials_from_rates(columns["stimulus"], columns["channel"], columns["rate"])
-    return trials_from_counts(
-        columns["stimulus"],
-        columns["channel"],
-        columns["baseline_count"],
-        columns["response_count"],
-        windows,
-    )
 
 
 def windows_of(config: dict[str, Any]) -> Windows:
@@ -194,7 +188,7 @@ class Context:
         with store.locked(session_id) as rec:
             store.transition(rec, "fitting", "fit started")
         columns = read_npz(store.path(session_id, "phase1.npz"))
-        trials = trials_of(columns, windows_of(config))
+        trials = trials_from_columns(columns, windows_of(config))
         report("activations", 0.0, "reading body maps")
         body_ids, body_maps = self.maps(config["backbone"], config["body_set"], report=report)
         shown = set(trials.stimulus)
@@ -211,7 +205,6 @@ class Context:
             report("silhouettes", 0.0, "silhouette maps of the training bodies")
             sil_maps = self.silhouette_maps(config["backbone"], config["body_set"], body_ids_shown)
             sil = Activations(body_ids_shown, sil_maps, [""] * len(keep), "", "")
-        epochs = readout_cfg.epochs
 
         def progress(epoch: int, total: int, best: float) -> None:
             if epoch % max(1, total // 100) == 0 or epoch == total:
@@ -228,7 +221,11 @@ class Context:
             progress=progress,
             should_stop=should_stop,
         )
-        report("selecting", 0.0, f"{len(result.included)} channels included of {epochs} epochs")
+        report(
+            "selecting",
+            0.0,
+            f"{len(result.included)} of {len(config['channels'])} channels included",
+        )
         selection = self.select_for(session_id, config, result, body_ids_shown, body_maps)
         prov = self.provenance(config, backbone.weights_sha256)
         write_json(
@@ -264,8 +261,6 @@ class Context:
         means = np.stack([table.mean[table.channel_index(v.channel)] for v in result.inclusion])
         readout = result.readout
         if readout is None:  # every channel excluded: an empty selection with the reasons
-            from service.science.readout import FittedReadout
-
             readout = FittedReadout(
                 [],
                 np.zeros((0, 2)),
@@ -291,8 +286,6 @@ class Context:
             sel_cfg,
             seed=config["seed"],
         )
-        from service.science.selection import presentation_sequence
-
         out = selection.to_dict()
         stimuli = selection.phase_two.stimuli
         out["sequence"] = (
@@ -306,8 +299,8 @@ class Context:
         store = self.store
         config = store.get_session(session_id)["config"]
         windows = windows_of(config)
-        p1 = trials_of(read_npz(store.path(session_id, "phase1.npz")), windows)
-        p2 = trials_of(read_npz(store.path(session_id, "phase2.npz")), windows)
+        p1 = trials_from_columns(read_npz(store.path(session_id, "phase1.npz")), windows)
+        p2 = trials_from_columns(read_npz(store.path(session_id, "phase2.npz")), windows)
         selection = selection_from_dict(read_json(store.path(session_id, "selection.json")))
         channels = config["channels"]
         t1 = response_table(p1, channels=channels)
@@ -413,8 +406,6 @@ class Context:
             result.norm_out,
             result.norm_in,
         )
-        from service.stimulus_sets import write_atomic
-
         write_atomic(folder / f"{key}.png", pair_figure(panel))
         write_json(folder / f"{key}.json", meta)
         return meta
@@ -424,7 +415,9 @@ class Context:
     ) -> tuple[str, str]:
         """Sec. 5.2: the top-5 recorded objects (phase two) and top-15 bodies (phase one)."""
         windows = windows_of(config)
-        p1 = response_table(trials_of(read_npz(self.store.path(session_id, "phase1.npz")), windows))
+        p1 = response_table(
+            trials_from_columns(read_npz(self.store.path(session_id, "phase1.npz")), windows)
+        )
         c1 = p1.channel_index(channel)
         order = np.lexsort((np.array(p1.stimuli), -np.nan_to_num(p1.mean[c1], nan=-np.inf)))
         top_bodies = [p1.stimuli[i] for i in order[:15]]
@@ -435,7 +428,7 @@ class Context:
                 "the default pair needs phase two's recorded objects; upload phase two "
                 "or name the object and the body"
             )
-        p2 = response_table(trials_of(read_npz(p2_path), windows))
+        p2 = response_table(trials_from_columns(read_npz(p2_path), windows))
         c2 = p2.channel_index(channel)
         objs = [i for i, s in enumerate(p2.stimuli) if s in object_set]
         if not objs:

@@ -27,7 +27,14 @@ from service import __version__
 from service.api.deps import ANALYST, READ, RIG, body_bytes, redis, settings, store
 from service.api.errors import ApiError
 from service.api.routes_system import job_info
-from service.api.schemas import Accepted, JobInfo, SaliencyRequest, SessionCreate, SessionInfo
+from service.api.schemas import (
+    Accepted,
+    JobInfo,
+    SaliencyRequest,
+    SessionCreate,
+    SessionInfo,
+    TrialUpload,
+)
 from service.queueing import enqueue, job_status
 from service.registry import load_registry
 from service.settings import Settings
@@ -35,6 +42,15 @@ from service.store import Store, read_json, write_npz
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 NPZ_TYPES = ("application/x-npz", "application/octet-stream", "application/npz")
+UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": TrialUpload.model_json_schema()},
+            "application/x-npz": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
 
 
 def session_info(record: dict[str, Any]) -> SessionInfo:
@@ -135,8 +151,6 @@ async def parse_trials(request: Request, cfg: Settings) -> dict[str, np.ndarray]
     kind = request.headers.get("content-type", "").split(";")[0].strip()
     data = await body_bytes(request, cfg)
     if kind == "application/json":
-        from service.api.schemas import TrialUpload
-
         try:
             upload = TrialUpload.model_validate_json(data)
         except ValidationError as exc:
@@ -263,14 +277,7 @@ def start_job(
     response_model=Accepted,
     dependencies=[Depends(RIG)],
     summary="Upload phase one's trials (JSON columns or NPZ); starts fit-and-select",
-    openapi_extra={
-        "requestBody": {
-            "content": {
-                "application/json": {"schema": {"$ref": "#/components/schemas/TrialUpload"}},
-                "application/x-npz": {},
-            }
-        }
-    },
+    openapi_extra=UPLOAD_BODY,
 )
 async def phase1(
     session_id: str,
@@ -321,14 +328,7 @@ def refit(
     response_model=Accepted,
     dependencies=[Depends(RIG)],
     summary="Upload phase two's trials; starts the analysis",
-    openapi_extra={
-        "requestBody": {
-            "content": {
-                "application/json": {"schema": {"$ref": "#/components/schemas/TrialUpload"}},
-                "application/x-npz": {},
-            }
-        }
-    },
+    openapi_extra=UPLOAD_BODY,
 )
 async def phase2(
     session_id: str,

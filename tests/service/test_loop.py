@@ -146,8 +146,7 @@ def test_the_whole_loop(service, loop):
 
     # the same science called directly on the same data gives the same list
     from service.activations import Activations
-    from service.fitting import fit_recording
-    from service.pipeline import trials_of
+    from service.fitting import fit_recording, trials_from_columns
     from service.science.readout import ReadoutConfig
     from service.science.responses import Windows
     from service.science.selection import Candidates, SelectionConfig, cell_major, select
@@ -161,7 +160,7 @@ def test_the_whole_loop(service, loop):
     act = Activations(ids, body_maps, [""] * len(ids), "resnet50_random", "w")
     result = fit_recording(
         act,
-        trials_of(cols, Windows()),
+        trials_from_columns(cols, Windows()),
         silhouettes=Activations(ids, sil, [""] * len(ids), "", ""),
         readout=ReadoutConfig.from_dict(FIT),
         seed=3,
