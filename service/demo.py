@@ -270,15 +270,16 @@ class _EmbeddedService:
 
 
 def _summary(console: Console, analysis: dict, selection: dict) -> None:
+    """Per channel: included, r on held-out bodies and on objects, stability, Mann-Whitney p
+    (control bodies vs objects) and the chosen objects (their numbers)."""
     picks = {c["channel"]: c for c in selection["channels"]}
+    caption = (
+        "r body / r obj: predicted vs recorded on held-out bodies / phase-two objects; "
+        "stab.: phase one vs two; MW p: control bodies vs objects; t/b/s: top / bottom / "
+        "most similar object"
+    )
     table = Table(
-        "channel",
-        "included",
-        "test r bodies",
-        "r objects",
-        "stability r",
-        "Mann-Whitney p",
-        "chosen objects (top / bottom / similar)",
+        "channel", "incl.", "r body", "r obj", "stab.", "MW p", "objects t/b/s", caption=caption
     )
 
     def num(block: dict | None, key: str = "r") -> str:
@@ -288,13 +289,16 @@ def _summary(console: Console, analysis: dict, selection: dict) -> None:
     for c in analysis["channels"]:
         sel = picks[c["channel"]]
         chosen = {p["role"]: p["stimulus"] for p in sel["picks"] if p["category"] == "object"}
+        objects = "/".join(
+            chosen.get(r, "-").removeprefix("object_") for r in ("top", "bottom", "similar")
+        )
         table.add_row(
             c["channel"],
-            "yes" if sel["included"] else f"no: {sel['reason'][:30]}",
+            "yes" if sel["included"] else "no",
             num(c["generalisation_bodies"]),
             num(c["generalisation_objects"]),
             num(c["stability"]),
             num(c["selectivity"], "p_two_sided"),
-            " / ".join(chosen.get(r, "-") for r in ("top", "bottom", "similar")),
+            objects,
         )
-    console.print(table, width=max(console.width, 110))
+    console.print(table)
