@@ -32,8 +32,14 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# The performance suite (tens of minutes on 2 CPU cores); results go to benchmarks/RESULTS.md.
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m benchmarks.extract
+	$(BIN)/python -m benchmarks.fit
+	$(BIN)/python -m benchmarks.recovery
+	$(BIN)/python -m benchmarks.selection
+	$(BIN)/python -m benchmarks.saliency
+	$(BIN)/python -m benchmarks.turnaround
 
 clean-venv:
 	rm -rf $(VENV)
