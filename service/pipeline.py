@@ -154,7 +154,8 @@ class Context:
         key = (self.backbone(backbone).weights_sha256, set_id)
         if key not in self.warm:
             ids, maps = self.maps(backbone, set_id)
-            self.warm[key] = Candidates(category, ids, cell_major(maps))
+            device = self.backbone(backbone).device
+            self.warm[key] = Candidates(category, ids, cell_major(maps).to(device))
         return self.warm[key]
 
     # ------------------------------------------------------------------ jobs

@@ -78,26 +78,31 @@ def score_candidates(
     """Eq. (1) predictions and eq. (2) similarities to each channel's reference body.
 
     ``cells``: ``[H*W, M, F]``; ``mu`` ``[C, 2]``; ``w`` ``[C, F]``; ``b`` ``[C]``; ``a_ref``
-    ``[C, F]`` the reference body's read-out features per channel.
+    ``[C, F]`` the reference body's read-out features per channel. Runs where ``cells`` lives
+    (the worker keeps them on its GPU when it has one).
     """
-    k = bilinear_weights(torch.as_tensor(mu, dtype=torch.float32), height, width).double()
-    w_t = torch.as_tensor(w, dtype=torch.float64)
-    v_t = w_t.square() * torch.as_tensor(a_ref, dtype=torch.float64)  # <a w, a_ref w> = a . v
+    dev = cells.device
+    if dev.type != "cpu":
+        chunk = cells.shape[1]  # a GPU wants whole columns, not cache-sized row chunks
+    k = bilinear_weights(torch.as_tensor(mu, dtype=torch.float32), height, width).double().to(dev)
+    w_t = torch.as_tensor(w, dtype=torch.float64, device=dev)
+    a_ref_t = torch.as_tensor(a_ref, dtype=torch.float64, device=dev)
+    v_t = w_t.square() * a_ref_t  # <a w, a_ref w> = a . v
     m, c = cells.shape[1], len(w_t)
-    lin = torch.zeros(m, 2 * c, dtype=torch.float64)
+    lin = torch.zeros(m, 2 * c, dtype=torch.float64, device=dev)
     for u in torch.nonzero(k.sum(0) > 0).flatten().tolist():
         chans = torch.nonzero(k[:, u] > 0).flatten()
         rhs = torch.cat([w_t[chans], v_t[chans]]) * k[chans, u].repeat(2)[:, None]
         part = cells[u].to(torch.float32) @ rhs.to(torch.float32).T  # [M, 2 c_u]
         lin[:, chans] += part[:, : len(chans)].double()
         lin[:, c + chans] += part[:, len(chans) :].double()
-    predicted = lin[:, :c] + torch.as_tensor(b, dtype=torch.float64)
-    norm = torch.zeros(m, c, dtype=torch.float64)
+    predicted = lin[:, :c] + torch.as_tensor(b, dtype=torch.float64, device=dev)
+    norm = torch.zeros(m, c, dtype=torch.float64, device=dev)
     corners = [torch.nonzero(k[j] > 0).flatten().tolist() for j in range(c)]
     scaled = [[(k[j, u] * w_t[j]).to(torch.float32) for u in corners[j]] for j in range(c)]
     # |a w| per channel, a being the sum of its (at most 4) weighted cells. Rows in small
     # chunks so the cell slices stay in cache for every channel that reads them; one buffer.
-    buffer = torch.empty(min(chunk, m), cells.shape[2], dtype=torch.float32)
+    buffer = torch.empty(min(chunk, m), cells.shape[2], dtype=torch.float32, device=dev)
     for start in range(0, m, chunk):
         rows = slice(start, min(start + chunk, m))
         slices = {u: cells[u, rows].to(torch.float32) for u in set().union(*map(set, corners))}
@@ -107,10 +112,10 @@ def score_candidates(
             for u, scale in zip(corners[j][1:], scaled[j][1:]):
                 acc.addcmul_(slices[u], scale)
             norm[rows, j] = torch.linalg.vector_norm(acc, dim=1).double()
-    ref_norm = (torch.as_tensor(a_ref, dtype=torch.float64) * w_t).norm(dim=1)
+    ref_norm = (a_ref_t * w_t).norm(dim=1)
     denom = norm * ref_norm
     sim = torch.where(denom > 0, lin[:, c:] / denom.clamp(min=1e-300), torch.zeros_like(denom))
-    return Scores(predicted.numpy(), sim.numpy())
+    return Scores(predicted.cpu().numpy(), sim.cpu().numpy())
 
 
 def ranked(values: np.ndarray, ids: Sequence[str], descending: bool) -> np.ndarray:
