@@ -26,7 +26,7 @@ from client.readers import TrialFileError, parse_trial_npz, validate_columns
 from service import __version__
 from service.api.deps import ANALYST, READ, RIG, body_bytes, redis, settings, store
 from service.api.errors import ApiError
-from service.api.routes_system import job_info
+from service.api.routes_system import job_info, require_backbone
 from service.api.schemas import (
     Accepted,
     JobInfo,
@@ -36,7 +36,6 @@ from service.api.schemas import (
     TrialUpload,
 )
 from service.queueing import enqueue, job_status
-from service.registry import load_registry
 from service.settings import Settings
 from service.store import Store, read_json, write_npz
 
@@ -92,13 +91,7 @@ def create(
     st: Store = Depends(store),
     r: Redis = Depends(redis),
 ) -> SessionInfo:
-    registry = load_registry(cfg.registry_path)
-    if req.backbone not in registry:
-        raise ApiError(
-            400,
-            "Unknown backbone",
-            f"backbone {req.backbone!r} is not in the registry: {sorted(registry)}",
-        )
+    require_backbone(cfg, req.backbone)
     for field, category in (
         ("body_set", "body"),
         ("object_set", "object"),

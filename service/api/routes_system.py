@@ -45,6 +45,15 @@ def health(cfg: Settings = Depends(settings), r: Redis = Depends(redis)) -> dict
     }
 
 
+def require_backbone(cfg: Settings, name: str) -> None:
+    """400 unless ``name`` is in the registry (the message lists the known ones)."""
+    registry = load_registry(cfg.registry_path)
+    if name not in registry:
+        raise ApiError(
+            400, "Unknown backbone", f"backbone {name!r} is not in the registry: {sorted(registry)}"
+        )
+
+
 def backbone_list(cfg: Settings) -> list[dict]:
     out = []
     for spec in load_registry(cfg.registry_path).values():
@@ -80,13 +89,7 @@ def activations(
     st: Store = Depends(store),
     r: Redis = Depends(redis),
 ) -> Accepted:
-    registry = load_registry(cfg.registry_path)
-    if req.backbone not in registry:
-        raise ApiError(
-            400,
-            "Unknown backbone",
-            f"backbone {req.backbone!r} is not in the registry: {sorted(registry)}",
-        )
+    require_backbone(cfg, req.backbone)
     st.get_set(req.stimulus_set)
     job = enqueue(
         cfg, r, "activations", "service.jobs.run_precompute", req.backbone, req.stimulus_set
