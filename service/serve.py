@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from redis import Redis
+from redis.exceptions import RedisError
 
 from service.settings import Settings
 
@@ -75,6 +76,7 @@ def private_redis(data_dir: Path) -> Iterator[str]:
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
+        start_new_session=True,  # Ctrl-C reaches serve, which stops Redis last
     )
     url = f"redis://127.0.0.1:{port}/0"
     try:
@@ -113,7 +115,10 @@ def run_worker(settings: Settings, burst: bool = False, name: str | None = None)
     try:
         worker.work(burst=burst, logging_level="INFO")
     finally:
-        redis.hdel(f"{settings.key_prefix}:workers", worker.name)
+        try:
+            redis.hdel(f"{settings.key_prefix}:workers", worker.name)
+        except RedisError:
+            log.warning("could not unregister worker %s: Redis is gone", worker.name)
 
 
 def serve(settings: Settings, workers: int = 1) -> None:
@@ -130,13 +135,18 @@ def serve(settings: Settings, workers: int = 1) -> None:
             "STIMLOOP_MODELS_STORE": str(settings.models_store),
         }
         procs = [
-            subprocess.Popen([sys.executable, "-m", "service.cli", "worker"], env=env)
+            # own sessions: Ctrl-C reaches serve only, which then stops each worker warmly
+            subprocess.Popen(
+                [sys.executable, "-m", "service.cli", "worker"], env=env, start_new_session=True
+            )
             for _ in range(workers)
         ]
         try:
             uvicorn.run(
                 create_app(settings), host=settings.host, port=settings.port, log_level="info"
             )
+        except KeyboardInterrupt:
+            log.info("Ctrl-C: stopping the workers and Redis")
         finally:
             for proc in procs:
                 proc.send_signal(signal.SIGTERM)
