@@ -15,6 +15,7 @@ from rich.table import Table
 
 from client.api import JobInfo, RigClient, StimloopError
 from client.readers import TrialFileError, read_trials
+from client.tables import analysis_rows
 
 app = typer.Typer(
     help="stimloop at the rig: create a session, upload phase one, get the "
@@ -176,20 +177,7 @@ def analysis(
         data = _client(url, token).analysis(session)
     except StimloopError as exc:
         raise _fail(exc.detail) from None
-    rows = []
-    for c in data["channels"]:
-        row = {
-            "channel": c["channel"],
-            "stability_r": c["stability"]["r"],
-            "stability_p": c["stability"]["p"],
-            "mann_whitney_u": c["selectivity"]["u"],
-            "mw_p_two_sided": c["selectivity"]["p_two_sided"],
-            "mw_p_bodies_greater": c["selectivity"]["p_bodies_greater"],
-        }
-        for key in ("generalisation_bodies", "generalisation_objects"):
-            row[f"{key}_r"] = (c[key] or {}).get("r")
-            row[f"{key}_p"] = (c[key] or {}).get("p")
-        rows.append(row)
+    rows = analysis_rows(data)
     table = Table(*rows[0].keys()) if rows else Table()
     for row in rows:
         table.add_row(

@@ -26,6 +26,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from client.api import RigClient
+from client.tables import analysis_rows
 from service.api.auth import create_token
 from service.registry import load_registry
 from service.science import synthetic as sy
@@ -270,35 +271,37 @@ class _EmbeddedService:
 
 
 def _summary(console: Console, analysis: dict, selection: dict) -> None:
-    """Per channel: included, r on held-out bodies and on objects, stability, Mann-Whitney p
-    (control bodies vs objects) and the chosen objects (their numbers)."""
+    """Per channel: included, r on held-out bodies and on objects (* where p < 0.05), stability
+    r (its p-value and every other statistic are in the report), the Mann-Whitney p (control
+    bodies vs objects) and the chosen objects (their numbers)."""
     picks = {c["channel"]: c for c in selection["channels"]}
     caption = (
-        "r body / r obj: predicted vs recorded on held-out bodies / phase-two objects; "
-        "stab.: phase one vs two; MW p: control bodies vs objects; t/b/s: top / bottom / "
-        "most similar object"
+        "r body / r obj: predicted vs recorded on held-out bodies / phase-two objects, "
+        "* p < 0.05; stab.: phase one vs two; MW p: control bodies vs objects; t/b/s: "
+        "top / bottom / most similar object; all p-values are in the report"
     )
     table = Table(
         "channel", "incl.", "r body", "r obj", "stab.", "MW p", "objects t/b/s", caption=caption
     )
 
-    def num(block: dict | None, key: str = "r") -> str:
-        value = (block or {}).get(key)
-        return "-" if value is None else f"{value:.2f}"
+    def num(value: float | None, p: float | None = None) -> str:
+        if value is None:
+            return "-"
+        return f"{value:.2f}" + ("*" if p is not None and p < 0.05 else "")
 
-    for c in analysis["channels"]:
-        sel = picks[c["channel"]]
+    for row in analysis_rows(analysis):
+        sel = picks[row["channel"]]
         chosen = {p["role"]: p["stimulus"] for p in sel["picks"] if p["category"] == "object"}
         objects = "/".join(
             chosen.get(r, "-").removeprefix("object_") for r in ("top", "bottom", "similar")
         )
         table.add_row(
-            c["channel"],
+            row["channel"],
             "yes" if sel["included"] else "no",
-            num(c["generalisation_bodies"]),
-            num(c["generalisation_objects"]),
-            num(c["stability"]),
-            num(c["selectivity"], "p_two_sided"),
+            num(row["r_bodies"], row["p_bodies"]),
+            num(row["r_objects"], row["p_objects"]),
+            num(row["stability_r"]),
+            num(row["mw_p_two_sided"]),
             objects,
         )
     console.print(table)

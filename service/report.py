@@ -21,6 +21,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from scipy import stats
 
+from client.tables import analysis_rows
 from service.figures import PairPanel, grid_figure
 from service.store import Store, read_json, read_npz
 
@@ -249,23 +250,7 @@ def build_report(store: Store, session_id: str, images: dict[str, dict[str, Any]
             ),
         ]
     if analysis:
-        rows = []
-        for c in analysis["channels"]:
-            row = {
-                "channel": c["channel"],
-                "stability_r": c["stability"]["r"],
-                "stability_p": c["stability"]["p"],
-                "stable": c["stability"]["passed"],
-                "u": c["selectivity"]["u"],
-                "p2": c["selectivity"]["p_two_sided"],
-                "p1": c["selectivity"]["p_bodies_greater"],
-                "mb": c["selectivity"]["median_bodies"],
-                "mo": c["selectivity"]["median_objects"],
-            }
-            for key, label in (("generalisation_bodies", "gb"), ("generalisation_objects", "go")):
-                row[f"{label}_r"] = (c[key] or {}).get("r")
-                row[f"{label}_p"] = (c[key] or {}).get("p")
-            rows.append(row)
+        rows = analysis_rows(analysis)
         parts += [
             "<h2>Stability, selectivity and generalisation</h2>",
             _table(
@@ -275,15 +260,15 @@ def build_report(store: Store, session_id: str, images: dict[str, dict[str, Any]
                     ("stability_r", "stability r"),
                     ("stability_p", "p"),
                     ("stable", "stable (r > 0.6)"),
-                    ("u", "Mann-Whitney U"),
-                    ("p2", "p two-sided"),
-                    ("p1", "p bodies > objects"),
-                    ("mb", "median control bodies"),
-                    ("mo", "median objects"),
-                    ("gb_r", "r bodies"),
-                    ("gb_p", "p"),
-                    ("go_r", "r objects"),
-                    ("go_p", "p"),
+                    ("mann_whitney_u", "Mann-Whitney U"),
+                    ("mw_p_two_sided", "p two-sided"),
+                    ("mw_p_bodies_greater", "p bodies > objects"),
+                    ("median_control_bodies", "median control bodies"),
+                    ("median_objects", "median objects"),
+                    ("r_bodies", "r bodies"),
+                    ("p_bodies", "p"),
+                    ("r_objects", "r objects"),
+                    ("p_objects", "p"),
                 ],
             ),
         ]
