@@ -21,13 +21,13 @@ from datetime import date
 from pathlib import Path
 
 import torch
+from stimloop.registry import default_registry_path, load_registry
+from stimloop.science.backbone import extract_features, load_backbone, load_input
+from stimloop.science.stimuli import generate_set
 
 from benchmarks.machine import describe
-from service.registry import load_registry
-from service.science.backbone import extract_features, load_backbone, load_input
-from service.science.stimuli import generate_set
 
-REGISTRY = Path(__file__).resolve().parents[1] / "models_store" / "backbones.toml"
+REGISTRY = default_registry_path()
 
 
 def timed(fn) -> float:

@@ -18,10 +18,10 @@ from datetime import date
 
 import numpy as np
 import torch
+from stimloop.science.readout import ReadoutConfig, fit_readouts, make_split
 from torch.nn import functional as nnf
 
 from benchmarks.machine import describe
-from service.science.readout import ReadoutConfig, fit_readouts, make_split
 
 
 def baseline_seconds_per_epoch(x: torch.Tensor, y: torch.Tensor, epochs: int, batch: int) -> float:

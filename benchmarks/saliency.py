@@ -22,14 +22,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from stimloop.registry import default_registry_path, load_registry
+from stimloop.science import saliency as sa
+from stimloop.science.backbone import image_to_tensor, load_backbone
+from stimloop.science.stimuli import generate_bodies, generate_objects
 
 from benchmarks.machine import describe
-from service.registry import load_registry
-from service.science import saliency as sa
-from service.science.backbone import image_to_tensor, load_backbone
-from service.science.stimuli import generate_bodies, generate_objects
 
-REGISTRY = Path(__file__).resolve().parents[1] / "models_store" / "backbones.toml"
+REGISTRY = default_registry_path()
 
 
 def sync(device: torch.device) -> None:

@@ -18,12 +18,12 @@ from datetime import date
 
 import numpy as np
 import torch
+from stimloop.science import selection as sel
+from stimloop.science.readout import FittedReadout, ReadoutConfig, readout_features
+from stimloop.science.responses import ChannelInclusion
+from stimloop.science.similarity import similarity_to_many
 
 from benchmarks.machine import describe
-from service.science import selection as sel
-from service.science.readout import FittedReadout, ReadoutConfig, readout_features
-from service.science.responses import ChannelInclusion
-from service.science.similarity import similarity_to_many
 
 
 def main() -> None:

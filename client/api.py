@@ -14,8 +14,7 @@ from typing import Any
 
 import httpx
 import numpy as np
-
-from service.api.schemas import Accepted, JobInfo, SessionInfo, StimulusSetInfo
+from stimloop.api.schemas import Accepted, JobInfo, SessionInfo, StimulusSetInfo
 
 ProgressCallback = Callable[[JobInfo], None]
 

@@ -12,10 +12,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-
-from client.api import JobInfo, RigClient, StimloopError
-from client.readers import TrialFileError, read_trials
-from client.tables import analysis_rows
+from stimloop.client.api import JobInfo, RigClient, StimloopError
+from stimloop.client.readers import TrialFileError, read_trials
+from stimloop.client.tables import analysis_rows
 
 app = typer.Typer(
     help="stimloop at the rig: create a session, upload phase one, get the "

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from service.stimulus_sets import write_atomic
+from stimloop.stimulus_sets import write_atomic
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 from redis import Redis
-
-from service.science.backbone import FEATURE_SHAPE
+from stimloop.science.backbone import FEATURE_SHAPE
 
 MAP_BYTES = int(np.prod(FEATURE_SHAPE)) * 2
 

@@ -23,8 +23,7 @@ from rich.progress import (
 )
 from rich.table import Table
 from rich.text import Text
-
-from service.settings import Settings
+from stimloop.settings import Settings
 
 app = typer.Typer(
     help="stimloop: closed-loop stimulus selection for body-selective neurons.",
@@ -86,7 +85,7 @@ def progress_bar(description: str, total: int, unit: str = "images") -> Iterator
 
 
 def fail(message: str) -> typer.Exit:
-    console.print(f"[red]error:[/red] {escape(message)}")
+    console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
     return typer.Exit(code=2)
 
 
@@ -95,15 +94,17 @@ def fail(message: str) -> typer.Exit:
 
 @stimuli_app.command("generate")
 def stimuli_generate(
-    out: Path = typer.Option(..., "--out", help="Folder to write the PNGs and manifest.json into."),
+    out: Path = typer.Option(
+        ..., "--out", resolve_path=True, help="Folder to write the PNGs and manifest.json into."
+    ),
     bodies: int = typer.Option(475, "--bodies", help="Monkey-avatar bodies (at most 720)."),
     objects: int = typer.Option(100, "--objects", help="Non-body objects."),
     control_bodies: int = typer.Option(40, "--control-bodies", help="Bodies of other species."),
     seed: int = typer.Option(0, "--seed", help="The same seed gives the same images."),
 ) -> None:
     """Write a deterministic procedural stimulus set (280 px, gray background) and its manifest."""
-    from service.science import stimuli
-    from service.stimulus_sets import write_stimulus_set
+    from stimloop.science import stimuli
+    from stimloop.stimulus_sets import write_stimulus_set
 
     if not 0 <= bodies <= stimuli.N_POSES * stimuli.N_VIEWS:
         raise fail(f"--bodies must be between 0 and {stimuli.N_POSES * stimuli.N_VIEWS}")
@@ -123,18 +124,19 @@ def stimuli_generate(
 
 @stimuli_app.command("silhouettes")
 def stimuli_silhouettes(
-    images: Path = typer.Option(..., help="Stimulus folder (e.g. the bodies)."),
-    out: Path = typer.Option(..., help="Folder for the silhouettes, same ids and file names."),
+    images: Path = typer.Option(..., resolve_path=True, help="Stimulus folder (e.g. the bodies)."),
+    out: Path = typer.Option(
+        ..., resolve_path=True, help="Folder for the silhouettes, same ids and file names."
+    ),
 ) -> None:
     """Silhouettes of a stimulus folder: the foreground as a flat dark shape on the same gray
     background (the training augmentation of paper sec. 4)."""
     import hashlib
 
     import numpy as np
-
-    from service.science.backbone import ImageError, read_image
-    from service.science.stimuli import encode_png, silhouette
-    from service.stimulus_sets import StimulusEntry, read_stimulus_set, write_atomic
+    from stimloop.science.backbone import ImageError, read_image
+    from stimloop.science.stimuli import encode_png, silhouette
+    from stimloop.stimulus_sets import StimulusEntry, read_stimulus_set, write_atomic
 
     entries = read_stimulus_set(images)
     written = []
@@ -169,9 +171,10 @@ def stimuli_silhouettes(
 @backbone_app.command("list")
 def backbone_list() -> None:
     """The registry's backbones and whether their weights are in place."""
-    from service.registry import load_registry
+    from stimloop.registry import ensure_registry, load_registry
 
     settings = Settings()
+    ensure_registry(settings.registry_path)
     table = Table("name", "format", "weights", "present", "description")
     for spec in load_registry(settings.registry_path).values():
         present = spec.format == "random" or (settings.weights_dir / (spec.weights or "")).is_file()
@@ -193,11 +196,11 @@ def backbone_check(
 ) -> None:
     """Load a backbone and print its format, sha256, parameter count, output shape and speed."""
     import torch
-
-    from service.registry import open_backbone
-    from service.science.backbone import BackboneError, forward_features
+    from stimloop.registry import ensure_registry, open_backbone
+    from stimloop.science.backbone import BackboneError, forward_features
 
     settings = Settings()
+    ensure_registry(settings.registry_path)
     try:
         backbone = open_backbone(name, settings.registry_path, settings.weights_dir, device)
     except BackboneError as exc:
@@ -232,11 +235,12 @@ def backbone_check(
 
 def extract_folder(backbone_name: str, images: Path, settings: Settings, label: str = "extracting"):
     """Features of every image in a stimulus folder, with a progress bar."""
-    from service.activations import Activations
-    from service.registry import open_backbone
-    from service.science.backbone import extract_features
-    from service.stimulus_sets import read_stimulus_set
+    from stimloop.activations import Activations
+    from stimloop.registry import ensure_registry, open_backbone
+    from stimloop.science.backbone import extract_features
+    from stimloop.stimulus_sets import read_stimulus_set
 
+    ensure_registry(settings.registry_path)
     backbone = open_backbone(
         backbone_name, settings.registry_path, settings.weights_dir, settings.device
     )
@@ -263,15 +267,17 @@ def extract_folder(backbone_name: str, images: Path, settings: Settings, label: 
 @activations_app.command("extract")
 def activations_extract(
     backbone: str = typer.Option("resnet50_random", help="Backbone name or weights file."),
-    images: Path = typer.Option(..., help="Stimulus folder (with or without manifest.json)."),
-    out: Path = typer.Option(..., help="NPZ file to write."),
+    images: Path = typer.Option(
+        ..., resolve_path=True, help="Stimulus folder (with or without manifest.json)."
+    ),
+    out: Path = typer.Option(..., resolve_path=True, help="NPZ file to write."),
     batch_size: int = typer.Option(32, min=1),
     precision: str = typer.Option("fp32", help="fp32 (paper), bf16 or fp16 autocast."),
     device: str = typer.Option("auto"),
 ) -> None:
     """Extract layer4.1 features [N, 2048, 7, 7] (float16) of a stimulus folder into an NPZ."""
-    from service.activations import save_activations
-    from service.science.backbone import BackboneError, ImageError
+    from stimloop.activations import save_activations
+    from stimloop.science.backbone import BackboneError, ImageError
 
     settings = Settings(batch_size=batch_size, precision=precision, device=device)
     try:
@@ -292,11 +298,19 @@ def activations_extract(
 
 @app.command()
 def fit(
-    activations: Path = typer.Option(..., help="NPZ of the bodies' activations."),
-    trials: Path = typer.Option(..., help="Trial table (.csv or .npz) of phase one."),
-    out: Path = typer.Option(..., help="Folder for readouts.npz/json and channels.csv."),
+    activations: Path = typer.Option(
+        ..., resolve_path=True, help="NPZ of the bodies' activations."
+    ),
+    trials: Path = typer.Option(
+        ..., resolve_path=True, help="Trial table (.csv or .npz) of phase one."
+    ),
+    out: Path = typer.Option(
+        ..., resolve_path=True, help="Folder for readouts.npz/json and channels.csv."
+    ),
     silhouette_activations: Path | None = typer.Option(
-        None, help="NPZ of the bodies' silhouettes (same ids); without it, no augmentation."
+        None,
+        resolve_path=True,
+        help="NPZ of the bodies' silhouettes (same ids); without it, no augmentation.",
     ),
     epochs: int = typer.Option(2500, min=1, help="Paper: 2500."),
     lr: float = typer.Option(1e-4, help="Adam learning rate (paper: 1e-4)."),
@@ -307,18 +321,18 @@ def fit(
     """Fit one readout per included channel: activations + a trial table in, models out."""
     import json
 
-    from client.readers import TrialFileError, read_trial_table
-    from service.activations import load_activations
-    from service.fitting import (
+    from stimloop.activations import load_activations
+    from stimloop.client.readers import TrialFileError, read_trial_table
+    from stimloop.fitting import (
         channel_rows,
         fit_recording,
         rows_to_csv,
         save_readout,
         trials_from_columns,
     )
-    from service.science.backbone import resolve_device
-    from service.science.readout import ReadoutConfig
-    from service.stimulus_sets import write_atomic
+    from stimloop.science.backbone import resolve_device
+    from stimloop.science.readout import ReadoutConfig
+    from stimloop.stimulus_sets import write_atomic
 
     try:
         sizes = tuple(int(v) for v in split.split(","))
@@ -388,13 +402,15 @@ def fit(
 
 @app.command()
 def demo(
-    out: Path = typer.Option(Path("demo_output"), help="Folder for the demo's files (replaced)."),
+    out: Path = typer.Option(
+        Path("demo_output"), resolve_path=True, help="Folder for the demo's files (replaced)."
+    ),
     quick: bool = typer.Option(False, help="A smaller set and a shorter fit (about 2 minutes)."),
     seed: int = typer.Option(0),
 ) -> None:
     """The whole loop over HTTP: procedural stimuli, synthetic channels, the embedded service,
     the rig client; writes the phase-two list and the report."""
-    from service.demo import run_demo
+    from stimloop.demo import run_demo
 
     logging.basicConfig(level=logging.WARNING)
     run_demo(out, quick=quick, seed=seed, console=console)
@@ -414,7 +430,7 @@ def token_create(
     name: str = typer.Option("", help="Who or what the token is for."),
 ) -> None:
     """Create a token; it is printed once, only its hash is stored."""
-    from service.api.auth import create_token
+    from stimloop.api.auth import create_token
 
     settings = Settings()
     try:
@@ -432,12 +448,15 @@ def serve_command(
     port: int = typer.Option(None, help="Port (default STIMLOOP_PORT or 8000)."),
 ) -> None:
     """The API, N workers, and a private Redis when STIMLOOP_REDIS_URL is unset."""
-    from service.serve import serve
+    from stimloop.serve import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = Settings()
     updates = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
-    serve(settings.model_copy(update=updates), workers=workers)
+    try:
+        serve(settings.model_copy(update=updates), workers=workers)
+    except RuntimeError as exc:  # no Redis binary, a locked Redis folder, Redis would not start
+        raise fail(str(exc)) from None
 
 
 @app.command("worker")
@@ -449,7 +468,7 @@ def worker_command(
     name: str = typer.Option(None, help="Worker name (default: generated)."),
 ) -> None:
     """One worker: loads backbones once, keeps them on its GPU, runs jobs in-process."""
-    from service.serve import run_worker
+    from stimloop.serve import run_worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = Settings()

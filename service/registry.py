@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import tempfile
 import tomllib
+from importlib import resources
 from pathlib import Path
 
-from service.science.backbone import (
+from stimloop.science.backbone import (
     Backbone,
     BackboneError,
     BackboneSpec,
@@ -13,6 +17,41 @@ from service.science.backbone import (
     load_backbone,
     read_checkpoint,
 )
+
+log = logging.getLogger("stimloop.registry")
+
+
+def default_registry_path() -> Path:
+    """The registry shipped with the package (``stimloop/defaults/backbones.toml``)."""
+    return Path(str(resources.files("stimloop").joinpath("defaults", "backbones.toml")))
+
+
+def default_registry_text() -> str:
+    return default_registry_path().read_text()
+
+
+def ensure_registry(path: Path) -> bool:
+    """Give a models store without a registry the packaged default; True if it was copied in.
+
+    Written atomically (a temporary file renamed into place), so racing processes each see
+    either no file or a whole one; an existing registry is never touched.
+    """
+    path = Path(path)
+    if path.exists():
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".backbones.", suffix=".toml")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(default_registry_text())
+        if path.exists():  # another process was first
+            return False
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    log.info("no backbone registry in %s: copied in the packaged default", path.parent)
+    return True
 
 
 def load_registry(path: Path) -> dict[str, BackboneSpec]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -42,6 +42,12 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1")
     port: int = Field(default=8000)
 
+    @field_validator("models_store", "stimulus_root", "token_file", mode="after")
+    @classmethod
+    def _absolute(cls, path: Path | None) -> Path | None:
+        """Resolve once, here: no relative path may reach a subprocess or a later ``chdir``."""
+        return None if path is None else absolute(path)
+
     @property
     def registry_path(self) -> Path:
         return self.models_store / "backbones.toml"
@@ -61,6 +67,11 @@ class Settings(BaseSettings):
     @property
     def tokens_path(self) -> Path:
         return self.token_file or self.models_store / "tokens.json"
+
+
+def absolute(path: Path | str) -> Path:
+    """``path`` made absolute against the current directory (``~`` expanded, links resolved)."""
+    return Path(path).expanduser().resolve()
 
 
 def get_settings() -> Settings:

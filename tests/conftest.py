@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-REGISTRY = REPO / "models_store" / "backbones.toml"
+REGISTRY = REPO / "service" / "defaults" / "backbones.toml"  # the packaged default
 
 
 @pytest.fixture(scope="session")
 def random_spec():
-    from service.registry import load_registry
+    from stimloop.registry import load_registry
 
     return load_registry(REGISTRY)["resnet50_random"]
 
@@ -20,7 +20,7 @@ def random_spec():
 @pytest.fixture(scope="session")
 def random_backbone(random_spec, tmp_path_factory):
     """The labelled stand-in backbone on the CPU (about a second to build)."""
-    from service.science.backbone import load_backbone
+    from stimloop.science.backbone import load_backbone
 
     return load_backbone(random_spec, tmp_path_factory.mktemp("weights"), device="cpu")
 
@@ -28,7 +28,7 @@ def random_backbone(random_spec, tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_stimuli():
     """4 bodies, 3 objects, 2 control bodies for seed 0."""
-    from service.science.stimuli import generate_set
+    from stimloop.science.stimuli import generate_set
 
     return generate_set(4, 3, 2, seed=0)
 
@@ -41,17 +41,18 @@ def synthetic_dataset(random_backbone):
     Shared by the readout, selection and saliency tests (about 30 s to build, bf16 forward).
     """
     from PIL import Image
-
-    from service.science import synthetic as sy
-    from service.science.backbone import extract_features, image_to_tensor
-    from service.science.responses import response_table
-    from service.science.stimuli import generate_bodies, generate_objects, silhouette
+    from stimloop.science import synthetic as sy
+    from stimloop.science.backbone import extract_features, fast_precision, image_to_tensor
+    from stimloop.science.responses import response_table
+    from stimloop.science.stimuli import generate_bodies, generate_objects, silhouette
 
     bodies, objects = generate_bodies(240, seed=0), generate_objects(120, seed=0)
 
     def features(images):
         tensors = [image_to_tensor(Image.fromarray(i)) for i in images]
-        return extract_features(random_backbone, tensors, batch_size=32, precision="bf16")
+        return extract_features(
+            random_backbone, tensors, batch_size=32, precision=fast_precision("cpu")
+        )
 
     body_maps = features([b.image for b in bodies])
     object_maps = features([o.image for o in objects])

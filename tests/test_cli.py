@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 
 import numpy as np
+from stimloop.activations import load_activations
+from stimloop.cli import app
+from stimloop.science.backbone import file_sha256
 from typer.testing import CliRunner
-
-from service.activations import load_activations
-from service.cli import app
-from service.science.backbone import file_sha256
 
 runner = CliRunner()
 
@@ -104,7 +103,7 @@ def test_extract_names_a_bad_image(tmp_path):
 def test_fit_from_activations_and_a_trial_table(tmp_path):
     import csv
 
-    from service.science import synthetic as sy
+    from stimloop.science import synthetic as sy
 
     bodies = tmp_path / "bodies"
     assert (
@@ -143,7 +142,7 @@ def test_fit_from_activations_and_a_trial_table(tmp_path):
                 "--out",
                 str(folder) + ".npz",
                 "--precision",
-                "bf16",
+                "fp32",
             ],
         )
         assert result.exit_code == 0, result.output

@@ -69,7 +69,6 @@ def test_entrypoint_prepares_the_store_and_runs_the_command(tmp_path):
     env = {
         **os.environ,
         "STIMLOOP_MODELS_STORE": str(tmp_path / "store"),
-        "STIMLOOP_REGISTRY_TEMPLATE": str(REPO / "models_store/backbones.toml"),
     }
     result = subprocess.run(
         ["sh", str(REPO / "docker/entrypoint.sh"), "echo", "ran"],
@@ -79,6 +78,5 @@ def test_entrypoint_prepares_the_store_and_runs_the_command(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ran"
-    assert (tmp_path / "store/backbones.toml").is_file()
     assert (tmp_path / "store/weights").is_dir()
     assert "no weight files" in result.stderr

@@ -12,8 +12,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from service.stimulus_sets import write_atomic
-from service.store import now
+from stimloop.stimulus_sets import write_atomic
+from stimloop.store import now
 
 ROLES = ("rig", "analyst")
 

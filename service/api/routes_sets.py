@@ -10,13 +10,12 @@ from pathlib import Path, PurePosixPath
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, JSONResponse
 from PIL import Image, UnidentifiedImageError
-
-from service.api.deps import READ, RIG, body_bytes, settings, store
-from service.api.errors import ApiError
-from service.api.schemas import ID, Category, StimulusSetCreate, StimulusSetInfo
-from service.settings import Settings
-from service.stimulus_sets import IMAGE_SUFFIXES, read_stimulus_set, write_atomic
-from service.store import Store, now
+from stimloop.api.deps import READ, RIG, body_bytes, settings, store
+from stimloop.api.errors import ApiError
+from stimloop.api.schemas import ID, Category, StimulusSetCreate, StimulusSetInfo
+from stimloop.settings import Settings
+from stimloop.stimulus_sets import IMAGE_SUFFIXES, read_stimulus_set, write_atomic
+from stimloop.store import Store, now
 
 router = APIRouter(prefix="/v1/stimulus-sets", tags=["stimulus sets"])
 

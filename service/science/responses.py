@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import stats
-
-from service.science.seeds import channel_rng
+from stimloop.science.seeds import channel_rng
 
 
 @dataclass(frozen=True)

@@ -26,10 +26,9 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
+from stimloop.science.readout import bilinear_weights
 from torch import nn
 from torch.nn import functional as nnf
-
-from service.science.readout import bilinear_weights
 
 Strategy = Literal["auto", "loop", "batched"]
 Progress = Callable[[int, int], None]

@@ -22,9 +22,8 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from service.science.readout import FittedReadout, as_tensor, bilinear_weights
-from service.science.responses import ChannelInclusion
+from stimloop.science.readout import FittedReadout, as_tensor, bilinear_weights
+from stimloop.science.responses import ChannelInclusion
 
 ROLES = ("top", "bottom", "similar")
 

@@ -9,9 +9,8 @@ import pytest
 import torch
 import torchvision
 from PIL import Image
-
-from service.science import backbone as bb
-from service.science.stimuli import encode_png
+from stimloop.science import backbone as bb
+from stimloop.science.stimuli import encode_png
 
 
 @pytest.fixture(scope="module")

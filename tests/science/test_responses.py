@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import stats
-
-from service.science import responses as rs
+from stimloop.science import responses as rs
 
 
 def table_from(values: dict[tuple[str, str], list[float]]) -> rs.ResponseTable:

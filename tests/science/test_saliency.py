@@ -8,10 +8,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
+from stimloop.science import saliency as sa
+from stimloop.science.readout import bilinear_weights
 from torch import nn
-
-from service.science import saliency as sa
-from service.science.readout import bilinear_weights
 
 
 class TinyNet(nn.Module):
@@ -204,9 +203,8 @@ def test_a_corner_neuron_looks_at_its_corner(synthetic_dataset, random_backbone)
     """Full ResNet-50 at 224 px: a synthetic neuron at the top-left cell puts most of its
     saliency there; one at the centre does not."""
     from PIL import Image
-
-    from service.science import synthetic as sy
-    from service.science.backbone import image_to_tensor
+    from stimloop.science import synthetic as sy
+    from stimloop.science.backbone import image_to_tensor
 
     d = synthetic_dataset
     config = sy.SyntheticConfig(sparsity=8 / 2048)

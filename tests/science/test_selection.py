@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from service.science import selection as sel
-from service.science.readout import FittedReadout, ReadoutConfig, readout_features
-from service.science.responses import ChannelInclusion
-from service.science.similarity import similarity
+from stimloop.science import selection as sel
+from stimloop.science.readout import FittedReadout, ReadoutConfig, readout_features
+from stimloop.science.responses import ChannelInclusion
+from stimloop.science.similarity import similarity
 
 
 def make_readout(channels, f=24, seed=0):

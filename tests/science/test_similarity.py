@@ -7,8 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-
-from service.science.similarity import most_similar, similarity, similarity_to_many
+from stimloop.science.similarity import most_similar, similarity, similarity_to_many
 
 vec = arrays(np.float64, 16, elements=st.floats(0, 10, allow_subnormal=False))
 weights = arrays(np.float64, 16, elements=st.floats(-3, 3, allow_subnormal=False))

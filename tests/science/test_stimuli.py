@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from service.science import stimuli as st
+from stimloop.science import stimuli as st
 
 
 def test_same_seed_same_images_other_seed_other_images():

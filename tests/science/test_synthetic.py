@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from service.science import synthetic as sy
-from service.science.responses import response_table
+from stimloop.science import synthetic as sy
+from stimloop.science.responses import response_table
 
 
 def test_preferred_direction_is_the_leading_eigenvector():

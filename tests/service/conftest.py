@@ -32,7 +32,7 @@ class Service:
 
     def work(self) -> None:
         """Run every queued job on an in-process worker, then return."""
-        from service.jobs import make_worker
+        from stimloop.jobs import make_worker
 
         make_worker(self.settings, self.redis).work(burst=True, logging_level="WARNING")
 
@@ -48,8 +48,7 @@ def cleanup(redis: Redis, settings) -> None:
         ScheduledJobRegistry,
         StartedJobRegistry,
     )
-
-    from service.queueing import queue_name
+    from stimloop.queueing import queue_name
 
     name = queue_name(settings)
     queue = Queue(name, connection=redis)
@@ -75,10 +74,9 @@ def cleanup(redis: Redis, settings) -> None:
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
     from fastapi.testclient import TestClient
-
-    from service.api.app import create_app
-    from service.api.auth import create_token
-    from service.settings import Settings
+    from stimloop.api.app import create_app
+    from stimloop.api.auth import create_token
+    from stimloop.settings import Settings
 
     tmp = tmp_path_factory.mktemp("service")
     store = tmp / "models_store"

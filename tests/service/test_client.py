@@ -6,8 +6,8 @@ from __future__ import annotations
 import httpx
 import numpy as np
 import pytest
+from stimloop.client.api import RigClient, StimloopError
 
-from client.api import RigClient, StimloopError
 from tests.service.test_loop import CHANNELS, loop, simulate  # noqa: F401  (module fixture)
 
 

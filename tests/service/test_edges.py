@@ -9,9 +9,8 @@ import zipfile
 
 import numpy as np
 import pytest
-
-from service.science.stimuli import generate_bodies, generate_control_bodies, generate_objects
-from service.stimulus_sets import write_stimulus_set
+from stimloop.science.stimuli import generate_bodies, generate_control_bodies, generate_objects
+from stimloop.stimulus_sets import write_stimulus_set
 
 
 @pytest.fixture(scope="module")
@@ -250,8 +249,7 @@ def test_bad_phase_one_uploads_change_nothing(
 def test_oversized_body(service, session):
     small = service.settings.model_copy(update={"max_upload_bytes": 2048})
     from fastapi.testclient import TestClient
-
-    from service.api.app import create_app
+    from stimloop.api.app import create_app
 
     client = TestClient(create_app(small, service.redis))
     big = trials(stimuli=["body_0000"] * 400)

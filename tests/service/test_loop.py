@@ -6,10 +6,9 @@ import io
 
 import numpy as np
 import pytest
-
-from service.science import synthetic as sy
-from service.science.stimuli import generate_bodies, generate_control_bodies, generate_objects
-from service.stimulus_sets import write_stimulus_set
+from stimloop.science import synthetic as sy
+from stimloop.science.stimuli import generate_bodies, generate_control_bodies, generate_objects
+from stimloop.stimulus_sets import write_stimulus_set
 
 NEURONS = ["ch1", "ch2", "ch3"]
 CHANNELS = [*NEURONS, "silent"]  # "silent" never fires: excluded, with its reason
@@ -60,13 +59,13 @@ def loop(service):
     assert r.status_code == 201, r.text
     session = r.json()["id"]
     service.work()  # warms the candidates
-    from service.cache import ActivationCache
-    from service.store import Store
+    from stimloop.cache import ActivationCache
+    from stimloop.store import Store
 
     store = Store(service.settings.models_store)
     cache = ActivationCache(service.redis, service.settings.key_prefix)
     weights = (
-        __import__("service.jobs", fromlist=["context"])
+        __import__("stimloop.jobs", fromlist=["context"])
         .context()
         .backbone("resnet50_random")
         .weights_sha256
@@ -145,15 +144,15 @@ def test_the_whole_loop(service, loop):
     )
 
     # the same science called directly on the same data gives the same list
-    from service.activations import Activations
-    from service.fitting import fit_recording, trials_from_columns
-    from service.science.readout import ReadoutConfig
-    from service.science.responses import Windows
-    from service.science.selection import Candidates, SelectionConfig, cell_major, select
+    from stimloop.activations import Activations
+    from stimloop.fitting import fit_recording, trials_from_columns
+    from stimloop.science.readout import ReadoutConfig
+    from stimloop.science.responses import Windows
+    from stimloop.science.selection import Candidates, SelectionConfig, cell_major, select
 
     ids, body_maps = loop["maps"]["bodies"]
     sil = (
-        __import__("service.jobs", fromlist=["context"])
+        __import__("stimloop.jobs", fromlist=["context"])
         .context()
         .silhouette_maps("resnet50_random", "bodies", ids)
     )

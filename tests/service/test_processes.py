@@ -18,9 +18,9 @@ import httpx
 import numpy as np
 import pytest
 from redis import Redis
+from stimloop.science.stimuli import generate_bodies, generate_control_bodies, generate_objects
+from stimloop.stimulus_sets import write_stimulus_set
 
-from service.science.stimuli import generate_bodies, generate_control_bodies, generate_objects
-from service.stimulus_sets import write_stimulus_set
 from tests.conftest import REGISTRY
 from tests.service.conftest import cleanup, redis_test_url
 
@@ -35,8 +35,8 @@ def free_port() -> int:
 
 class Cluster:
     def __init__(self, tmp: Path) -> None:
-        from service.api.auth import create_token
-        from service.settings import Settings
+        from stimloop.api.auth import create_token
+        from stimloop.settings import Settings
 
         self.store = tmp / "models_store"
         self.store.mkdir()
