@@ -24,6 +24,7 @@ def analysis_rows(analysis: dict[str, Any]) -> list[dict[str, Any]]:
             "mw_p_bodies_greater": sel["p_bodies_greater"],
             "median_control_bodies": sel["median_bodies"],
             "median_objects": sel["median_objects"],
+            "body_selective": sel["passed"],
         }
         for key, name in (
             ("generalisation_bodies", "bodies"),
@@ -31,5 +32,7 @@ def analysis_rows(analysis: dict[str, Any]) -> list[dict[str, Any]]:
         ):
             row[f"r_{name}"] = (c[key] or {}).get("r")
             row[f"p_{name}"] = (c[key] or {}).get("p")
+            row[f"noise_ceiling_{name}"] = (c[key] or {}).get("noise_ceiling")
+            row[f"r_normalised_{name}"] = (c[key] or {}).get("r_normalised")
         rows.append(row)
     return rows

@@ -24,19 +24,21 @@ from PIL import Image
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-
-from client.api import RigClient
-from client.tables import analysis_rows
-from service.api.auth import create_token
-from service.registry import load_registry
-from service.science import synthetic as sy
-from service.science.backbone import extract_features, image_to_tensor, load_backbone
-from service.science.stimuli import generate_bodies, generate_control_bodies, generate_objects
-from service.serve import free_port, private_redis
-from service.settings import Settings
-from service.stimulus_sets import write_stimulus_set
-
-REGISTRY = Path(__file__).resolve().parents[1] / "models_store" / "backbones.toml"
+from stimloop.api.auth import create_token
+from stimloop.client.api import RigClient
+from stimloop.client.tables import analysis_rows
+from stimloop.registry import default_registry_text, load_registry
+from stimloop.science import synthetic as sy
+from stimloop.science.backbone import (
+    extract_features,
+    fast_precision,
+    image_to_tensor,
+    load_backbone,
+)
+from stimloop.science.stimuli import generate_bodies, generate_control_bodies, generate_objects
+from stimloop.serve import free_port, private_redis
+from stimloop.settings import Settings, absolute
+from stimloop.stimulus_sets import write_stimulus_set
 
 
 @dataclass(frozen=True)
@@ -68,11 +70,12 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, console: Console | N
         "random-init stand-in (not the paper's robust ResNet-50); the neurons are "
         "synthetic (A.1.1) and the stimuli procedural.[/yellow]"
     )
+    out = absolute(out)  # the private Redis and the worker run in other directories
     if out.exists():
         shutil.rmtree(out)
     root, store = out / "stimuli", out / "models_store"
     store.mkdir(parents=True)
-    shutil.copy(REGISTRY, store / "backbones.toml")
+    (store / "backbones.toml").write_text(default_registry_text())
     stimuli = {
         "bodies": generate_bodies(plan.bodies, seed),
         "objects": generate_objects(plan.objects, seed),
@@ -86,7 +89,8 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, console: Console | N
     )
 
     # The rig's side of the simulation: synthetic channels read out the same backbone.
-    backbone = load_backbone(load_registry(REGISTRY)["resnet50_random"], Path(), "cpu")
+    spec = load_registry(store / "backbones.toml")["resnet50_random"]
+    backbone = load_backbone(spec, Path(), "cpu")
     maps = {}
     with _bar(console) as bar:
         for name, items in stimuli.items():
@@ -94,12 +98,14 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, console: Console | N
             maps[name] = extract_features(
                 backbone,
                 [image_to_tensor(Image.fromarray(s.image)) for s in items],
-                precision="bf16",
+                precision=fast_precision("cpu"),
                 progress=lambda d, t, task=task: bar.update(task, completed=d),
             )
     channels = [f"ch{i + 1:02d}" for i in range(plan.channels)]
+    # A.1.1: the preferred category is bodies (the avatar's and the control bodies), the
+    # others objects; the sign makes bodies drive each neuron up, as in the recorded patches.
     neurons = sy.make_neurons(
-        maps["bodies"],
+        np.concatenate([maps["bodies"], maps["controls"]]),
         maps["objects"],
         channels,
         seed=seed + 1,
@@ -220,8 +226,7 @@ class _EmbeddedService:
 
     def __enter__(self) -> str:
         import uvicorn
-
-        from service.api.app import create_app
+        from stimloop.api.app import create_app
 
         env = {
             **os.environ,
@@ -232,7 +237,7 @@ class _EmbeddedService:
         }
         log = open(self.settings.models_store / "worker.log", "ab")
         self.worker = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "worker"],
+            [sys.executable, "-m", "stimloop.cli", "worker"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -277,8 +282,9 @@ def _summary(console: Console, analysis: dict, selection: dict) -> None:
     picks = {c["channel"]: c for c in selection["channels"]}
     caption = (
         "r body / r obj: predicted vs recorded on held-out bodies / phase-two objects, "
-        "* p < 0.05; stab.: phase one vs two; MW p: control bodies vs objects; t/b/s: "
-        "top / bottom / most similar object; all p-values are in the report"
+        "* p < 0.05; stab.: phase one vs two; MW p: control bodies vs objects (two-sided), "
+        "B: body-selective (significant, bodies above); t/b/s: top / bottom / most similar "
+        "object; noise ceilings, normalised r and all p-values are in the report"
     )
     table = Table(
         "channel", "incl.", "r body", "r obj", "stab.", "MW p", "objects t/b/s", caption=caption
@@ -301,7 +307,7 @@ def _summary(console: Console, analysis: dict, selection: dict) -> None:
             num(row["r_bodies"], row["p_bodies"]),
             num(row["r_objects"], row["p_objects"]),
             num(row["stability_r"]),
-            num(row["mw_p_two_sided"]),
+            num(row["mw_p_two_sided"]) + (" B" if row["body_selective"] else ""),
             objects,
         )
     console.print(table)

@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from service.activations import Activations
-from service.science.readout import FittedReadout, ReadoutConfig, fit_readouts, make_split
-from service.science.responses import (
+from stimloop.activations import Activations
+from stimloop.science.readout import FittedReadout, ReadoutConfig, fit_readouts, make_split
+from stimloop.science.responses import (
     ChannelInclusion,
     InclusionConfig,
     ResponseTable,
@@ -28,7 +27,7 @@ from service.science.responses import (
     trials_from_counts,
     trials_from_rates,
 )
-from service.stimulus_sets import write_atomic
+from stimloop.stimulus_sets import write_atomic
 
 
 def trials_from_columns(columns: dict[str, np.ndarray], windows: Windows = Windows()) -> Trials:
@@ -105,6 +104,7 @@ def fit_recording(
         device=device,
         progress=progress,
         should_stop=should_stop,
+        progress_every=10,  # each report waits for the device (and touches Redis in a job)
     )
     fitted.extra["backbone"] = activations.backbone
     return FitResult(table, verdicts, fitted)

@@ -20,10 +20,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 from scipy import stats
-
-from client.tables import analysis_rows
-from service.figures import PairPanel, grid_figure
-from service.store import Store, read_json, read_npz
+from stimloop.client.tables import analysis_rows
+from stimloop.figures import PairPanel, grid_figure
+from stimloop.store import Store, read_json, read_npz
 
 
 def critical_r(n: int, alpha: float = 0.05) -> float:
@@ -55,6 +54,7 @@ def fig3a(analysis: dict[str, Any]) -> str:
         ("generalisation_objects", "objects", "tab:orange"),
         ("stability", "test/retest", "tab:brown"),
     )
+    top = 1.0
     for key, label, color in series:
         r = np.array([(c[key] or {}).get("r") if c[key] else np.nan for c in channels], float)
         ax.scatter(x, r, color=color, label=label, s=18, zorder=3)
@@ -63,11 +63,28 @@ def fig3a(analysis: dict[str, Any]) -> str:
         ns = [c[key]["n"] for c in channels if c[key]]
         if ns and key != "stability":
             ax.axhline(critical_r(int(np.median(ns))), color="black", ls="--", lw=0.8)
+            normalised = np.array(
+                [(c[key] or {}).get("r_normalised") if c[key] else np.nan for c in channels],
+                float,
+            )
+            ax.scatter(
+                x,
+                normalised,
+                facecolors="none",
+                edgecolors=color,
+                s=30,
+                zorder=3,
+                label=f"{label}, r / sqrt(noise ceiling)",
+            )
+            top = max(top, float(np.nanmax(normalised, initial=1.0)))
     ax.set_xticks(x, names, rotation=90, fontsize=7)
     ax.set_ylabel("Pearson r")
-    ax.set_ylim(-1, 1)
+    ax.set_ylim(-1, min(top, 2.0) + 0.05)
     ax.legend(fontsize=7, loc="lower left")
-    ax.set_title("Predicted vs recorded (black dashed: p = 0.05)", fontsize=9)
+    ax.set_title(
+        "Predicted vs recorded: r (filled), normalised r (open); black dashed: p = 0.05",
+        fontsize=9,
+    )
     return _png(fig)
 
 
@@ -265,10 +282,15 @@ def build_report(store: Store, session_id: str, images: dict[str, dict[str, Any]
                     ("mw_p_bodies_greater", "p bodies > objects"),
                     ("median_control_bodies", "median control bodies"),
                     ("median_objects", "median objects"),
+                    ("body_selective", "body-selective (p two-sided < alpha, bodies above)"),
                     ("r_bodies", "r bodies"),
                     ("p_bodies", "p"),
+                    ("noise_ceiling_bodies", "noise ceiling"),
+                    ("r_normalised_bodies", "normalised r"),
                     ("r_objects", "r objects"),
                     ("p_objects", "p"),
+                    ("noise_ceiling_objects", "noise ceiling"),
+                    ("r_normalised_objects", "normalised r"),
                 ],
             ),
         ]

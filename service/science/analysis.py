@@ -3,10 +3,14 @@
 * Stability: Pearson r between phase-one and phase-two stimulus means on the repeated bodies;
   a channel is stable if r > 0.60 (sec. 4).
 * Body selectivity: Mann-Whitney U between the channel's phase-two responses (stimulus means)
-  to the selected objects and to the selected control bodies: U, the two-sided p, the one-sided
-  p for control bodies > objects, both medians (sec. 4, A.2).
+  to the selected objects and to the selected control bodies (sec. 4, A.2). The paper keeps
+  channels "for which the test detected a significant difference": the verdict needs the
+  two-sided p below alpha *and* the direction bodies above objects (U / (n_b n_o) > 1/2, the
+  probability that a control body's response exceeds an object's); both medians are reported.
 * Generalisation: Pearson r and p between predicted and recorded responses on the held-out
-  bodies (phase one) and on the phase-two objects (sec. 5.1, Fig. 3a).
+  bodies (phase one) and on the phase-two objects (sec. 5.1, Fig. 3a), with the noise ceiling
+  of those recorded means (split-half r, Spearman-Brown corrected, A.2) and the normalised
+  r = r / sqrt(ceiling), as models are compared with neurons.
 Every verdict comes with its statistic and p-value; the summary gives the fractions of channels
 passing each test, as in Fig. 3a.
 """
@@ -19,15 +23,16 @@ from typing import Any
 
 import numpy as np
 from scipy import stats
-
-from service.science.readout import FittedReadout, pearson
-from service.science.responses import ResponseTable
+from stimloop.science.readout import FittedReadout, pearson
+from stimloop.science.responses import ResponseTable, spearman_brown, split_half_r
+from stimloop.science.seeds import channel_rng
 
 
 @dataclass(frozen=True)
 class AnalysisConfig:
     min_stability: float = 0.60  # sec. 4: test/retest r above this
     alpha: float = 0.05  # significance for selectivity and generalisation
+    ceiling_splits: int = 100  # random split halves averaged for each noise ceiling
 
 
 @dataclass(frozen=True)
@@ -39,15 +44,26 @@ class Correlation:
 
 
 @dataclass(frozen=True)
+class Generalisation(Correlation):
+    """A prediction r beside what the recording allows: its noise ceiling and r normalised."""
+
+    noise_ceiling: float  # Spearman-Brown corrected split-half r of the recorded means
+    r_normalised: float  # r / sqrt(noise_ceiling); NaN where the ceiling is not positive
+
+
+@dataclass(frozen=True)
 class Selectivity:
     u: float  # Mann-Whitney U of the control bodies against the objects
     p_two_sided: float
-    p_bodies_greater: float  # one-sided: control bodies > objects
+    p_bodies_greater: float  # one-sided: control bodies > objects (for reference)
     median_bodies: float
     median_objects: float
     n_bodies: int
     n_objects: int
-    passed: bool  # one-sided p < alpha
+    effect: float  # U / (n_bodies n_objects): P(control body > object), ties half
+    significant: bool  # two-sided p < alpha: the responses differ
+    bodies_above: bool  # effect > 1/2: the difference is bodies above objects
+    passed: bool  # significant and bodies_above
 
 
 @dataclass(frozen=True)
@@ -55,8 +71,8 @@ class ChannelAnalysis:
     channel: str
     stability: Correlation
     selectivity: Selectivity
-    generalisation_bodies: Correlation | None  # None for channels without a fitted model
-    generalisation_objects: Correlation | None
+    generalisation_bodies: Generalisation | None  # None for channels without a fitted model
+    generalisation_objects: Generalisation | None
 
 
 @dataclass
@@ -82,23 +98,61 @@ def correlation(x: np.ndarray, y: np.ndarray, threshold: float, alpha: float | N
 
 
 def body_selectivity(bodies: np.ndarray, objects: np.ndarray, alpha: float) -> Selectivity:
-    """Mann-Whitney U of control-body against object responses (scipy's U of the first)."""
+    """Mann-Whitney U of control-body against object responses (scipy's U of the first).
+
+    Sec. 4 / A.2: a significant difference (two-sided p < ``alpha``) with bodies above objects.
+    """
     bodies, objects = np.asarray(bodies, float), np.asarray(objects, float)
-    if len(bodies) == 0 or len(objects) == 0:
+    nb, no = len(bodies), len(objects)
+    if nb == 0 or no == 0:
         nan = float("nan")
-        return Selectivity(nan, nan, nan, nan, nan, len(bodies), len(objects), False)
+        return Selectivity(nan, nan, nan, nan, nan, nb, no, nan, False, False, False)
     two = stats.mannwhitneyu(bodies, objects, alternative="two-sided")
     one = stats.mannwhitneyu(bodies, objects, alternative="greater")
+    effect = float(two.statistic) / (nb * no)
+    significant, above = bool(two.pvalue < alpha), bool(effect > 0.5)
     return Selectivity(
         float(two.statistic),
         float(two.pvalue),
         float(one.pvalue),
         float(np.median(bodies)),
         float(np.median(objects)),
-        len(bodies),
-        len(objects),
-        bool(one.pvalue < alpha),
+        nb,
+        no,
+        effect,
+        significant,
+        above,
+        significant and above,
     )
+
+
+def noise_ceiling(values: np.ndarray, splits: int, rng: np.random.Generator) -> float:
+    """Spearman-Brown corrected mean split-half r of stimulus means (A.2's reliability).
+
+    ``values``: ``[S, R]`` NaN-padded trials of one channel for the stimuli a prediction r
+    is computed on. NaN when fewer than 3 stimuli or no split gives a defined r.
+    """
+    if values.shape[0] < 3:
+        return float("nan")
+    rs = split_half_r(values, splits, rng)
+    if not np.isfinite(rs).any():
+        return float("nan")
+    return float(spearman_brown(float(np.nanmean(rs))))
+
+
+def generalisation(
+    pred: np.ndarray, recorded: np.ndarray, alpha: float, ceiling: float
+) -> Generalisation:
+    """Pearson r (and p) of predictions against recorded means, beside the noise ceiling."""
+    base = correlation(pred, recorded, 0.0, alpha)
+    normalised = base.r / np.sqrt(ceiling) if np.isfinite(ceiling) and ceiling > 0 else np.nan
+    return Generalisation(**asdict(base), noise_ceiling=ceiling, r_normalised=float(normalised))
+
+
+def trials_of(table: ResponseTable, channel: int, stimuli: Sequence[str]) -> np.ndarray:
+    """``[len(stimuli), R]`` NaN-padded trials of one channel, in the order asked for."""
+    position = {s: i for i, s in enumerate(table.stimuli)}
+    return table.values[channel][[position[s] for s in stimuli]]
 
 
 def check_phase_two(table: ResponseTable, expected: Sequence[str]) -> None:
@@ -122,13 +176,15 @@ def analyse(
     object_predictions: np.ndarray | None,
     test_predictions: np.ndarray | None = None,
     config: AnalysisConfig = AnalysisConfig(),
+    seed: int = 0,
 ) -> Analysis:
     """Per-channel stability, selectivity and generalisation.
 
     ``objects`` / ``control_bodies``: the phase-two images of each category;
     ``object_predictions``: ``[len(objects), C_fit]`` predictions of ``readout`` for them;
     ``test_predictions``: ``[n_test, C_fit]`` for the held-out bodies
-    ``readout.split_ids["test"]``. Channels are those of phase one.
+    ``readout.split_ids["test"]``. Channels are those of phase one. ``seed`` draws the
+    split halves of the noise ceilings (per channel, from its name).
     """
     check_phase_two(phase_two, list(stability_bodies) + list(objects) + list(control_bodies))
     p1_stab = phase_one.means_for(stability_bodies)
@@ -146,10 +202,17 @@ def analyse(
         gen_b = gen_o = None
         if readout is not None and channel in readout.channels:
             j = readout.channels.index(channel)
+            rng = channel_rng(seed, channel, "noise-ceiling")
             if p1_test is not None and test_predictions is not None:
-                gen_b = correlation(test_predictions[:, j], p1_test[c1], 0.0, config.alpha)
+                ceiling = noise_ceiling(
+                    trials_of(phase_one, c1, test_ids), config.ceiling_splits, rng
+                )
+                gen_b = generalisation(test_predictions[:, j], p1_test[c1], config.alpha, ceiling)
             if object_predictions is not None and len(objects):
-                gen_o = correlation(object_predictions[:, j], p2_obj[c2], 0.0, config.alpha)
+                ceiling = noise_ceiling(
+                    trials_of(phase_two, c2, objects), config.ceiling_splits, rng
+                )
+                gen_o = generalisation(object_predictions[:, j], p2_obj[c2], config.alpha, ceiling)
         results.append(ChannelAnalysis(channel, stability, selectivity, gen_b, gen_o))
     return Analysis(results, summarise(results), config)
 
@@ -180,6 +243,12 @@ def summarise(channels: Sequence[ChannelAnalysis]) -> dict[str, Any]:
         ),
         "mean_r_objects": _mean(
             [c.generalisation_objects.r for c in fitted if c.generalisation_objects]
+        ),
+        "mean_r_normalised_bodies": _mean(
+            [c.generalisation_bodies.r_normalised for c in fitted if c.generalisation_bodies]
+        ),
+        "mean_r_normalised_objects": _mean(
+            [c.generalisation_objects.r_normalised for c in fitted if c.generalisation_objects]
         ),
         "mean_stability_r": _mean([c.stability.r for c in channels]),
     }

@@ -4,9 +4,12 @@ Paper sec. 3.1 and 4. Per channel ``c`` a location ``mu_c`` in [-1, 1]^2 on the 
 feature map (x then y, bilinear with ``align_corners=True`` semantics), read out to
 ``a_c = F(x)[:, mu_c]`` (2048), and ``y_c = <a_c, w_c> + b_c`` (eq. 1 plus a bias). Training
 jitters the location around ``mu`` (Gaussian, ``jitter`` in map units); evaluation uses ``mu``.
-Loss: MSE + 0.1 * smoothed L_{1/2}(w); Adam, lr 1e-4, 2500 epochs, the epoch with the lowest
-validation loss is kept; bodies split 400/50/25 with a recorded seed; silhouettes of the
-training bodies are added with the same targets.
+Loss: MSE on the recorded responses (spikes/s) + 0.1 * smoothed L_{1/2}(w); Adam, lr 1e-4, 2500
+epochs, the epoch with the lowest validation loss is kept (epoch 0 is the starting readout);
+bodies split 400/50/25 with a recorded seed; silhouettes of the training bodies are added with
+the same targets. The start (not in the paper): each channel's best map cell and its ridge
+solution there (``grid_init``), so the gradient fit refines a readout the data support instead
+of having to push every weight out of the penalty's steep region around zero.
 
 Cost: a step is one ``[B*49, 2048] x [2048, C]`` product (``z = X w^T``) followed by the
 bilinear weights ``[B, C, 49]`` contracted against ``z``, not a per-channel ``grid_sample``.
@@ -24,9 +27,17 @@ from typing import Any
 import numpy as np
 import torch
 from scipy import stats
+from stimloop.science.seeds import channel_torch_generator
+from stimloop.science.trainer import (
+    Best,
+    Draws,
+    EagerEpochs,
+    GraphEpochs,
+    LossConfig,
+    TrainingData,
+    smoothed_l_half,
+)
 from torch import nn
-
-from service.science.seeds import channel_torch_generator
 
 FitProgress = Callable[[int, int, float], None]  # (epoch, epochs, mean best val loss)
 
@@ -43,7 +54,7 @@ class ReadoutConfig:
     batch_size: int = 64  # not given in the paper
     jitter: float = 0.1  # std of the training-time location noise, in [-1, 1] map units
     silhouettes: bool = True  # augment training with the bodies' silhouettes (sec. 4)
-    mu_init: str = "grid"  # "grid": best ridge cell (see grid_init); "centre": mu = (0, 0)
+    mu_init: str = "grid"  # "grid": best ridge cell and its ridge w (grid_init); "centre": 0
 
     def __post_init__(self) -> None:
         if self.lr <= 0 or self.epochs < 1 or self.batch_size < 1:
@@ -142,14 +153,6 @@ def readout_features(maps: torch.Tensor, mu: torch.Tensor, chunk: int = 1024) ->
             )
         out[start : start + chunk] = acc
     return out
-
-
-def smoothed_l_half(w: torch.Tensor, eps: float) -> torch.Tensor:
-    """Sec. 4's L_{1/2} penalty, smoothed at 0: ``sum_i (w_i^2 + eps)^(1/4)``.
-
-    ``w``: ``[C, F]`` -> ``[C]``.
-    """
-    return (w.square() + eps).pow(0.25).sum(-1)
 
 
 class GaussianReadout(nn.Module):
@@ -287,38 +290,96 @@ def pearson(pred: np.ndarray, target: np.ndarray) -> tuple[float, float]:
     return float(result.statistic), float(result.pvalue)
 
 
-def grid_init(x: torch.Tensor, y: torch.Tensor, width: int) -> torch.Tensor:
-    """Starting locations: per channel, the map cell whose features best predict its responses.
+@dataclass(frozen=True)
+class RidgeStart:
+    """Where the gradient fit starts: per channel a map cell and its ridge solution there.
 
-    Not in the paper, which does not say how ``mu`` starts. A readout's location gradient only
-    sees neighbouring cells, so from the centre it rarely travels far in 2500 epochs. For each
-    of the ``H*W`` cells a ridge regression (penalty: the mean of the kernel's diagonal) is
-    scored by its closed-form leave-one-out error; each channel starts at its best cell.
-    ``x``: ``[N, H*W, F]`` training maps; ``y``: ``[N, C]`` standardised targets (0 where
-    missing). Returns ``[C, 2]`` (x, y in [-1, 1]).
+    ``mu`` ``[C, 2]`` (x, y in [-1, 1], a cell centre); ``w`` ``[C, F]``, ``b`` ``[C]`` in the
+    targets' units; ``ridge`` ``[C]`` the chosen penalty; ``loo`` ``[C]`` its leave-one-out MSE.
     """
-    cells = x.shape[1]
-    yc = y - y.mean(0)
-    loo = torch.empty(cells, y.shape[1], dtype=torch.float64)
-    for p in range(cells):
+
+    mu: torch.Tensor
+    w: torch.Tensor
+    b: torch.Tensor
+    ridge: torch.Tensor
+    loo: torch.Tensor
+
+
+RIDGE_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # penalties, as fractions of the kernel's mean diagonal
+
+
+def grid_init(x: torch.Tensor, y: torch.Tensor, width: int) -> RidgeStart:
+    """Starting readouts: per channel, the map cell and ridge solution that predict it best.
+
+    Not in the paper, which does not say how ``mu`` and ``w`` start. A readout's location
+    gradient only sees neighbouring cells, so from the centre it rarely travels far in 2500
+    epochs; and from ``w = 0`` the smoothed L_{1/2} penalty, steepest just off zero, holds back
+    every weight whose data gradient is weaker than its slope. So for each of the ``H*W`` cells
+    and each penalty in ``RIDGE_GRID``, a ridge regression is scored by its closed-form
+    leave-one-out error (hat matrix of the centred kernel plus ``1/N`` for the intercept); each
+    channel starts at its best (cell, penalty) with that ridge solution (dual form,
+    ``w = A_c^T (K + lambda I)^-1 y_c``). ``x``: ``[N, H*W, F]`` training maps; ``y``: ``[N, C]``
+    targets with NaN where missing (treated as the channel's mean).
+    """
+    n, cells, _ = x.shape
+    y = y.double()
+    y_mean = torch.nanmean(y, 0)
+    yc = torch.nan_to_num(y - y_mean)  # missing targets sit at the mean: no pull
+    ridges = torch.tensor(RIDGE_GRID, dtype=torch.float64)
+    loo = torch.empty(cells, len(ridges), y.shape[1], dtype=torch.float64)
+
+    def kernel(p: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         a = x[:, p].double()
-        a = a - a.mean(0)
-        gram = a @ a.T
-        ridge = gram.diagonal().mean().clamp(min=1e-12)
-        evals, evecs = torch.linalg.eigh(gram)
-        hat = (evecs * (evals / (evals + ridge))) @ evecs.T
-        resid = (yc.double() - hat @ yc.double()) / (1 - hat.diagonal()).clamp(min=1e-9)[:, None]
-        loo[p] = resid.square().mean(0).cpu()
-    best = loo.argmin(0)
+        a_mean = a.mean(0)
+        ac = a - a_mean
+        evals, evecs = torch.linalg.eigh(ac @ ac.T)
+        return ac, a_mean, evals.clamp(min=0), evecs
+
+    for p in range(cells):
+        _, _, evals, evecs = kernel(p)
+        scale = evals.sum() / n  # the kernel's mean diagonal
+        proj = evecs.T @ yc  # [N, C]
+        for j, frac in enumerate(ridges):
+            shrink = evals / (evals + frac * scale + 1e-12)  # [N]
+            hat_diag = (evecs.square() * shrink).sum(1) + 1.0 / n
+            resid = (yc - evecs @ (shrink[:, None] * proj)) / (1 - hat_diag).clamp(min=1e-9)[
+                :, None
+            ]
+            loo[p, j] = resid.square().mean(0)
+    flat = loo.reshape(-1, y.shape[1]).argmin(0)  # [C] over (cell, penalty)
+    best_cell, best_ridge = flat // len(ridges), flat % len(ridges)
+    c_count, f = y.shape[1], x.shape[2]
+    w0 = torch.zeros(c_count, f, dtype=torch.float64)
+    b0 = y_mean.clone()
+    lam = torch.zeros(c_count, dtype=torch.float64)
+    for p in best_cell.unique().tolist():
+        ac, a_mean, evals, evecs = kernel(p)
+        scale = evals.sum() / n
+        for c in torch.nonzero(best_cell == p).flatten().tolist():
+            lam[c] = ridges[best_ridge[c]] * scale
+            alpha = evecs @ ((evecs.T @ yc[:, c]) / (evals + lam[c] + 1e-12))
+            w0[c] = ac.T @ alpha
+            b0[c] = y_mean[c] - a_mean @ w0[c]
     height = cells // width
-    col, row = best % width, best // width
-    return torch.stack([col / (width - 1), row / (height - 1)], dim=1).float() * 2 - 1
+    col, row = best_cell % width, best_cell // width
+    mu = torch.stack([col / (width - 1), row / (height - 1)], dim=1).float() * 2 - 1
+    best_loo = loo.reshape(-1, c_count).gather(0, flat[None])[0]
+    return RidgeStart(mu, w0.float(), b0.float(), lam, best_loo)
 
 
 def _as_rows(maps: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
     """``[N, F, H, W]`` -> float32 ``[N, H*W, F]`` on ``device`` (rows of the big product)."""
     t = as_tensor(maps)
     return t.to(device=device, dtype=torch.float32).flatten(2).transpose(1, 2).contiguous()
+
+
+def _use_graph(strategy: str, device: torch.device) -> str:
+    """ "" (eager), "static" (graph-ready buffers, no capture) or "cuda" (captured graph)."""
+    if strategy not in ("auto", "eager", "graph"):
+        raise ValueError(f"strategy must be auto, eager or graph, not {strategy!r}")
+    if strategy == "eager" or (strategy == "auto" and device.type != "cuda"):
+        return ""
+    return "cuda" if device.type == "cuda" else "static"
 
 
 def fit_readouts(
@@ -335,6 +396,8 @@ def fit_readouts(
     device: str | torch.device = "cpu",
     progress: FitProgress | None = None,
     should_stop: Callable[[], bool] | None = None,
+    strategy: str = "auto",
+    progress_every: int = 1,
 ) -> FittedReadout:
     """Fit one readout per channel on the bodies' feature maps.
 
@@ -342,7 +405,10 @@ def fit_readouts(
     (spikes/s, NaN where a channel has no trials of a body); ``silhouette_maps``:
     ``[len(split.train), F, H, W]``, the silhouettes of ``split.train`` in that order (used when
     ``config.silhouettes``). ``progress(epoch, epochs, mean best validation loss)`` is called
-    every epoch; ``should_stop()`` lets a job be cancelled between epochs.
+    every ``progress_every`` epochs (each call waits for the device); ``should_stop()`` lets a
+    job be cancelled between epochs. ``strategy``: "eager" (a Python loop of steps), "graph"
+    (whole epochs on static buffers, captured as a CUDA graph on a GPU) or "auto" (graph on
+    CUDA, eager elsewhere); both give the same result for a seed.
     """
     device = torch.device(device)
     targets = np.asarray(targets, dtype=np.float64)
@@ -356,85 +422,67 @@ def fit_readouts(
     if len(set(channels)) != c:
         raise ValueError("channel names must be unique")
     _, f, h, w = maps.shape
-    train_t = targets[split.train]
-    # Standardise each channel's targets on its training bodies, so the penalty's weight means
-    # the same for every channel whatever its firing rate; w and b are scaled back afterwards.
-    mean = np.nanmean(train_t, axis=0)
-    std = np.nanstd(train_t, axis=0)
+    # The MSE is taken on the recorded responses (spikes/s), as in the paper: standardising
+    # each channel would multiply the penalty's weight by std^1.5 in recorded units.
+    std = np.nanstd(targets[split.train], axis=0)
     if not (np.isfinite(std).all() and (std > 0).all()):
         bad = [channels[i] for i in np.flatnonzero(~(np.isfinite(std) & (std > 0)))]
         raise ValueError(f"channels with constant or missing training responses: {bad[:5]}")
-    z = (targets - mean) / std
 
     x_train = _as_rows(maps[split.train], device)
-    y_train = torch.as_tensor(z[split.train], dtype=torch.float32, device=device)
+    y_train = torch.as_tensor(targets[split.train], dtype=torch.float32, device=device)
     if config.silhouettes and silhouette_maps is not None:
         if len(silhouette_maps) != len(split.train):
             raise ValueError("silhouette_maps must hold one map per training body")
         x_train = torch.cat([x_train, _as_rows(silhouette_maps, device)])
         y_train = torch.cat([y_train, y_train])
     x_val = _as_rows(maps[split.val], device)
-    y_val = torch.as_tensor(z[split.val], dtype=torch.float32, device=device)
+    y_val = torch.as_tensor(targets[split.val], dtype=torch.float32, device=device)
     m_train, m_val = torch.isfinite(y_train), torch.isfinite(y_val)
     y_train, y_val = torch.nan_to_num(y_train), torch.nan_to_num(y_val)
 
     model = GaussianReadout(c, f, h, w).to(device)
-    if config.mu_init == "grid":
-        n_bodies = len(split.train)  # silhouettes repeat the targets: score the bodies only
-        start = grid_init(x_train[:n_bodies], y_train[:n_bodies], w)
-        with torch.no_grad():
-            model.mu.copy_(start.to(device))
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    jitter_gens = [channel_torch_generator(seed, ch, "jitter") for ch in channels]
-    batch_gen = torch.Generator().manual_seed(seed)
-    best = {
-        "val": torch.full((c,), float("inf"), device=device),
-        "epoch": torch.zeros(c, dtype=torch.long),
-        "mu": model.mu.detach().clone(),
-        "w": model.w.detach().clone(),
-        "b": model.b.detach().clone(),
-    }
-    n_train = len(x_train)
-    for epoch in range(config.epochs):
+    n_bodies = len(split.train)  # silhouettes repeat the targets: score the bodies only
+    ridge_start = None
+    with torch.no_grad():
+        if config.mu_init == "grid":
+            y_known = torch.where(m_train[:n_bodies], y_train[:n_bodies], float("nan"))
+            ridge_start = grid_init(x_train[:n_bodies], y_known, w)
+            model.mu.copy_(ridge_start.mu)
+            model.w.copy_(ridge_start.w)
+            model.b.copy_(ridge_start.b)
+        else:  # the plain start: centre, w = 0, b = the training mean
+            model.b.copy_(torch.as_tensor(np.nanmean(targets[split.train], axis=0)))
+    graph = _use_graph(strategy, device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, capturable=graph == "cuda")
+    draws = Draws(
+        torch.Generator().manual_seed(seed),
+        [channel_torch_generator(seed, ch, "jitter") for ch in channels],
+    )
+    data = TrainingData(x_train, y_train, m_train.float(), x_val, y_val, m_val.float())
+    best = Best(model)
+    model.eval()
+    best.update(model, x_val, y_val, data.m_val, torch.tensor(0, device=device))  # the start
+    loss = LossConfig(config.l_half_weight, config.l_half_eps)
+    epochs = (
+        GraphEpochs(model, optimizer, data, best, config.batch_size, loss, graph == "cuda")
+        if graph
+        else EagerEpochs(model, optimizer, data, best, config.batch_size, loss)
+    )
+    for epoch in range(1, config.epochs + 1):
         if should_stop is not None and should_stop():
             raise InterruptedError("fit cancelled")
-        order = torch.randperm(n_train, generator=batch_gen)
-        noise = torch.stack([torch.randn(n_train, 2, generator=g) for g in jitter_gens], dim=1)
-        noise = noise.to(device) * config.jitter  # [n_train, C, 2]
-        model.train()
-        for start in range(0, n_train, config.batch_size):
-            idx = order[start : start + config.batch_size].to(device)
-            mu = (model.mu[None] + noise[idx]).clamp(-1, 1)
-            pred = model(x_train[idx], mu)
-            mask = m_train[idx]
-            mse = ((pred - y_train[idx]).square() * mask).sum(0) / mask.sum(0).clamp(min=1)
-            loss = (mse + config.l_half_weight * model.regularizer(config.l_half_eps)).sum()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            with torch.no_grad():
-                model.mu.clamp_(-1, 1)
-        model.eval()
-        with torch.no_grad():
-            pred = model(x_val)
-            val = ((pred - y_val).square() * m_val).sum(0) / m_val.sum(0).clamp(min=1)
-            better = val < best["val"]
-            best["val"] = torch.where(better, val, best["val"])
-            best["epoch"][better.cpu()] = epoch
-            for name in ("mu", "w", "b"):
-                param = getattr(model, name)
-                shape = (-1,) + (1,) * (param.ndim - 1)
-                best[name] = torch.where(better.view(shape), param.detach(), best[name])
-        if progress is not None:
-            progress(epoch + 1, config.epochs, float(best["val"].mean().cpu()))
+        order, noise = draws.epoch(len(x_train), config.jitter)
+        epochs.run(epoch, order, noise)
+        if progress is not None and (epoch % progress_every == 0 or epoch == config.epochs):
+            progress(epoch, config.epochs, float(best.val.mean().cpu()))
 
-    std_t = torch.as_tensor(std, dtype=torch.float32)
     fitted = FittedReadout(
         channels=list(channels),
-        mu=best["mu"].cpu().numpy().astype(np.float64),
-        w=(best["w"].cpu() * std_t[:, None]).numpy(),
-        b=(best["b"].cpu().double() * torch.as_tensor(std) + torch.as_tensor(mean)).numpy(),
-        best_epoch=best["epoch"].numpy(),
+        mu=best.params["mu"].cpu().numpy().astype(np.float64),
+        w=best.params["w"].cpu().numpy(),
+        b=best.params["b"].cpu().double().numpy(),
+        best_epoch=best.epoch.cpu().numpy(),
         loss={},
         r={},
         p={},
@@ -443,6 +491,11 @@ def fit_readouts(
         seed=seed,
         weights_sha256=weights_sha256,
         map_shape=(f, h, w),
+        extra=(
+            {"ridge_start": ridge_start.ridge.tolist(), "ridge_start_loo": ridge_start.loo.tolist()}
+            if ridge_start is not None
+            else {}
+        ),
     )
     for name in ("train", "val", "test"):
         rows = getattr(split, name)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from client.tables import analysis_rows
+from stimloop.client.tables import analysis_rows
 
 
 def test_rows_carry_statistics_with_p_values():
@@ -17,8 +17,14 @@ def test_rows_carry_statistics_with_p_values():
                     "p_bodies_greater": 0.1,
                     "median_bodies": 3.0,
                     "median_objects": 2.0,
+                    "passed": False,
                 },
-                "generalisation_bodies": {"r": 0.5, "p": 0.02},
+                "generalisation_bodies": {
+                    "r": 0.5,
+                    "p": 0.02,
+                    "noise_ceiling": 0.64,
+                    "r_normalised": 0.625,
+                },
                 "generalisation_objects": None,
             }
         ]
@@ -31,4 +37,6 @@ def test_rows_carry_statistics_with_p_values():
         0.1,
     )
     assert (row["r_bodies"], row["p_bodies"]) == (0.5, 0.02)
+    assert (row["noise_ceiling_bodies"], row["r_normalised_bodies"]) == (0.64, 0.625)
+    assert row["body_selective"] is False
     assert row["r_objects"] is None and row["p_objects"] is None

@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import stats
-
-from service.science import analysis as an
-from service.science.readout import FittedReadout, ReadoutConfig
-from service.science.responses import response_table, trials_from_rates
+from stimloop.science import analysis as an
+from stimloop.science.readout import FittedReadout, ReadoutConfig
+from stimloop.science.responses import response_table, split_masks, trials_from_rates
 
 
 def table(means: dict[str, dict[str, float]], repeats: int = 2):
@@ -114,3 +113,70 @@ def test_missing_phase_two_images_are_named(data):
         )
     with pytest.raises(ValueError, match="body_15"):
         an.analyse(d["p1"], d["p2"], d["fit"], d["bodies"][:16], d["objects"], d["controls"], None)
+
+
+def test_selectivity_needs_a_two_sided_difference_with_bodies_above():
+    # one-sided p 0.049 would have passed; the paper asks for a significant difference
+    weak = an.body_selectivity(np.array([5, 5, 10, 10, 20]), np.array([5, 5, 5, 10, 0, 0]), 0.05)
+    ref = stats.mannwhitneyu([5, 5, 10, 10, 20], [5, 5, 5, 10, 0, 0], alternative="two-sided")
+    assert weak.p_two_sided == pytest.approx(ref.pvalue) and ref.pvalue > 0.05
+    assert weak.bodies_above and not weak.significant and not weak.passed
+    bodies, objects = np.arange(20.0, 30.0), np.arange(0.0, 10.0)
+    strong = an.body_selectivity(bodies, objects, 0.05)
+    assert strong.significant and strong.bodies_above and strong.passed
+    assert strong.effect == pytest.approx(1.0)
+    # a significant difference the wrong way round is not body selectivity
+    reverse = an.body_selectivity(objects, bodies, 0.05)
+    assert reverse.significant and not reverse.bodies_above and not reverse.passed
+    assert reverse.effect == pytest.approx(0.0)
+
+
+def test_noise_ceiling_equals_a_plain_loop_over_split_halves():
+    rng = np.random.default_rng(3)
+    truth = rng.normal(0, 5, 30)
+    trials = truth[:, None] + rng.normal(0, 4, (30, 8))
+    trials[4, 6:] = np.nan  # a stimulus with fewer repeats
+    ceiling = an.noise_ceiling(trials, 200, np.random.default_rng(0))
+    # the same halves, computed stimulus by stimulus
+    first, second = split_masks(trials, 200, np.random.default_rng(0))
+    rs = []
+    for k in range(200):
+        m1 = [trials[s][first[k, s]].mean() for s in range(30)]
+        m2 = [trials[s][second[k, s]].mean() for s in range(30)]
+        rs.append(np.corrcoef(m1, m2)[0, 1])
+    r = float(np.mean(rs))
+    assert ceiling == pytest.approx(2 * r / (1 + r))
+    assert 0.5 < ceiling < 1  # signal 5, noise 4 per trial, 8 trials: about 0.89
+    assert np.isnan(an.noise_ceiling(trials[:2], 10, np.random.default_rng(0)))
+
+
+def test_normalised_r_divides_by_the_root_of_the_ceiling(data):
+    d = data
+    result = an.analyse(
+        d["p1"],
+        d["p2"],
+        d["fit"],
+        d["bodies"][:12],
+        d["objects"],
+        d["controls"],
+        d["obj_pred"],
+        d["test_pred"],
+        seed=4,
+    )
+    g = result.channels[0].generalisation_objects
+    if np.isfinite(g.noise_ceiling) and g.noise_ceiling > 0:
+        assert g.r_normalised == pytest.approx(g.r / np.sqrt(g.noise_ceiling))
+    else:
+        assert np.isnan(g.r_normalised)
+    again = an.analyse(
+        d["p1"],
+        d["p2"],
+        d["fit"],
+        d["bodies"][:12],
+        d["objects"],
+        d["controls"],
+        d["obj_pred"],
+        d["test_pred"],
+        seed=4,
+    )
+    assert again.channels[0].generalisation_objects == g  # seeded

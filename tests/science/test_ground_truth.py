@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from service.science import readout as ro
-from service.science.responses import include_channels
+from stimloop.science import readout as ro
+from stimloop.science.responses import include_channels
 
 
 @pytest.fixture(scope="module")
@@ -64,4 +63,5 @@ def test_result_carries_seed_hash_and_split(synthetic_dataset, fitted):
     fit, _ = fitted
     assert fit.weights_sha256 == synthetic_dataset["weights_sha256"]
     assert len(fit.split_ids["test"]) == 30 and fit.seed == 0
-    assert (fit.best_epoch > 0).all()
+    # the kept epoch is recorded per channel: 0 is the ridge start, else a training epoch
+    assert ((fit.best_epoch >= 0) & (fit.best_epoch <= 300)).all()
