@@ -26,16 +26,18 @@ from pathlib import Path
 
 import numpy as np
 from redis import Redis
+from stimloop.api.uploads import digest
+from stimloop.cache import ActivationCache
+from stimloop.pipeline import Context
+from stimloop.registry import default_registry_path
+from stimloop.science.stimuli import generate_bodies
+from stimloop.settings import Settings
+from stimloop.stimulus_sets import write_stimulus_set
+from stimloop.store import Store, now
 
 from benchmarks.machine import describe
-from service.cache import ActivationCache
-from service.pipeline import Context
-from service.science.stimuli import generate_bodies
-from service.settings import Settings
-from service.stimulus_sets import write_stimulus_set
-from service.store import Store, now, write_npz
 
-REGISTRY = Path(__file__).resolve().parents[1] / "models_store" / "backbones.toml"
+REGISTRY = default_registry_path()
 
 
 def main() -> None:
@@ -135,9 +137,8 @@ def main() -> None:
             start = time.perf_counter()
             ctx.warm_session(session)
             warm = time.perf_counter() - start
-            write_npz(
-                store.path(session, "phase1.npz"), {"stimulus": stim, "channel": chan, "rate": rate}
-            )
+            trials = {"stimulus": stim, "channel": chan, "rate": rate}
+            store.put_phase(session, "phase1", trials, digest(trials))  # as the upload does
             start = time.perf_counter()
             result = ctx.fit_and_select(session)
             rows.append((label, warm, time.perf_counter() - start, len(result["included"])))
