@@ -6,8 +6,9 @@ GPU; any machine pointed at the same Redis and models store adds workers.
 
 Jobs report ``stage``, ``progress`` (0..1), ``message`` and a ``heartbeat`` in ``job.meta``. A
 started job whose heartbeat is older than ``job_stale_s`` belongs to a worker that died: it is
-reported as failed with that reason, its session is marked failed, and it can be resubmitted.
-RQ also retries an abandoned job once when it notices the dead worker.
+reported as failed with that reason, its session is marked failed (a new generation), and it
+can be resubmitted. The queue never runs a job again on its own, and every session job carries
+the generation it was started for: a stale one writes nothing and changes no state.
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ from typing import Any
 from redis import Redis
 from rq import SimpleWorker, get_current_job
 from rq.job import Job
-
-from service.cache import ActivationCache
-from service.pipeline import Context
-from service.queueing import cancel_key, connect, get_queue
-from service.settings import Settings
-from service.store import Store
+from stimloop.cache import ActivationCache
+from stimloop.pipeline import Context
+from stimloop.queueing import cancel_key, connect, get_queue
+from stimloop.session_states import StaleJobError
+from stimloop.settings import Settings
+from stimloop.store import Store
 
 log = logging.getLogger("stimloop.jobs")
 _CONTEXT: Context | None = None  # the worker process's long-lived state
@@ -73,12 +74,33 @@ def _should_stop(job: Job | None, ctx: Context) -> Callable[[], bool]:
     return lambda: bool(ctx.cache.redis.exists(key))
 
 
-def _fail_session(ctx: Context, session_id: str, error: str, state: str = "failed") -> None:
-    with ctx.store.locked(session_id) as rec:
-        rec["error"] = error
-        Store.transition(
-            rec, state, "job failed" if state == "failed" else "fit cancelled", error=error
+def _fail_session(
+    ctx: Context,
+    session_id: str,
+    generation: int | None,
+    error: str,
+    failed_in: str,
+    state: str = "failed",
+) -> None:
+    """Mark the session failed (or back to phase1_received when cancelled), unless the job is
+    stale: then a newer generation owns the session and nothing changes."""
+    try:
+        with ctx.store.fenced(session_id, generation) as rec:
+            if rec["state"] not in ("fitting", "phase2_received", "phase1_received"):
+                return
+            rec["error"] = error
+            rec["failed_in"] = failed_in
+            event = "job failed" if state == "failed" else "fit cancelled"
+            Store.transition(rec, state, event, bump=True, error=error)
+    except StaleJobError:
+        log.info(
+            "stale %s job of session %s failed; the session has moved on", failed_in, session_id
         )
+
+
+def _stale(exc: StaleJobError) -> dict[str, Any]:
+    log.info("%s", exc)
+    return {"stale": True, "message": str(exc)}
 
 
 # ------------------------------------------------------------------ job functions
@@ -93,29 +115,53 @@ def run_warm(session_id: str) -> dict[str, Any]:
     return context().warm_session(session_id, _reporter(get_current_job()))
 
 
-def run_fit(session_id: str) -> dict[str, Any]:
+def run_fit(session_id: str, generation: int | None = None) -> dict[str, Any]:
     job, ctx = get_current_job(), context()
     try:
-        return ctx.fit_and_select(session_id, _reporter(job), _should_stop(job, ctx))
+        return ctx.fit_and_select(session_id, _reporter(job), _should_stop(job, ctx), generation)
+    except StaleJobError as exc:
+        return _stale(exc)
     except InterruptedError:
-        _fail_session(ctx, session_id, "cancelled; upload again or POST .../fit", "phase1_received")
+        _fail_session(
+            ctx,
+            session_id,
+            generation,
+            "cancelled; POST .../fit to run it again",
+            "fit",
+            "phase1_received",
+        )
         raise
-    except Exception as exc:
-        _fail_session(ctx, session_id, f"{type(exc).__name__}: {exc}")
+    except (Exception, SystemExit) as exc:  # SystemExit: the worker was stopped mid-job
+        _fail_session(ctx, session_id, generation, _describe(exc), "fit")
         raise
 
 
-def run_analysis(session_id: str) -> dict[str, Any]:
+def run_analysis(session_id: str, generation: int | None = None) -> dict[str, Any]:
     job, ctx = get_current_job(), context()
     try:
-        return ctx.analyse(session_id, _reporter(job))
-    except Exception as exc:
-        _fail_session(ctx, session_id, f"{type(exc).__name__}: {exc}")
+        return ctx.analyse(session_id, _reporter(job), generation)
+    except StaleJobError as exc:
+        return _stale(exc)
+    except (Exception, SystemExit) as exc:
+        _fail_session(ctx, session_id, generation, _describe(exc), "analysis")
         raise
 
 
-def run_saliency(session_id: str, request: dict[str, Any], key: str) -> dict[str, Any]:
-    return context().saliency(session_id, request, key, _reporter(get_current_job()))
+def run_saliency(
+    session_id: str, request: dict[str, Any], key: str, generation: int | None = None
+) -> dict[str, Any]:
+    try:
+        return context().saliency(
+            session_id, request, key, _reporter(get_current_job()), generation
+        )
+    except StaleJobError as exc:
+        return _stale(exc)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):
+        return "the worker was stopped during the job; POST .../fit (or upload again) to rerun"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def make_worker(settings: Settings, redis: Redis, name: str | None = None) -> SimpleWorker:

@@ -20,12 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-
-from service import __version__
-from service.activations import Activations
-from service.cache import ActivationCache
-from service.figures import PairPanel, pair_figure
-from service.fitting import (
+from stimloop import __version__, session_states
+from stimloop.activations import Activations
+from stimloop.cache import ActivationCache
+from stimloop.figures import PairPanel, pair_figure
+from stimloop.fitting import (
     FitResult,
     channel_rows,
     fit_recording,
@@ -33,17 +32,17 @@ from service.fitting import (
     save_readout,
     trials_from_columns,
 )
-from service.registry import load_registry
-from service.science import saliency as sal
-from service.science.analysis import AnalysisConfig, analyse
-from service.science.backbone import Backbone, extract_features, load_backbone, load_input
-from service.science.readout import FittedReadout, ReadoutConfig
-from service.science.responses import (
+from stimloop.registry import load_registry
+from stimloop.science import saliency as sal
+from stimloop.science.analysis import AnalysisConfig, analyse
+from stimloop.science.backbone import Backbone, extract_features, load_backbone, load_input
+from stimloop.science.readout import FittedReadout, ReadoutConfig
+from stimloop.science.responses import (
     InclusionConfig,
     Windows,
     response_table,
 )
-from service.science.selection import (
+from stimloop.science.selection import (
     Candidates,
     SelectionConfig,
     cell_major,
@@ -51,10 +50,10 @@ from service.science.selection import (
     select,
     selection_from_dict,
 )
-from service.science.stimuli import encode_png, silhouette
-from service.settings import Settings
-from service.stimulus_sets import write_atomic
-from service.store import Store, read_json, read_npz, write_json, write_npz
+from stimloop.science.stimuli import encode_png, silhouette
+from stimloop.settings import Settings
+from stimloop.stimulus_sets import write_atomic
+from stimloop.store import Store, read_json, read_npz, write_json, write_npz
 
 log = logging.getLogger("stimloop.pipeline")
 Report = Callable[[str, float, str], None]  # (stage, progress 0..1, message)
@@ -191,13 +190,19 @@ class Context:
         return {"warm": True}
 
     def fit_and_select(
-        self, session_id: str, report: Report = _quiet, should_stop: StopCheck | None = None
+        self,
+        session_id: str,
+        report: Report = _quiet,
+        should_stop: StopCheck | None = None,
+        generation: int | None = None,
     ) -> dict[str, Any]:
+        """Fit, predict and select for the session's ``generation`` (None: the current one);
+        everything is written under the fence, so a stale run writes nothing."""
         store = self.store
-        record = store.get_session(session_id)
-        config = record["config"]
-        with store.locked(session_id) as rec:
+        with store.fenced(session_id, generation) as rec:
             store.transition(rec, "fitting", "fit started")
+            config = rec["config"]
+            generation = session_states.generation(rec)
         columns = read_npz(store.path(session_id, "phase1.npz"))
         trials = trials_from_columns(columns, windows_of(config))
         report("activations", 0.0, "reading body maps")
@@ -239,13 +244,13 @@ class Context:
         )
         selection = self.select_for(session_id, config, result, body_ids_shown, body_maps)
         prov = self.provenance(config, backbone.weights_sha256)
-        write_json(
-            store.path(session_id, "channels.json"), {"channels": channel_rows(result), **prov}
-        )
-        if result.readout is not None:
-            save_readout(store.session_dir(session_id), result.readout)
-        write_json(store.path(session_id, "selection.json"), {**selection, **prov})
-        with store.locked(session_id) as rec:
+        with store.fenced(session_id, generation) as rec:
+            write_json(
+                store.path(session_id, "channels.json"), {"channels": channel_rows(result), **prov}
+            )
+            if result.readout is not None:
+                save_readout(store.session_dir(session_id), result.readout)
+            write_json(store.path(session_id, "selection.json"), {**selection, **prov})
             store.transition(
                 rec,
                 "selected",
@@ -306,9 +311,13 @@ class Context:
         )
         return out
 
-    def analyse(self, session_id: str, report: Report = _quiet) -> dict[str, Any]:
+    def analyse(
+        self, session_id: str, report: Report = _quiet, generation: int | None = None
+    ) -> dict[str, Any]:
         store = self.store
-        config = store.get_session(session_id)["config"]
+        record = store.get_session(session_id)
+        session_states.check_generation(record, generation)
+        config, generation = record["config"], session_states.generation(record)
         windows = windows_of(config)
         p1 = trials_from_columns(read_npz(store.path(session_id, "phase1.npz")), windows)
         p2 = trials_from_columns(read_npz(store.path(session_id, "phase2.npz")), windows)
@@ -340,24 +349,32 @@ class Context:
             obj_pred,
             test_pred,
             AnalysisConfig(**config.get("analysis", {})),
+            seed=config["seed"],
         )
         weights = (
             readout.weights_sha256 if readout else self.backbone(config["backbone"]).weights_sha256
         )
-        write_json(
-            store.path(session_id, "analysis.json"),
-            {**result.to_dict(), **self.provenance(config, weights)},
-        )
-        with store.locked(session_id) as rec:
+        with store.fenced(session_id, generation) as rec:
+            write_json(
+                store.path(session_id, "analysis.json"),
+                {**result.to_dict(), **self.provenance(config, weights)},
+            )
             store.transition(rec, "analysed", "analysis ready")
         report("done", 1.0, "analysis ready")
         return result.summary
 
     def saliency(
-        self, session_id: str, request: dict[str, Any], key: str, report: Report = _quiet
+        self,
+        session_id: str,
+        request: dict[str, Any],
+        key: str,
+        report: Report = _quiet,
+        generation: int | None = None,
     ) -> dict[str, Any]:
         store = self.store
-        config = store.get_session(session_id)["config"]
+        record = store.get_session(session_id)
+        session_states.check_generation(record, generation)
+        config, generation = record["config"], session_states.generation(record)
         readout = load_readout(store.session_dir(session_id))
         channel = request["channel"]
         j = readout.channels.index(channel)
@@ -394,17 +411,6 @@ class Context:
             **result.metadata(),
             **self.provenance(config, readout.weights_sha256),
         }
-        write_npz(
-            folder / f"{key}.npz",
-            {
-                "map_out": result.map_out,
-                "map_in": result.map_in,
-                "display_out": result.display_out,
-                "display_in": result.display_in,
-                "beta": result.beta,
-                "features": result.features,
-            },
-        )
         panel = PairPanel(
             channel,
             obj,
@@ -417,8 +423,21 @@ class Context:
             result.norm_out,
             result.norm_in,
         )
-        write_atomic(folder / f"{key}.png", pair_figure(panel))
-        write_json(folder / f"{key}.json", meta)
+        figure = pair_figure(panel)
+        with store.fenced(session_id, generation):  # maps of a replaced upload never land
+            write_npz(
+                folder / f"{key}.npz",
+                {
+                    "map_out": result.map_out,
+                    "map_in": result.map_in,
+                    "display_out": result.display_out,
+                    "display_in": result.display_in,
+                    "beta": result.beta,
+                    "features": result.features,
+                },
+            )
+            write_atomic(folder / f"{key}.png", figure)
+            write_json(folder / f"{key}.json", meta)
         return meta
 
     def default_pair(

@@ -1,6 +1,6 @@
 """The queue seen from the API: connect, enqueue by dotted name, read a job's status, cancel.
 
-Torch-free: the API process never imports the science; workers import ``service.jobs``.
+Torch-free: the API process never imports the science; workers import ``stimloop.jobs``.
 """
 
 from __future__ import annotations
@@ -9,10 +9,9 @@ import time
 from typing import Any
 
 from redis import Redis
-from rq import Queue, Retry
+from rq import Queue
 from rq.job import Job, JobStatus
-
-from service.settings import Settings
+from stimloop.settings import Settings
 
 
 def connect(settings: Settings) -> Redis:
@@ -30,17 +29,27 @@ def get_queue(settings: Settings, redis: Redis) -> Queue:
 
 
 def enqueue(
-    settings: Settings, redis: Redis, kind: str, func: str, *args: Any, session: str | None = None
+    settings: Settings,
+    redis: Redis,
+    kind: str,
+    func: str,
+    *args: Any,
+    session: str | None = None,
+    owner: str | None = None,
 ) -> Job:
+    """Enqueue ``func`` on this deployment's queue. The job's meta names its deployment (the
+    key prefix: another deployment on the same Redis never sees it) and who started it."""
     job = get_queue(settings, redis).enqueue(
         func,
         *args,
         job_timeout=settings.job_timeout_s,
         result_ttl=7 * 86400,
         failure_ttl=7 * 86400,
-        retry=Retry(max=1),
+        # no retry: an abandoned job is failed once and never run again by the queue
         meta={
             "kind": kind,
+            "prefix": settings.key_prefix,
+            "owner": owner,
             "session": session,
             "stage": "queued",
             "progress": 0.0,
@@ -49,6 +58,11 @@ def enqueue(
         },
     )
     return job
+
+
+def alive_key(settings: Settings, worker: str) -> str:
+    """A worker's keep-alive key: it exists while the worker runs (refreshed every few s)."""
+    return f"{settings.key_prefix}:worker-alive:{worker}"
 
 
 def cancel_key(settings: Settings, job_id: str) -> str:

@@ -28,18 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from stimloop import session_states
+from stimloop.stimulus_sets import write_atomic
 
-from service.stimulus_sets import write_atomic
-
-STATES = (
-    "created",
-    "phase1_received",
-    "fitting",
-    "selected",
-    "phase2_received",
-    "analysed",
-    "failed",
-)
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # What each upload makes stale when it is replaced.
 DERIVED = {
@@ -163,6 +154,14 @@ class Store:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
+    @contextmanager
+    def fenced(self, session_id: str, generation: int | None) -> Iterator[dict[str, Any]]:
+        """``locked``, for a job: ``StaleJobError`` (and nothing written) unless the job was
+        started for the session's current generation. Write a job's results inside it."""
+        with self.locked(session_id) as record:
+            session_states.check_generation(record, generation)
+            yield record
+
     def create_session(self, config: dict[str, Any], provenance: dict[str, Any]) -> dict[str, Any]:
         session_id = uuid.uuid4().hex[:12]
         folder = self.sessions / session_id
@@ -171,6 +170,7 @@ class Store:
             "id": session_id,
             "created": now(),
             "state": "created",
+            "generation": 0,
             "config": config,
             "provenance": provenance,
             "uploads": {},
@@ -193,11 +193,12 @@ class Store:
         return [read_json(p) for p in sorted(self.sessions.glob("*/session.json"))]
 
     @staticmethod
-    def transition(record: dict[str, Any], state: str, event: str, **detail: Any) -> None:
-        """Move a (locked) record to ``state`` and log why in its history."""
-        assert state in STATES, state
-        record["state"] = state
-        record["history"].append({"time": now(), "event": event, "state": state, **detail})
+    def transition(
+        record: dict[str, Any], state: str, event: str, bump: bool = False, **detail: Any
+    ) -> None:
+        """Move a (locked) record to ``state`` by the table in ``session_states`` (refusing
+        any other change); ``bump`` starts a new generation (see there)."""
+        session_states.transition(record, state, event, bump, **detail)
 
     def invalidate(self, session_id: str, upload: str) -> list[str]:
         """Delete what was derived from ``upload`` (replaced); returns what was removed."""
@@ -214,6 +215,15 @@ class Store:
                 path.unlink()
                 removed.append(name)
         return removed
+
+    def put_phase(self, session_id: str, phase: str, columns: dict[str, np.ndarray], sha: str):
+        """Store a phase's trials and move the session on (a new generation), as an upload
+        does; raises ``IllegalTransitionError`` when the session cannot take them now."""
+        with self.locked(session_id) as rec:
+            Store.transition(rec, f"{phase}_received", f"{phase} received", bump=True, sha256=sha)
+            write_npz(self.path(session_id, f"{phase}.npz"), columns)
+            rec["uploads"][phase] = {"sha256": sha, "trials": len(columns["stimulus"])}
+            return dict(rec)
 
     def path(self, session_id: str, name: str) -> Path:
         return self.session_dir(session_id) / name

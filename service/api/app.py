@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from redis import Redis
-
-from service import __version__
-from service.api import errors, routes_sessions, routes_sets, routes_system
-from service.settings import Settings
-from service.store import Store
+from stimloop import __version__
+from stimloop.api import errors, routes_sessions, routes_sets, routes_system
+from stimloop.api.uploads import UploadPool
+from stimloop.registry import ensure_registry
+from stimloop.settings import Settings
+from stimloop.store import Store
 
 log = logging.getLogger("stimloop.api")
 
@@ -21,17 +23,28 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
     if redis is None:
         if not settings.redis_url:
             raise RuntimeError("set STIMLOOP_REDIS_URL, or start the API with `stimloop serve`")
-        redis = Redis.from_url(settings.redis_url)
+        # short timeouts: with Redis down a request answers 503 at once instead of hanging
+        redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=10)
+    uploads = UploadPool()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        uploads.close()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="stimloop",
         version=__version__,
         description="Closed-loop stimulus selection: fit readouts on phase one, return the "
         "phase-two list, analyse, and draw shared-feature saliency maps. Errors are "
         "problem+json (RFC 9457).",
     )
+    ensure_registry(settings.registry_path)
     app.state.settings = settings
     app.state.store = Store(settings.models_store)
     app.state.redis = redis
+    app.state.uploads = uploads  # decodes and checks uploads in a process of its own
 
     @app.middleware("http")
     async def limit_size(request: Request, call_next):

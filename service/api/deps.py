@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from fastapi import Depends, Request
 from redis import Redis
-
-from service.api.auth import role_of
-from service.api.errors import ApiError
-from service.settings import Settings
-from service.store import Store
+from stimloop.api.auth import role_of
+from stimloop.api.errors import ApiError
+from stimloop.settings import Settings
+from stimloop.store import Store
 
 
 def settings(request: Request) -> Settings:
@@ -25,12 +25,22 @@ def redis(request: Request) -> Redis:
     return request.app.state.redis
 
 
-def require(*roles: str) -> Callable:
-    """A dependency admitting bearer tokens of ``roles`` (401 without one, 403 for another)."""
+@dataclass(frozen=True)
+class Caller:
+    """Who sent a request: the token's role, name and id (the first 16 hex of its sha256)."""
 
-    def check(request: Request, cfg: Settings = Depends(settings)) -> str:
+    role: str
+    name: str
+    id: str
+
+
+def require(*roles: str) -> Callable:
+    """A dependency admitting bearer tokens of ``roles`` (401 without one, 403 for another);
+    returns the ``Caller``."""
+
+    def check(request: Request, cfg: Settings = Depends(settings)) -> Caller:
         if not cfg.auth:
-            return "anonymous"
+            return Caller("rig", "anonymous", "anonymous")
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
@@ -49,7 +59,7 @@ def require(*roles: str) -> Callable:
                 "Forbidden",
                 f"a {entry['role']} token cannot do this; it needs role {' or '.join(roles)}",
             )
-        return entry["role"]
+        return Caller(entry["role"], entry.get("name", ""), entry["sha256"][:16])
 
     return check
 

@@ -7,9 +7,11 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-
-from service.store import NotFoundError
+from stimloop.store import NotFoundError
 
 log = logging.getLogger("stimloop.api")
 PROBLEM = "application/problem+json"
@@ -22,8 +24,17 @@ class ApiError(Exception):
         super().__init__(detail)
         self.status, self.title, self.detail = status, title, detail
 
+    def __reduce__(self):  # raised in the upload process, re-raised in the API
+        return (ApiError, (self.status, self.title, self.detail))
 
-def problem(status: int, title: str, detail: str, instance: str | None = None) -> JSONResponse:
+
+def problem(
+    status: int,
+    title: str,
+    detail: str,
+    instance: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     body = {
         "type": "about:blank",
         "title": title,
@@ -31,7 +42,7 @@ def problem(status: int, title: str, detail: str, instance: str | None = None) -
         "detail": detail,
         "instance": instance,
     }
-    return JSONResponse(body, status_code=status, media_type=PROBLEM)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
 def _location(loc: tuple) -> str:
@@ -55,7 +66,21 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return problem(exc.status_code, "HTTP error", str(exc.detail), request.url.path)
+        title = "Payload too large" if exc.status_code == 413 else "HTTP error"
+        return problem(exc.status_code, title, str(exc.detail), request.url.path)
+
+    @app.exception_handler(RedisError)
+    async def redis_down(request: Request, exc: RedisError) -> JSONResponse:
+        if not isinstance(exc, RedisConnectionError | RedisTimeoutError):
+            log.exception("Redis error on %s", request.url.path)
+        return problem(
+            503,
+            "Service unavailable",
+            f"Redis (the job queue and activation cache) does not answer ({exc}); nothing "
+            "stored was lost: try again in a few seconds, and check that Redis runs",
+            request.url.path,
+            headers={"Retry-After": "5"},
+        )
 
     @app.exception_handler(Exception)
     async def bug(request: Request, exc: Exception) -> JSONResponse:

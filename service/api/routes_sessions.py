@@ -16,18 +16,16 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
-from pydantic import ValidationError
 from redis import Redis
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
-
-from client.readers import TrialFileError, parse_trial_npz, validate_columns
-from service import __version__
-from service.api.deps import ANALYST, READ, RIG, body_bytes, redis, settings, store
-from service.api.errors import ApiError
-from service.api.routes_system import job_info, require_backbone
-from service.api.schemas import (
+from stimloop import __version__, session_states
+from stimloop.api.deps import ANALYST, READ, RIG, Caller, body_bytes, redis, settings, store
+from stimloop.api.errors import ApiError
+from stimloop.api.routes_system import job_info, require_backbone
+from stimloop.api.schemas import (
     Accepted,
     JobInfo,
     SaliencyRequest,
@@ -35,12 +33,13 @@ from service.api.schemas import (
     SessionInfo,
     TrialUpload,
 )
-from service.queueing import enqueue, job_status
-from service.settings import Settings
-from service.store import Store, read_json, write_npz
+from stimloop.api.uploads import Expected
+from stimloop.queueing import enqueue, job_status
+from stimloop.session_states import IllegalTransitionError
+from stimloop.settings import Settings
+from stimloop.store import Store, read_json, write_npz
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
-NPZ_TYPES = ("application/x-npz", "application/octet-stream", "application/npz")
 UPLOAD_BODY = {
     "requestBody": {
         "required": True,
@@ -69,13 +68,41 @@ def reconcile(st: Store, record: dict[str, Any], cfg: Settings, r: Redis) -> dic
         return record
     if status["state"] == "failed":
         with st.locked(record["id"]) as rec:
-            if rec["state"] == record["state"]:
+            if rec["state"] == record["state"] and rec["state"] in ("fitting", "phase2_received"):
                 rec["error"] = status["error"]
+                rec["failed_in"] = kind
+                # a new generation: whatever the dead job might still write is void
                 Store.transition(
-                    rec, "failed", f"{kind} job failed", job=job_id, error=status["error"]
+                    rec,
+                    "failed",
+                    f"{kind} job failed",
+                    bump=True,
+                    job=job_id,
+                    error=status["error"],
                 )
             record = dict(rec)
     return record
+
+
+def refuse_shared_ids(req: SessionCreate, ids: dict[str, set[str]]) -> None:
+    """422 when two of the session's sets share image ids.
+
+    Every table of a session (phase-two list, trials, analysis) names images by id alone, so
+    an object and a control body with one id could not be told apart.
+    """
+    fields = list(ids)
+    for i, first in enumerate(fields):
+        for second in fields[i + 1 :]:
+            shared = sorted(ids[first] & ids[second])
+            if shared:
+                raise ApiError(
+                    422,
+                    "Stimulus ids shared between sets",
+                    f"{first} {getattr(req, first)!r} and {second} {getattr(req, second)!r} "
+                    f"share {len(shared)} image ids, e.g. {shared[:10]}; a session names "
+                    "images by id alone, so give the images of each set distinct ids (a "
+                    "manifest.json with an 'id' per file) and register the set again",
+                )
 
 
 @router.post(
@@ -92,6 +119,7 @@ def create(
     r: Redis = Depends(redis),
 ) -> SessionInfo:
     require_backbone(cfg, req.backbone)
+    ids: dict[str, set[str]] = {}
     for field, category in (
         ("body_set", "body"),
         ("object_set", "object"),
@@ -104,6 +132,8 @@ def create(
                 "Wrong category",
                 f"{field} {record['id']!r} holds {record['category']} images, not {category}",
             )
+        ids[field] = {e["id"] for e in record["entries"]}
+    refuse_shared_ids(req, ids)
     bodies = st.get_set(req.body_set)["count"]
     if sum(req.fit.split) > bodies:
         raise ApiError(
@@ -115,7 +145,7 @@ def create(
     record = st.create_session(
         req.model_dump(mode="json"), {"stimloop_version": __version__, "seed": req.seed}
     )
-    job = enqueue(cfg, r, "warm", "service.jobs.run_warm", record["id"], session=record["id"])
+    job = enqueue(cfg, r, "warm", "stimloop.jobs.run_warm", record["id"], session=record["id"])
     with st.locked(record["id"]) as rec:
         rec["jobs"]["warm"] = job.id
         record = dict(rec)
@@ -140,80 +170,24 @@ def get(
 # ------------------------------------------------------------------ uploads
 
 
-async def parse_trials(request: Request, cfg: Settings) -> dict[str, np.ndarray]:
-    kind = request.headers.get("content-type", "").split(";")[0].strip()
-    data = await body_bytes(request, cfg)
-    if kind == "application/json":
-        try:
-            upload = TrialUpload.model_validate_json(data)
-        except ValidationError as exc:
-            parts = [
-                f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()[:5]
-            ]
-            raise ApiError(422, "Invalid trials", "; ".join(parts)) from None
-        columns = {k: np.asarray(v) for k, v in upload.model_dump().items() if v is not None}
-        try:
-            return validate_columns(columns, "JSON body")
-        except TrialFileError as exc:
-            raise ApiError(422, "Invalid trials", str(exc)) from None
-    if kind in NPZ_TYPES:
-        try:
-            return parse_trial_npz(data, "NPZ body")
-        except TrialFileError as exc:
-            raise ApiError(400, "Invalid trials", str(exc)) from None
-    raise ApiError(
-        415,
-        "Unsupported media type",
-        "send trials as application/json (columns) or application/x-npz",
-    )
-
-
-def digest(columns: dict[str, np.ndarray]) -> str:
-    """A content hash of the trials, the same for the JSON and the NPZ form of one table."""
-    h = hashlib.sha256()
-    for name in sorted(columns):
-        values = columns[name]
-        h.update(name.encode())
-        if values.dtype.kind in "US":
-            h.update("\x00".join(values.astype(str)).encode())
-        else:
-            h.update(values.astype(np.float64).tobytes())
-    return h.hexdigest()
-
-
-def check_ids(
-    columns: dict[str, np.ndarray], channels: list[str], allowed: set[str], what: str
-) -> None:
-    unknown_c = sorted(set(columns["channel"]) - set(channels))
-    if unknown_c:
-        raise ApiError(
-            400,
-            "Unknown channels",
-            f"{len(unknown_c)} channels are not in the "
-            f"session, e.g. {unknown_c[:5]}; the session has {channels[:5]}...",
-        )
-    unknown_s = sorted(set(columns["stimulus"]) - allowed)
-    if unknown_s:
-        raise ApiError(
-            400,
-            "Unknown stimuli",
-            f"{len(unknown_s)} stimulus ids are not {what}, e.g. {unknown_s[:5]}",
-        )
-
-
 def store_upload(
     st: Store,
     session_id: str,
     phase: str,
     columns: dict[str, np.ndarray],
+    sha: str,
     replace: bool,
-    allowed_states: tuple[str, ...],
 ) -> tuple[bool, dict[str, Any]]:
-    """Store a phase's trials atomically; (new?, record). Same payload: not new."""
-    sha = digest(columns)
+    """Store a phase's trials (``sha``: their digest) atomically; (new?, record). Same
+    payload: not new."""
     with st.locked(session_id) as rec:
         previous = rec["uploads"].get(phase)
         if previous and previous["sha256"] == sha:
+            if rec["state"] == "failed" and rec.get("failed_in") == JOB_OF[phase]:
+                # the same trials again after a failed job: run that job again
+                rec["error"] = None
+                Store.transition(rec, f"{phase}_received", f"{phase} resubmitted", bump=True)
+                return True, dict(rec)
             return False, dict(rec)
         if previous and not replace:
             raise ApiError(
@@ -223,21 +197,18 @@ def store_upload(
                 f"(sha256 {previous['sha256'][:12]}...); add ?replace=true to replace "
                 "it, which discards everything derived from it",
             )
-        if not previous and rec["state"] not in allowed_states:
-            raise ApiError(
-                409,
-                "Conflict",
-                f"the session is {rec['state']}; {phase} can be "
-                f"uploaded in states {allowed_states}",
-            )
+        event = f"{phase} replaced" if previous else f"{phase} received"
+        try:  # refused before anything is written
+            Store.transition(rec, f"{phase}_received", event, bump=True, sha256=sha)
+        except IllegalTransitionError as exc:
+            raise ApiError(409, "Conflict", f"{phase} cannot be uploaded now: {exc}") from None
         removed = st.invalidate(session_id, phase) if previous else []
+        rec["history"][-1]["invalidated"] = removed
         if previous and phase == "phase1":
             rec["uploads"].pop("phase2", None)
         write_npz(st.path(session_id, f"{phase}.npz"), columns)
         rec["uploads"][phase] = {"sha256": sha, "trials": len(columns["stimulus"])}
         rec["error"] = None
-        event = f"{phase} replaced" if previous else f"{phase} received"
-        Store.transition(rec, f"{phase}_received", event, sha256=sha, invalidated=removed)
         return True, dict(rec)
 
 
@@ -255,13 +226,77 @@ def accepted(record: dict[str, Any], kind: str, cfg: Settings, r: Redis, status:
     return Accepted(job=job, session=record["id"], status=status, links=links)
 
 
+JOB_OF = {"phase1": "fit", "phase2": "analysis"}
+
+
 def start_job(
-    st: Store, session_id: str, kind: str, func: str, cfg: Settings, r: Redis
+    st: Store, record: dict[str, Any], kind: str, func: str, cfg: Settings, r: Redis
 ) -> dict[str, Any]:
-    job = enqueue(cfg, r, kind, func, session_id, session=session_id)
+    """Enqueue ``kind`` for the record's generation; remember its id unless the session has
+    moved on meanwhile (then the job is stale and will write nothing)."""
+    session_id, generation = record["id"], session_states.generation(record)
+    job = enqueue(cfg, r, kind, func, session_id, generation, session=session_id)
     with st.locked(session_id) as rec:
-        rec["jobs"][kind] = job.id
+        if session_states.generation(rec) == generation:
+            rec["jobs"][kind] = job.id
         return dict(rec)
+
+
+def expected_ids(phase: str, session_id: str, st: Store) -> Expected:
+    """What the phase's trials may name: phase one the body set, phase two its list (all of
+    it)."""
+    record = st.get_session(session_id)
+    config = record["config"]
+    channels = tuple(config["channels"])
+    if phase == "phase1":
+        bodies = frozenset(e["id"] for e in st.get_set(config["body_set"])["entries"])
+        return Expected(channels, bodies, "in the body set")
+    if not st.path(session_id, "selection.json").is_file():
+        raise ApiError(
+            409,
+            "Conflict",
+            f"no phase-two list yet (state {record['state']}); wait for the selection",
+        )
+    phase_two = read_json(st.path(session_id, "selection.json"))["phase_two"]
+    listed = [e["stimulus"] for e in phase_two["entries"]] + phase_two["stability_bodies"]
+    return Expected(channels, frozenset(listed), "on the phase-two list", tuple(listed))
+
+
+JOB_FUNC = {"fit": "run_fit", "analysis": "run_analysis"}
+
+
+def store_and_start(
+    phase: str,
+    session_id: str,
+    columns: dict[str, np.ndarray],
+    sha: str,
+    replace: bool,
+    cfg: Settings,
+    st: Store,
+    r: Redis,
+) -> Accepted:
+    """Store checked trials atomically and start the phase's job (unless already received)."""
+    kind = JOB_OF[phase]
+    new, record = store_upload(st, session_id, phase, columns, sha, replace)
+    if not new:
+        return accepted(record, kind, cfg, r, "already received")
+    record = start_job(st, record, kind, f"stimloop.jobs.{JOB_FUNC[kind]}", cfg, r)
+    return accepted(record, kind, cfg, r, "queued")
+
+
+async def receive_phase(
+    phase: str, session_id: str, request: Request, replace: bool, cfg: Settings, st: Store, r: Redis
+) -> Accepted:
+    """The one upload path of both phases and both formats. The body is read on the event
+    loop (size-capped); decoding, checking and hashing run in the upload process and storing
+    in a thread, so health and reads stay responsive while a large upload is processed."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip()
+    data = await body_bytes(request, cfg)
+    expected = await run_in_threadpool(expected_ids, phase, session_id, st)
+    columns, sha = await request.app.state.uploads.prepare(kind, data, expected)
+    return await run_in_threadpool(
+        store_and_start, phase, session_id, columns, sha, replace, cfg, st, r
+    )
 
 
 @router.put(
@@ -280,15 +315,7 @@ async def phase1(
     st: Store = Depends(store),
     r: Redis = Depends(redis),
 ) -> Accepted:
-    record = st.get_session(session_id)
-    columns = await parse_trials(request, cfg)
-    bodies = {e["id"] for e in st.get_set(record["config"]["body_set"])["entries"]}
-    check_ids(columns, record["config"]["channels"], bodies, "in the body set")
-    new, record = store_upload(st, session_id, "phase1", columns, replace, ("created",))
-    if not new:
-        return accepted(record, "fit", cfg, r, "already received")
-    record = start_job(st, session_id, "fit", "service.jobs.run_fit", cfg, r)
-    return accepted(record, "fit", cfg, r, "queued")
+    return await receive_phase("phase1", session_id, request, replace, cfg, st, r)
 
 
 @router.post(
@@ -307,11 +334,24 @@ def refit(
     record = reconcile(st, st.get_session(session_id), cfg, r)
     if "phase1" not in record["uploads"]:
         raise ApiError(409, "Conflict", "upload phase one first")
-    if record["state"] == "fitting":
-        raise ApiError(409, "Conflict", "a fit is running; wait for it or cancel its job")
     with st.locked(session_id) as rec:
-        Store.transition(rec, "phase1_received", "fit resubmitted")
-    record = start_job(st, session_id, "fit", "service.jobs.run_fit", cfg, r)
+        if rec["state"] not in ("failed", "phase1_received"):
+            raise ApiError(
+                409,
+                "Conflict",
+                f"the session is {rec['state']}: a fit reruns only after a failed or cancelled "
+                "one; to fit other trials, PUT .../phase1?replace=true",
+            )
+        if rec["state"] == "failed" and rec.get("failed_in") == "analysis":
+            raise ApiError(
+                409,
+                "Conflict",
+                "the analysis failed, not the fit: PUT .../phase2 again to rerun it",
+            )
+        rec["error"] = None
+        Store.transition(rec, "phase1_received", "fit resubmitted", bump=True)
+        record = dict(rec)
+    record = start_job(st, record, "fit", "stimloop.jobs.run_fit", cfg, r)
     return accepted(record, "fit", cfg, r, "queued")
 
 
@@ -331,31 +371,7 @@ async def phase2(
     st: Store = Depends(store),
     r: Redis = Depends(redis),
 ) -> Accepted:
-    record = st.get_session(session_id)
-    if not st.path(session_id, "selection.json").is_file():
-        raise ApiError(
-            409,
-            "Conflict",
-            f"no phase-two list yet (state {record['state']}); wait for the selection",
-        )
-    columns = await parse_trials(request, cfg)
-    selection = read_json(st.path(session_id, "selection.json"))
-    listed = [e["stimulus"] for e in selection["phase_two"]["entries"]] + selection["phase_two"][
-        "stability_bodies"
-    ]
-    check_ids(columns, record["config"]["channels"], set(listed), "on the phase-two list")
-    missing = [s for s in listed if s not in set(columns["stimulus"])]
-    if missing:
-        raise ApiError(
-            400,
-            "Incomplete phase two",
-            f"no trials for {len(missing)} images of the phase-two list, e.g. {missing[:10]}",
-        )
-    new, record = store_upload(st, session_id, "phase2", columns, replace, ("selected",))
-    if not new:
-        return accepted(record, "analysis", cfg, r, "already received")
-    record = start_job(st, session_id, "analysis", "service.jobs.run_analysis", cfg, r)
-    return accepted(record, "analysis", cfg, r, "queued")
+    return await receive_phase("phase2", session_id, request, replace, cfg, st, r)
 
 
 # ------------------------------------------------------------------ results
@@ -422,7 +438,6 @@ def saliency_key(req: SaliencyRequest) -> str:
     "/{session_id}/saliency",
     status_code=202,
     response_model=Accepted,
-    dependencies=[Depends(ANALYST)],
     summary="Shared-feature saliency maps for a channel and a pair (a job)",
 )
 def saliency(
@@ -431,6 +446,7 @@ def saliency(
     cfg: Settings = Depends(settings),
     st: Store = Depends(store),
     r: Redis = Depends(redis),
+    caller: Caller = Depends(ANALYST),
 ) -> Response:
     record = st.get_session(session_id)
     if not st.path(session_id, "readouts.json").is_file():
@@ -474,11 +490,13 @@ def saliency(
         cfg,
         r,
         "saliency",
-        "service.jobs.run_saliency",
+        "stimloop.jobs.run_saliency",
         session_id,
         req.model_dump(mode="json"),
         key,
+        session_states.generation(record),
         session=session_id,
+        owner=caller.id,
     )
     links["job"] = f"/v1/jobs/{job.id}"
     body = Accepted(
@@ -514,8 +532,7 @@ def saliency_result(session_id: str, name: str, st: Store = Depends(store)) -> R
 )
 def report(session_id: str, st: Store = Depends(store)) -> HTMLResponse:
     from PIL import Image
-
-    from service.report import build_report
+    from stimloop.report import build_report
 
     config = st.get_session(session_id)["config"]
 

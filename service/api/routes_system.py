@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from fastapi import APIRouter, Depends
 from redis import Redis
@@ -10,38 +11,62 @@ from redis.exceptions import RedisError
 from rq import Worker
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
-
-from service import __version__
-from service.api.deps import READ, RIG, redis, settings, store
-from service.api.errors import ApiError
-from service.api.schemas import Accepted, ActivationsRequest, JobInfo
-from service.queueing import cancel_key, enqueue, get_queue, job_status
-from service.registry import load_registry
-from service.settings import Settings
-from service.store import Store
+from stimloop import __version__
+from stimloop.api.deps import READ, RIG, Caller, redis, settings, store
+from stimloop.api.errors import ApiError
+from stimloop.api.schemas import Accepted, ActivationsRequest, JobInfo
+from stimloop.queueing import alive_key, cancel_key, enqueue, get_queue, job_status
+from stimloop.registry import load_registry
+from stimloop.science.backbone import BackboneError
+from stimloop.settings import Settings
+from stimloop.store import Store
 
 router = APIRouter(prefix="/v1")
+JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 @router.get("/health", summary="Version, device, Redis, workers and backbones")
 def health(cfg: Settings = Depends(settings), r: Redis = Depends(redis)) -> dict:
+    """Always 200: what is wrong (Redis, workers, registry) is listed in ``problems``, each
+    saying what to fix, and ``status`` is ``degraded`` while any is listed."""
+    problems: list[str] = []
+    workers, worker_info, redis_ok = 0, [], False
     try:
         r.ping()
         redis_ok = True
-        workers = Worker.all(queue=get_queue(cfg, r))
+        registered = {w.name for w in Worker.all(queue=get_queue(cfg, r))}
         devices = [json.loads(v) for v in r.hvals(f"{cfg.key_prefix}:workers")]
-        alive = {w.name for w in workers}
-        worker_info = [d for d in devices if d.get("name") in alive]
-    except RedisError:
-        redis_ok, workers, worker_info = False, [], []
+        # alive: registered with RQ and its keep-alive key fresh (a killed worker drops out
+        # within seconds, not when RQ's own registration expires)
+        worker_info = [
+            d
+            for d in devices
+            if d.get("name") in registered and r.exists(alive_key(cfg, d["name"]))
+        ]
+        workers = len(worker_info)
+    except (RedisError, ValueError) as exc:
+        problems.append(
+            f"Redis at {cfg.redis_url or '(unset)'} does not answer ({exc}); start it or set "
+            "STIMLOOP_REDIS_URL"
+        )
+    if redis_ok and workers == 0:
+        problems.append(
+            "no worker is running: fits and analyses will wait; start one with `stimloop worker`"
+        )
+    try:
+        backbones = backbone_list(cfg)
+    except BackboneError as exc:
+        backbones = []
+        problems.append(f"{exc}; fix the file, or remove it to get the packaged default back")
     return {
-        "status": "ok" if redis_ok else "degraded",
+        "status": "degraded" if problems else "ok",
+        "problems": problems,
         "version": __version__,
         "device": cfg.device,
         "redis": redis_ok,
-        "workers": len(workers),
+        "workers": workers,
         "worker_devices": worker_info,
-        "backbones": backbone_list(cfg),
+        "backbones": backbones,
     }
 
 
@@ -92,18 +117,25 @@ def activations(
     require_backbone(cfg, req.backbone)
     st.get_set(req.stimulus_set)
     job = enqueue(
-        cfg, r, "activations", "service.jobs.run_precompute", req.backbone, req.stimulus_set
+        cfg, r, "activations", "stimloop.jobs.run_precompute", req.backbone, req.stimulus_set
     )
     return Accepted(
         job=JobInfo(**job_status(job, cfg)), status="queued", links={"job": f"/v1/jobs/{job.id}"}
     )
 
 
-def fetch_job(job_id: str, r: Redis) -> Job:
+def fetch_job(job_id: str, r: Redis, cfg: Settings) -> Job:
+    """This deployment's job ``job_id``; 404 for another deployment's (other key prefix)."""
+    missing = ApiError(404, "Not found", f"job {job_id!r} does not exist (or expired)")
+    if not JOB_ID.fullmatch(job_id):
+        raise missing
     try:
-        return Job.fetch(job_id, connection=r)
+        job = Job.fetch(job_id, connection=r)
     except NoSuchJobError:
-        raise ApiError(404, "Not found", f"job {job_id!r} does not exist (or expired)") from None
+        raise missing from None
+    if job.meta.get("prefix") != cfg.key_prefix:
+        raise missing
+    return job
 
 
 def job_info(job: Job, cfg: Settings) -> JobInfo:
@@ -127,16 +159,26 @@ def job_info(job: Job, cfg: Settings) -> JobInfo:
     dependencies=[Depends(READ)],
 )
 def get_job(job_id: str, cfg: Settings = Depends(settings), r: Redis = Depends(redis)) -> JobInfo:
-    return job_info(fetch_job(job_id, r), cfg)
+    return job_info(fetch_job(job_id, r, cfg), cfg)
 
 
-@router.delete(
-    "/jobs/{job_id}", response_model=JobInfo, summary="Cancel a job", dependencies=[Depends(READ)]
-)
+@router.delete("/jobs/{job_id}", response_model=JobInfo, summary="Cancel a job")
 def cancel_job(
-    job_id: str, cfg: Settings = Depends(settings), r: Redis = Depends(redis)
+    job_id: str,
+    cfg: Settings = Depends(settings),
+    r: Redis = Depends(redis),
+    caller: Caller = Depends(READ),
 ) -> JobInfo:
-    job = fetch_job(job_id, r)
+    """The rig cancels any job; an analyst only the saliency jobs it started."""
+    job = fetch_job(job_id, r, cfg)
+    kind = job.meta.get("kind")
+    if caller.role != "rig" and (kind != "saliency" or job.meta.get("owner") != caller.id):
+        raise ApiError(
+            403,
+            "Forbidden",
+            f"an analyst token cancels only the saliency jobs it started; this is a {kind} "
+            "job: ask the rig (a rig token) to cancel it",
+        )
     state = job.get_status(refresh=True)
     if str(getattr(state, "value", state)) == "queued":
         job.cancel()

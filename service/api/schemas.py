@@ -57,6 +57,7 @@ class SelectionSettings(Strict):
 class AnalysisSettings(Strict):
     min_stability: float = Field(0.60, ge=-1, le=1)
     alpha: float = Field(0.05, gt=0, lt=1)
+    ceiling_splits: int = Field(100, ge=10, le=10_000)
 
 
 class WindowSettings(Strict):
@@ -201,6 +202,10 @@ class SessionInfo(BaseModel):
     id: str
     created: str
     state: str
+    generation: int = Field(
+        0, description="Fencing token: starts anew with each upload, refit or failure"
+    )
+    failed_in: str | None = Field(None, description="fit or analysis, when state is failed")
     config: dict[str, Any]
     uploads: dict[str, Any]
     jobs: dict[str, str]

@@ -1,0 +1,105 @@
+"""The session state machine: every state, every allowed change, who makes it; in one table.
+
+A session record carries ``state`` and ``generation``, a fencing token. Every change that
+starts new work or discards old work (an upload, a replaced upload, a resubmitted fit, a job
+found failed or abandoned) increments the generation, and every job carries the generation it
+was started for. A job whose generation is no longer the session's is stale: it writes nothing
+and changes no state (``Store.fenced``). So a job the queue or a slow worker runs late can
+never rewind a session or overwrite newer results.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+STATES = (
+    "created",
+    "phase1_received",
+    "fitting",
+    "selected",
+    "phase2_received",
+    "analysed",
+    "failed",
+)
+
+# (from, to): who or what makes the change. Nothing else is allowed.
+TRANSITIONS: dict[tuple[str, str], str] = {
+    ("created", "phase1_received"): "rig: PUT .../phase1",
+    ("phase1_received", "fitting"): "worker: the fit job starts",
+    ("fitting", "selected"): "worker: the fit job finishes (the phase-two list is stored)",
+    ("fitting", "failed"): "worker: the fit job fails; or API: its worker is found dead",
+    ("fitting", "phase1_received"): "rig: DELETE /v1/jobs/{fit job} (cancelled)",
+    ("selected", "phase2_received"): "rig: PUT .../phase2",
+    ("phase2_received", "analysed"): "worker: the analysis job finishes",
+    ("phase2_received", "failed"): "worker: the analysis job fails; or API: its worker is dead",
+    ("failed", "phase1_received"): "rig: POST .../fit, or PUT .../phase1 again",
+    ("failed", "phase2_received"): "rig: PUT .../phase2 again (reruns the analysis)",
+    # replacing an upload (?replace=true) discards what was derived from it
+    **{
+        (state, "phase1_received"): "rig: PUT .../phase1?replace=true"
+        for state in ("phase1_received", "fitting", "selected", "phase2_received", "analysed")
+    },
+    **{
+        (state, "phase2_received"): "rig: PUT .../phase2?replace=true"
+        for state in ("phase2_received", "analysed")
+    },
+}
+
+
+class IllegalTransitionError(ValueError):
+    """A change of state the table does not allow; the message says which and from where."""
+
+
+class StaleJobError(RuntimeError):
+    """A job started for an older generation of the session: it must write nothing."""
+
+
+def allowed(state: str) -> list[str]:
+    """The states reachable from ``state``."""
+    return [to for (frm, to) in TRANSITIONS if frm == state]
+
+
+def transition(record: dict[str, Any], to: str, event: str, bump: bool, **detail: Any) -> None:
+    """Move a locked record to ``to`` (refusing a change the table does not allow), log why in
+    its history, and increment its generation when ``bump`` (new work, or old work void)."""
+    frm = record["state"]
+    if to not in STATES:
+        raise IllegalTransitionError(f"unknown state {to!r}")
+    if (frm, to) not in TRANSITIONS:
+        raise IllegalTransitionError(
+            f"the session is {frm}; it cannot become {to} (from {frm} it can become "
+            f"{', '.join(allowed(frm)) or 'nothing'})"
+        )
+    record["state"] = to
+    if bump:
+        record["generation"] = generation(record) + 1
+    record["history"].append(
+        {"time": _now(), "event": event, "state": to, "generation": generation(record), **detail}
+    )
+
+
+def generation(record: dict[str, Any]) -> int:
+    return int(record.get("generation", 0))
+
+
+def check_generation(record: dict[str, Any], job_generation: int | None) -> None:
+    """``StaleJobError`` unless the job was started for the record's current generation."""
+    if job_generation is not None and job_generation != generation(record):
+        raise StaleJobError(
+            f"this job was started for generation {job_generation} of session "
+            f"{record['id']}, which is now at generation {generation(record)} "
+            f"({record['state']}): it writes nothing"
+        )
+
+
+def table_markdown() -> str:
+    """The table for the README: from, to, who triggers it."""
+    rows = ["| from | to | who or what |", "|---|---|---|"]
+    rows += [f"| {frm} | {to} | {who} |" for (frm, to), who in TRANSITIONS.items()]
+    return "\n".join(rows)
+
+
+def _now() -> str:
+    from stimloop.store import now
+
+    return now()
