@@ -62,7 +62,28 @@ def validate_columns(columns: dict[str, np.ndarray], source: str) -> dict[str, n
     empty = np.flatnonzero((out["stimulus"] == "") | (out["channel"] == ""))
     if len(empty):
         raise TrialFileError(f"{source}: row {int(empty[0]) + 1} has an empty stimulus or channel")
+    if "repeat" in out:
+        check_unique_repeats(out, source)
     return out
+
+
+class DuplicateTrialsError(TrialFileError):
+    """The same (stimulus, channel, repeat) twice."""
+
+
+def check_unique_repeats(out: dict[str, np.ndarray], source: str) -> None:
+    """With a ``repeat`` column, each (stimulus, channel, repeat) is one trial: a second row
+    with the same three (same rate or not) is refused, naming the first pair of rows."""
+    keys = np.rec.fromarrays([out["stimulus"], out["channel"], out["repeat"]])
+    order = np.argsort(keys, kind="stable")
+    same = np.flatnonzero(keys[order][1:] == keys[order][:-1])
+    if len(same):
+        first, second = sorted((int(order[same[0]]), int(order[same[0] + 1])))
+        raise DuplicateTrialsError(
+            f"{source}: rows {first + 1} and {second + 1} are the same trial (stimulus "
+            f"{str(out['stimulus'][first])!r}, channel {str(out['channel'][first])!r}, repeat "
+            f"{int(out['repeat'][first])}); each (stimulus, channel, repeat) may appear once"
+        )
 
 
 def _is_number(value: object) -> bool:
@@ -100,16 +121,70 @@ def read_trial_npz(path: Path) -> dict[str, np.ndarray]:
     return parse_trial_npz(Path(path).read_bytes(), str(path))
 
 
-def parse_trial_npz(data: bytes, source: str = "NPZ") -> dict[str, np.ndarray]:
-    """NPZ bytes (one 1-D array per column) -> validated columns."""
+MAX_NPZ_BYTES = 2 * 2**30  # all columns, decompressed
+NPZ_FLOOR = 256 * 2**20  # always accepted decompressed, however well the table compressed
+NPZ_RATIO = 64  # beyond the floor, the columns may expand at most this much over the file
+
+
+def check_npz_members(data: bytes, source: str, max_bytes: int = MAX_NPZ_BYTES) -> None:
+    """Before anything is decompressed: every member is a plain 1-D numeric or string array
+    (``.npy``), its header's dtype and shape give its size, and the sizes add up to at most
+    ``max_bytes``. Refusals name the member."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise TrialFileError(f"{source}: not a readable NPZ file ({exc})") from None
+    total = 0
+    max_bytes = min(max_bytes, max(NPZ_FLOOR, NPZ_RATIO * len(data)))
+    for info in archive.infolist():
+        name = info.filename
+        if not name.endswith(".npy"):
+            raise TrialFileError(f"{source}: member {name[:100]!r} is not an array (.npy)")
+        try:
+            with archive.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                reader = (
+                    np.lib.format.read_array_header_1_0
+                    if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0
+                )
+                shape, _, dtype = reader(f)
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+            raise TrialFileError(
+                f"{source}: member {name[:100]!r} is not a NumPy array ({exc})"
+            ) from None
+        column = name[:-4]
+        if dtype.hasobject or dtype.kind not in "biufUS":
+            raise TrialFileError(
+                f"{source}: column {column!r} has dtype {dtype}; only numbers and strings"
+            )
+        if len(shape) != 1:
+            raise TrialFileError(f"{source}: column {column!r} must be 1-D, not {tuple(shape)}")
+        size = int(shape[0]) * dtype.itemsize
+        total += size
+        if size > info.file_size or total > max_bytes:
+            raise TrialFileError(
+                f"{source}: column {column!r} declares {shape[0]} rows ({size} bytes) "
+                + (
+                    "but its member holds fewer"
+                    if size > info.file_size
+                    else f"and the columns together pass the limit of {max_bytes} bytes "
+                    "(a decompression bomb?)"
+                )
+            )
+
+
+def parse_trial_npz(
+    data: bytes, source: str = "NPZ", max_bytes: int = MAX_NPZ_BYTES
+) -> dict[str, np.ndarray]:
+    """NPZ bytes (one 1-D array per column) -> validated columns; members are checked from
+    their headers before any is decompressed (``check_npz_members``)."""
+    check_npz_members(data, source, max_bytes)
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             columns = {name: npz[name] for name in npz.files}
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
         raise TrialFileError(f"{source}: not a readable NPZ file ({exc})") from exc
-    for name, values in columns.items():
-        if values.ndim != 1:
-            raise TrialFileError(f"{source}: column {name!r} must be 1-D, not {values.shape}")
     return validate_columns(columns, source)
 
 

@@ -34,7 +34,15 @@ class Settings(BaseSettings):
         default=None, description="Hashed API tokens (default: <models_store>/tokens.json)."
     )
     auth: bool = Field(default=True, description="Require bearer tokens (turn off only for tests).")
-    max_upload_bytes: int = Field(default=256 * 2**20, ge=1024, description="Largest request body.")
+    max_upload_bytes: int = Field(
+        default=256 * 2**20, ge=1024, description="Largest upload (trials, a zip of images)."
+    )
+    max_json_bytes: int = Field(
+        default=2**20, ge=1024, description="Largest body of every other request."
+    )
+    max_image_pixels: int = Field(
+        default=4096 * 4096, ge=64 * 64, description="Largest stimulus image (width x height)."
+    )
     job_timeout_s: int = Field(default=3600, ge=10, description="Longest a job may run.")
     job_stale_s: float = Field(
         default=120.0, gt=0, description="A started job silent this long counts as abandoned."

@@ -132,6 +132,18 @@ class Store:
     def put_set(self, record: dict[str, Any]) -> None:
         write_json(self.set_dir(record["id"]) / "set.json", record)
 
+    @contextmanager
+    def sets_locked(self) -> Iterator[None]:
+        """An exclusive lock over stimulus-set registration: check-then-write is atomic, so
+        of two racing registrations of one id exactly one wins."""
+        self.sets.mkdir(parents=True, exist_ok=True)
+        with open(self.sets / ".lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
     # ------------------------------------------------------------------ sessions
 
     def session_dir(self, session_id: str) -> Path:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from redis import Redis
 from stimloop import __version__
 from stimloop.api import errors, routes_sessions, routes_sets, routes_system
 from stimloop.api.uploads import UploadPool
+from stimloop.api.walls import Walls
 from stimloop.registry import ensure_registry
 from stimloop.settings import Settings
 from stimloop.store import Store
@@ -46,20 +47,8 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
     app.state.redis = redis
     app.state.uploads = uploads  # decodes and checks uploads in a process of its own
 
-    @app.middleware("http")
-    async def limit_size(request: Request, call_next):
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > settings.max_upload_bytes:
-            return errors.problem(
-                413,
-                "Payload too large",
-                f"the body has {declared} bytes; the limit is "
-                f"{settings.max_upload_bytes} (STIMLOOP_MAX_UPLOAD_BYTES)",
-                request.url.path,
-            )
-        return await call_next(request)
-
     errors.install(app)
+    app.add_middleware(Walls, settings=settings)  # token and size, before any body is read
     app.include_router(routes_system.router)
     app.include_router(routes_sets.router)
     app.include_router(routes_sessions.router)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -43,6 +44,40 @@ def problem(
         "instance": instance,
     }
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+PROBLEM_SCHEMA = {
+    "type": "object",
+    "title": "Problem",
+    "description": "RFC 9457 problem details; detail says what was wrong and how to fix it.",
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+    },
+    "required": ["title", "status", "detail"],
+}
+MEANING = {
+    400: "Bad input (a file, an id, a value), named in the detail",
+    401: "No known bearer token",
+    403: "The token's role may not do this, or a path outside the allowed folders",
+    404: "No such thing (session, set, job, result)",
+    409: "The session's state does not allow this now",
+    413: "The body passes the route's size limit",
+    415: "Unsupported media type",
+    422: "The body or parameters do not validate",
+    503: "Redis does not answer; try again (Retry-After)",
+}
+
+
+def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI responses for ``codes`` (all of ``MEANING`` when none): problem+json."""
+    return {
+        code: {"description": MEANING[code], "content": {PROBLEM: {"schema": PROBLEM_SCHEMA}}}
+        for code in (codes or MEANING)
+    }
 
 
 def _location(loc: tuple) -> str:

@@ -23,7 +23,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from stimloop import __version__, session_states
 from stimloop.api.deps import ANALYST, READ, RIG, Caller, body_bytes, redis, settings, store
-from stimloop.api.errors import ApiError
+from stimloop.api.errors import ApiError, problem_responses
 from stimloop.api.routes_system import job_info, require_backbone
 from stimloop.api.schemas import (
     Accepted,
@@ -39,7 +39,7 @@ from stimloop.session_states import IllegalTransitionError
 from stimloop.settings import Settings
 from stimloop.store import Store, read_json, write_npz
 
-router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
+router = APIRouter(prefix="/v1/sessions", tags=["sessions"], responses=problem_responses())
 UPLOAD_BODY = {
     "requestBody": {
         "required": True,
@@ -242,7 +242,7 @@ def start_job(
         return dict(rec)
 
 
-def expected_ids(phase: str, session_id: str, st: Store) -> Expected:
+def expected_ids(phase: str, session_id: str, st: Store, cfg: Settings) -> Expected:
     """What the phase's trials may name: phase one the body set, phase two its list (all of
     it)."""
     record = st.get_session(session_id)
@@ -250,7 +250,7 @@ def expected_ids(phase: str, session_id: str, st: Store) -> Expected:
     channels = tuple(config["channels"])
     if phase == "phase1":
         bodies = frozenset(e["id"] for e in st.get_set(config["body_set"])["entries"])
-        return Expected(channels, bodies, "in the body set")
+        return Expected(channels, bodies, "in the body set", (), 4 * cfg.max_upload_bytes)
     if not st.path(session_id, "selection.json").is_file():
         raise ApiError(
             409,
@@ -259,7 +259,13 @@ def expected_ids(phase: str, session_id: str, st: Store) -> Expected:
         )
     phase_two = read_json(st.path(session_id, "selection.json"))["phase_two"]
     listed = [e["stimulus"] for e in phase_two["entries"]] + phase_two["stability_bodies"]
-    return Expected(channels, frozenset(listed), "on the phase-two list", tuple(listed))
+    return Expected(
+        channels,
+        frozenset(listed),
+        "on the phase-two list",
+        tuple(listed),
+        4 * cfg.max_upload_bytes,
+    )
 
 
 JOB_FUNC = {"fit": "run_fit", "analysis": "run_analysis"}
@@ -292,7 +298,7 @@ async def receive_phase(
     in a thread, so health and reads stay responsive while a large upload is processed."""
     kind = request.headers.get("content-type", "").split(";")[0].strip()
     data = await body_bytes(request, cfg)
-    expected = await run_in_threadpool(expected_ids, phase, session_id, st)
+    expected = await run_in_threadpool(expected_ids, phase, session_id, st, cfg)
     columns, sha = await request.app.state.uploads.prepare(kind, data, expected)
     return await run_in_threadpool(
         store_and_start, phase, session_id, columns, sha, replace, cfg, st, r
@@ -380,6 +386,7 @@ async def phase2(
 @router.get(
     "/{session_id}/selection",
     dependencies=[Depends(READ)],
+    responses={200: {"content": {"application/json": {}, "text/csv": {}}}},
     summary="Per-channel selections and the phase-two list (JSON, or CSV for the rig)",
 )
 def selection(
@@ -414,6 +421,7 @@ def analysis(session_id: str, st: Store = Depends(store)) -> JSONResponse:
 @router.get(
     "/{session_id}/models",
     dependencies=[Depends(READ)],
+    responses={200: {"content": {"application/json": {}, "application/x-npz": {}}}},
     summary="Per-channel readouts and metrics (JSON, or the arrays as NPZ)",
 )
 def models(
@@ -508,6 +516,9 @@ def saliency(
 @router.get(
     "/{session_id}/saliency/{name}",
     dependencies=[Depends(READ)],
+    responses={
+        200: {"content": {"application/json": {}, "application/x-npz": {}, "image/png": {}}}
+    },
     summary="A saliency result: metadata (no suffix), arrays (.npz) or figure (.png)",
 )
 def saliency_result(session_id: str, name: str, st: Store = Depends(store)) -> Response:

@@ -13,7 +13,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from stimloop import __version__
 from stimloop.api.deps import READ, RIG, Caller, redis, settings, store
-from stimloop.api.errors import ApiError
+from stimloop.api.errors import ApiError, problem_responses
 from stimloop.api.schemas import Accepted, ActivationsRequest, JobInfo
 from stimloop.queueing import alive_key, cancel_key, enqueue, get_queue, job_status
 from stimloop.registry import load_registry
@@ -21,7 +21,7 @@ from stimloop.science.backbone import BackboneError
 from stimloop.settings import Settings
 from stimloop.store import Store
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", responses=problem_responses())
 JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 

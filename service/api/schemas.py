@@ -139,7 +139,20 @@ class StimulusSetCreate(Strict):
 
     id: str = Field(pattern=ID, description="Name of the set, e.g. 'bodies_2024'.")
     category: Category
-    directory: str = Field(description="Relative to the server's stimulus root.")
+    directory: str = Field(
+        min_length=1,
+        max_length=1024,
+        pattern=r"^[^\x00]+$",
+        description="Relative to the server's stimulus root (no NUL bytes; each part at most "
+        "255 bytes).",
+    )
+
+    @field_validator("directory")
+    @classmethod
+    def _parts(cls, value: str) -> str:
+        if any(len(part.encode()) > 255 for part in value.split("/")):
+            raise ValueError("a folder name is longer than 255 bytes")
+        return value
 
 
 class StimulusSetInfo(BaseModel):

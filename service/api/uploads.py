@@ -17,7 +17,12 @@ import numpy as np
 from pydantic import ValidationError
 from stimloop.api.errors import ApiError
 from stimloop.api.schemas import TrialUpload
-from stimloop.client.readers import TrialFileError, parse_trial_npz, validate_columns
+from stimloop.client.readers import (
+    DuplicateTrialsError,
+    TrialFileError,
+    parse_trial_npz,
+    validate_columns,
+)
 
 NPZ_TYPES = ("application/x-npz", "application/octet-stream", "application/npz")
 
@@ -31,9 +36,10 @@ class Expected:
     allowed: frozenset[str]
     what: str
     required: tuple[str, ...] = ()
+    max_unpacked: int = 2 * 2**30  # an NPZ's columns, decompressed
 
 
-def decode_trials(kind: str, data: bytes) -> dict[str, np.ndarray]:
+def decode_trials(kind: str, data: bytes, max_unpacked: int = 2 * 2**30) -> dict[str, np.ndarray]:
     """The trial columns of a JSON or NPZ body (``kind``: its media type)."""
     if kind == "application/json":
         try:
@@ -46,11 +52,15 @@ def decode_trials(kind: str, data: bytes) -> dict[str, np.ndarray]:
         columns = {k: np.asarray(v) for k, v in upload.model_dump().items() if v is not None}
         try:
             return validate_columns(columns, "JSON body")
+        except DuplicateTrialsError as exc:
+            raise ApiError(422, "Duplicate trials", str(exc)) from None
         except TrialFileError as exc:
             raise ApiError(422, "Invalid trials", str(exc)) from None
     if kind in NPZ_TYPES:
         try:
-            return parse_trial_npz(data, "NPZ body")
+            return parse_trial_npz(data, "NPZ body", max_unpacked)
+        except DuplicateTrialsError as exc:
+            raise ApiError(422, "Duplicate trials", str(exc)) from None
         except TrialFileError as exc:
             raise ApiError(400, "Invalid trials", str(exc)) from None
     raise ApiError(
@@ -103,7 +113,7 @@ def check_ids(columns: dict[str, np.ndarray], expected: Expected) -> None:
 
 def prepare(kind: str, data: bytes, expected: Expected) -> tuple[dict[str, np.ndarray], str]:
     """Decode, check and hash an upload: its columns and their sha256."""
-    columns = decode_trials(kind, data)
+    columns = decode_trials(kind, data, expected.max_unpacked)
     check_ids(columns, expected)
     return columns, digest(columns)
 

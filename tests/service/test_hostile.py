@@ -1,0 +1,347 @@
+"""The hostile-input table: every row is a request that must be refused with a 4xx
+problem+json naming the problem, leaving the stored state (files and Redis keys) as it was.
+
+Rows: no token before the body, sizes on the stream, zip entries (paths, links, long names,
+bombs, fake images), images by content and pixel count, stimulus folders (links, manifest
+paths, hashes, missing keys), odd ids, NPZ bodies (huge headers, non-arrays, bombs), duplicate
+trials, and racing registrations.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import struct
+import threading
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from stimloop.science.stimuli import generate_bodies, generate_control_bodies, generate_objects
+from stimloop.stimulus_sets import write_stimulus_set
+
+from tests.service.test_edges import is_problem
+
+
+def snapshot(service) -> tuple:
+    """Every stored file with its hash, and every Redis key of this deployment."""
+    root = service.settings.models_store
+    files = sorted(
+        (str(p.relative_to(root)), hashlib.sha256(p.read_bytes()).hexdigest())
+        for p in root.rglob("*")
+        if p.is_file() and p.name != ".lock"
+    )
+    keys = sorted(service.redis.scan_iter(f"{service.settings.key_prefix}:*"))
+    return files, keys
+
+
+@pytest.fixture(scope="module")
+def hsession(service):
+    root = service.settings.stimulus_root
+    write_stimulus_set(root / "hb", generate_bodies(8, seed=5))
+    write_stimulus_set(root / "ho", generate_objects(3, seed=5))
+    write_stimulus_set(root / "hc", generate_control_bodies(2, seed=5))
+    for set_id, category in (("hb", "body"), ("ho", "object"), ("hc", "control_body")):
+        r = service.client.post(
+            "/v1/stimulus-sets",
+            headers=service.rig,
+            json={"id": set_id, "category": category, "directory": set_id},
+        )
+        assert r.status_code == 201, r.text
+    r = service.client.post(
+        "/v1/sessions",
+        headers=service.rig,
+        json={
+            "backbone": "resnet50_random",
+            "body_set": "hb",
+            "object_set": "ho",
+            "control_body_set": "hc",
+            "channels": ["ch1", "ch2"],
+            "fit": {"split": [2, 2, 3]},
+        },
+    )
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def png(width: int = 8, height: int = 8) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", (width, height), 128).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header declares ``width`` x ``height`` (no real pixels behind it)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 64)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def gif() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", (8, 8), 1).save(buffer, format="GIF")
+    return buffer.getvalue()
+
+
+def zip_of(members: dict[str, bytes], symlink: str | None = None) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+        if symlink:
+            info = zipfile.ZipInfo(symlink)
+            info.external_attr = 0o120777 << 16  # a symbolic link
+            archive.writestr(info, "/etc/passwd")
+    return buffer.getvalue()
+
+
+def upload_zip(service, data: bytes, set_id: str = "z"):
+    return service.client.post(
+        f"/v1/stimulus-sets/upload?id={set_id}&category=object",
+        headers={**service.rig, "Content-Type": "application/zip"},
+        content=data,
+    )
+
+
+ZIP_ROWS = {
+    "dot-dot path": ({"../evil.png": png()}, None, 400, "'..'"),
+    "absolute path": ({"/etc/evil.png": png()}, None, 400, "absolute"),
+    "symbolic link": ({"a.png": png()}, "link.png", 400, "symbolic link"),
+    "name over 255 bytes": ({"x" * 300 + ".png": png()}, None, 400, "longer than 255"),
+    "gif named png": ({"a.png": gif()}, None, 400, "not a PNG or JPEG"),
+    "postscript named png": ({"a.png": b"%!PS-Adobe-3.0\n"}, None, 400, "not a PNG or JPEG"),
+    "too many pixels": ({"a.png": png(5000, 5000)}, None, 400, "STIMLOOP_MAX_IMAGE_PIXELS"),
+    "bomb header": (
+        {"a.png": png_header_only(20000, 20000)},
+        None,
+        400,
+        "STIMLOOP_MAX_IMAGE_PIXELS",
+    ),
+    "decompression bomb": ({"a.png": b"\x00" * (64 * 2**20)}, None, 413, "fold"),
+}
+
+
+@pytest.mark.parametrize("row", list(ZIP_ROWS))
+def test_hostile_zip_uploads_are_refused_and_change_nothing(service, hsession, row):
+    members, link, status, words = ZIP_ROWS[row]
+    before = snapshot(service)
+    r = upload_zip(service, zip_of(members, link))
+    assert words in is_problem(r, status)["detail"], row
+    assert snapshot(service) == before
+
+
+def test_a_250_character_image_name_is_stored_not_a_500(service, hsession):
+    r = upload_zip(service, zip_of({"y" * 246 + ".png": png()}), "long-names")
+    assert r.status_code == 201, r.text
+
+
+def stimulus_folder(service, name: str, manifest: dict | None = None) -> Path:
+    folder = service.settings.stimulus_root / name
+    folder.mkdir(parents=True)
+    (folder / "a.png").write_bytes(png())
+    if manifest is not None:
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def register(service, directory: str, set_id: str = "d"):
+    return service.client.post(
+        "/v1/stimulus-sets",
+        headers=service.rig,
+        json={"id": set_id, "category": "object", "directory": directory},
+    )
+
+
+def test_hostile_stimulus_folders_are_refused_and_change_nothing(service, hsession, tmp_path):
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(png())
+    link = stimulus_folder(service, "f-link")
+    os.symlink(secret, link / "b.png")
+    stimulus_folder(service, "f-dotdot", {"stimuli": [{"id": "x", "file": "../../secret.png"}]})
+    stimulus_folder(
+        service, "f-sha", {"stimuli": [{"id": "a", "file": "a.png", "sha256": "0" * 64}]}
+    )
+    stimulus_folder(service, "f-keys", {"stimuli": [{"name": "a"}]})
+    stimulus_folder(service, "f-json").joinpath("manifest.json").write_text("{nope")
+    gif_folder = stimulus_folder(service, "f-gif")
+    (gif_folder / "c.png").write_bytes(gif())
+    rows = {
+        "symlink out of the folder": ("f-link", 400, "resolves outside"),
+        "manifest path with ..": ("f-dotdot", 400, "resolves outside"),
+        "manifest sha256 wrong": ("f-sha", 400, "does not match"),
+        "manifest missing keys": ("f-keys", 400, "needs string 'id' and 'file'"),
+        "manifest not JSON": ("f-json", 400, "not valid JSON"),
+        "gif named png": ("f-gif", 400, "not a PNG or JPEG"),
+        "the root itself": (".", 403, "below the stimulus root"),
+        "outside the root": ("../..", 403, "below the stimulus root"),
+        "NUL byte": ("f-link\x00x", 422, "directory"),
+        "part over 255 bytes": ("x" * 300, 422, "longer than 255"),
+    }
+    for row, (directory, status, words) in rows.items():
+        before = snapshot(service)
+        assert words in is_problem(register(service, directory), status)["detail"], row
+        assert snapshot(service) == before, row
+
+
+def test_an_analyst_can_never_read_outside_a_set(service, hsession):
+    r = service.client.get(
+        "/v1/stimulus-sets/hb/images/..%2F..%2Fetc%2Fpasswd", headers=service.analyst
+    )
+    assert r.status_code == 404
+
+
+def npz_bytes(arrays: dict[str, np.ndarray], compressed: bool = True) -> bytes:
+    buffer = io.BytesIO()
+    (np.savez_compressed if compressed else np.savez)(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def npz_with_header(rows: int) -> bytes:
+    """An NPZ whose 'rate' column header declares ``rows`` float64 rows."""
+    header = np.lib.format.header_data_from_array_1_0(np.zeros(1))
+    header["shape"] = (rows,)
+    member = io.BytesIO()
+    np.lib.format.write_array_header_1_0(member, header)
+    member.write(b"\x00" * 64)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("stimulus.npy", _npy(np.array(["body_0000"])))
+        archive.writestr("channel.npy", _npy(np.array(["ch1"])))
+        archive.writestr("rate.npy", member.getvalue())
+    return buffer.getvalue()
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def put_trials(service, session: str, content: bytes, kind: str):
+    return service.client.put(
+        f"/v1/sessions/{session}/phase1",
+        headers={**service.rig, "Content-Type": kind},
+        content=content,
+    )
+
+
+def test_hostile_trial_uploads_are_refused_and_change_nothing(service, hsession):
+    s = ["body_0000", "body_0001"]
+    stim, chan = np.array(s), np.array(["ch1", "ch1"])
+    with_text = io.BytesIO()
+    with zipfile.ZipFile(with_text, "w") as archive:
+        archive.writestr("stimulus.npy", _npy(stim))
+        archive.writestr("notes.txt", b"hello")
+    rows = {
+        "10^12 rows declared": (npz_with_header(10**12), "application/x-npz", 400, "'rate'"),
+        "non-array member": (with_text.getvalue(), "application/x-npz", 400, "'notes.txt'"),
+        "object column": (
+            npz_bytes(
+                {"stimulus": stim, "channel": chan, "rate": np.array([1, 2], dtype=object)},
+                compressed=False,
+            ).replace(b"allow_pickle", b"allow_pickle"),
+            "application/x-npz",
+            400,
+            "dtype",
+        ),
+        "npz bomb": (
+            npz_bytes(
+                {
+                    "stimulus": stim,
+                    "channel": chan,
+                    "rate": np.zeros(2),
+                    "junk": np.zeros(64 * 2**20),
+                }
+            ),
+            "application/x-npz",
+            400,
+            "'junk'",
+        ),
+        "same trial twice": (
+            json.dumps(
+                {
+                    "stimulus": s + s,
+                    "channel": ["ch1"] * 4,
+                    "repeat": [0, 1, 0, 1],
+                    "rate": [1.0, 2.0, 1.0, 2.5],
+                }
+            ).encode(),
+            "application/json",
+            422,
+            "rows 1 and 3 are the same trial",
+        ),
+        "plain names in messages": (
+            json.dumps({"stimulus": s, "channel": ["ch99", "ch1"], "rate": [1.0, 2.0]}).encode(),
+            "application/json",
+            400,
+            "['ch99']",
+        ),
+        "no token, malformed JSON": (b"{nope", "application/json", 401, "Bearer"),
+    }
+    for row, (content, kind, status, words) in rows.items():
+        before = snapshot(service)
+        headers = {"Content-Type": kind}
+        if status != 401:
+            headers |= service.rig
+        r = service.client.put(f"/v1/sessions/{hsession}/phase1", headers=headers, content=content)
+        detail = is_problem(r, status)["detail"]
+        assert words in detail and "np.str_" not in detail, (row, detail)
+        assert snapshot(service) == before, row
+
+
+def test_sizes_are_checked_on_the_stream_and_before_the_token_nothing_is_read(service):
+    before = snapshot(service)
+    big = b'{"id": "x", "category": "body", "directory": "' + b"a" * (3 * 2**20) + b'"}'
+
+    def chunks():
+        for k in range(0, len(big), 65536):
+            yield big[k : k + 65536]
+
+    r = service.client.post("/v1/stimulus-sets", headers=service.rig, content=chunks())
+    assert "STIMLOOP_MAX_JSON_BYTES" in is_problem(r, 413)["detail"]
+    r = service.client.post(
+        "/v1/stimulus-sets",
+        headers={**service.rig, "Content-Type": "application/json"},
+        content=big,
+    )
+    assert "STIMLOOP_MAX_JSON_BYTES" in is_problem(r, 413)["detail"]
+    r = service.client.post(
+        "/v1/sessions", content=b"{nope", headers={"Content-Type": "application/json"}
+    )
+    is_problem(r, 401)
+    is_problem(service.client.get("/v1/jobs/a.b", headers=service.rig), 404)
+    assert snapshot(service) == before
+
+
+def test_racing_registrations_of_one_id_create_it_once(service, hsession):
+    root = service.settings.stimulus_root
+    write_stimulus_set(root / "race-a", generate_objects(2, seed=8))
+    write_stimulus_set(root / "race-b", generate_objects(3, seed=9))
+    results = []
+    barrier = threading.Barrier(4)
+
+    def go(directory: str) -> None:
+        barrier.wait()
+        results.append(register(service, directory, "race").status_code)
+
+    threads = [threading.Thread(target=go, args=(d,)) for d in ("race-a", "race-b") * 2]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count(201) == 1, results
+    assert sorted(results) in ([200, 201, 409, 409], [201, 409, 409, 409], [200, 201, 409, 409])

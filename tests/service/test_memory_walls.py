@@ -1,0 +1,180 @@
+"""Bodies that would exhaust the API are refused before they grow it: a 2 GiB chunked body
+without a token, a zip bomb and an NPZ bomb, against a real `stimloop serve` process. The API's
+process tree (the upload process included) grows by less than 50 MiB for each."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import subprocess
+import time
+import uuid
+import zipfile
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psutil
+import pytest
+from redis import Redis
+from stimloop.science.stimuli import generate_bodies, generate_control_bodies, generate_objects
+from stimloop.stimulus_sets import write_stimulus_set
+
+from tests.service.conftest import cleanup, redis_test_url
+from tests.service.test_processes import STIMLOOP, free_port
+from tests.test_fresh_clone import user_env
+
+MIB = 2**20
+
+
+def tree_rss(pid: int) -> int:
+    proc = psutil.Process(pid)
+    total = proc.memory_info().rss
+    for child in proc.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            total += child.memory_info().rss
+    return total
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory):
+    from stimloop.api.auth import create_token
+    from stimloop.settings import Settings
+
+    tmp = tmp_path_factory.mktemp("walls")
+    store = tmp / "models_store"
+    prefix = f"stimloop-walls-{uuid.uuid4().hex[:8]}"
+    settings = Settings(models_store=store, redis_url=redis_test_url(), key_prefix=prefix)
+    rig = create_token(settings.tokens_path, "rig", "walls")
+    port = free_port()
+    env = {
+        **user_env(),
+        "STIMLOOP_MODELS_STORE": str(store),
+        "STIMLOOP_REDIS_URL": redis_test_url(),
+        "STIMLOOP_KEY_PREFIX": prefix,
+        "STIMLOOP_STIMULUS_ROOT": str(tmp / "stimuli"),
+    }
+    proc = subprocess.Popen(
+        [STIMLOOP, "serve", "--workers", "0", "--port", str(port)],
+        env=env,
+        stdout=open(tmp / "api.log", "wb"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+    )
+    ROOTS[proc.pid] = tmp / "stimuli"
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            httpx.get(f"{base}/v1/health", timeout=1)
+            break
+        except httpx.TransportError:
+            time.sleep(0.1)
+    yield proc, base, {"Authorization": f"Bearer {rig}"}
+    proc.terminate()
+    proc.wait(timeout=30)
+    cleanup(Redis.from_url(redis_test_url()), settings)
+
+
+def api_root(proc: subprocess.Popen) -> Path:
+    return ROOTS[proc.pid]
+
+
+ROOTS: dict[int, Path] = {}
+
+
+def make_session(base: str, rig: dict, root: Path) -> str:
+    for name, items, category in (
+        ("b", generate_bodies(8, seed=2), "body"),
+        ("o", generate_objects(2, seed=2), "object"),
+        ("c", generate_control_bodies(2, seed=2), "control_body"),
+    ):
+        write_stimulus_set(root / name, items)
+        r = httpx.post(
+            f"{base}/v1/stimulus-sets",
+            headers=rig,
+            timeout=60,
+            json={"id": name, "category": category, "directory": name},
+        )
+        assert r.status_code == 201, r.text
+    r = httpx.post(
+        f"{base}/v1/sessions",
+        headers=rig,
+        timeout=60,
+        json={
+            "backbone": "resnet50_random",
+            "body_set": "b",
+            "object_set": "o",
+            "control_body_set": "c",
+            "channels": ["x"],
+            "fit": {"split": [2, 2, 3]},
+        },
+    )
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def zeros(total: int, chunk: int = 4 * MIB):
+    block = b"\x00" * chunk
+    for _ in range(total // chunk):
+        yield block
+
+
+def test_a_2_gib_chunked_body_without_a_token_is_refused_unread(api):
+    proc, base, _ = api
+    before = tree_rss(proc.pid)
+    started = time.monotonic()
+    try:
+        r = httpx.post(
+            f"{base}/v1/sessions",
+            content=zeros(2 * 1024 * MIB),
+            headers={"Content-Type": "application/json"},
+            timeout=60,
+        )
+        assert r.status_code == 401, r.text
+        assert r.headers["content-type"].startswith("application/problem+json")
+    except (httpx.WriteError, httpx.RemoteProtocolError, httpx.ReadError):
+        pass  # the server answered and closed while the body was still being sent
+    assert time.monotonic() - started < 30
+    assert tree_rss(proc.pid) - before < 50 * MIB
+
+
+def test_a_zip_bomb_and_an_npz_bomb_are_refused_without_growing_the_api(api):
+    proc, base, rig = api
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for k in range(40):  # 1.25 GiB in all, each entry under the per-image size
+            archive.writestr(f"bomb{k}.png", b"\x00" * (32 * MIB))
+    bomb_zip = buffer.getvalue()
+    assert len(bomb_zip) < 2 * MIB
+    buffer = io.BytesIO()
+    np.savez_compressed(
+        buffer,
+        stimulus=np.array(["a"]),
+        channel=np.array(["b"]),
+        rate=np.zeros(1),
+        junk=np.zeros(128 * MIB),  # 1 GiB of float64, about 1 MiB compressed
+    )
+    bomb_npz = buffer.getvalue()
+    session = make_session(base, rig, api_root(proc))
+    warm = httpx.put(  # starts the upload process once (its imports are not the bomb's)
+        f"{base}/v1/sessions/{session}/phase1",
+        content=b"not an npz",
+        headers={**rig, "Content-Type": "application/x-npz"},
+        timeout=60,
+    )
+    assert warm.status_code == 400, warm.text
+    before = tree_rss(proc.pid)
+    r = httpx.post(
+        f"{base}/v1/stimulus-sets/upload?id=bomb&category=object",
+        content=bomb_zip,
+        headers={**rig, "Content-Type": "application/zip"},
+        timeout=60,
+    )
+    assert r.status_code == 413 and "fold" in r.json()["detail"], r.text
+    r = httpx.put(
+        f"{base}/v1/sessions/{session}/phase1",
+        content=bomb_npz,
+        headers={**rig, "Content-Type": "application/x-npz"},
+        timeout=60,
+    )
+    assert r.status_code == 400 and "'junk'" in r.json()["detail"], r.text
+    assert tree_rss(proc.pid) - before < 50 * MIB
