@@ -342,3 +342,45 @@ def test_openapi_documents_the_resources(service):
     ):
         assert path in spec["paths"]
     assert json.dumps(spec)
+
+
+def test_a_session_whose_sets_share_ids_is_refused_listing_them(service):
+    from stimloop.science.stimuli import Stimulus
+
+    root = service.settings.stimulus_root
+    objects = generate_objects(2, seed=1)
+    # control bodies named like two of the objects: one table could not tell them apart
+    clash = [
+        Stimulus(id=o.id, category="control_body", image=c.image, params={})
+        for o, c in zip(objects, generate_control_bodies(2, seed=1))
+    ]
+    write_stimulus_set(root / "clash-b", generate_bodies(8, seed=1))
+    write_stimulus_set(root / "clash-o", objects)
+    write_stimulus_set(root / "clash-c", clash)
+    for set_id, category in (
+        ("clash-b", "body"),
+        ("clash-o", "object"),
+        ("clash-c", "control_body"),
+    ):
+        r = service.client.post(
+            "/v1/stimulus-sets",
+            headers=service.rig,
+            json={"id": set_id, "category": category, "directory": set_id},
+        )
+        assert r.status_code == 201, r.text
+    before = sorted(p.name for p in service.settings.sessions_dir.glob("*"))
+    r = service.client.post(
+        "/v1/sessions",
+        headers=service.rig,
+        json={
+            "backbone": "resnet50_random",
+            "body_set": "clash-b",
+            "object_set": "clash-o",
+            "control_body_set": "clash-c",
+            "channels": ["a"],
+            "fit": {"split": [2, 2, 3]},
+        },
+    )
+    detail = is_problem(r, 422)["detail"]
+    assert "share 2 image ids" in detail and objects[0].id in detail
+    assert sorted(p.name for p in service.settings.sessions_dir.glob("*")) == before
