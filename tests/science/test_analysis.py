@@ -60,16 +60,7 @@ def data():
 
 def test_values_match_scipy(data):
     d = data
-    result = an.analyse(
-        d["p1"],
-        d["p2"],
-        d["fit"],
-        d["bodies"][:12],
-        d["objects"],
-        d["controls"],
-        d["obj_pred"],
-        d["test_pred"],
-    )
+    result = analyse_data(d)
     a = result.channels[0]
     p1a = d["p1"].means_for(d["bodies"][:12])[0]
     p2a = d["p2"].means_for(d["bodies"][:12])[0]
@@ -150,9 +141,9 @@ def test_noise_ceiling_equals_a_plain_loop_over_split_halves():
     assert np.isnan(an.noise_ceiling(trials[:2], 10, np.random.default_rng(0)))
 
 
-def test_normalised_r_divides_by_the_root_of_the_ceiling(data):
-    d = data
-    result = an.analyse(
+def analyse_data(d, seed: int = 0) -> an.Analysis:
+    """The fixture's session analysed (12 stability bodies)."""
+    return an.analyse(
         d["p1"],
         d["p2"],
         d["fit"],
@@ -161,22 +152,15 @@ def test_normalised_r_divides_by_the_root_of_the_ceiling(data):
         d["controls"],
         d["obj_pred"],
         d["test_pred"],
-        seed=4,
+        seed=seed,
     )
-    g = result.channels[0].generalisation_objects
+
+
+def test_normalised_r_divides_by_the_root_of_the_ceiling(data):
+    g = analyse_data(data, seed=4).channels[0].generalisation_objects
     if np.isfinite(g.noise_ceiling) and g.noise_ceiling > 0:
         assert g.r_normalised == pytest.approx(g.r / np.sqrt(g.noise_ceiling))
     else:
         assert np.isnan(g.r_normalised)
-    again = an.analyse(
-        d["p1"],
-        d["p2"],
-        d["fit"],
-        d["bodies"][:12],
-        d["objects"],
-        d["controls"],
-        d["obj_pred"],
-        d["test_pred"],
-        seed=4,
-    )
-    assert again.channels[0].generalisation_objects == g  # seeded
+    again = analyse_data(data, seed=4).channels[0].generalisation_objects
+    assert again == g  # seeded

@@ -97,3 +97,45 @@ def service(tmp_path_factory):
     client = TestClient(create_app(settings, redis), raise_server_exceptions=False)
     yield Service(settings, redis, client, rig, analyst, tmp)
     cleanup(redis, settings)
+
+
+def register_sets(service: Service, sets: dict[str, tuple[str, list]]) -> None:
+    """Write each set's images below the stimulus root and register it: id -> (category,
+    stimuli)."""
+    from stimloop.stimulus_sets import write_stimulus_set
+
+    for set_id, (category, stimuli) in sets.items():
+        write_stimulus_set(service.settings.stimulus_root / set_id, stimuli)
+        r = service.client.post(
+            "/v1/stimulus-sets",
+            headers=service.rig,
+            json={"id": set_id, "category": category, "directory": set_id},
+        )
+        assert r.status_code == 201, r.text
+
+
+def new_session(service: Service, prefix: str, seed: int, n_bodies: int, **config) -> str:
+    """Three small procedural sets named ``<prefix>b/o/c`` and a session over them."""
+    from stimloop.science.stimuli import generate_bodies, generate_control_bodies, generate_objects
+
+    register_sets(
+        service,
+        {
+            f"{prefix}b": ("body", generate_bodies(n_bodies, seed=seed)),
+            f"{prefix}o": ("object", generate_objects(3, seed=seed)),
+            f"{prefix}c": ("control_body", generate_control_bodies(2, seed=seed)),
+        },
+    )
+    r = service.client.post(
+        "/v1/sessions",
+        headers=service.rig,
+        json={
+            "backbone": "resnet50_random",
+            "body_set": f"{prefix}b",
+            "object_set": f"{prefix}o",
+            "control_body_set": f"{prefix}c",
+            **config,
+        },
+    )
+    assert r.status_code == 201, r.text
+    return r.json()["id"]

@@ -12,34 +12,12 @@ import pytest
 from stimloop.science.stimuli import generate_bodies, generate_control_bodies, generate_objects
 from stimloop.stimulus_sets import write_stimulus_set
 
+from tests.service.conftest import new_session
+
 
 @pytest.fixture(scope="module")
 def session(service):
-    root = service.settings.stimulus_root
-    write_stimulus_set(root / "b", generate_bodies(8, seed=0))
-    write_stimulus_set(root / "o", generate_objects(3, seed=0))
-    write_stimulus_set(root / "c", generate_control_bodies(2, seed=0))
-    for set_id, category in (("b", "body"), ("o", "object"), ("c", "control_body")):
-        r = service.client.post(
-            "/v1/stimulus-sets",
-            headers=service.rig,
-            json={"id": set_id, "category": category, "directory": set_id},
-        )
-        assert r.status_code == 201, r.text
-    r = service.client.post(
-        "/v1/sessions",
-        headers=service.rig,
-        json={
-            "backbone": "resnet50_random",
-            "body_set": "b",
-            "object_set": "o",
-            "control_body_set": "c",
-            "channels": ["a", "b"],
-            "fit": {"split": [2, 2, 3]},
-        },
-    )
-    assert r.status_code == 201, r.text
-    return r.json()["id"]
+    return new_session(service, "", 0, 8, channels=["a", "b"], fit={"split": [2, 2, 3]})
 
 
 def trials(stimuli=("body_0000", "body_0001"), channel="a", rate=1.0):

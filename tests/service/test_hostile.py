@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from stimloop.science.stimuli import generate_bodies, generate_control_bodies, generate_objects
+from stimloop.science.stimuli import generate_objects
 from stimloop.stimulus_sets import write_stimulus_set
 
+from tests.service.conftest import new_session
 from tests.service.test_edges import is_problem
 
 
@@ -42,31 +43,7 @@ def snapshot(service) -> tuple:
 
 @pytest.fixture(scope="module")
 def hsession(service):
-    root = service.settings.stimulus_root
-    write_stimulus_set(root / "hb", generate_bodies(8, seed=5))
-    write_stimulus_set(root / "ho", generate_objects(3, seed=5))
-    write_stimulus_set(root / "hc", generate_control_bodies(2, seed=5))
-    for set_id, category in (("hb", "body"), ("ho", "object"), ("hc", "control_body")):
-        r = service.client.post(
-            "/v1/stimulus-sets",
-            headers=service.rig,
-            json={"id": set_id, "category": category, "directory": set_id},
-        )
-        assert r.status_code == 201, r.text
-    r = service.client.post(
-        "/v1/sessions",
-        headers=service.rig,
-        json={
-            "backbone": "resnet50_random",
-            "body_set": "hb",
-            "object_set": "ho",
-            "control_body_set": "hc",
-            "channels": ["ch1", "ch2"],
-            "fit": {"split": [2, 2, 3]},
-        },
-    )
-    assert r.status_code == 201, r.text
-    return r.json()["id"]
+    return new_session(service, "h", 5, 8, channels=["ch1", "ch2"], fit={"split": [2, 2, 3]})
 
 
 def png(width: int = 8, height: int = 8) -> bytes:

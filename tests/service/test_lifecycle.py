@@ -11,10 +11,8 @@ import httpx
 import numpy as np
 import pytest
 from redis import Redis
-from stimloop.science.stimuli import generate_bodies, generate_control_bodies, generate_objects
-from stimloop.stimulus_sets import write_stimulus_set
 
-from tests.service.conftest import cleanup, redis_test_url
+from tests.service.conftest import cleanup, new_session, redis_test_url
 from tests.service.test_edges import is_problem
 
 BODIES = [f"body_{i:04d}" for i in range(10)]
@@ -22,32 +20,15 @@ BODIES = [f"body_{i:04d}" for i in range(10)]
 
 @pytest.fixture(scope="module")
 def session(service):
-    root = service.settings.stimulus_root
-    write_stimulus_set(root / "lb", generate_bodies(10, seed=3))
-    write_stimulus_set(root / "lo", generate_objects(3, seed=3))
-    write_stimulus_set(root / "lc", generate_control_bodies(2, seed=3))
-    for set_id, category in (("lb", "body"), ("lo", "object"), ("lc", "control_body")):
-        r = service.client.post(
-            "/v1/stimulus-sets",
-            headers=service.rig,
-            json={"id": set_id, "category": category, "directory": set_id},
-        )
-        assert r.status_code == 201, r.text
-    r = service.client.post(
-        "/v1/sessions",
-        headers=service.rig,
-        json={
-            "backbone": "resnet50_random",
-            "body_set": "lb",
-            "object_set": "lo",
-            "control_body_set": "lc",
-            "channels": ["a", "b"],
-            "fit": {"split": [4, 3, 3], "epochs": 3},
-            "selection": {"stability_bodies": 2},
-        },
+    return new_session(
+        service,
+        "l",
+        3,
+        10,
+        channels=["a", "b"],
+        fit={"split": [4, 3, 3], "epochs": 3},
+        selection={"stability_bodies": 2},
     )
-    assert r.status_code == 201, r.text
-    return r.json()["id"]
 
 
 def phase_one(seed: int) -> dict:
