@@ -259,3 +259,18 @@ def test_workers_share_a_queue_survive_a_kill_and_a_restart(cluster):
     analysis = c.http.get(f"/v1/sessions/{sessions[0]}/analysis").json()
     assert "channels" in analysis, (analysis, c.http.get(f"/v1/sessions/{sessions[0]}").json())
     assert {ch["channel"] for ch in analysis["channels"]} == {"x", "y"}
+
+    # RQ notices the abandoned job of the killed worker (what its maintenance does once the
+    # job's timeout has passed): the job is failed, never run again, and the finished session
+    # does not move
+    from rq import Queue
+    from rq.registry import FailedJobRegistry, StartedJobRegistry
+    from stimloop.queueing import queue_name
+
+    name = queue_name(c.settings)
+    StartedJobRegistry(name, connection=redis).cleanup(timestamp=int(time.time()) + 10**6)
+    time.sleep(3)
+    assert Queue(name, connection=redis).count == 0
+    assert fits[0] in FailedJobRegistry(name, connection=redis).get_job_ids()
+    final = c.http.get(f"/v1/sessions/{sessions[0]}").json()
+    assert final["state"] == "analysed", final["history"][-3:]
