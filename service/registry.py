@@ -8,15 +8,12 @@ import tempfile
 import tomllib
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from stimloop.science.backbone import (
-    Backbone,
-    BackboneError,
-    BackboneSpec,
-    detect_format,
-    load_backbone,
-    read_checkpoint,
-)
+from stimloop.science.backbone_spec import BackboneError, BackboneSpec
+
+if TYPE_CHECKING:  # loading weights needs torch; reading the registry does not (the API)
+    from stimloop.science.backbone import Backbone
 
 log = logging.getLogger("stimloop.registry")
 
@@ -73,6 +70,8 @@ def spec_for(name_or_path: str, registry: dict[str, BackboneSpec]) -> tuple[Back
     """
     if name_or_path in registry:
         return registry[name_or_path], Path()
+    from stimloop.science.backbone import detect_format, read_checkpoint
+
     path = Path(name_or_path)
     if not path.is_file():
         known = ", ".join(sorted(registry)) or "none"
@@ -88,6 +87,8 @@ def open_backbone(
     name_or_path: str, registry_path: Path, weights_dir: Path, device: str = "auto"
 ) -> Backbone:
     """Load a backbone by registry name or weights path."""
+    from stimloop.science.backbone import load_backbone
+
     registry = load_registry(registry_path)
     spec, folder = spec_for(name_or_path, registry)
     return load_backbone(spec, weights_dir if name_or_path in registry else folder, device)

@@ -46,13 +46,24 @@ class StopRequestedError(Exception):
     """serve was asked to stop by a signal."""
 
 
+def _load_prctl() -> Callable[..., int] | None:
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux
+        return None
+
+
+_PRCTL = _load_prctl()  # resolved here: a forked child must not load libraries itself
+PR_SET_PDEATHSIG = 1
+
+
 def die_with_parent(parent: int) -> Callable[[], None]:
     """A ``preexec_fn``: the child gets SIGTERM when ``parent`` dies (Linux), or exits now
     if it already has."""
 
     def setup() -> None:
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if _PRCTL is not None:
+            _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
         if os.getppid() != parent:
             os._exit(1)
 

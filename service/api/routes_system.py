@@ -17,7 +17,7 @@ from stimloop.api.errors import ApiError, problem_responses
 from stimloop.api.schemas import Accepted, ActivationsRequest, JobInfo
 from stimloop.queueing import alive_key, cancel_key, enqueue, get_queue, job_status
 from stimloop.registry import load_registry
-from stimloop.science.backbone import BackboneError
+from stimloop.science.backbone_spec import BackboneError
 from stimloop.settings import Settings
 from stimloop.store import Store
 
