@@ -1,14 +1,17 @@
 """``RigClient``: the stimloop service from the rig and the analysis machines (torch-free).
 
 One method per operation, typed results, timeouts, and retries with exponential backoff on
-connection errors and 5xx answers. Retrying an upload is safe: the server recognises the same
-trials by their content and stores them once.
+connection errors and 5xx answers, for idempotent requests only: reads, uploads (the server
+recognises the same trials by their content and stores them once), set registrations, and a
+session's creation, which carries an ``Idempotency-Key`` so a retried create returns the first
+session. Other POSTs (start a job) are sent once.
 """
 
 from __future__ import annotations
 
 import io
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -61,17 +64,25 @@ class RigClient:
 
     # ------------------------------------------------------------------ transport
 
-    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """Send, retrying connection errors and 5xx; raise ``StimloopError`` on 4xx."""
+    def request(
+        self, method: str, path: str, *, idempotent: bool | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        """Send; raise ``StimloopError`` on 4xx and 5xx. Connection errors and 5xx are retried
+        for idempotent requests (``idempotent``; default: GET, PUT, DELETE and requests with
+        an ``Idempotency-Key``), a POST that starts work is sent once."""
+        if idempotent is None:
+            keyed = "Idempotency-Key" in (kwargs.get("headers") or {})
+            idempotent = method in ("GET", "HEAD", "PUT", "DELETE") or keyed
+        retries = self.retries if idempotent else 0
         delay = self.backoff
-        for attempt in range(self.retries + 1):
+        for attempt in range(retries + 1):
             try:
                 response = self.http.request(method, path, **kwargs)
             except httpx.TransportError:
-                if attempt == self.retries:
+                if attempt == retries:
                     raise
             else:
-                if response.status_code < 500 or attempt == self.retries:
+                if response.status_code < 500 or attempt == retries:
                     break
             time.sleep(delay)
             delay *= 2
@@ -100,13 +111,15 @@ class RigClient:
 
     def register_set(self, set_id: str, category: str, directory: str) -> StimulusSetInfo:
         body = {"id": set_id, "category": category, "directory": directory}
-        return StimulusSetInfo(**self.json("POST", "/v1/stimulus-sets", json=body))
+        # the same set again is answered 200 with the stored set: safe to retry
+        return StimulusSetInfo(**self.json("POST", "/v1/stimulus-sets", json=body, idempotent=True))
 
     def upload_set(self, set_id: str, category: str, zip_bytes: bytes) -> StimulusSetInfo:
         return StimulusSetInfo(
             **self.json(
                 "POST",
                 "/v1/stimulus-sets/upload",
+                idempotent=True,  # the same zip again is answered 200
                 params={"id": set_id, "category": category},
                 content=zip_bytes,
                 headers={"content-type": "application/zip"},
@@ -121,7 +134,9 @@ class RigClient:
         return Accepted(**self.json("POST", "/v1/activations", json=body)).job  # type: ignore
 
     def create_session(self, **config: Any) -> SessionInfo:
-        return SessionInfo(**self.json("POST", "/v1/sessions", json=config))
+        """Create a session; retried with one idempotency key, so it is created once."""
+        key = {"Idempotency-Key": uuid.uuid4().hex}
+        return SessionInfo(**self.json("POST", "/v1/sessions", json=config, headers=key))
 
     def session(self, session_id: str) -> SessionInfo:
         return SessionInfo(**self.json("GET", f"/v1/sessions/{session_id}"))

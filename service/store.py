@@ -17,6 +17,7 @@ workers can share the folder. A restart loses nothing that was stored.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import io
 import json
 import re
@@ -174,7 +175,28 @@ class Store:
             session_states.check_generation(record, generation)
             yield record
 
-    def create_session(self, config: dict[str, Any], provenance: dict[str, Any]) -> dict[str, Any]:
+    def create_session(
+        self, config: dict[str, Any], provenance: dict[str, Any], key: str | None = None
+    ) -> dict[str, Any]:
+        """A new session; with an idempotency ``key`` (already scoped to its caller), the
+        session made for that key before is returned instead, with ``"existing": True``."""
+        if key is None:
+            return self._new_session(config, provenance)
+        keys = self.sessions / ".keys"
+        keys.mkdir(parents=True, exist_ok=True)
+        marker = keys / hashlib.sha256(key.encode()).hexdigest()
+        with open(keys / ".lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                if marker.is_file():
+                    return {**self.get_session(marker.read_text().strip()), "existing": True}
+                record = self._new_session(config, provenance)
+                write_atomic(marker, record["id"].encode())
+                return record
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _new_session(self, config: dict[str, Any], provenance: dict[str, Any]) -> dict[str, Any]:
         session_id = uuid.uuid4().hex[:12]
         folder = self.sessions / session_id
         folder.mkdir(parents=True)

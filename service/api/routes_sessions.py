@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from redis import Redis
@@ -109,7 +109,6 @@ def refuse_shared_ids(req: SessionCreate, ids: dict[str, set[str]]) -> None:
     "",
     status_code=201,
     response_model=SessionInfo,
-    dependencies=[Depends(RIG)],
     summary="Create a session (warms its candidates' activations on a worker)",
 )
 def create(
@@ -117,6 +116,13 @@ def create(
     cfg: Settings = Depends(settings),
     st: Store = Depends(store),
     r: Redis = Depends(redis),
+    caller: Caller = Depends(RIG),
+    idempotency_key: str | None = Header(
+        None,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="Send the same key again (a retry) to get the session it created, once.",
+    ),
 ) -> SessionInfo:
     require_backbone(cfg, req.backbone)
     ids: dict[str, set[str]] = {}
@@ -143,8 +149,12 @@ def create(
             f"{sum(req.fit.split)} bodies; the body set has {bodies}",
         )
     record = st.create_session(
-        req.model_dump(mode="json"), {"stimloop_version": __version__, "seed": req.seed}
+        req.model_dump(mode="json"),
+        {"stimloop_version": __version__, "seed": req.seed},
+        key=f"{caller.id}:{idempotency_key}" if idempotency_key else None,
     )
+    if record.pop("existing", False):
+        return session_info(record)  # a retry: the first create's session, nothing new
     job = enqueue(cfg, r, "warm", "stimloop.jobs.run_warm", record["id"], session=record["id"])
     with st.locked(record["id"]) as rec:
         rec["jobs"]["warm"] = job.id

@@ -75,3 +75,43 @@ def test_client_errors_carry_the_problem(service, fresh_session):
             {"stimulus": np.array(["nope"]), "channel": np.array(["ch1"]), "rate": np.array([1.0])},
         )
     assert info.value.status == 400 and "nope" in info.value.detail
+
+
+class DropFirstCreate(httpx.BaseTransport):
+    """The first session create reaches the server; its answer is lost on the way back."""
+
+    def __init__(self, inner: httpx.BaseTransport) -> None:
+        self.inner, self.dropped, self.creates, self.starts = inner, False, 0, 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        if request.method == "POST" and request.url.path == "/v1/sessions":
+            self.creates += 1
+            if not self.dropped:
+                self.dropped = True
+                raise httpx.ReadError("connection dropped", request=request)
+        if request.method == "POST" and request.url.path.endswith("/fit"):
+            self.starts += 1
+            raise httpx.ReadError("connection dropped", request=request)
+        return response
+
+
+def test_a_create_retried_after_a_dropped_answer_makes_one_session(service, loop):  # noqa: F811
+    transport = DropFirstCreate(service.client._transport)
+    token = service.rig["Authorization"].split()[1]
+    client = RigClient("http://testserver", token, transport=transport, backoff=0.01)
+    before = {s["id"] for s in service.client.get("/v1/sessions", headers=service.rig).json()}
+    session = client.create_session(
+        backbone="resnet50_random",
+        body_set="bodies",
+        object_set="objects",
+        control_body_set="controls",
+        channels=CHANNELS,
+        fit={"split": [24, 8, 8]},
+    )
+    after = {s["id"] for s in service.client.get("/v1/sessions", headers=service.rig).json()}
+    assert transport.creates == 2 and after - before == {session.id}
+    # a POST that starts work is sent once, not retried
+    with pytest.raises(httpx.ReadError):
+        client.refit(session.id)
+    assert transport.starts == 1
