@@ -13,11 +13,13 @@ import io
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 from stimloop.api.schemas import Accepted, JobInfo, SessionInfo, StimulusSetInfo
+from stimloop.client.readers import read_trials
 
 ProgressCallback = Callable[[JobInfo], None]
 
@@ -156,6 +158,16 @@ class RigClient:
                 headers={"content-type": "application/x-npz"},
             )
         )
+
+    def upload_file(
+        self, session_id: str, phase: int, path: Path, replace: bool = False
+    ) -> tuple[dict[str, np.ndarray], Accepted]:
+        """Read a rig file (trial table, spike times, NWB) and upload it. Spike times are cut
+        with the session's own baseline and response windows, read from the session."""
+        windows = self.session(session_id).config.get("windows") or {}
+        cuts = {k: tuple(v) for k, v in windows.items() if k in ("baseline", "response")}
+        columns = read_trials(path, **cuts)
+        return columns, self.upload_phase(session_id, phase, columns, replace=replace)
 
     def refit(self, session_id: str) -> Accepted:
         return Accepted(**self.json("POST", f"/v1/sessions/{session_id}/fit"))

@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from stimloop.client.api import JobInfo, RigClient, StimloopError
-from stimloop.client.readers import TrialFileError, read_trials
+from stimloop.client.readers import TrialFileError
 from stimloop.client.tables import analysis_rows
 
 app = typer.Typer(
@@ -93,13 +93,9 @@ def create_session(
 def _upload(
     phase: int, session: str, file: Path, replace: bool, wait: bool, url: str, token: str | None
 ) -> None:
-    try:
-        columns = read_trials(file)
-    except TrialFileError as exc:
-        raise _fail(str(exc)) from None
     client = _client(url, token)
     try:
-        accepted = client.upload_phase(session, phase, columns, replace=replace)
+        columns, accepted = client.upload_file(session, phase, file, replace=replace)
         console.print(
             f"phase {phase}: {len(columns['stimulus'])} trials uploaded ({accepted.status})"
         )
@@ -107,6 +103,8 @@ def _upload(
             label = "fit and select" if phase == 1 else "analysis"
             _wait(client, accepted.job.id, label)
             console.print(f"[green]{label} done[/green]")
+    except TrialFileError as exc:
+        raise _fail(str(exc)) from None
     except StimloopError as exc:
         raise _fail(exc.detail) from None
 

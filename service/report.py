@@ -20,6 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 from scipy import stats
+from stimloop.api.schemas import WindowSettings
 from stimloop.client.tables import analysis_rows
 from stimloop.figures import PairPanel, grid_figure
 from stimloop.store import Store, read_json, read_npz
@@ -124,13 +125,18 @@ def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _means(columns: dict[str, np.ndarray], channel: str, ids: set[str] | None) -> dict[str, float]:
+def _means(
+    columns: dict[str, np.ndarray], channel: str, ids: set[str] | None, windows: WindowSettings
+) -> dict[str, float]:
+    """Per-stimulus mean net rate of one channel; counts become rates with the session's own
+    windows (A.2: response minus baseline, each divided by its length)."""
     out: dict[str, list[float]] = {}
-    key = "rate" if "rate" in columns else None
+    response_s = windows.response[1] - windows.response[0]
+    baseline_s = windows.baseline[1] - windows.baseline[0]
     values = (
         columns["rate"]
-        if key
-        else columns["response_count"] / 0.2 - columns["baseline_count"] / 0.1
+        if "rate" in columns
+        else columns["response_count"] / response_s - columns["baseline_count"] / baseline_s
     )
     for s, c, v in zip(columns["stimulus"], columns["channel"], values):
         if c == channel and (ids is None or s in ids):
@@ -146,6 +152,7 @@ def build_report(store: Store, session_id: str, images: dict[str, dict[str, Any]
     """
     record = store.get_session(session_id)
     config = record["config"]
+    windows = WindowSettings(**(config.get("windows") or {}))
     parts = [
         f"<h1>stimloop session {html.escape(session_id)}</h1>",
         f"<p>State: <b>{html.escape(record['state'])}</b>; channels: "
@@ -207,8 +214,8 @@ def build_report(store: Store, session_id: str, images: dict[str, dict[str, Any]
                 )
             )
             if p2 is not None:
-                objects = _means(p2, meta["channel"], object_ids)
-                bodies = _means(p1, meta["channel"], None)
+                objects = _means(p2, meta["channel"], object_ids, windows)
+                bodies = _means(p1, meta["channel"], None, windows)
                 if meta["object"] in objects:
                     rows3b.append(
                         {

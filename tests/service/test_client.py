@@ -115,3 +115,40 @@ def test_a_create_retried_after_a_dropped_answer_makes_one_session(service, loop
     with pytest.raises(httpx.ReadError):
         client.refit(session.id)
     assert transport.starts == 1
+
+
+def test_spike_times_are_cut_with_the_sessions_own_windows(service, loop, tmp_path):  # noqa: F811
+    from stimloop.api.schemas import WindowSettings
+    from stimloop.report import _means
+    from stimloop.store import read_npz
+
+    token = service.rig["Authorization"].split()[1]
+    client = RigClient("http://testserver", token, transport=service.client._transport)
+    windows = {"baseline": [-0.2, 0.0], "response": [0.1, 0.4]}
+    session = client.create_session(
+        backbone="resnet50_random",
+        body_set="bodies",
+        object_set="objects",
+        control_body_set="controls",
+        channels=CHANNELS,
+        windows=windows,
+        fit={"split": [24, 8, 8]},
+    )
+    # one spike in the custom baseline and two in the custom response after every onset,
+    # all outside the default windows (-75..25 ms, 50..250 ms)
+    onsets = np.arange(4) * 1.0 + 1.0
+    spikes = np.sort(np.concatenate([onsets - 0.15, onsets + 0.3, onsets + 0.35]))
+    path = tmp_path / "spikes.npz"
+    np.savez(
+        path,
+        event_times=onsets,
+        event_codes=np.array([0, 1, 0, 1]),
+        code_ids=np.array(["body_0000", "body_0001"]),
+        **{f"spikes_{ch}": spikes for ch in CHANNELS},
+    )
+    _, accepted = client.upload_file(session.id, 1, path)
+    assert accepted.status == "queued"
+    stored = read_npz(service.settings.sessions_dir / session.id / "phase1.npz")
+    assert (stored["baseline_count"] == 1).all() and (stored["response_count"] == 2).all()
+    rates = _means(stored, CHANNELS[0], None, WindowSettings(**windows))
+    assert rates == pytest.approx({"body_0000": 2 / 0.3 - 1 / 0.2, "body_0001": 2 / 0.3 - 1 / 0.2})
