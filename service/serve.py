@@ -16,7 +16,6 @@ models store, ``--workers N`` worker processes and the API. It owns them all:
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import json
 import logging
@@ -28,12 +27,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from redis import Redis
 from redis.exceptions import RedisError
+from stimloop.process_ties import die_with_parent, watch_parent
 from stimloop.queueing import alive_key
 from stimloop.registry import ensure_registry
 from stimloop.settings import Settings, absolute
@@ -46,43 +46,11 @@ class StopRequestedError(Exception):
     """serve was asked to stop by a signal."""
 
 
-def _load_prctl() -> Callable[..., int] | None:
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):  # not Linux
-        return None
-
-
-_PRCTL = _load_prctl()  # resolved here: a forked child must not load libraries itself
-PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent(parent: int) -> Callable[[], None]:
-    """A ``preexec_fn``: the child gets SIGTERM when ``parent`` dies (Linux), or exits now
-    if it already has."""
-
-    def setup() -> None:
-        if _PRCTL is not None:
-            _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return setup
-
-
-def watch_parent(poll_s: float = 1.0) -> None:
-    """In a child started by serve: SIGTERM to itself when its parent is gone (any POSIX)."""
-    expected = os.environ.get(PARENT_ENV)
-    if not expected or not expected.isdigit():
-        return
-
-    def watch() -> None:
-        while os.getppid() == int(expected):
-            time.sleep(poll_s)
-        log.warning("serve (pid %s) is gone: stopping", expected)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+def watch_serve() -> None:
+    """In a worker started by serve: stop (warmly, by SIGTERM) once serve is gone."""
+    expected = os.environ.get(PARENT_ENV, "")
+    if expected.isdigit():
+        watch_parent(int(expected), on_gone=lambda: os.kill(os.getpid(), signal.SIGTERM))
 
 
 def redis_binary() -> str:
@@ -209,7 +177,7 @@ def run_worker(settings: Settings, burst: bool = False, name: str | None = None)
     from stimloop.science.backbone import resolve_device
 
     ensure_registry(settings.registry_path)
-    watch_parent()
+    watch_serve()
     redis = Redis.from_url(settings.redis_url)
     worker = make_worker(settings, redis, name=name)
     register_worker(settings, redis, worker.name, str(resolve_device(settings.device)))

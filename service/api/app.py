@@ -30,6 +30,7 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        uploads.start()  # not during the first upload: spawning blocks the event loop
         yield
         uploads.close()
 

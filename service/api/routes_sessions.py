@@ -33,11 +33,10 @@ from stimloop.api.schemas import (
     SessionInfo,
     TrialUpload,
 )
-from stimloop.api.uploads import Expected
+from stimloop.api.uploads import JOB_OF, Expected
 from stimloop.queueing import enqueue, job_status
-from stimloop.session_states import IllegalTransitionError
 from stimloop.settings import Settings
-from stimloop.store import Store, read_json, write_npz
+from stimloop.store import Store, read_json
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"], responses=problem_responses())
 UPLOAD_BODY = {
@@ -180,48 +179,6 @@ def get(
 # ------------------------------------------------------------------ uploads
 
 
-def store_upload(
-    st: Store,
-    session_id: str,
-    phase: str,
-    columns: dict[str, np.ndarray],
-    sha: str,
-    replace: bool,
-) -> tuple[bool, dict[str, Any]]:
-    """Store a phase's trials (``sha``: their digest) atomically; (new?, record). Same
-    payload: not new."""
-    with st.locked(session_id) as rec:
-        previous = rec["uploads"].get(phase)
-        if previous and previous["sha256"] == sha:
-            if rec["state"] == "failed" and rec.get("failed_in") == JOB_OF[phase]:
-                # the same trials again after a failed job: run that job again
-                rec["error"] = None
-                Store.transition(rec, f"{phase}_received", f"{phase} resubmitted", bump=True)
-                return True, dict(rec)
-            return False, dict(rec)
-        if previous and not replace:
-            raise ApiError(
-                409,
-                "Conflict",
-                f"{phase} was already uploaded with other data "
-                f"(sha256 {previous['sha256'][:12]}...); add ?replace=true to replace "
-                "it, which discards everything derived from it",
-            )
-        event = f"{phase} replaced" if previous else f"{phase} received"
-        try:  # refused before anything is written
-            Store.transition(rec, f"{phase}_received", event, bump=True, sha256=sha)
-        except IllegalTransitionError as exc:
-            raise ApiError(409, "Conflict", f"{phase} cannot be uploaded now: {exc}") from None
-        removed = st.invalidate(session_id, phase) if previous else []
-        rec["history"][-1]["invalidated"] = removed
-        if previous and phase == "phase1":
-            rec["uploads"].pop("phase2", None)
-        write_npz(st.path(session_id, f"{phase}.npz"), columns)
-        rec["uploads"][phase] = {"sha256": sha, "trials": len(columns["stimulus"])}
-        rec["error"] = None
-        return True, dict(rec)
-
-
 def accepted(record: dict[str, Any], kind: str, cfg: Settings, r: Redis, status: str) -> Accepted:
     job_id = record["jobs"].get(kind)
     job = None
@@ -234,9 +191,6 @@ def accepted(record: dict[str, Any], kind: str, cfg: Settings, r: Redis, status:
     if job is not None:
         links["job"] = f"/v1/jobs/{job.id}"
     return Accepted(job=job, session=record["id"], status=status, links=links)
-
-
-JOB_OF = {"phase1": "fit", "phase2": "analysis"}
 
 
 def start_job(
@@ -281,19 +235,11 @@ def expected_ids(phase: str, session_id: str, st: Store, cfg: Settings) -> Expec
 JOB_FUNC = {"fit": "run_fit", "analysis": "run_analysis"}
 
 
-def store_and_start(
-    phase: str,
-    session_id: str,
-    columns: dict[str, np.ndarray],
-    sha: str,
-    replace: bool,
-    cfg: Settings,
-    st: Store,
-    r: Redis,
+def start_phase_job(
+    phase: str, new: bool, record: dict[str, Any], cfg: Settings, st: Store, r: Redis
 ) -> Accepted:
-    """Store checked trials atomically and start the phase's job (unless already received)."""
+    """Start the phase's job for stored trials (unless they were already received)."""
     kind = JOB_OF[phase]
-    new, record = store_upload(st, session_id, phase, columns, sha, replace)
     if not new:
         return accepted(record, kind, cfg, r, "already received")
     record = start_job(st, record, kind, f"stimloop.jobs.{JOB_FUNC[kind]}", cfg, r)
@@ -304,15 +250,16 @@ async def receive_phase(
     phase: str, session_id: str, request: Request, replace: bool, cfg: Settings, st: Store, r: Redis
 ) -> Accepted:
     """The one upload path of both phases and both formats. The body is read on the event
-    loop (size-capped); decoding, checking and hashing run in the upload process and storing
-    in a thread, so health and reads stay responsive while a large upload is processed."""
+    loop (size-capped); decoding, checking, hashing and storing run in the upload process
+    (the trials never enter the API process as arrays), the job starts in a thread: health
+    and reads stay responsive while a large upload is processed."""
     kind = request.headers.get("content-type", "").split(";")[0].strip()
     data = await body_bytes(request, cfg)
     expected = await run_in_threadpool(expected_ids, phase, session_id, st, cfg)
-    columns, sha = await request.app.state.uploads.prepare(kind, data, expected)
-    return await run_in_threadpool(
-        store_and_start, phase, session_id, columns, sha, replace, cfg, st, r
+    new, record = await request.app.state.uploads.prepare_and_store(
+        kind, data, expected, st.root, session_id, phase, replace
     )
+    return await run_in_threadpool(start_phase_job, phase, new, record, cfg, st, r)
 
 
 @router.put(

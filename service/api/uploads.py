@@ -10,8 +10,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
@@ -23,6 +26,9 @@ from stimloop.client.readers import (
     parse_trial_npz,
     validate_columns,
 )
+from stimloop.process_ties import watch_parent
+from stimloop.session_states import IllegalTransitionError
+from stimloop.store import Store, write_npz
 
 NPZ_TYPES = ("application/x-npz", "application/octet-stream", "application/npz")
 
@@ -118,19 +124,112 @@ def prepare(kind: str, data: bytes, expected: Expected) -> tuple[dict[str, np.nd
     return columns, digest(columns)
 
 
+def ready() -> bool:
+    """Run once in the upload process when it starts, so its imports are done before the
+    first upload."""
+    return True
+
+
+def store_upload(
+    st: Store,
+    session_id: str,
+    phase: str,
+    columns: dict[str, np.ndarray],
+    sha: str,
+    replace: bool,
+) -> tuple[bool, dict[str, Any]]:
+    """Store a phase's trials (``sha``: their digest) atomically; (new?, record). Same
+    payload: not new."""
+    with st.locked(session_id) as rec:
+        previous = rec["uploads"].get(phase)
+        if previous and previous["sha256"] == sha:
+            if rec["state"] == "failed" and rec.get("failed_in") == JOB_OF[phase]:
+                # the same trials again after a failed job: run that job again
+                rec["error"] = None
+                Store.transition(rec, f"{phase}_received", f"{phase} resubmitted", bump=True)
+                return True, dict(rec)
+            return False, dict(rec)
+        if previous and not replace:
+            raise ApiError(
+                409,
+                "Conflict",
+                f"{phase} was already uploaded with other data "
+                f"(sha256 {previous['sha256'][:12]}...); add ?replace=true to replace "
+                "it, which discards everything derived from it",
+            )
+        event = f"{phase} replaced" if previous else f"{phase} received"
+        try:  # refused before anything is written
+            Store.transition(rec, f"{phase}_received", event, bump=True, sha256=sha)
+        except IllegalTransitionError as exc:
+            raise ApiError(409, "Conflict", f"{phase} cannot be uploaded now: {exc}") from None
+        removed = st.invalidate(session_id, phase) if previous else []
+        rec["history"][-1]["invalidated"] = removed
+        if previous and phase == "phase1":
+            rec["uploads"].pop("phase2", None)
+        write_npz(st.path(session_id, f"{phase}.npz"), columns)
+        rec["uploads"][phase] = {"sha256": sha, "trials": len(columns["stimulus"])}
+        rec["error"] = None
+        return True, dict(rec)
+
+
+JOB_OF = {"phase1": "fit", "phase2": "analysis"}
+
+
+def prepare_and_store(
+    kind: str,
+    data: bytes,
+    expected: Expected,
+    store_root: Path,
+    session_id: str,
+    phase: str,
+    replace: bool,
+) -> tuple[bool, dict[str, Any]]:
+    """In the upload process: decode, check, hash, and store atomically under the session's
+    (cross-process) lock; (new?, session record)."""
+    columns, sha = prepare(kind, data, expected)
+    return store_upload(Store(store_root), session_id, phase, columns, sha, replace)
+
+
 class UploadPool:
-    """One spawned process (made on first use) that runs ``prepare`` for the API."""
+    """One spawned process that runs ``prepare`` for the API: started with the app (its
+    start blocks the caller, which must not be a request), else on first use."""
 
     def __init__(self) -> None:
         self._pool: ProcessPoolExecutor | None = None
 
-    async def prepare(
-        self, kind: str, data: bytes, expected: Expected
-    ) -> tuple[dict[str, np.ndarray], str]:
+    def start(self) -> None:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(
+                1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=watch_parent,  # the upload process ends with the API
+                initargs=(os.getpid(),),
+            )
+            self._pool.submit(ready)  # spawns the process now; its imports run over there
+
+    async def prepare_and_store(
+        self,
+        kind: str,
+        data: bytes,
+        expected: Expected,
+        store_root: Path,
+        session_id: str,
+        phase: str,
+        replace: bool,
+    ) -> tuple[bool, dict[str, Any]]:
+        self.start()
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, prepare, kind, data, expected)
+        return await loop.run_in_executor(
+            self._pool,
+            prepare_and_store,
+            kind,
+            data,
+            expected,
+            store_root,
+            session_id,
+            phase,
+            replace,
+        )
 
     def close(self) -> None:
         if self._pool is not None:
