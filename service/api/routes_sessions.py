@@ -19,6 +19,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from redis import Redis
+from redis.exceptions import RedisError
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from stimloop import __version__, session_states
@@ -64,6 +65,8 @@ def reconcile(st: Store, record: dict[str, Any], cfg: Settings, r: Redis) -> dic
     try:
         status = job_status(Job.fetch(job_id, connection=r), cfg)
     except NoSuchJobError:
+        return record
+    except RedisError:  # Redis down: the store is the truth, the job's fate is looked at later
         return record
     if status["state"] == "failed":
         with st.locked(record["id"]) as rec:
