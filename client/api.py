@@ -146,13 +146,14 @@ class RigClient:
     def upload_phase(
         self, session_id: str, phase: int, columns: dict[str, np.ndarray], replace: bool = False
     ) -> Accepted:
-        """Upload one phase's trial columns (as NPZ); safe to retry."""
+        """Upload one phase's trial columns (as NPZ; phase 1, 2 or 3); safe to retry."""
         buffer = io.BytesIO()
         np.savez(buffer, **{k: np.asarray(v) for k, v in columns.items()})
+        path = f"/v1/sessions/{session_id}/phase{phase}" + ("/trials" if phase == 3 else "")
         return Accepted(
             **self.json(
                 "PUT",
-                f"/v1/sessions/{session_id}/phase{phase}",
+                path,
                 content=buffer.getvalue(),
                 params={"replace": "true"} if replace else None,
                 headers={"content-type": "application/x-npz"},
@@ -224,6 +225,34 @@ class RigClient:
     ) -> Accepted:
         request = {"channel": channel, "object": object, "body": body, **options}
         return Accepted(**self.json("POST", f"/v1/sessions/{session_id}/saliency", json=request))
+
+    def phase_three(self, session_id: str, replace: bool = False, **request: Any) -> Accepted:
+        """Build the phase-three list (``PhaseThreeRequest`` fields: channels, saliency, q,
+        kinds, feather, repeats). Safe to retry: the same request returns the same list."""
+        return Accepted(
+            **self.json(
+                "POST",
+                f"/v1/sessions/{session_id}/phase3",
+                json=request,
+                params={"replace": "true"} if replace else None,
+                idempotent=True,
+            )
+        )
+
+    def phase_three_list(self, session_id: str) -> dict[str, Any]:
+        return self.json("GET", f"/v1/sessions/{session_id}/phase3")
+
+    def phase_three_csv(self, session_id: str) -> str:
+        return self.request(
+            "GET", f"/v1/sessions/{session_id}/phase3", params={"format": "csv"}
+        ).text
+
+    def phase_three_stimuli(self, session_id: str) -> bytes:
+        """The zip of the phase-three images with its ``manifest.json``."""
+        return self.download(f"/v1/sessions/{session_id}/phase3/stimuli.zip")
+
+    def phase_three_analysis(self, session_id: str) -> dict[str, Any]:
+        return self.json("GET", f"/v1/sessions/{session_id}/phase3/analysis")
 
     def download(self, path: str) -> bytes:
         return self.request("GET", path).content

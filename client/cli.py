@@ -14,7 +14,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from stimloop.client.api import JobInfo, RigClient, StimloopError
 from stimloop.client.readers import TrialFileError
-from stimloop.client.tables import analysis_rows
+from stimloop.client.tables import analysis_rows, phase_three_rows
 
 app = typer.Typer(
     help="stimloop at the rig: create a session, upload phase one, get the "
@@ -100,7 +100,7 @@ def _upload(
             f"phase {phase}: {len(columns['stimulus'])} trials uploaded ({accepted.status})"
         )
         if wait and accepted.job is not None:
-            label = "fit and select" if phase == 1 else "analysis"
+            label = {1: "fit and select", 2: "analysis", 3: "phase-three analysis"}[phase]
             _wait(client, accepted.job.id, label)
             console.print(f"[green]{label} done[/green]")
     except TrialFileError as exc:
@@ -135,6 +135,76 @@ def phase2(
     _upload(2, session, file, replace, wait, url, token)
 
 
+@app.command()
+def phase3(
+    session: str,
+    file: Path,
+    replace: bool = typer.Option(False),
+    wait: bool = typer.Option(True),
+    url: str = URL,
+    token: str | None = TOKEN,
+) -> None:
+    """Upload phase three (the fragments' trials) and wait for its analysis."""
+    _upload(3, session, file, replace, wait, url, token)
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"give comma-separated numbers, not {text!r}") from None
+
+
+@app.command("phase-three-list")
+def phase_three_list(
+    session: str,
+    out: Path = typer.Option(..., help="CSV for the stimulus program."),
+    stimuli: Path | None = typer.Option(None, help="Also the images: a zip with a manifest."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also the full JSON."),
+    sequence: Path | None = typer.Option(None, help="The presentation sequence, one id a line."),
+    channels: str | None = typer.Option(None, help="Comma-separated; default: all with maps."),
+    q: str = typer.Option("0.25", help="Kept fractions of the foreground, e.g. 0.1,0.25."),
+    kinds: str = typer.Option("salient,complement,random"),
+    repeats: int = typer.Option(8),
+    feather: float = typer.Option(2.0, help="Edge softening, Gaussian sigma in pixels."),
+    replace: bool = typer.Option(False, help="Replace a list built for other settings."),
+    url: str = URL,
+    token: str | None = TOKEN,
+) -> None:
+    """Build (or fetch) the phase-three list of fragments and write it for the stimulus
+    program."""
+    client = _client(url, token)
+    request = {
+        "q": _floats(q),
+        "kinds": [k.strip() for k in kinds.split(",") if k.strip()],
+        "repeats": repeats,
+        "feather": feather,
+    }
+    if channels:
+        request["channels"] = [c.strip() for c in channels.split(",") if c.strip()]
+    try:
+        accepted = client.phase_three(session, replace=replace, **request)
+        if accepted.job is not None:
+            _wait(client, accepted.job.id, "phase-three list")
+        out.write_text(client.phase_three_csv(session))
+        data = client.phase_three_list(session)
+        if stimuli:
+            stimuli.write_bytes(client.phase_three_stimuli(session))
+    except StimloopError as exc:
+        raise _fail(exc.detail) from None
+    if json_out:
+        json_out.write_text(json.dumps(data, indent=1))
+    if sequence:
+        sequence.write_text("\n".join(data["sequence"]) + "\n")
+    fragments = sum(e["kind"] not in ("intact",) for e in data["entries"])
+    console.print(
+        f"wrote {out}: {fragments} fragments, "
+        f"{sum(e['kind'] == 'intact' for e in data['entries'])} intact sources, "
+        f"{len(data['stability_bodies'])} stability bodies"
+        + (f"; images in {stimuli}" if stimuli else "")
+    )
+
+
 @app.command("phase-two-list")
 def phase_two_list(
     session: str,
@@ -166,15 +236,17 @@ def phase_two_list(
 def analysis(
     session: str,
     out: Path | None = typer.Option(None, help="CSV of the table."),
+    phase: int = typer.Option(2, min=2, max=3, help="2: after phase two; 3: phase three."),
     url: str = URL,
     token: str | None = TOKEN,
 ) -> None:
     """The per-channel statistics, each with its p-value."""
+    client = _client(url, token)
     try:
-        data = _client(url, token).analysis(session)
+        data = client.analysis(session) if phase == 2 else client.phase_three_analysis(session)
     except StimloopError as exc:
         raise _fail(exc.detail) from None
-    rows = analysis_rows(data)
+    rows = analysis_rows(data) if phase == 2 else phase_three_rows(data)
     table = Table(*rows[0].keys()) if rows else Table()
     for row in rows:
         table.add_row(

@@ -3,19 +3,24 @@
 Procedural stimuli, synthetic body-selective channels with known truth (A.1.1), the embedded
 service (a private Redis, one worker, the API on a free local port), and ``RigClient`` doing
 what the rig does: phase one, the phase-two list, a simulated phase two of exactly the listed
-images, the analysis, saliency maps for the best channels' default pairs, and the report.
+images, the analysis, saliency maps for the best channels' default pairs, phase three (the
+fragments of those pairs, shown to the same synthetic neurons, and their analysis), and the
+report.
 The backbone is the seeded random stand-in and the neurons are synthetic: the numbers show the
 machinery, not the science.
 """
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import shutil
 import subprocess
 import sys
 import threading
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +31,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from stimloop.api.auth import create_token
 from stimloop.client.api import RigClient
-from stimloop.client.tables import analysis_rows
+from stimloop.client.tables import analysis_rows, phase_three_rows
 from stimloop.registry import default_registry_text, load_registry
 from stimloop.science import synthetic as sy
 from stimloop.science.backbone import (
@@ -184,13 +189,94 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, console: Console | N
             job = reader.saliency(session.id, c["channel"], coverage=plan.saliency_coverage)
             if job.job is not None:
                 _wait(reader, job.job.id, f"saliency {c['channel']}", console)
+        phase_three = _phase_three(
+            client, session.id, backbone, neurons, channels, out, seed, console
+        )
         report = out / "report.html"
         report.write_text(reader.report(session.id))
         _summary(console, analysis, selection)
+        if phase_three is not None:
+            _phase_three_summary(console, phase_three)
     console.print(f"phase-two list: {out / 'phase_two_list.csv'}")
     console.print(f"[bold]report: {report}[/bold]")
     console.print("[yellow]Reminder: random stand-in backbone and synthetic neurons.[/yellow]")
     return report
+
+
+def _phase_three(
+    client: RigClient,
+    session_id: str,
+    backbone,
+    neurons: list,
+    channels: list[str],
+    out: Path,
+    seed: int,
+    console: Console | None = None,
+) -> dict | None:
+    """Phase three as the rig runs it: the list and its images from the service, the
+    synthetic neurons' responses to exactly those images, the upload, the analysis."""
+    console = console or Console()
+    accepted = client.phase_three(session_id)
+    if accepted.job is not None:
+        _wait(client, accepted.job.id, "phase-three list", console)
+    (out / "phase_three_list.csv").write_text(client.phase_three_csv(session_id))
+    archive = zipfile.ZipFile(io.BytesIO(client.phase_three_stimuli(session_id)))
+    manifest = json.loads(archive.read("manifest.json"))
+    console.print(
+        f"phase three: {sum(m['kind'] in ('salient', 'complement', 'random') for m in manifest)} "
+        f"fragments, {sum(m['kind'] == 'intact' for m in manifest)} intact sources and "
+        f"{sum(m['kind'] == 'stability' for m in manifest)} stability bodies "
+        f"({out / 'phase_three_list.csv'})"
+    )
+    seen = extract_features(
+        backbone,
+        [image_to_tensor(Image.open(io.BytesIO(archive.read(m["file"])))) for m in manifest],
+        precision=fast_precision("cpu"),
+    )
+    rates = sy.true_responses(neurons, seen)
+    _, cols = sy.simulate_counts(rates, [m["id"] for m in manifest], channels, seed=seed + 200)
+    accepted = client.upload_phase(session_id, 3, cols)
+    _wait(client, accepted.job.id, "phase-three analysis", console)
+    return client.phase_three_analysis(session_id)
+
+
+def _phase_three_summary(console: Console, analysis: dict) -> None:
+    """Per channel: retained response of each fragment kind, recorded (predicted), and the
+    test of salient against complement and random."""
+    table = Table(
+        "channel",
+        "salient",
+        "complement",
+        "random",
+        "vs complement",
+        "vs random",
+        caption="retained response R(fragment) / R(intact), recorded (readout's expectation); "
+        "tests two-sided, * p < 0.05; details in the report",
+    )
+
+    def kept(row: dict, kind: str) -> str:
+        rec, pred = row.get(f"retained_{kind}"), row.get(f"predicted_{kind}")
+        if rec is None and pred is None:
+            return "-"
+        return ("-" if rec is None else f"{rec:.2f}") + ("" if pred is None else f" ({pred:.2f})")
+
+    def test(row: dict, other: str) -> str:
+        p = row.get(f"vs_{other}_p")
+        if p is None:
+            return "-"
+        name = "W" if row[f"vs_{other}_test"].startswith("wilcoxon") else "MW"
+        return f"{name} p {p:.2g}" + ("*" if p < 0.05 else "")
+
+    for row in phase_three_rows(analysis):
+        table.add_row(
+            row["channel"],
+            kept(row, "salient"),
+            kept(row, "complement"),
+            kept(row, "random"),
+            test(row, "complement"),
+            test(row, "random"),
+        )
+    console.print(table)
 
 
 def _bar(console: Console) -> Progress:

@@ -30,17 +30,22 @@ class PairPanel:
     norm_in: float
 
 
+def _overlay(ax, image: np.ndarray, saliency: np.ndarray, vmax: float) -> None:
+    """The image, and over it the map as colour whose opacity grows with saliency (zero
+    saliency leaves the image as it is), stretched to the image's size."""
+    ax.imshow(image)
+    level = np.clip(np.asarray(saliency, dtype=float) / vmax, 0.0, 1.0)
+    overlay = plt.get_cmap("inferno")(level)
+    overlay[..., 3] = 0.85 * level
+    ax.imshow(overlay, extent=(-0.5, image.shape[1] - 0.5, image.shape[0] - 0.5, -0.5))
+
+
 def _draw_pair(axes, panel: PairPanel, vmax: float) -> None:
     for ax, image, saliency, label in (
         (axes[0], panel.object_image, panel.display_out, panel.object_id),
         (axes[1], panel.body_image, panel.display_in, panel.body_id),
     ):
-        ax.imshow(image)
-        # the map as colour whose opacity grows with saliency: zero saliency leaves the image
-        level = np.clip(np.asarray(saliency, dtype=float) / vmax, 0.0, 1.0)
-        overlay = plt.get_cmap("inferno")(level)
-        overlay[..., 3] = 0.85 * level
-        ax.imshow(overlay, extent=(-0.5, image.shape[1] - 0.5, image.shape[0] - 0.5, -0.5))
+        _overlay(ax, image, saliency, vmax)
         ax.set_title(label, fontsize=7)
         ax.set_xticks([])
         ax.set_yticks([])
@@ -88,5 +93,39 @@ def grid_figure(panels: Sequence[PairPanel], columns: int = 3) -> bytes:
         else:
             for ax in pair:
                 ax.axis("off")
+    fig.tight_layout()
+    return _png(fig)
+
+
+@dataclass(frozen=True)
+class FragmentRow:
+    """One row of the phase-three figure: a source image with its saliency map, then its
+    fragments ``[(label, image [H, W, 3])]``."""
+
+    title: str
+    image: np.ndarray
+    display: np.ndarray
+    fragments: list[tuple[str, np.ndarray]]
+
+
+def fragments_figure(rows: Sequence[FragmentRow]) -> bytes:
+    """Each source beside its map and its fragments (salient, complement, random, ...)."""
+    if not rows:
+        raise ValueError("a fragment figure needs at least one row")
+    width = 1 + max(len(r.fragments) for r in rows)
+    fig, axes = plt.subplots(
+        len(rows), width, figsize=(1.9 * width, 2.0 * len(rows)), squeeze=False
+    )
+    for ax_row, row in zip(axes, rows):
+        _overlay(ax_row[0], row.image, row.display, float(row.display.max()) or 1.0)
+        ax_row[0].set_title(row.title, fontsize=7)
+        for ax, (label, image) in zip(ax_row[1:], row.fragments):
+            ax.imshow(image)
+            ax.set_title(label, fontsize=7)
+        for ax in ax_row:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        for ax in ax_row[1 + len(row.fragments) :]:
+            ax.axis("off")
     fig.tight_layout()
     return _png(fig)

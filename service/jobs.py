@@ -21,6 +21,7 @@ from typing import Any
 from redis import Redis
 from rq import SimpleWorker, get_current_job
 from rq.job import Job
+from stimloop import phase_three_work
 from stimloop.cache import ActivationCache
 from stimloop.pipeline import Context
 from stimloop.queueing import cancel_key, connect, get_queue
@@ -153,6 +154,26 @@ def run_saliency(
     try:
         return context().saliency(
             session_id, request, key, _reporter(get_current_job()), generation
+        )
+    except StaleJobError as exc:
+        return _stale(exc)
+
+
+def run_phase3(
+    session_id: str, request: dict[str, Any], key: str, generation: int | None = None
+) -> dict[str, Any]:
+    try:
+        return phase_three_work.build(
+            context(), session_id, request, key, _reporter(get_current_job()), generation
+        )
+    except StaleJobError as exc:
+        return _stale(exc)
+
+
+def run_phase3_analysis(session_id: str, generation: int | None = None) -> dict[str, Any]:
+    try:
+        return phase_three_work.analyse(
+            context(), session_id, _reporter(get_current_job()), generation
         )
     except StaleJobError as exc:
         return _stale(exc)

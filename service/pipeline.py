@@ -60,7 +60,7 @@ Report = Callable[[str, float, str], None]  # (stage, progress 0..1, message)
 StopCheck = Callable[[], bool]
 
 
-def _quiet(stage: str, progress: float, message: str) -> None:
+def quiet(stage: str, progress: float, message: str) -> None:
     log.debug("%s %.2f %s", stage, progress, message)
 
 
@@ -103,7 +103,7 @@ class Context:
         return {e["id"]: base / e["file"] for e in record["entries"]}
 
     def maps(
-        self, backbone: str, set_id: str, ids: list[str] | None = None, report: Report = _quiet
+        self, backbone: str, set_id: str, ids: list[str] | None = None, report: Report = quiet
     ) -> tuple[list[str], np.ndarray]:
         """Cached maps ``[N, 2048, 7, 7]`` of a set's images (all, or ``ids``), computing misses."""
         record = self.store.get_set(set_id)
@@ -169,7 +169,7 @@ class Context:
 
     # ------------------------------------------------------------------ jobs
 
-    def precompute(self, backbone: str, set_id: str, report: Report = _quiet) -> dict[str, Any]:
+    def precompute(self, backbone: str, set_id: str, report: Report = quiet) -> dict[str, Any]:
         ids, _ = self.maps(backbone, set_id, report=report)
         return {
             "stimulus_set": set_id,
@@ -178,7 +178,7 @@ class Context:
             "weights_sha256": self.backbone(backbone).weights_sha256,
         }
 
-    def warm_session(self, session_id: str, report: Report = _quiet) -> dict[str, Any]:
+    def warm_session(self, session_id: str, report: Report = quiet) -> dict[str, Any]:
         config = self.store.get_session(session_id)["config"]
         for key, category in (("object_set", "object"), ("control_body_set", "control_body")):
             report("warming", 0.0, f"loading {config[key]}")
@@ -192,7 +192,7 @@ class Context:
     def fit_and_select(
         self,
         session_id: str,
-        report: Report = _quiet,
+        report: Report = quiet,
         should_stop: StopCheck | None = None,
         generation: int | None = None,
     ) -> dict[str, Any]:
@@ -312,7 +312,7 @@ class Context:
         return out
 
     def analyse(
-        self, session_id: str, report: Report = _quiet, generation: int | None = None
+        self, session_id: str, report: Report = quiet, generation: int | None = None
     ) -> dict[str, Any]:
         store = self.store
         record = store.get_session(session_id)
@@ -368,7 +368,7 @@ class Context:
         session_id: str,
         request: dict[str, Any],
         key: str,
-        report: Report = _quiet,
+        report: Report = quiet,
         generation: int | None = None,
     ) -> dict[str, Any]:
         store = self.store
@@ -408,6 +408,7 @@ class Context:
             "channel": channel,
             "object": obj,
             "body": body,
+            "default_pair": request.get("object") is None,
             **result.metadata(),
             **self.provenance(config, readout.weights_sha256),
         }

@@ -3,8 +3,9 @@
 Fig. 3a (predicted vs recorded correlation per channel on held-out bodies and objects, with the
 p = 0.05 line and the test/retest stability), Fig. 3b (responses to the visualised objects
 against the mean object and body responses), the saliency grid (Fig. 4/5), the tables of
-inclusion, stability and selectivity with their statistics, and the provenance (backbone,
-weights sha256, seeds, versions) at the bottom.
+inclusion, stability and selectivity with their statistics, phase three (the fragments beside
+their maps, retained response per kind with the tests), and the provenance (backbone, weights
+sha256, seeds, versions) at the bottom.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from scipy import stats
 from stimloop.api.schemas import WindowSettings
-from stimloop.client.tables import analysis_rows
-from stimloop.figures import PairPanel, grid_figure
+from stimloop.client.tables import analysis_rows, phase_three_rows
+from stimloop.figures import FragmentRow, PairPanel, fragments_figure, grid_figure
 from stimloop.store import Store, read_json, read_npz
 
 
@@ -144,6 +145,128 @@ def _means(
     return {s: float(np.mean(v)) for s, v in out.items()}
 
 
+def retained_figure(rows: list[dict[str, Any]]) -> str:
+    """Per channel, the recorded retained response of each fragment kind (bars) beside the
+    readout's expectation (black marks)."""
+    kinds = [k for k in ("salient", "complement", "random") if f"retained_{k}" in rows[0]]
+    fig, ax = plt.subplots(figsize=(max(4, 1.3 * len(rows)), 3))
+    x = np.arange(len(rows))
+    width = 0.8 / max(len(kinds), 1)
+    colors = {"salient": "tab:red", "complement": "tab:blue", "random": "tab:gray"}
+    for n, kind in enumerate(kinds):
+        pos = x + (n - (len(kinds) - 1) / 2) * width
+        recorded = [r.get(f"retained_{kind}") for r in rows]
+        ax.bar(
+            pos,
+            [np.nan if v is None else v for v in recorded],
+            width,
+            color=colors[kind],
+            label=kind,
+        )
+        expected = [r.get(f"predicted_{kind}") for r in rows]
+        ax.scatter(
+            pos,
+            [np.nan if v is None else v for v in expected],
+            color="black",
+            marker="_",
+            s=120,
+            zorder=3,
+        )
+    ax.axhline(1.0, color="black", lw=0.8, ls="--")
+    ax.set_xticks(x, [r["channel"] for r in rows], rotation=90, fontsize=7)
+    ax.set_ylabel("retained response R(fragment) / R(intact)")
+    ax.legend(fontsize=7)
+    ax.set_title(
+        "Recorded (bars) and predicted (black marks); dashed: the intact image", fontsize=8
+    )
+    return _png(fig)
+
+
+def phase_three_section(
+    store: Store, session_id: str, images: dict[str, dict[str, Any]]
+) -> list[str]:
+    """The phase-three part of the report: each fragmented source beside its map and its
+    fragments, and, after the recording, retained responses per kind with the tests."""
+    list_path = store.path(session_id, "phase3/list.json")
+    if not list_path.is_file():
+        return []
+    plan = read_json(list_path)
+    folder = store.path(session_id, "phase3")
+    rows = []
+    fragments = [e for e in plan["entries"] if e["kind"] != "intact"]
+    first_q = min((e["q"] for e in fragments), default=None)
+    seen: set[tuple[str, str]] = set()
+    for e in fragments:
+        key = (e["channels"][0], e["source"])
+        if key in seen:
+            continue
+        seen.add(key)
+        arrays = read_npz(store.path(session_id, f"saliency/{e['saliency_key']}.npz"))
+        display = arrays["display_out" if e["source_category"] == "object" else "display_in"]
+        own = [f for f in fragments if (f["channels"][0], f["source"]) == key and f["q"] == first_q]
+        rows.append(
+            FragmentRow(
+                f"{key[0]}: {key[1]}",
+                images[e["source_category"]][e["source"]](),
+                display,
+                [
+                    (
+                        f"{f['kind']} (q {f['q']:g})",
+                        read_image(folder / "images" / f"{f['stimulus']}.png"),
+                    )
+                    for f in own
+                ],
+            )
+        )
+    parts = [
+        "<h2>Phase three: the highlighted fragments</h2>",
+        f"<p>{len(fragments)} fragments of {len(seen)} visualised images (each kept "
+        "fraction q of the foreground: salient = where the eq. 6 map is highest, complement "
+        "= where it is lowest, random = one region at a seeded place), their intact sources "
+        f"and {len(plan['stability_bodies'])} stability bodies, each shown "
+        f"{plan['config']['repeats']} times.</p>",
+    ]
+    if rows:
+        figure = base64.b64encode(fragments_figure(rows)).decode()
+        parts.append(_img(figure, "Phase-three fragments"))
+    analysis_path = store.path(session_id, "phase3/analysis.json")
+    if not analysis_path.is_file():
+        parts.append("<p>No phase-three recording yet.</p>")
+        return parts
+    rows3 = phase_three_rows(read_json(analysis_path))
+    if rows3:
+        parts.append(_img(retained_figure(rows3), "Retained response per fragment kind"))
+        columns = [("channel", "channel")]
+        for kind in ("salient", "complement", "random"):
+            if f"retained_{kind}" in rows3[0]:
+                columns += [
+                    (f"retained_{kind}", f"retained {kind}"),
+                    (f"predicted_{kind}", "predicted"),
+                ]
+        for other in ("complement", "random"):
+            if f"vs_{other}_test" in rows3[0]:
+                columns += [
+                    (f"vs_{other}_test", f"salient vs {other}: test"),
+                    (f"vs_{other}_statistic", "statistic"),
+                    (f"vs_{other}_p", "p (two-sided)"),
+                    (f"vs_{other}_salient_above", "salient above"),
+                ]
+        columns += [
+            ("r_predicted", "r predicted vs recorded"),
+            ("p_predicted", "p"),
+            ("stability_r_phase1", "stability r (phase 1)"),
+            ("stability_r_phase2", "stability r (phase 2)"),
+        ]
+        parts.append(_table(rows3, columns))
+    return parts
+
+
+def read_image(path) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
 def build_report(store: Store, session_id: str, images: dict[str, dict[str, Any]]) -> str:
     """The HTML report of a session.
 
@@ -249,6 +372,8 @@ def build_report(store: Store, session_id: str, images: dict[str, dict[str, Any]
             ),
         ]
         provenance = provenance or metas[0].get("provenance", {})
+
+    parts += phase_three_section(store, session_id, images)
 
     channels_path = store.path(session_id, "channels.json")
     if channels_path.is_file():

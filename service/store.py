@@ -8,6 +8,8 @@ Layout::
     sessions/<id>/phase1.npz, phase2.npz  the uploaded trials (columns)
     sessions/<id>/readouts.npz|json       fitted models; selection.json; analysis.json
     sessions/<id>/saliency/<key>.npz|json|png
+    sessions/<id>/phase3/list.json, stimuli.zip, images/   the phase-three list and its images
+    sessions/<id>/phase3.npz, phase3/analysis.json         its trials and their analysis
 
 Every write is atomic (temporary file, fsync, rename), and every read-modify-write of a
 session record holds an exclusive lock on ``sessions/<id>/.lock``, so the API and any number of
@@ -43,8 +45,11 @@ DERIVED = {
         "phase2.npz",
         "analysis.json",
         "saliency",
+        "phase3",
+        "phase3.npz",
     ],
-    "phase2": ["analysis.json", "saliency"],
+    "phase2": ["analysis.json", "saliency", "phase3", "phase3.npz"],
+    "phase3": ["phase3/analysis.json"],
 }
 
 

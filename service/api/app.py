@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from redis import Redis
 from stimloop import __version__
-from stimloop.api import errors, routes_sessions, routes_sets, routes_system
+from stimloop.api import errors, routes_phase_three, routes_sessions, routes_sets, routes_system
 from stimloop.api.uploads import UploadPool
 from stimloop.api.walls import Walls
 from stimloop.registry import ensure_registry
@@ -53,4 +53,5 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
     app.include_router(routes_system.router)
     app.include_router(routes_sets.router)
     app.include_router(routes_sessions.router)
+    app.include_router(routes_phase_three.router)
     return app

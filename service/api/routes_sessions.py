@@ -218,6 +218,23 @@ def expected_ids(phase: str, session_id: str, st: Store, cfg: Settings) -> Expec
     if phase == "phase1":
         bodies = frozenset(e["id"] for e in st.get_set(config["body_set"])["entries"])
         return Expected(channels, bodies, "in the body set", (), 4 * cfg.max_upload_bytes)
+    if phase == "phase3":
+        if not st.path(session_id, "phase3/list.json").is_file():
+            raise ApiError(
+                409,
+                "Conflict",
+                "no phase-three list yet: POST .../phase3 and wait for its job first",
+            )
+        listed = read_json(st.path(session_id, "phase3/list.json"))
+        shown = [e["stimulus"] for e in listed["entries"]]
+        shown += [b for b in listed["stability_bodies"] if b not in set(shown)]
+        return Expected(
+            channels,
+            frozenset(shown),
+            "on the phase-three list",
+            tuple(shown),
+            4 * cfg.max_upload_bytes,
+        )
     if not st.path(session_id, "selection.json").is_file():
         raise ApiError(
             409,
@@ -235,7 +252,19 @@ def expected_ids(phase: str, session_id: str, st: Store, cfg: Settings) -> Expec
     )
 
 
-JOB_FUNC = {"fit": "run_fit", "analysis": "run_analysis"}
+JOB_FUNC = {"fit": "run_fit", "analysis": "run_analysis", "phase3_analysis": "run_phase3_analysis"}
+
+
+def job_pending(record: dict[str, Any], kind: str, r: Redis) -> bool:
+    """Whether the session's ``kind`` job is still queued or running."""
+    job_id = record["jobs"].get(kind)
+    if not job_id:
+        return False
+    try:
+        status = Job.fetch(job_id, connection=r).get_status(refresh=True)
+    except NoSuchJobError:
+        return False
+    return str(getattr(status, "value", status)) in ("queued", "started", "deferred", "scheduled")
 
 
 def start_phase_job(
@@ -243,7 +272,7 @@ def start_phase_job(
 ) -> Accepted:
     """Start the phase's job for stored trials (unless they were already received)."""
     kind = JOB_OF[phase]
-    if not new:
+    if not new and not (record.get("rerun_possible") and not job_pending(record, kind, r)):
         return accepted(record, kind, cfg, r, "already received")
     record = start_job(st, record, kind, f"stimloop.jobs.{JOB_FUNC[kind]}", cfg, r)
     return accepted(record, kind, cfg, r, "queued")

@@ -147,6 +147,8 @@ def job_info(job: Job, cfg: Settings) -> JobInfo:
             "analysis": "analysis",
             "warm": None,
             "saliency": "saliency",
+            "phase3": "phase3",
+            "phase3_analysis": "phase3/analysis",
         }.get(info["kind"] or "")
         link = f"/v1/sessions/{info['session']}/{link}" if link else None
     return JobInfo(**info, result_link=link)

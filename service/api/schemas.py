@@ -186,6 +186,53 @@ class SaliencyRequest(Strict):
         return self
 
 
+FragmentKind = Literal["salient", "complement", "random"]
+
+
+class PhaseThreeRequest(Strict):
+    """What phase three shows (the paper's sec. 6 proposal; see the README's phase three)."""
+
+    channels: list[str] | None = Field(
+        None,
+        min_length=1,
+        max_length=1024,
+        description="Default: every included channel with a saliency result",
+    )
+    saliency: list[str] | None = Field(
+        None,
+        min_length=1,
+        max_length=1024,
+        description="Saliency result keys to cut fragments from; default: per channel its "
+        "default-pair result, else its first by key",
+    )
+    q: list[float] = Field(
+        [0.25],
+        min_length=1,
+        max_length=10,
+        description="Fractions of each image's foreground kept, each in (0, 1)",
+    )
+    kinds: list[FragmentKind] = Field(["salient", "complement", "random"], min_length=1)
+    feather: float = Field(2.0, ge=0, le=20, description="Edge softening (Gaussian sigma, px)")
+    repeats: int = Field(8, ge=1, le=100)
+
+    @field_validator("q")
+    @classmethod
+    def _q(cls, v: list[float]) -> list[float]:
+        bad = [q for q in v if not 0 < q < 1]
+        if bad:
+            raise ValueError(f"every q must be in (0, 1) (a fraction of the foreground): {bad}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"q values repeat: {v}")
+        return v
+
+    @field_validator("kinds", "channels", "saliency")
+    @classmethod
+    def _distinct(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError(f"values repeat: {sorted({x for x in v if v.count(x) > 1})}")
+        return v
+
+
 class JobInfo(BaseModel):
     id: str
     kind: str | None = None

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
+from stimloop import session_states
 from stimloop.api.errors import ApiError
 from stimloop.api.schemas import TrialUpload
 from stimloop.client.readers import (
@@ -28,7 +29,7 @@ from stimloop.client.readers import (
 )
 from stimloop.process_ties import watch_parent
 from stimloop.session_states import IllegalTransitionError
-from stimloop.store import Store, write_npz
+from stimloop.store import Store, now, write_npz
 
 NPZ_TYPES = ("application/x-npz", "application/octet-stream", "application/npz")
 
@@ -140,6 +141,8 @@ def store_upload(
 ) -> tuple[bool, dict[str, Any]]:
     """Store a phase's trials (``sha``: their digest) atomically; (new?, record). Same
     payload: not new."""
+    if phase == "phase3":
+        return store_phase_three(st, session_id, columns, sha, replace)
     with st.locked(session_id) as rec:
         previous = rec["uploads"].get(phase)
         if previous and previous["sha256"] == sha:
@@ -166,13 +169,53 @@ def store_upload(
         rec["history"][-1]["invalidated"] = removed
         if previous and phase == "phase1":
             rec["uploads"].pop("phase2", None)
+        if previous:
+            rec["uploads"].pop("phase3", None)
+            rec.pop("phase3", None)
         write_npz(st.path(session_id, f"{phase}.npz"), columns)
         rec["uploads"][phase] = {"sha256": sha, "trials": len(columns["stimulus"])}
         rec["error"] = None
         return True, dict(rec)
 
 
-JOB_OF = {"phase1": "fit", "phase2": "analysis"}
+def store_phase_three(
+    st: Store, session_id: str, columns: dict[str, np.ndarray], sha: str, replace: bool
+) -> tuple[bool, dict[str, Any]]:
+    """Phase three's trials: stored beside the session's state (phase three is a track of
+    its own: the session stays as it is, and no generation starts). Same payload: not new
+    (``rerun_possible`` while it has no analysis); other data: 409 unless ``replace``, which
+    discards the phase-three analysis."""
+    with st.locked(session_id) as rec:
+        previous = rec["uploads"].get("phase3")
+        analysed = st.path(session_id, "phase3/analysis.json").is_file()
+        if previous and previous["sha256"] == sha:
+            # not new; without an analysis its job may be rerun (the API looks at the job)
+            return False, {**rec, "rerun_possible": not analysed}
+        if previous and not replace:
+            raise ApiError(
+                409,
+                "Conflict",
+                f"phase three was already uploaded with other data (sha256 "
+                f"{previous['sha256'][:12]}...); add ?replace=true to replace it, which "
+                "discards its analysis",
+            )
+        removed = st.invalidate(session_id, "phase3") if previous else []
+        write_npz(st.path(session_id, "phase3.npz"), columns)
+        rec["uploads"]["phase3"] = {"sha256": sha, "trials": len(columns["stimulus"])}
+        rec["history"].append(
+            {
+                "time": now(),
+                "event": "phase3 replaced" if previous else "phase3 received",
+                "state": rec["state"],
+                "generation": session_states.generation(rec),
+                "sha256": sha,
+                "invalidated": removed,
+            }
+        )
+        return True, dict(rec)
+
+
+JOB_OF = {"phase1": "fit", "phase2": "analysis", "phase3": "phase3_analysis"}
 
 
 def prepare_and_store(

@@ -22,6 +22,7 @@ from stimloop.settings import Settings
 
 UPLOAD_ROUTES = (
     re.compile(r"^/v1/sessions/[^/]+/phase[12]$"),
+    re.compile(r"^/v1/sessions/[^/]+/phase3/trials$"),
     re.compile(r"^/v1/stimulus-sets/upload$"),
 )
 OPEN_ROUTES = ("/v1/health",)

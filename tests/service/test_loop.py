@@ -226,6 +226,10 @@ def test_the_whole_loop(service, loop):
         assert 0 <= ch["stability"]["p"] <= 1 and ch["selectivity"]["p_two_sided"] <= 1
     assert c.get(f"/v1/sessions/{sid}", headers=service.rig).json()["state"] == "analysed"
 
+    # phase three needs saliency maps first
+    r = c.post(f"/v1/sessions/{sid}/phase3", json={}, headers=service.analyst)
+    assert r.status_code == 409 and "saliency" in r.json()["detail"], r.text
+
     # saliency for an included channel's default pair
     included = [row["channel"] for row in models["channels"] if row["included"]]
     assert included, models["channels"]
@@ -276,6 +280,120 @@ def test_the_whole_loop(service, loop):
     assert html.count("data:image/png;base64,") >= 3  # Fig. 3a, 3b, saliency grid
     assert selection["provenance"]["weights_sha256"] in html and 'src="http' not in html
     assert_renders_in_a_browser(html, service.root / "report.html")
+
+
+def test_phase_three(service, loop):
+    """The fragments of the visualised pair, shown and recorded, then analysed."""
+    import hashlib
+    import json
+    import zipfile
+
+    from stimloop.jobs import context
+    from stimloop.science.backbone import extract_features
+
+    c, sid = service.client, loop["session"]
+    url = f"/v1/sessions/{sid}/phase3"
+    assert c.get(f"/v1/sessions/{sid}", headers=service.rig).json()["state"] == "analysed"
+    meta = next(
+        m
+        for m in (
+            json.loads(p.read_text()) for p in loop["store"].path(sid, "saliency").glob("*.json")
+        )
+    )
+    channel = meta["channel"]
+    for request, status, words in (
+        ({"q": [0.0]}, 422, "(0, 1)"),
+        ({"q": [1.0]}, 422, "(0, 1)"),
+        ({"q": [0.2, 0.2]}, 422, "repeat"),
+        ({"channels": ["nope"]}, 404, "not in the session"),
+        ({"channels": ["silent"]}, 409, "excluded"),
+        ({"kinds": ["middle"]}, 422, ""),
+        ({"saliency": ["0123456789abcdef"]}, 404, "no saliency result"),
+    ):
+        r = c.post(url, json=request, headers=service.analyst)
+        assert r.status_code == status and words in r.text, (request, r.text)
+        assert r.headers["content-type"].startswith("application/problem+json")
+    r = c.get(url, headers=service.rig)
+    assert r.status_code == 404 and "no phase-three list yet" in r.json()["detail"]
+
+    r = c.post(url, json={"repeats": 2}, headers=service.analyst)
+    assert r.status_code == 202, r.text
+    service.work()
+    assert c.get(f"/v1/jobs/{r.json()['job']['id']}", headers=service.rig).json()["state"] == (
+        "finished"
+    )
+    again = c.post(url, json={"repeats": 2}, headers=service.rig)
+    assert again.status_code == 200 and again.json()["status"] == "done"
+    other = c.post(url, json={"repeats": 2, "q": [0.5]}, headers=service.rig)
+    assert other.status_code == 409 and "replace=true" in other.json()["detail"]
+
+    plan = c.get(url, headers=service.rig).json()
+    kinds = [e["kind"] for e in plan["entries"]]
+    assert kinds.count("salient") == kinds.count("complement") == kinds.count("random") == 2
+    assert kinds.count("intact") == 2
+    sources = {meta["object"], meta["body"]}
+    assert {e["source"] for e in plan["entries"]} == sources
+    for e in plan["entries"]:
+        assert e["predicted"][channel] == e["predicted"][channel]  # a number, not NaN
+        if e["kind"] != "intact":
+            assert e["stimulus"] == f"{e['source']}__{channel}__{e['kind']}__q0.25"
+            assert abs(e["area"] - 0.25 * e["foreground_area"]) <= 0.5
+            assert e["saliency_key"] == meta["key"] and e["seed"] == 3
+    stimuli = [e["stimulus"] for e in plan["entries"]]
+    stimuli += [b for b in plan["stability_bodies"] if b not in stimuli]
+    assert sorted(plan["sequence"]) == sorted(stimuli * 2)
+    assert all(a != b for a, b in zip(plan["sequence"], plan["sequence"][1:]))
+    assert plan["provenance"]["seed"] == 3
+    csv_text = c.get(url, params={"format": "csv"}, headers=service.rig).text
+    assert csv_text.splitlines()[0] == "order,stimulus,kind,channels,source,q,predicted"
+    assert len(csv_text.splitlines()) == 1 + len(stimuli)
+
+    archive = zipfile.ZipFile(io.BytesIO(c.get(f"{url}/stimuli.zip", headers=service.rig).content))
+    manifest = json.loads(archive.read("manifest.json"))
+    assert [m["id"] for m in manifest] == stimuli
+    pngs = {m["id"]: archive.read(m["file"]) for m in manifest}
+    for m in manifest:
+        assert hashlib.sha256(pngs[m["id"]]).hexdigest() == m["sha256"]
+        assert pngs[m["id"]][:4] == b"\x89PNG"
+
+    # the rig shows the list: the synthetic neurons see the fragments through the backbone
+    model = context().backbone("resnet50_random")
+    seen = extract_features(model, [pngs[s] for s in stimuli], batch_size=8)
+    rates = sy.true_responses(loop["neurons"], seen)
+    _, cols = sy.simulate_counts(
+        rates, stimuli, NEURONS, seed=9, config=sy.SyntheticConfig(repeats=4)
+    )
+    r = c.put(f"{url}/trials", json=as_json(cols), headers=service.analyst)
+    assert r.status_code == 403
+    r = c.put(
+        f"{url}/trials",
+        json={"stimulus": ["x"], "channel": ["ch1"], "rate": [1.0]},
+        headers=service.rig,
+    )
+    assert r.status_code == 400 and "phase-three list" in r.json()["detail"]
+    r = c.put(f"{url}/trials", json=as_json(cols), headers=service.rig)
+    assert r.status_code == 202 and r.json()["status"] == "queued", r.text
+    service.work()
+    analysis = c.get(f"{url}/analysis", headers=service.analyst).json()
+    (row,) = [ch for ch in analysis["channels"] if ch["channel"] == channel]
+    assert {k["kind"] for k in row["kinds"]} == {"salient", "complement", "random"}
+    assert [t["test"] for t in row["comparisons"]] == ["mann-whitney u"] * 2  # 2 pairs
+    assert 0 <= row["comparisons"][0]["p"] <= 1
+    assert row["stability_phase_one"]["n"] == 10 and row["stability_phase_two"]["n"] == 10
+    state = c.get(f"/v1/sessions/{sid}", headers=service.rig).json()
+    assert state["state"] == "analysed" and state["uploads"]["phase3"]["trials"] == len(
+        cols["stimulus"]
+    )
+    same = c.put(f"{url}/trials", json=as_json(cols), headers=service.rig)
+    assert same.status_code == 202 and same.json()["status"] == "already received"
+    changed = as_json(cols)
+    changed["response_count"][0] += 1
+    r = c.put(f"{url}/trials", json=changed, headers=service.rig)
+    assert r.status_code == 409 and "replace=true" in r.json()["detail"]
+    assert c.get(f"{url}/analysis", headers=service.analyst).status_code == 200  # kept
+
+    html = c.get(f"/v1/sessions/{sid}/report", headers=service.analyst).text
+    assert "Phase three" in html and "mann-whitney u" in html
 
 
 def assert_renders_in_a_browser(html: str, path) -> None:
