@@ -149,7 +149,7 @@ def retained_figure(rows: list[dict[str, Any]]) -> str:
     """Per channel, the recorded retained response of each fragment kind (bars) beside the
     readout's expectation (black marks)."""
     kinds = [k for k in ("salient", "complement", "random") if f"retained_{k}" in rows[0]]
-    fig, ax = plt.subplots(figsize=(max(4, 1.3 * len(rows)), 3))
+    fig, ax = plt.subplots(figsize=(max(5.5, 1.5 * len(rows)), 3.2))
     x = np.arange(len(rows))
     width = 0.8 / max(len(kinds), 1)
     colors = {"salient": "tab:red", "complement": "tab:blue", "random": "tab:gray"}
