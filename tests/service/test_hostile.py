@@ -322,3 +322,57 @@ def test_racing_registrations_of_one_id_create_it_once(service, hsession):
         t.join()
     assert results.count(201) == 1, results
     assert sorted(results) in ([200, 201, 409, 409], [201, 409, 409, 409], [200, 201, 409, 409])
+
+
+def test_hostile_phase_three_requests_are_refused_and_change_nothing(service, hsession):
+    """Phase three before its time, odd values, odd ids, wrong roles: 4xx, nothing stored."""
+    url = f"/v1/sessions/{hsession}/phase3"
+    trials = json.dumps({"stimulus": ["body_0000"], "channel": ["ch1"], "rate": [1.0]}).encode()
+    rows = {
+        "no readouts yet": ("POST", url, {}, service.analyst, 409, "no fitted models"),
+        "q of 0": ("POST", url, {"q": [0.0]}, service.rig, 422, "(0, 1)"),
+        "q of 1": ("POST", url, {"q": [1.0]}, service.rig, 422, "(0, 1)"),
+        "q twice": ("POST", url, {"q": [0.25, 0.25]}, service.rig, 422, "repeat"),
+        "11 q values": (
+            "POST",
+            url,
+            {"q": [0.05 * k for k in range(1, 12)]},
+            service.rig,
+            422,
+            "at most 10",
+        ),
+        "2000 channels": (
+            "POST",
+            url,
+            {"channels": ["c"] * 2000},
+            service.rig,
+            422,
+            "at most 1024",
+        ),
+        "unknown kind": ("POST", url, {"kinds": ["../x"]}, service.rig, 422, "salient"),
+        "path as session": ("POST", "/v1/sessions/..%2f..%2fetc/phase3", {}, service.rig, 404, ""),
+        "no list yet": ("PUT", f"{url}/trials", trials, service.rig, 409, "no phase-three list"),
+        "analyst uploads": ("PUT", f"{url}/trials", trials, service.analyst, 403, "rig"),
+        "no token": ("PUT", f"{url}/trials", trials, {}, 401, "Bearer"),
+        "list before it is built": ("GET", url, None, service.rig, 404, "no phase-three list"),
+        "zip before it is built": (
+            "GET",
+            f"{url}/stimuli.zip",
+            None,
+            service.rig,
+            404,
+            "no phase-three list",
+        ),
+    }
+    for row, (method, path, body, headers, status, words) in rows.items():
+        before = snapshot(service)
+        if method == "PUT":
+            r = service.client.put(
+                path, headers={**headers, "Content-Type": "application/json"}, content=body
+            )
+        elif method == "POST":
+            r = service.client.post(path, headers=headers, json=body)
+        else:
+            r = service.client.get(path, headers=headers)
+        assert words in is_problem(r, status)["detail"], (row, r.text)
+        assert snapshot(service) == before, row

@@ -282,7 +282,7 @@ def test_the_whole_loop(service, loop):
     assert_renders_in_a_browser(html, service.root / "report.html")
 
 
-def test_phase_three(service, loop):
+def test_phase_three(service, loop, monkeypatch):
     """The fragments of the visualised pair, shown and recorded, then analysed."""
     import hashlib
     import json
@@ -394,6 +394,48 @@ def test_phase_three(service, loop):
 
     html = c.get(f"/v1/sessions/{sid}/report", headers=service.analyst).text
     assert "Phase three" in html and "mann-whitney u" in html
+
+    # the rig's commands: the list, its images and sequence, and the phase-three table
+    from stimloop.client import cli
+    from stimloop.client.api import RigClient
+    from typer.testing import CliRunner
+
+    token = service.rig["Authorization"].split()[1]
+    monkeypatch.setattr(
+        cli,
+        "_client",
+        lambda url, tok: RigClient("http://testserver", token, transport=c._transport),
+    )
+    folder = service.root / "rig"
+    folder.mkdir()
+    runner = CliRunner()
+    done = runner.invoke(
+        cli.app,
+        [
+            "phase-three-list",
+            sid,
+            "--out",
+            str(folder / "p3.csv"),
+            "--stimuli",
+            str(folder / "p3.zip"),
+            "--sequence",
+            str(folder / "p3.txt"),
+            "--repeats",
+            "2",
+        ],
+    )
+    assert done.exit_code == 0, done.output
+    assert (folder / "p3.csv").read_text().splitlines() == csv_text.splitlines()
+    assert (folder / "p3.txt").read_text().split() == plan["sequence"]
+    assert zipfile.ZipFile(folder / "p3.zip").namelist()[-1] == "manifest.json"
+    refused = runner.invoke(cli.app, ["phase-three-list", sid, "--out", "x.csv", "--q", "0.5"])
+    assert refused.exit_code == 2 and "replace=true" in refused.output
+    table = runner.invoke(
+        cli.app, ["analysis", sid, "--phase", "3", "--out", str(folder / "a.csv")]
+    )
+    assert table.exit_code == 0, table.output
+    header = (folder / "a.csv").read_text().splitlines()[0].split(",")
+    assert header[:2] == ["channel", "retained_salient"] and "vs_random_p" in header
 
 
 def assert_renders_in_a_browser(html: str, path) -> None:
