@@ -66,6 +66,9 @@ FULL = DemoPlan(
 QUICK = DemoPlan(120, 60, 24, 6, {"epochs": 300, "lr": 1e-3, "split": [80, 20, 20]}, 20, 2, 0.3)
 
 
+DEMO_NEURONS = sy.SyntheticConfig(sparsity=0.02, candidates=20)
+
+
 def run_demo(out: Path, quick: bool = False, seed: int = 0, console: Console | None = None) -> Path:
     """Run the loop; returns the path of the report."""
     console = console or Console()
@@ -108,13 +111,15 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, console: Console | N
             )
     channels = [f"ch{i + 1:02d}" for i in range(plan.channels)]
     # A.1.1: the preferred category is bodies (the avatar's and the control bodies), the
-    # others objects; the sign makes bodies drive each neuron up, as in the recorded patches.
+    # others objects; of the 20 leading eigenvectors, the one whose drive puts the bodies'
+    # mean furthest above the objects' (the stand-in's leading one often separates them by
+    # spread alone), signed so that bodies drive each neuron up, as in the recorded patches.
     neurons = sy.make_neurons(
         np.concatenate([maps["bodies"], maps["controls"]]),
         maps["objects"],
         channels,
         seed=seed + 1,
-        config=sy.SyntheticConfig(sparsity=0.02),
+        config=DEMO_NEURONS,
     )
     ids = {name: [s.id for s in items] for name, items in stimuli.items()}
 

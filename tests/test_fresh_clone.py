@@ -93,6 +93,9 @@ def test_quick_demo_with_a_relative_output_folder(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert (tmp_path / "demo" / "report.html").is_file()
     assert "resnet50_random" in result.stdout
+    # all three phases: the phase-three list and its section in the report
+    assert (tmp_path / "demo" / "phase_three_list.csv").read_text().startswith("order,stimulus")
+    assert "Phase three" in (tmp_path / "demo" / "report.html").read_text()
 
 
 def test_the_wheel_installs_one_namespace(tmp_path):
