@@ -55,35 +55,48 @@ def session_info(record: dict[str, Any]) -> SessionInfo:
     return SessionInfo(**{k: record.get(k) for k in SessionInfo.model_fields})
 
 
-def reconcile(st: Store, record: dict[str, Any], cfg: Settings, r: Redis) -> dict[str, Any]:
-    """A session whose fit or analysis job died with its worker is marked failed, with why."""
+def dead_job(record: dict[str, Any], cfg: Settings, r: Redis) -> tuple[str, str, str] | None:
+    """(kind, job id, error) when the session waits on a fit or analysis job that has failed
+    or whose worker died; None otherwise (also with Redis down: the store is the truth)."""
     active = {"fitting": "fit", "phase1_received": "fit", "phase2_received": "analysis"}
     kind = active.get(record["state"])
     job_id = record["jobs"].get(kind or "")
-    if not job_id:
-        return record
+    if not job_id or record["state"] not in ("fitting", "phase2_received"):
+        return None
     try:
         status = job_status(Job.fetch(job_id, connection=r), cfg)
-    except NoSuchJobError:
+    except (NoSuchJobError, RedisError):
+        return None
+    if status["state"] != "failed":
+        return None
+    return str(kind), job_id, status["error"]
+
+
+def observed(record: dict[str, Any], cfg: Settings, r: Redis) -> dict[str, Any]:
+    """The session as a reader should see it: a session whose job died is shown failed, with
+    why. Nothing is written (a GET never writes); ``reconcile`` records it."""
+    dead = dead_job(record, cfg, r)
+    if dead is None:
         return record
-    except RedisError:  # Redis down: the store is the truth, the job's fate is looked at later
+    kind, _, error = dead
+    return {**record, "state": "failed", "failed_in": kind, "error": error}
+
+
+def reconcile(st: Store, record: dict[str, Any], cfg: Settings, r: Redis) -> dict[str, Any]:
+    """Before a change: a session whose fit or analysis job died with its worker is marked
+    failed, with why, in a new generation (whatever the dead job might still write is void)."""
+    dead = dead_job(record, cfg, r)
+    if dead is None:
         return record
-    if status["state"] == "failed":
-        with st.locked(record["id"]) as rec:
-            if rec["state"] == record["state"] and rec["state"] in ("fitting", "phase2_received"):
-                rec["error"] = status["error"]
-                rec["failed_in"] = kind
-                # a new generation: whatever the dead job might still write is void
-                Store.transition(
-                    rec,
-                    "failed",
-                    f"{kind} job failed",
-                    bump=True,
-                    job=job_id,
-                    error=status["error"],
-                )
-            record = dict(rec)
-    return record
+    kind, job_id, error = dead
+    with st.locked(record["id"]) as rec:
+        if rec["state"] == record["state"] and rec["jobs"].get(kind) == job_id:
+            rec["error"] = error
+            rec["failed_in"] = kind
+            Store.transition(
+                rec, "failed", f"{kind} job failed", bump=True, job=job_id, error=error
+            )
+        return dict(rec)
 
 
 def refuse_shared_ids(req: SessionCreate, ids: dict[str, set[str]]) -> None:
@@ -176,7 +189,7 @@ def get(
     st: Store = Depends(store),
     r: Redis = Depends(redis),
 ) -> SessionInfo:
-    return session_info(reconcile(st, st.get_session(session_id), cfg, r))
+    return session_info(observed(st.get_session(session_id), cfg, r))
 
 
 # ------------------------------------------------------------------ uploads
@@ -287,6 +300,8 @@ async def receive_phase(
     and reads stay responsive while a large upload is processed."""
     kind = request.headers.get("content-type", "").split(";")[0].strip()
     data = await body_bytes(request, cfg)
+    if phase != "phase3":  # a job that died is recorded first, so the upload can rerun it
+        await run_in_threadpool(lambda: reconcile(st, st.get_session(session_id), cfg, r))
     expected = await run_in_threadpool(expected_ids, phase, session_id, st, cfg)
     new, record = await request.app.state.uploads.prepare_and_store(
         kind, data, expected, st.root, session_id, phase, replace

@@ -362,3 +362,47 @@ def test_a_session_whose_sets_share_ids_is_refused_listing_them(service):
     detail = is_problem(r, 422)["detail"]
     assert "share 2 image ids" in detail and objects[0].id in detail
     assert sorted(p.name for p in service.settings.sessions_dir.glob("*")) == before
+
+
+def test_reading_a_session_never_writes_it(service):
+    """A session whose fit job died is shown failed by GET, but only a change (here the
+    refit) records it, in a new generation."""
+    import hashlib
+
+    from rq.job import Job, JobStatus
+    from stimloop.store import Store
+
+    sid = new_session(service, "rw", 6, 12, channels=["ch1"], fit={"split": [6, 3, 3]})
+    bodies = [f"body_{i:04d}" for i in range(12)]
+    trials = {
+        "stimulus": bodies * 2,
+        "channel": ["ch1"] * 24,
+        "rate": [float(i % 5) for i in range(24)],
+    }
+    r = service.client.put(f"/v1/sessions/{sid}/phase1", json=trials, headers=service.rig)
+    assert r.status_code == 202, r.text
+    store = Store(service.settings.models_store)
+    with store.locked(sid) as rec:  # as if a worker had started the fit and then died
+        Store.transition(rec, "fitting", "fit started")
+    job = Job.fetch(r.json()["job"]["id"], connection=service.redis)
+    job.set_status(JobStatus.STARTED)
+    job.meta["heartbeat"] = 0.0
+    job.save_meta()
+    path = store.path(sid, "session.json")
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    for _ in range(2):
+        seen = service.client.get(f"/v1/sessions/{sid}", headers=service.rig).json()
+        assert seen["state"] == "failed" and "stopped reporting" in seen["error"]
+        assert seen["failed_in"] == "fit"
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+    generation = seen["generation"]
+    r = service.client.post(f"/v1/sessions/{sid}/fit", headers=service.rig)
+    assert r.status_code == 202, r.text
+    after = service.client.get(f"/v1/sessions/{sid}", headers=service.rig).json()
+    assert [h["event"] for h in after["history"]][-2:] == ["fit job failed", "fit resubmitted"]
+    assert after["generation"] == generation + 2
+    from rq import Queue
+
+    queue = Queue(job.origin, connection=service.redis)  # leave no job to the next tests
+    for job_id in (job.id, r.json()["job"]["id"]):
+        queue.remove(job_id)
