@@ -47,6 +47,7 @@ from stimloop.science.selection import (
     SelectionConfig,
     cell_major,
     presentation_sequence,
+    ranked,
     select,
     selection_from_dict,
 )
@@ -450,7 +451,7 @@ class Context:
             trials_from_columns(read_npz(self.store.path(session_id, "phase1.npz")), windows)
         )
         c1 = p1.channel_index(channel)
-        order = np.lexsort((np.array(p1.stimuli), -np.nan_to_num(p1.mean[c1], nan=-np.inf)))
+        order = ranked(np.nan_to_num(p1.mean[c1], nan=-np.inf), p1.stimuli, descending=True)
         top_bodies = [p1.stimuli[i] for i in order[:15]]
         object_set = set(e["id"] for e in self.store.get_set(config["object_set"])["entries"])
         p2_path = self.store.path(session_id, "phase2.npz")
@@ -464,10 +465,9 @@ class Context:
         objs = [i for i, s in enumerate(p2.stimuli) if s in object_set]
         if not objs:
             raise ValueError("phase two recorded no objects; name the object and the body")
-        ranked = sorted(
-            objs, key=lambda i: (-np.nan_to_num(p2.mean[c2, i], nan=-np.inf), p2.stimuli[i])
-        )
-        top_objects = [p2.stimuli[i] for i in ranked[:5]]
+        means = np.nan_to_num(p2.mean[c2, objs], nan=-np.inf)
+        order = ranked(means, [p2.stimuli[i] for i in objs], descending=True)
+        top_objects = [p2.stimuli[objs[i]] for i in order[:5]]
         j = readout.channels.index(channel)
         _, obj_maps = self.maps(config["backbone"], config["object_set"], top_objects)
         _, body_maps = self.maps(config["backbone"], config["body_set"], top_bodies)

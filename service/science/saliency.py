@@ -27,6 +27,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import torch
 from stimloop.science.readout import bilinear_weights
+from stimloop.science.similarity import pairwise
 from torch import nn
 from torch.nn import functional as nnf
 
@@ -365,12 +366,7 @@ def default_pair(
 ) -> tuple[str, str, float]:
     """Sec. 5.2: among a channel's top recorded objects and bodies (read-out features
     ``[n_obj, F]`` and ``[n_body, F]``), the pair with the highest ``s``; ties by ids."""
-    u_obj = np.asarray(a_objects, np.float64) * w
-    u_body = np.asarray(a_bodies, np.float64) * w
-    n_obj = np.linalg.norm(u_obj, axis=1)
-    n_body = np.linalg.norm(u_body, axis=1)
-    denom = n_obj[:, None] * n_body[None, :]
-    s = np.divide(u_obj @ u_body.T, denom, out=np.zeros_like(denom), where=denom > 0)
+    s = pairwise(a_objects, a_bodies, w).numpy()  # eq. (2), [n_obj, n_body]
     i_obj, i_body = np.meshgrid(np.arange(len(object_ids)), np.arange(len(body_ids)), indexing="ij")
     objs = np.asarray(object_ids)[i_obj.ravel()]
     bods = np.asarray(body_ids)[i_body.ravel()]

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from stimloop.science.readout import FittedReadout, as_tensor, bilinear_weights
 from stimloop.science.responses import ChannelInclusion
+from stimloop.science.similarity import weighted_cosine
 
 ROLES = ("top", "bottom", "similar")
 
@@ -111,9 +112,7 @@ def score_candidates(
             for u, scale in zip(corners[j][1:], scaled[j][1:]):
                 acc.addcmul_(slices[u], scale)
             norm[rows, j] = torch.linalg.vector_norm(acc, dim=1).double()
-    ref_norm = (a_ref_t * w_t).norm(dim=1)
-    denom = norm * ref_norm
-    sim = torch.where(denom > 0, lin[:, c:] / denom.clamp(min=1e-300), torch.zeros_like(denom))
+    sim = weighted_cosine(lin[:, c:], norm, (a_ref_t * w_t).norm(dim=1))  # eq. (2)
     return Scores(predicted.cpu().numpy(), sim.cpu().numpy())
 
 

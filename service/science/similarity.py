@@ -20,6 +20,24 @@ def similarity(a1: np.ndarray, a2: np.ndarray, w: np.ndarray) -> float:
     return float(u1 @ u2 / denom) if denom > 0 else 0.0
 
 
+def weighted_cosine(dot: torch.Tensor, norm1: torch.Tensor, norm2: torch.Tensor) -> torch.Tensor:
+    """Eq. (2) from its parts: ``<a1 w, a2 w> / (|a1 w| |a2 w|)``, 0 where a norm is 0 (any
+    matching shapes). Every batched form of eq. (2) ends here."""
+    denom = norm1 * norm2
+    return torch.where(denom > 0, dot / denom.clamp(min=1e-300), torch.zeros_like(dot))
+
+
+def pairwise(
+    a_rows: np.ndarray | torch.Tensor, a_cols: np.ndarray | torch.Tensor, w: np.ndarray
+) -> torch.Tensor:
+    """Eq. (2) between every image of two sets for one channel: ``a_rows`` ``[N, F]``,
+    ``a_cols`` ``[M, F]``, ``w`` ``[F]`` -> ``[N, M]`` (float64)."""
+    w_t = torch.as_tensor(np.asarray(w), dtype=torch.float64)
+    u1 = torch.as_tensor(a_rows, dtype=torch.float64) * w_t
+    u2 = torch.as_tensor(a_cols, dtype=torch.float64) * w_t
+    return weighted_cosine(u1 @ u2.T, u1.norm(dim=1)[:, None], u2.norm(dim=1)[None, :])
+
+
 def similarity_to_many(
     a_ref: np.ndarray | torch.Tensor,
     a_many: np.ndarray | torch.Tensor,
@@ -33,9 +51,7 @@ def similarity_to_many(
     w = torch.as_tensor(w, dtype=torch.float64)
     u_ref = torch.as_tensor(a_ref, dtype=torch.float64) * w
     u = torch.as_tensor(a_many, dtype=torch.float64) * w
-    num = (u * u_ref).sum(-1)
-    denom = u.norm(dim=-1) * u_ref.norm(dim=-1)
-    return torch.where(denom > 0, num / denom.clamp(min=1e-300), torch.zeros_like(num))
+    return weighted_cosine((u * u_ref).sum(-1), u.norm(dim=-1), u_ref.norm(dim=-1))
 
 
 def most_similar(

@@ -51,3 +51,16 @@ def test_most_similar_is_eq3_and_ties_go_to_the_smallest_id():
     twins = np.stack([a_set[1], a_set[2], a_set[1]])
     index, s = most_similar(a_set[1], twins, w, ids=["zeta", "b", "alpha"])
     assert index == 2 and s == pytest.approx(1.0)
+
+
+def test_pairwise_equals_the_scalar_form():
+    rng = np.random.default_rng(3)
+    a1, a2, w = rng.random((4, 9)), rng.random((5, 9)), rng.normal(size=9)
+    a1[0] = 0.0  # an image with no weighted evidence: 0, never NaN
+    from stimloop.science.similarity import pairwise
+
+    got = pairwise(a1, a2, w).numpy()
+    assert got.shape == (4, 5)
+    for i in range(4):
+        for j in range(5):
+            assert got[i, j] == pytest.approx(similarity(a1[i], a2[j], w), abs=1e-12)
