@@ -15,7 +15,7 @@ from redis import Redis
 from stimloop import session_states
 from stimloop.api.deps import READ, RIG, Caller, redis, settings, store
 from stimloop.api.errors import ApiError, problem_responses
-from stimloop.api.routes_sessions import UPLOAD_BODY, receive_phase
+from stimloop.api.routes_sessions import UPLOAD_BODY, job_pending, receive_phase
 from stimloop.api.schemas import Accepted, JobInfo, PhaseThreeRequest
 from stimloop.queueing import enqueue, job_status
 from stimloop.settings import Settings
@@ -109,7 +109,8 @@ def build(
         if current.get("key") == key and built:
             done = Accepted(session=session_id, status="done", links=links)
             return JSONResponse(done.model_dump(), status_code=200)
-        if current.get("key") not in (None, key) and not replace:
+        busy = built or job_pending(rec, "phase3", r)  # a failed build blocks nothing
+        if current.get("key") not in (None, key) and busy and not replace:
             raise ApiError(
                 409,
                 "Conflict",
