@@ -18,7 +18,7 @@ from stimloop.client.tables import analysis_rows, phase_three_rows
 
 app = typer.Typer(
     help="stimloop at the rig: create a session, upload phase one, get the "
-    "phase-two list, upload phase two, fetch results.",
+    "phase-two list, upload phase two, fetch results, run phase three.",
     no_args_is_help=True,
 )
 console = Console()
@@ -109,43 +109,28 @@ def _upload(
         raise _fail(exc.detail) from None
 
 
-@app.command()
-def phase1(
-    session: str,
-    file: Path,
-    replace: bool = typer.Option(False),
-    wait: bool = typer.Option(True),
-    url: str = URL,
-    token: str | None = TOKEN,
-) -> None:
-    """Upload phase one (CSV/NPZ trial table, spike-times NPZ, or NWB) and wait for the list."""
-    _upload(1, session, file, replace, wait, url, token)
+def _upload_command(phase: int, doc: str) -> None:
+    """``stimloop-rig phase<N> SESSION FILE``: one phase's upload, then its job awaited."""
+
+    def command(
+        session: str,
+        file: Path,
+        replace: bool = typer.Option(False),
+        wait: bool = typer.Option(True),
+        url: str = URL,
+        token: str | None = TOKEN,
+    ) -> None:
+        _upload(phase, session, file, replace, wait, url, token)
+
+    command.__doc__ = doc
+    app.command(f"phase{phase}")(command)
 
 
-@app.command()
-def phase2(
-    session: str,
-    file: Path,
-    replace: bool = typer.Option(False),
-    wait: bool = typer.Option(True),
-    url: str = URL,
-    token: str | None = TOKEN,
-) -> None:
-    """Upload phase two and wait for the analysis."""
-    _upload(2, session, file, replace, wait, url, token)
-
-
-@app.command()
-def phase3(
-    session: str,
-    file: Path,
-    replace: bool = typer.Option(False),
-    wait: bool = typer.Option(True),
-    url: str = URL,
-    token: str | None = TOKEN,
-) -> None:
-    """Upload phase three (the fragments' trials) and wait for its analysis."""
-    _upload(3, session, file, replace, wait, url, token)
+_upload_command(
+    1, "Upload phase one (CSV/NPZ trial table, spike-times NPZ, or NWB) and wait for the list."
+)
+_upload_command(2, "Upload phase two and wait for the analysis.")
+_upload_command(3, "Upload phase three (the fragments' trials) and wait for its analysis.")
 
 
 def _floats(text: str) -> list[float]:
@@ -171,8 +156,7 @@ def phase_three_list(
     url: str = URL,
     token: str | None = TOKEN,
 ) -> None:
-    """Build (or fetch) the phase-three list of fragments and write it for the stimulus
-    program."""
+    """Build (or fetch) the phase-three list of fragments for the stimulus program."""
     client = _client(url, token)
     request = {
         "q": _floats(q),

@@ -9,13 +9,13 @@ import io
 import json
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import FileResponse, JSONResponse, Response
 from redis import Redis
 from stimloop import session_states
-from stimloop.api.deps import READ, RIG, Caller, redis, settings, store
+from stimloop.api.deps import READ, Caller, redis, settings, store
 from stimloop.api.errors import ApiError, problem_responses
-from stimloop.api.routes_sessions import UPLOAD_BODY, job_pending, receive_phase
+from stimloop.api.routes_sessions import add_upload_route, job_pending
 from stimloop.api.schemas import Accepted, JobInfo, PhaseThreeRequest
 from stimloop.queueing import enqueue, job_status
 from stimloop.settings import Settings
@@ -193,23 +193,12 @@ def stimuli(session_id: str, st: Store = Depends(store)) -> Response:
     return FileResponse(st.path(session_id, "phase3/stimuli.zip"), media_type="application/zip")
 
 
-@router.put(
+add_upload_route(
+    router,
     "/{session_id}/phase3/trials",
-    status_code=202,
-    response_model=Accepted,
-    dependencies=[Depends(RIG)],
-    summary="Upload phase three's trials; starts their analysis",
-    openapi_extra=UPLOAD_BODY,
+    "phase3",
+    "Upload phase three's trials (JSON columns or NPZ); starts their analysis",
 )
-async def trials(
-    session_id: str,
-    request: Request,
-    replace: bool = Query(False),
-    cfg: Settings = Depends(settings),
-    st: Store = Depends(store),
-    r: Redis = Depends(redis),
-) -> Accepted:
-    return await receive_phase("phase3", session_id, request, replace, cfg, st, r)
 
 
 @router.get(

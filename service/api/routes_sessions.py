@@ -309,25 +309,6 @@ async def receive_phase(
     return await run_in_threadpool(start_phase_job, phase, new, record, cfg, st, r)
 
 
-@router.put(
-    "/{session_id}/phase1",
-    status_code=202,
-    response_model=Accepted,
-    dependencies=[Depends(RIG)],
-    summary="Upload phase one's trials (JSON columns or NPZ); starts fit-and-select",
-    openapi_extra=UPLOAD_BODY,
-)
-async def phase1(
-    session_id: str,
-    request: Request,
-    replace: bool = Query(False),
-    cfg: Settings = Depends(settings),
-    st: Store = Depends(store),
-    r: Redis = Depends(redis),
-) -> Accepted:
-    return await receive_phase("phase1", session_id, request, replace, cfg, st, r)
-
-
 @router.post(
     "/{session_id}/fit",
     status_code=202,
@@ -365,23 +346,39 @@ def refit(
     return accepted(record, "fit", cfg, r, "queued")
 
 
-@router.put(
-    "/{session_id}/phase2",
-    status_code=202,
-    response_model=Accepted,
-    dependencies=[Depends(RIG)],
-    summary="Upload phase two's trials; starts the analysis",
-    openapi_extra=UPLOAD_BODY,
+def add_upload_route(router: APIRouter, path: str, phase: str, summary: str) -> None:
+    """``PUT path``: one phase's trials (JSON columns or NPZ) by the one upload path."""
+
+    async def upload(
+        session_id: str,
+        request: Request,
+        replace: bool = Query(False),
+        cfg: Settings = Depends(settings),
+        st: Store = Depends(store),
+        r: Redis = Depends(redis),
+    ) -> Accepted:
+        return await receive_phase(phase, session_id, request, replace, cfg, st, r)
+
+    upload.__name__ = phase  # the OpenAPI operation's name
+    router.put(
+        path,
+        status_code=202,
+        response_model=Accepted,
+        dependencies=[Depends(RIG)],
+        summary=summary,
+        openapi_extra=UPLOAD_BODY,
+    )(upload)
+
+
+add_upload_route(
+    router,
+    "/{session_id}/phase1",
+    "phase1",
+    "Upload phase one's trials (JSON columns or NPZ); starts fit-and-select",
 )
-async def phase2(
-    session_id: str,
-    request: Request,
-    replace: bool = Query(False),
-    cfg: Settings = Depends(settings),
-    st: Store = Depends(store),
-    r: Redis = Depends(redis),
-) -> Accepted:
-    return await receive_phase("phase2", session_id, request, replace, cfg, st, r)
+add_upload_route(
+    router, "/{session_id}/phase2", "phase2", "Upload phase two's trials; starts the analysis"
+)
 
 
 # ------------------------------------------------------------------ results
