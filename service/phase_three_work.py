@@ -26,10 +26,10 @@ from stimloop import session_states
 from stimloop.fitting import load_readout, trials_from_columns
 from stimloop.pipeline import Context, Report, quiet, windows_of
 from stimloop.science.backbone import extract_features
+from stimloop.science.configs import PhaseThreeConfig
 from stimloop.science.fragments import FragmentConfig, make_fragments
 from stimloop.science.phase_three import (
     ListEntry,
-    PhaseThreeConfig,
     analyse_phase_three,
     build_list,
     list_from_dict,
@@ -82,11 +82,12 @@ def build(
     session_states.check_generation(record, generation)
     config, generation = record["config"], session_states.generation(record)
     seed = int(config["seed"])
+    defaults = PhaseThreeConfig()
     settings = PhaseThreeConfig(
-        tuple(request.get("q", (0.25,))),
-        tuple(request.get("kinds", ("salient", "complement", "random"))),
-        float(request.get("feather", 2.0)),
-        int(request.get("repeats", 8)),
+        tuple(request.get("q", defaults.q)),
+        tuple(request.get("kinds", defaults.kinds)),
+        float(request.get("feather", defaults.feather)),
+        int(request.get("repeats", defaults.repeats)),
     )
     readout = load_readout(store.session_dir(session_id))
     metas = chosen_results(

@@ -66,10 +66,7 @@ def quiet(stage: str, progress: float, message: str) -> None:
 
 
 def windows_of(config: dict[str, Any]) -> Windows:
-    w = config.get("windows") or {}
-    return Windows(
-        tuple(w.get("baseline", (-0.075, 0.025))), tuple(w.get("response", (0.05, 0.25)))
-    )
+    return Windows.from_dict(config.get("windows"))
 
 
 class Context:

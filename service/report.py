@@ -21,9 +21,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 from scipy import stats
-from stimloop.api.schemas import WindowSettings
 from stimloop.client.tables import analysis_rows, phase_three_rows
 from stimloop.figures import FragmentRow, PairPanel, fragments_figure, grid_figure
+from stimloop.science.configs import Windows
 from stimloop.store import Store, read_json, read_npz
 
 
@@ -127,7 +127,7 @@ def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
 
 
 def _means(
-    columns: dict[str, np.ndarray], channel: str, ids: set[str] | None, windows: WindowSettings
+    columns: dict[str, np.ndarray], channel: str, ids: set[str] | None, windows: Windows
 ) -> dict[str, float]:
     """Per-stimulus mean net rate of one channel; counts become rates with the session's own
     windows (A.2: response minus baseline, each divided by its length)."""
@@ -275,7 +275,7 @@ def build_report(store: Store, session_id: str, images: dict[str, dict[str, Any]
     """
     record = store.get_session(session_id)
     config = record["config"]
-    windows = WindowSettings(**(config.get("windows") or {}))
+    windows = Windows.from_dict(config.get("windows"))
     parts = [
         f"<h1>stimloop session {html.escape(session_id)}</h1>",
         f"<p>State: <b>{html.escape(record['state'])}</b>; channels: "

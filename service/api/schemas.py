@@ -1,5 +1,6 @@
 """Request and response models of the API: validated at the edge, torch-free (the rig client
-imports them too). Defaults are the paper's (sec. 4, A.2)."""
+imports them too). A session's settings are the science's own configs
+(``science/configs.py``: the paper's defaults, bounds and rules, written once)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,18 @@ import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from stimloop.science.configs import (
+    AnalysisConfig,
+    Feather,
+    Fraction,
+    FragmentKind,
+    InclusionConfig,
+    PhaseThreeConfig,
+    ReadoutConfig,
+    Repeats,
+    SelectionConfig,
+    Windows,
+)
 
 ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 Category = Literal["body", "object", "control_body"]
@@ -17,75 +30,17 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class FitSettings(Strict):
-    """Readout fitting (sec. 4)."""
-
-    lr: float = Field(1e-4, gt=0, le=1)
-    epochs: int = Field(2500, ge=1, le=100_000)
-    l_half_weight: float = Field(0.1, ge=0)
-    l_half_eps: float = Field(1e-6, gt=0)
-    split: tuple[int, int, int] = (400, 50, 25)
-    batch_size: int = Field(64, ge=1)
-    jitter: float = Field(0.1, ge=0)
-    silhouettes: bool = True
-    mu_init: Literal["grid", "centre"] = "grid"
-
-    @field_validator("split")
-    @classmethod
-    def _split(cls, v: tuple[int, int, int]) -> tuple[int, int, int]:
-        if v[0] < 1 or v[1] < 2 or v[2] < 3:
-            raise ValueError("split needs train >= 1, validation >= 2 and test >= 3 bodies")
-        return v
-
-
-class InclusionSettings(Strict):
-    min_net_response: float = 5.0
-    selectivity_alpha: float = Field(0.01, gt=0, lt=1)
-    min_reliability: float = Field(0.5, ge=-1, le=1)
-    split_half_splits: int = Field(100, ge=1, le=10_000)
-    min_repeats: int = Field(2, ge=2)
-
-
-class SelectionSettings(Strict):
-    n_top: int = Field(1, ge=0, le=100)
-    n_bottom: int = Field(1, ge=0, le=100)
-    n_similar: int = Field(1, ge=0, le=100)
-    stability_bodies: int = Field(75, ge=0, le=10_000)
-    repeats: int = Field(8, ge=1, le=100)
-
-
-class AnalysisSettings(Strict):
-    min_stability: float = Field(0.60, ge=-1, le=1)
-    alpha: float = Field(0.05, gt=0, lt=1)
-    ceiling_splits: int = Field(100, ge=10, le=10_000)
-
-
-class WindowSettings(Strict):
-    """Seconds around stimulus onset, half-open [start, end)."""
-
-    baseline: tuple[float, float] = (-0.075, 0.025)
-    response: tuple[float, float] = (0.050, 0.250)
-
-    @model_validator(mode="after")
-    def _order(self) -> WindowSettings:
-        for name in ("baseline", "response"):
-            start, end = getattr(self, name)
-            if end <= start:
-                raise ValueError(f"the {name} window must end after it starts")
-        return self
-
-
 class SessionCreate(Strict):
     backbone: str = "resnet50_robust_l2_eps3"
     body_set: str = Field(pattern=ID)
     object_set: str = Field(pattern=ID)
     control_body_set: str = Field(pattern=ID)
     channels: list[str] = Field(min_length=1, max_length=1024)
-    fit: FitSettings = FitSettings()
-    inclusion: InclusionSettings = InclusionSettings()
-    selection: SelectionSettings = SelectionSettings()
-    analysis: AnalysisSettings = AnalysisSettings()
-    windows: WindowSettings = WindowSettings()
+    fit: ReadoutConfig = ReadoutConfig()
+    inclusion: InclusionConfig = InclusionConfig()
+    selection: SelectionConfig = SelectionConfig()
+    analysis: AnalysisConfig = AnalysisConfig()
+    windows: Windows = Windows()
     seed: int = Field(0, ge=0, le=2**32 - 1)
 
     @field_validator("channels")
@@ -186,11 +141,12 @@ class SaliencyRequest(Strict):
         return self
 
 
-FragmentKind = Literal["salient", "complement", "random"]
+PHASE_THREE = PhaseThreeConfig()
 
 
 class PhaseThreeRequest(Strict):
-    """What phase three shows (the paper's sec. 6 proposal; see the README's phase three)."""
+    """What phase three shows (the paper's sec. 6 proposal; see the README's phase three).
+    The fragment settings' defaults, bounds and rules are ``PhaseThreeConfig``'s."""
 
     channels: list[str] | None = Field(
         None,
@@ -205,27 +161,25 @@ class PhaseThreeRequest(Strict):
         description="Saliency result keys to cut fragments from; default: per channel its "
         "default-pair result, else its first by key",
     )
-    q: list[float] = Field(
-        [0.25],
+    q: list[Fraction] = Field(
+        list(PHASE_THREE.q),
         min_length=1,
         max_length=10,
         description="Fractions of each image's foreground kept, each in (0, 1)",
     )
-    kinds: list[FragmentKind] = Field(["salient", "complement", "random"], min_length=1)
-    feather: float = Field(2.0, ge=0, le=20, description="Edge softening (Gaussian sigma, px)")
-    repeats: int = Field(8, ge=1, le=100)
+    kinds: list[FragmentKind] = Field(list(PHASE_THREE.kinds), min_length=1)
+    feather: Feather = Field(PHASE_THREE.feather, description="Edge softening (px)")
+    repeats: Repeats = PHASE_THREE.repeats
 
-    @field_validator("q")
-    @classmethod
-    def _q(cls, v: list[float]) -> list[float]:
-        bad = [q for q in v if not 0 < q < 1]
-        if bad:
-            raise ValueError(f"every q must be in (0, 1) (a fraction of the foreground): {bad}")
-        if len(set(v)) != len(v):
-            raise ValueError(f"q values repeat: {v}")
-        return v
+    @model_validator(mode="after")
+    def _config(self) -> PhaseThreeRequest:
+        self.config()  # the config's own rules (distinct values)
+        return self
 
-    @field_validator("kinds", "channels", "saliency")
+    def config(self) -> PhaseThreeConfig:
+        return PhaseThreeConfig(tuple(self.q), tuple(self.kinds), self.feather, self.repeats)
+
+    @field_validator("channels", "saliency")
     @classmethod
     def _distinct(cls, v: list[str] | None) -> list[str] | None:
         if v is not None and len(set(v)) != len(v):

@@ -23,16 +23,10 @@ from typing import Any
 
 import numpy as np
 from scipy import stats
+from stimloop.science.configs import AnalysisConfig
 from stimloop.science.readout import FittedReadout, pearson
 from stimloop.science.responses import ResponseTable, spearman_brown, split_half_r
 from stimloop.science.seeds import channel_rng
-
-
-@dataclass(frozen=True)
-class AnalysisConfig:
-    min_stability: float = 0.60  # sec. 4: test/retest r above this
-    alpha: float = 0.05  # significance for selectivity and generalisation
-    ceiling_splits: int = 100  # random split halves averaged for each noise ceiling
 
 
 @dataclass(frozen=True)

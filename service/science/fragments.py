@@ -22,31 +22,27 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 from PIL import Image
 from scipy import ndimage
+from stimloop.science.configs import KINDS, Feather, Fraction, FragmentKind, check_fields
 from stimloop.science.seeds import channel_rng
 from stimloop.science.stimuli import border_color, foreground_mask
 
-Kind = Literal["salient", "complement", "random"]
-KINDS: tuple[Kind, ...] = ("salient", "complement", "random")
+Kind = FragmentKind
 
 
 @dataclass(frozen=True)
 class FragmentConfig:
     """``q``: the kept fraction of the foreground; ``feather``: the edge's Gaussian sigma in
-    image pixels (0: a hard edge)."""
+    image pixels (0: a hard edge). Bounds as ``configs.PhaseThreeConfig``'s."""
 
-    q: float = 0.25
-    feather: float = 2.0
+    q: Fraction = 0.25
+    feather: Feather = 2.0
 
     def __post_init__(self) -> None:
-        if not 0 < self.q < 1:
-            raise ValueError(f"q must be in (0, 1), not {self.q}")
-        if not 0 <= self.feather <= 20:
-            raise ValueError(f"feather must be in [0, 20] pixels, not {self.feather}")
+        check_fields(self)
 
 
 @dataclass(frozen=True)

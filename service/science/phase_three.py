@@ -28,32 +28,12 @@ from typing import Any
 import numpy as np
 from scipy import stats
 from stimloop.science.analysis import Correlation, correlation
-from stimloop.science.fragments import KINDS
+from stimloop.science.configs import KINDS, PhaseThreeConfig
 from stimloop.science.responses import ResponseTable
 from stimloop.science.selection import presentation_sequence
 
 MIN_WILCOXON_PAIRS = 6  # the smallest n whose exact two-sided signed-rank p can be < 0.05
 ENTRY_KINDS = (*KINDS, "intact")
-
-
-@dataclass(frozen=True)
-class PhaseThreeConfig:
-    """What phase three shows: ``q`` values, fragment kinds, feathering (px), repeats."""
-
-    q: tuple[float, ...] = (0.25,)
-    kinds: tuple[str, ...] = KINDS
-    feather: float = 2.0
-    repeats: int = 8  # as phase two (A.2: 8x)
-
-    def __post_init__(self) -> None:
-        if not self.q or any(not 0 < q < 1 for q in self.q):
-            raise ValueError(f"every q must be in (0, 1), not {list(self.q)}")
-        if len(set(self.q)) != len(self.q):
-            raise ValueError(f"q values repeat: {list(self.q)}")
-        if not self.kinds or set(self.kinds) - set(KINDS):
-            raise ValueError(f"kinds must be some of {list(KINDS)}, not {list(self.kinds)}")
-        if self.repeats < 1:
-            raise ValueError("repeats must be at least 1")
 
 
 @dataclass

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 from scipy import stats
+from stimloop.science.configs import ReadoutConfig
 from stimloop.science.seeds import channel_torch_generator
 from stimloop.science.trainer import (
     Best,
@@ -40,38 +41,6 @@ from stimloop.science.trainer import (
 from torch import nn
 
 FitProgress = Callable[[int, int, float], None]  # (epoch, epochs, mean best val loss)
-
-
-@dataclass(frozen=True)
-class ReadoutConfig:
-    """Fitting hyper-parameters; the defaults are the paper's (sec. 4) where it gives them."""
-
-    lr: float = 1e-4
-    epochs: int = 2500
-    l_half_weight: float = 0.1  # weight of the smoothed L_{1/2} penalty on w
-    l_half_eps: float = 1e-6  # smoothing: sum_i (w_i^2 + eps)^(1/4)
-    split: tuple[int, int, int] = (400, 50, 25)  # train / validation / test bodies
-    batch_size: int = 64  # not given in the paper
-    jitter: float = 0.1  # std of the training-time location noise, in [-1, 1] map units
-    silhouettes: bool = True  # augment training with the bodies' silhouettes (sec. 4)
-    mu_init: str = "grid"  # "grid": best ridge cell and its ridge w (grid_init); "centre": 0
-
-    def __post_init__(self) -> None:
-        if self.lr <= 0 or self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("lr must be > 0, epochs and batch_size >= 1")
-        if self.l_half_weight < 0 or self.l_half_eps <= 0 or self.jitter < 0:
-            raise ValueError("l_half_weight and jitter must be >= 0, l_half_eps > 0")
-        if self.mu_init not in ("grid", "centre"):
-            raise ValueError("mu_init must be 'grid' or 'centre'")
-        if len(self.split) != 3 or min(self.split) < 1 or self.split[1] < 2 or self.split[2] < 3:
-            raise ValueError("split needs train >= 1, validation >= 2 and test >= 3 bodies")
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ReadoutConfig:
-        values = dict(data)
-        if "split" in values:
-            values["split"] = tuple(values["split"])
-        return cls(**values)
 
 
 @dataclass(frozen=True)

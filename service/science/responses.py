@@ -17,28 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import stats
+from stimloop.science.configs import InclusionConfig, Windows
 from stimloop.science.seeds import channel_rng
-
-
-@dataclass(frozen=True)
-class Windows:
-    """Analysis windows around stimulus onset, in seconds, half-open ``[start, end)``."""
-
-    baseline: tuple[float, float] = (-0.075, 0.025)
-    response: tuple[float, float] = (0.050, 0.250)
-
-    def __post_init__(self) -> None:
-        for name, (start, end) in (("baseline", self.baseline), ("response", self.response)):
-            if not end > start:
-                raise ValueError(f"{name} window must end after it starts, got {(start, end)}")
-
-    @property
-    def baseline_s(self) -> float:
-        return self.baseline[1] - self.baseline[0]
-
-    @property
-    def response_s(self) -> float:
-        return self.response[1] - self.response[0]
 
 
 @dataclass(frozen=True)
@@ -207,17 +187,6 @@ def response_table(
 
 
 # --------------------------------------------------------------------------- inclusion
-
-
-@dataclass(frozen=True)
-class InclusionConfig:
-    """Thresholds of sec. 4 / A.2, with the paper's values as defaults."""
-
-    min_net_response: float = 5.0  # spikes/s, responsive
-    selectivity_alpha: float = 0.01  # Kruskal-Wallis p below this: stimulus-selective
-    min_reliability: float = 0.5  # Spearman-Brown corrected split-half r above this: reliable
-    split_half_splits: int = 100  # seeded random splits of the repeats, averaged
-    min_repeats: int = 2  # every stimulus needs this many repeats for the tests
 
 
 @dataclass(frozen=True)

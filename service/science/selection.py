@@ -22,28 +22,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from stimloop.science.configs import SelectionConfig
 from stimloop.science.readout import FittedReadout, as_tensor, bilinear_weights
 from stimloop.science.responses import ChannelInclusion
 from stimloop.science.similarity import weighted_cosine
 
 ROLES = ("top", "bottom", "similar")
-
-
-@dataclass(frozen=True)
-class SelectionConfig:
-    """How many candidates per channel, category and role; the stability bodies; the sequence."""
-
-    n_top: int = 1
-    n_bottom: int = 1
-    n_similar: int = 1
-    stability_bodies: int = 75  # sec. 4: "a subset of 75 of the original body images"
-    repeats: int = 8  # presentations of each phase-two image (A.2: 8x)
-
-    def __post_init__(self) -> None:
-        if min(self.n_top, self.n_bottom, self.n_similar, self.stability_bodies) < 0:
-            raise ValueError("selection counts cannot be negative")
-        if self.repeats < 1:
-            raise ValueError("repeats must be at least 1")
 
 
 def cell_major(maps: np.ndarray | torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -118,8 +118,8 @@ def test_a_create_retried_after_a_dropped_answer_makes_one_session(service, loop
 
 
 def test_spike_times_are_cut_with_the_sessions_own_windows(service, loop, tmp_path):  # noqa: F811
-    from stimloop.api.schemas import WindowSettings
     from stimloop.report import _means
+    from stimloop.science.configs import Windows
     from stimloop.store import read_npz
 
     token = service.rig["Authorization"].split()[1]
@@ -150,5 +150,5 @@ def test_spike_times_are_cut_with_the_sessions_own_windows(service, loop, tmp_pa
     assert accepted.status == "queued"
     stored = read_npz(service.settings.sessions_dir / session.id / "phase1.npz")
     assert (stored["baseline_count"] == 1).all() and (stored["response_count"] == 2).all()
-    rates = _means(stored, CHANNELS[0], None, WindowSettings(**windows))
+    rates = _means(stored, CHANNELS[0], None, Windows.from_dict(windows))
     assert rates == pytest.approx({"body_0000": 2 / 0.3 - 1 / 0.2, "body_0001": 2 / 0.3 - 1 / 0.2})

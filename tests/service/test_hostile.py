@@ -330,8 +330,8 @@ def test_hostile_phase_three_requests_are_refused_and_change_nothing(service, hs
     trials = json.dumps({"stimulus": ["body_0000"], "channel": ["ch1"], "rate": [1.0]}).encode()
     rows = {
         "no readouts yet": ("POST", url, {}, service.analyst, 409, "no fitted models"),
-        "q of 0": ("POST", url, {"q": [0.0]}, service.rig, 422, "(0, 1)"),
-        "q of 1": ("POST", url, {"q": [1.0]}, service.rig, 422, "(0, 1)"),
+        "q of 0": ("POST", url, {"q": [0.0]}, service.rig, 422, "greater than 0"),
+        "q of 1": ("POST", url, {"q": [1.0]}, service.rig, 422, "less than 1"),
         "q twice": ("POST", url, {"q": [0.25, 0.25]}, service.rig, 422, "repeat"),
         "11 q values": (
             "POST",

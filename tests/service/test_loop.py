@@ -302,8 +302,8 @@ def test_phase_three(service, loop, monkeypatch):
     )
     channel = meta["channel"]
     for request, status, words in (
-        ({"q": [0.0]}, 422, "(0, 1)"),
-        ({"q": [1.0]}, 422, "(0, 1)"),
+        ({"q": [0.0]}, 422, "greater than 0"),
+        ({"q": [1.0]}, 422, "less than 1"),
         ({"q": [0.2, 0.2]}, 422, "repeat"),
         ({"channels": ["nope"]}, 404, "not in the session"),
         ({"channels": ["silent"]}, 409, "excluded"),
