@@ -254,12 +254,14 @@ def turnaround(sizes: Sizes, device: torch.device) -> list[str]:
     against the same session's fit forced to eager steps."""
     from redis import Redis
     from stimloop.api.uploads import digest
-    from stimloop.cache import ActivationCache
-    from stimloop.pipeline import Context
     from stimloop.serve import private_redis
     from stimloop.settings import Settings
-    from stimloop.stimulus_sets import write_stimulus_set
-    from stimloop.store import Store
+    from stimloop.storage.cache import ActivationCache
+    from stimloop.storage.stimulus_sets import write_stimulus_set
+    from stimloop.storage.store import Store
+    from stimloop.worker.fit_select import fit_and_select
+    from stimloop.worker.precompute import warm_session
+    from stimloop.worker.resources import Resources
 
     rng = np.random.default_rng(0)
     prefix = f"stimloop-gpu-bench-{uuid.uuid4().hex[:8]}"
@@ -280,7 +282,7 @@ def turnaround(sizes: Sizes, device: torch.device) -> list[str]:
             device=str(device),
             stimulus_root=tmp / "stimuli",
         )
-        ctx = Context(settings, ActivationCache(redis, prefix))
+        ctx = Resources(settings, ActivationCache(redis, prefix))
         weights = ctx.backbone("resnet50_random").weights_sha256
         store = Store(store_dir)
         entries = write_stimulus_set(tmp / "stimuli/bodies", generate_bodies(sizes.bodies, 0))
@@ -320,9 +322,9 @@ def turnaround(sizes: Sizes, device: torch.device) -> list[str]:
             "analysis": {},
         }
         session = store.create_session(config, {})["id"]
-        t_warm, _ = timed(lambda: ctx.warm_session(session), device)
+        t_warm, _ = timed(lambda: warm_session(ctx, session), device)
         store.put_phase(session, "phase1", trials, digest(trials))  # as the upload does
-        t_turn, result = timed(lambda: ctx.fit_and_select(session), device)
+        t_turn, result = timed(lambda: fit_and_select(ctx, session), device)
     return [
         f"**turnaround** ({c} channels, {b} bodies x 8 repeats, {sizes.objects} objects, "
         f"{sizes.controls} control bodies, paper's fit, warm cache)",
@@ -347,7 +349,7 @@ def _maps(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def _set_record(set_id: str, category: str, folder: Path, entries) -> dict:
-    from stimloop.store import now
+    from stimloop.storage.store import now
 
     return {
         "id": set_id,

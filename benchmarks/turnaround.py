@@ -27,13 +27,15 @@ from pathlib import Path
 import numpy as np
 from redis import Redis
 from stimloop.api.uploads import digest
-from stimloop.cache import ActivationCache
-from stimloop.pipeline import Context
 from stimloop.registry import default_registry_path
 from stimloop.science.stimuli import generate_bodies
 from stimloop.settings import Settings
-from stimloop.stimulus_sets import write_stimulus_set
-from stimloop.store import Store, now
+from stimloop.storage.cache import ActivationCache
+from stimloop.storage.stimulus_sets import write_stimulus_set
+from stimloop.storage.store import Store, now
+from stimloop.worker.fit_select import fit_and_select
+from stimloop.worker.precompute import warm_session
+from stimloop.worker.resources import Resources
 
 from benchmarks.machine import describe
 
@@ -60,7 +62,7 @@ def main() -> None:
             device="auto",
             stimulus_root=tmp / "stimuli",
         )
-        ctx = Context(settings, ActivationCache(redis, prefix))
+        ctx = Resources(settings, ActivationCache(redis, prefix))
         weights = ctx.backbone("resnet50_random").weights_sha256
         store = Store(store_dir)
         rng = np.random.default_rng(0)
@@ -135,12 +137,12 @@ def main() -> None:
             }
             session = store.create_session(config, {})["id"]
             start = time.perf_counter()
-            ctx.warm_session(session)
+            warm_session(ctx, session)
             warm = time.perf_counter() - start
             trials = {"stimulus": stim, "channel": chan, "rate": rate}
             store.put_phase(session, "phase1", trials, digest(trials))  # as the upload does
             start = time.perf_counter()
-            result = ctx.fit_and_select(session)
+            result = fit_and_select(ctx, session)
             rows.append((label, warm, time.perf_counter() - start, len(result["included"])))
         print(f"# turnaround: {date.today()} on {describe(ctx.backbone('resnet50_random').device)}")
         print(

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from stimloop.stimulus_sets import write_atomic
+from stimloop.storage.atomic import write_atomic
 
 
 @dataclass(frozen=True)

@@ -104,7 +104,7 @@ def stimuli_generate(
 ) -> None:
     """Write a deterministic procedural stimulus set (280 px, gray background) and its manifest."""
     from stimloop.science import stimuli
-    from stimloop.stimulus_sets import write_stimulus_set
+    from stimloop.storage.stimulus_sets import write_stimulus_set
 
     if not 0 <= bodies <= stimuli.N_POSES * stimuli.N_VIEWS:
         raise fail(f"--bodies must be between 0 and {stimuli.N_POSES * stimuli.N_VIEWS}")
@@ -136,7 +136,8 @@ def stimuli_silhouettes(
     import numpy as np
     from stimloop.science.backbone import ImageError, read_image
     from stimloop.science.stimuli import encode_png, silhouette
-    from stimloop.stimulus_sets import StimulusEntry, read_stimulus_set, write_atomic
+    from stimloop.storage.atomic import write_atomic
+    from stimloop.storage.stimulus_sets import StimulusEntry, read_stimulus_set
 
     entries = read_stimulus_set(images)
     written = []
@@ -238,7 +239,7 @@ def extract_folder(backbone_name: str, images: Path, settings: Settings, label: 
     from stimloop.activations import Activations
     from stimloop.registry import ensure_registry, open_backbone
     from stimloop.science.backbone import extract_features
-    from stimloop.stimulus_sets import read_stimulus_set
+    from stimloop.storage.stimulus_sets import read_stimulus_set
 
     ensure_registry(settings.registry_path)
     backbone = open_backbone(
@@ -332,7 +333,7 @@ def fit(
     )
     from stimloop.science.backbone import resolve_device
     from stimloop.science.readout import ReadoutConfig
-    from stimloop.stimulus_sets import write_atomic
+    from stimloop.storage.atomic import write_atomic
 
     try:
         sizes = tuple(int(v) for v in split.split(","))

@@ -43,7 +43,7 @@ from stimloop.science.backbone import (
 from stimloop.science.stimuli import generate_bodies, generate_control_bodies, generate_objects
 from stimloop.serve import free_port, private_redis
 from stimloop.settings import Settings, absolute
-from stimloop.stimulus_sets import write_stimulus_set
+from stimloop.storage.stimulus_sets import write_stimulus_set
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from stimloop.science.responses import (
     trials_from_counts,
     trials_from_rates,
 )
-from stimloop.stimulus_sets import write_atomic
+from stimloop.storage.atomic import write_atomic
 
 
 def trials_from_columns(columns: dict[str, np.ndarray], windows: Windows = Windows()) -> Trials:

@@ -1,6 +1,6 @@
 """The queue seen from the API: connect, enqueue by dotted name, read a job's status, cancel.
 
-Torch-free: the API process never imports the science; workers import ``stimloop.jobs``.
+Torch-free: the API process never imports the science; workers import ``stimloop.worker.jobs``.
 """
 
 from __future__ import annotations

@@ -173,8 +173,8 @@ def register_worker(settings: Settings, redis: Redis, name: str, device: str) ->
 
 def run_worker(settings: Settings, burst: bool = False, name: str | None = None) -> None:
     """One worker against ``settings.redis_url``; loads backbones on first use and keeps them."""
-    from stimloop.jobs import make_worker
     from stimloop.science.backbone import resolve_device
+    from stimloop.worker.jobs import make_worker
 
     ensure_registry(settings.registry_path)
     watch_serve()

@@ -100,6 +100,6 @@ def table_markdown() -> str:
 
 
 def _now() -> str:
-    from stimloop.store import now
+    from stimloop.storage.store import now
 
     return now()

@@ -7,7 +7,7 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
-from stimloop.figures import PairPanel, grid_figure, pair_figure
+from stimloop.reports.figures import PairPanel, grid_figure, pair_figure
 
 
 def panel(channel: str, s: float) -> PairPanel:

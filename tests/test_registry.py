@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from stimloop.registry import load_registry, spec_for
 from stimloop.science.backbone import BackboneError
-from stimloop.stimulus_sets import read_stimulus_set, write_stimulus_set
+from stimloop.storage.stimulus_sets import read_stimulus_set, write_stimulus_set
 
 from tests.conftest import REGISTRY
 

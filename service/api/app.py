@@ -8,12 +8,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from redis import Redis
 from stimloop import __version__
-from stimloop.api import errors, routes_phase_three, routes_sessions, routes_sets, routes_system
+from stimloop.api import errors
+from stimloop.api.routes import phase_three, sessions, sets, system
 from stimloop.api.uploads import UploadPool
 from stimloop.api.walls import Walls
 from stimloop.registry import ensure_registry
 from stimloop.settings import Settings
-from stimloop.store import Store
+from stimloop.storage.store import Store
 
 log = logging.getLogger("stimloop.api")
 
@@ -50,8 +51,8 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
 
     errors.install(app)
     app.add_middleware(Walls, settings=settings)  # token and size, before any body is read
-    app.include_router(routes_system.router)
-    app.include_router(routes_sets.router)
-    app.include_router(routes_sessions.router)
-    app.include_router(routes_phase_three.router)
+    app.include_router(system.router)
+    app.include_router(sets.router)
+    app.include_router(sessions.router)
+    app.include_router(phase_three.router)
     return app

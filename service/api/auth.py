@@ -12,8 +12,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from stimloop.stimulus_sets import write_atomic
-from stimloop.store import now
+from stimloop.storage.atomic import write_atomic
+from stimloop.storage.store import now
 
 ROLES = ("rig", "analyst")
 

@@ -10,7 +10,7 @@ from redis import Redis
 from stimloop.api.auth import role_of
 from stimloop.api.errors import ApiError
 from stimloop.settings import Settings
-from stimloop.store import Store
+from stimloop.storage.store import Store
 
 
 def settings(request: Request) -> Settings:

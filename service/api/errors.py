@@ -12,7 +12,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from stimloop.store import NotFoundError
+from stimloop.storage.store import NotFoundError
 
 log = logging.getLogger("stimloop.api")
 PROBLEM = "application/problem+json"

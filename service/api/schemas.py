@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from stimloop.science.configs import (
     AnalysisConfig,
+    Coverage,
     Feather,
     Fraction,
     FragmentKind,
@@ -17,7 +18,10 @@ from stimloop.science.configs import (
     PhaseThreeConfig,
     ReadoutConfig,
     Repeats,
+    SaliencyMethod,
+    SaliencySettings,
     SelectionConfig,
+    Sigma,
     Windows,
 )
 
@@ -124,15 +128,21 @@ class ActivationsRequest(Strict):
     stimulus_set: str = Field(pattern=ID)
 
 
+SALIENCY = SaliencySettings()
+
+
 class SaliencyRequest(Strict):
+    """A channel's pair (both named, or neither for sec. 5.2's default pair) and the
+    ``SaliencySettings`` (their defaults and bounds are the science's)."""
+
     channel: str
     object: str | None = Field(None, description="Object id; with body, else the default pair")
     body: str | None = None
-    method: Literal["gradient", "integrated_gradients", "smoothgrad"] = "gradient"
-    coverage: float | None = Field(
-        None, gt=0, le=1, description="Fraction of s; None: device default"
+    method: SaliencyMethod = SALIENCY.method
+    coverage: Coverage | None = Field(
+        SALIENCY.coverage, description="Fraction of s; None: device default"
     )
-    sigma: float = Field(4.0, ge=0, le=50)
+    sigma: Sigma = SALIENCY.sigma
 
     @model_validator(mode="after")
     def _pair(self) -> SaliencyRequest:

@@ -29,7 +29,7 @@ from stimloop.client.readers import (
 )
 from stimloop.process_ties import watch_parent
 from stimloop.session_states import IllegalTransitionError
-from stimloop.store import Store, now, write_npz
+from stimloop.storage.store import Store, now, write_npz
 
 NPZ_TYPES = ("application/x-npz", "application/octet-stream", "application/npz")
 

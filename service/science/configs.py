@@ -172,3 +172,25 @@ class PhaseThreeConfig:
             or len(set(self.kinds)) != len(self.kinds)
         ):
             raise ValueError(f"kinds must be distinct, of {list(KINDS)}, not {list(self.kinds)}")
+
+
+SaliencyMethod = Literal["gradient", "integrated_gradients", "smoothgrad"]
+Coverage = Annotated[float, Gt(0), Le(1)]  # a fraction of s (eq. 5's sum)
+Sigma = Annotated[float, Ge(0), Le(50)]  # Gaussian smoothing of each feature's map, px at 224
+
+
+@dataclass(frozen=True)
+class SaliencySettings:
+    """What an analyst chooses for a saliency map (sec. 3.3, A.1.2): the attribution method,
+    the covered fraction of ``s`` (None: the device's default) and the maps' smoothing."""
+
+    __pydantic_config__ = STRICT
+
+    method: SaliencyMethod = "gradient"
+    coverage: Coverage | None = None
+    sigma: Sigma = 4.0
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if self.coverage is not None and not 0 < self.coverage <= 1:
+            raise ValueError(f"coverage must be in (0, 1], not {self.coverage}")

@@ -26,6 +26,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
+from stimloop.science.configs import Coverage, SaliencyMethod, SaliencySettings, Sigma
 from stimloop.science.readout import bilinear_weights
 from stimloop.science.similarity import pairwise
 from torch import nn
@@ -93,6 +94,9 @@ def make_method(name: str, **options: Any) -> Gradient | IntegratedGradients | S
 # --------------------------------------------------------------------------- the pieces
 
 
+SETTINGS = SaliencySettings()
+
+
 @dataclass(frozen=True)
 class SaliencyConfig:
     """Parallel-backpropagation settings.
@@ -102,19 +106,16 @@ class SaliencyConfig:
     1.0 on a GPU, ``CPU_COVERAGE`` on a CPU, where each feature costs a backward pass.
     """
 
-    method: str = "gradient"
+    method: SaliencyMethod = SETTINGS.method
     method_options: dict[str, Any] = field(default_factory=dict)
-    sigma: float = 4.0  # Gaussian smoothing of each feature's map, in pixels at 224 px
-    coverage: float | None = None
+    sigma: Sigma = SETTINGS.sigma  # Gaussian smoothing of each feature's map, px at 224 px
+    coverage: Coverage | None = SETTINGS.coverage
     strategy: Strategy = "auto"
     chunk: int = 32  # features per batched vector-Jacobian product
     seed: int = 0  # SmoothGrad noise
 
     def __post_init__(self) -> None:
-        if self.coverage is not None and not 0 < self.coverage <= 1:
-            raise ValueError(f"coverage must be in (0, 1], not {self.coverage}")
-        if self.sigma < 0:
-            raise ValueError("sigma must be >= 0")
+        SaliencySettings(self.method, self.coverage, self.sigma)  # their bounds, once
         make_method(self.method, **self.method_options)
 
 
@@ -357,6 +358,14 @@ def parallel_backprop(
     )
 
 
+def top_recorded(means: np.ndarray, ids: Sequence[str], n: int) -> list[str]:
+    """Sec. 5.2's candidates: the ``n`` stimuli with the highest recorded mean (``[S]``, NaN
+    counts as lowest), ties by the smaller id."""
+    values = np.nan_to_num(np.asarray(means, np.float64), nan=-np.inf)
+    order = np.lexsort((np.asarray(ids), -values))
+    return [ids[i] for i in order[:n]]
+
+
 def default_pair(
     a_objects: np.ndarray,
     a_bodies: np.ndarray,
@@ -364,8 +373,9 @@ def default_pair(
     object_ids: Sequence[str],
     body_ids: Sequence[str],
 ) -> tuple[str, str, float]:
-    """Sec. 5.2: among a channel's top recorded objects and bodies (read-out features
-    ``[n_obj, F]`` and ``[n_body, F]``), the pair with the highest ``s``; ties by ids."""
+    """Sec. 5.2: among a channel's top recorded objects and bodies (``top_recorded``;
+    read-out features ``[n_obj, F]`` and ``[n_body, F]``), the pair with the highest ``s``;
+    ties by ids."""
     s = pairwise(a_objects, a_bodies, w).numpy()  # eq. (2), [n_obj, n_body]
     i_obj, i_body = np.meshgrid(np.arange(len(object_ids)), np.arange(len(body_ids)), indexing="ij")
     objs = np.asarray(object_ids)[i_obj.ravel()]

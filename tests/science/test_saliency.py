@@ -166,7 +166,7 @@ def test_bad_settings_are_refused():
     for bad in (0.0, 1.5, -0.1):
         with pytest.raises(ValueError, match="coverage"):
             sa.SaliencyConfig(coverage=bad)
-    with pytest.raises(ValueError, match="unknown attribution method"):
+    with pytest.raises(ValueError, match="method must be one of"):
         sa.SaliencyConfig(method="occlusion")
 
 
@@ -227,3 +227,15 @@ def test_a_corner_neuron_looks_at_its_corner(synthetic_dataset, random_backbone)
         masses.append((quadrant_mass(result.display_out), quadrant_mass(result.display_in)))
     assert min(masses[0]) > 0.5, masses
     assert max(masses[1]) < 0.5, masses
+
+
+def test_the_api_offers_exactly_the_implemented_methods():
+    from typing import get_args
+
+    from stimloop.science.configs import SaliencyMethod
+
+    assert set(get_args(SaliencyMethod)) == set(sa.METHODS)
+    with pytest.raises(ValueError, match="coverage"):
+        sa.SaliencyConfig(coverage=1.5)
+    with pytest.raises(ValueError, match="sigma"):
+        sa.SaliencyConfig(sigma=-1.0)

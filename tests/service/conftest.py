@@ -32,7 +32,7 @@ class Service:
 
     def work(self) -> None:
         """Run every queued job on an in-process worker, then return."""
-        from stimloop.jobs import make_worker
+        from stimloop.worker.jobs import make_worker
 
         make_worker(self.settings, self.redis).work(burst=True, logging_level="WARNING")
 
@@ -102,7 +102,7 @@ def service(tmp_path_factory):
 def register_sets(service: Service, sets: dict[str, tuple[str, list]]) -> None:
     """Write each set's images below the stimulus root and register it: id -> (category,
     stimuli)."""
-    from stimloop.stimulus_sets import write_stimulus_set
+    from stimloop.storage.stimulus_sets import write_stimulus_set
 
     for set_id, (category, stimuli) in sets.items():
         write_stimulus_set(service.settings.stimulus_root / set_id, stimuli)

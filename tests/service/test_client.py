@@ -118,9 +118,9 @@ def test_a_create_retried_after_a_dropped_answer_makes_one_session(service, loop
 
 
 def test_spike_times_are_cut_with_the_sessions_own_windows(service, loop, tmp_path):  # noqa: F811
-    from stimloop.report import _means
+    from stimloop.reports.report import _means
     from stimloop.science.configs import Windows
-    from stimloop.store import read_npz
+    from stimloop.storage.store import read_npz
 
     token = service.rig["Authorization"].split()[1]
     client = RigClient("http://testserver", token, transport=service.client._transport)

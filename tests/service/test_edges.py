@@ -10,7 +10,7 @@ import zipfile
 import numpy as np
 import pytest
 from stimloop.science.stimuli import generate_bodies, generate_control_bodies, generate_objects
-from stimloop.stimulus_sets import write_stimulus_set
+from stimloop.storage.stimulus_sets import write_stimulus_set
 
 from tests.service.conftest import new_session
 
@@ -370,7 +370,7 @@ def test_reading_a_session_never_writes_it(service):
     import hashlib
 
     from rq.job import Job, JobStatus
-    from stimloop.store import Store
+    from stimloop.storage.store import Store
 
     sid = new_session(service, "rw", 6, 12, channels=["ch1"], fit={"split": [6, 3, 3]})
     bodies = [f"body_{i:04d}" for i in range(12)]

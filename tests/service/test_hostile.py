@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from stimloop.science.stimuli import generate_objects
-from stimloop.stimulus_sets import write_stimulus_set
+from stimloop.storage.stimulus_sets import write_stimulus_set
 
 from tests.service.conftest import new_session
 from tests.service.test_edges import is_problem

@@ -45,9 +45,9 @@ def phase_one(seed: int) -> dict:
 
 
 def test_a_stale_job_writes_nothing_and_changes_no_state(service, session):
-    from stimloop import jobs
-    from stimloop.cache import ActivationCache
-    from stimloop.pipeline import Context
+    from stimloop.storage.cache import ActivationCache
+    from stimloop.worker import jobs
+    from stimloop.worker.resources import Resources
 
     c = service.client
     first = c.put(f"/v1/sessions/{session}/phase1", headers=service.rig, json=phase_one(1))
@@ -59,8 +59,8 @@ def test_a_stale_job_writes_nothing_and_changes_no_state(service, session):
     record = c.get(f"/v1/sessions/{session}", headers=service.rig).json()
     assert record["generation"] == 2 and record["state"] == "phase1_received"
 
-    jobs.install_context(
-        Context(service.settings, ActivationCache(service.redis, service.settings.key_prefix))
+    jobs.install_resources(
+        Resources(service.settings, ActivationCache(service.redis, service.settings.key_prefix))
     )
     stale = jobs.run_fit(session, 1)  # the first upload's fit, run late
     assert stale["stale"] and "generation 1" in stale["message"]
@@ -101,7 +101,7 @@ def test_an_analyst_cancels_only_its_own_saliency_jobs(service, session):
         service.settings,
         service.redis,
         "saliency",
-        "stimloop.jobs.run_saliency",
+        "stimloop.worker.jobs.run_saliency",
         session,
         {},
         "k",

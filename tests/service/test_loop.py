@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from stimloop.science import synthetic as sy
 from stimloop.science.stimuli import generate_bodies, generate_control_bodies, generate_objects
-from stimloop.stimulus_sets import write_stimulus_set
+from stimloop.storage.stimulus_sets import write_stimulus_set
 
 NEURONS = ["ch1", "ch2", "ch3"]
 CHANNELS = [*NEURONS, "silent"]  # "silent" never fires: excluded, with its reason
@@ -59,14 +59,14 @@ def loop(service):
     assert r.status_code == 201, r.text
     session = r.json()["id"]
     service.work()  # warms the candidates
-    from stimloop.cache import ActivationCache
-    from stimloop.store import Store
+    from stimloop.storage.cache import ActivationCache
+    from stimloop.storage.store import Store
 
     store = Store(service.settings.models_store)
     cache = ActivationCache(service.redis, service.settings.key_prefix)
     weights = (
-        __import__("stimloop.jobs", fromlist=["context"])
-        .context()
+        __import__("stimloop.worker.jobs", fromlist=["resources"])
+        .resources()
         .backbone("resnet50_random")
         .weights_sha256
     )
@@ -152,8 +152,8 @@ def test_the_whole_loop(service, loop):
 
     ids, body_maps = loop["maps"]["bodies"]
     sil = (
-        __import__("stimloop.jobs", fromlist=["context"])
-        .context()
+        __import__("stimloop.worker.jobs", fromlist=["resources"])
+        .resources()
         .silhouette_maps("resnet50_random", "bodies", ids)
     )
     act = Activations(ids, body_maps, [""] * len(ids), "resnet50_random", "w")
@@ -288,8 +288,8 @@ def test_phase_three(service, loop, monkeypatch):
     import json
     import zipfile
 
-    from stimloop.jobs import context
     from stimloop.science.backbone import extract_features
+    from stimloop.worker.jobs import resources
 
     c, sid = service.client, loop["session"]
     url = f"/v1/sessions/{sid}/phase3"
@@ -357,7 +357,7 @@ def test_phase_three(service, loop, monkeypatch):
         assert pngs[m["id"]][:4] == b"\x89PNG"
 
     # the rig shows the list: the synthetic neurons see the fragments through the backbone
-    model = context().backbone("resnet50_random")
+    model = resources().backbone("resnet50_random")
     seen = extract_features(model, [pngs[s] for s in stimuli], batch_size=8)
     rates = sy.true_responses(loop["neurons"], seen)
     _, cols = sy.simulate_counts(

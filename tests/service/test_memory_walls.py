@@ -18,7 +18,7 @@ import psutil
 import pytest
 from redis import Redis
 from stimloop.science.stimuli import generate_bodies, generate_control_bodies, generate_objects
-from stimloop.stimulus_sets import write_stimulus_set
+from stimloop.storage.stimulus_sets import write_stimulus_set
 
 from tests.service.conftest import cleanup, redis_test_url
 from tests.service.test_processes import STIMLOOP, free_port

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from redis import Redis
 from stimloop.science.stimuli import generate_bodies, generate_control_bodies, generate_objects
-from stimloop.stimulus_sets import write_stimulus_set
+from stimloop.storage.stimulus_sets import write_stimulus_set
 
 from tests.conftest import REGISTRY
 from tests.service.conftest import cleanup, redis_test_url

@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 from redis import Redis
 from stimloop.science.stimuli import generate_bodies, generate_control_bodies, generate_objects
-from stimloop.stimulus_sets import write_stimulus_set
+from stimloop.storage.stimulus_sets import write_stimulus_set
 
 from tests.service.test_processes import STIMLOOP, free_port
 from tests.test_fresh_clone import user_env

@@ -15,7 +15,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 from stimloop.science.stimuli import generate_bodies, generate_control_bodies, generate_objects
-from stimloop.stimulus_sets import write_stimulus_set
+from stimloop.storage.stimulus_sets import write_stimulus_set
 
 CHECKS = [
     not_a_server_error,

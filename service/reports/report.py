@@ -22,9 +22,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 from scipy import stats
 from stimloop.client.tables import analysis_rows, phase_three_rows
-from stimloop.figures import FragmentRow, PairPanel, fragments_figure, grid_figure
+from stimloop.reports.figures import FragmentRow, PairPanel, fragments_figure, grid_figure
 from stimloop.science.configs import Windows
-from stimloop.store import Store, read_json, read_npz
+from stimloop.storage.store import Store, read_json, read_npz
 
 
 def critical_r(n: int, alpha: float = 0.05) -> float:

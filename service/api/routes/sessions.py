@@ -25,7 +25,7 @@ from rq.job import Job
 from stimloop import __version__, session_states
 from stimloop.api.deps import ANALYST, READ, RIG, Caller, body_bytes, redis, settings, store
 from stimloop.api.errors import ApiError, problem_responses
-from stimloop.api.routes_system import job_info, require_backbone
+from stimloop.api.routes.system import job_info, require_backbone
 from stimloop.api.schemas import (
     Accepted,
     JobInfo,
@@ -37,7 +37,7 @@ from stimloop.api.schemas import (
 from stimloop.api.uploads import JOB_OF, Expected
 from stimloop.queueing import enqueue, job_status
 from stimloop.settings import Settings
-from stimloop.store import Store, read_json
+from stimloop.storage.store import Store, read_json
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"], responses=problem_responses())
 UPLOAD_BODY = {
@@ -170,7 +170,9 @@ def create(
     )
     if record.pop("existing", False):
         return session_info(record)  # a retry: the first create's session, nothing new
-    job = enqueue(cfg, r, "warm", "stimloop.jobs.run_warm", record["id"], session=record["id"])
+    job = enqueue(
+        cfg, r, "warm", "stimloop.worker.jobs.run_warm", record["id"], session=record["id"]
+    )
     with st.locked(record["id"]) as rec:
         rec["jobs"]["warm"] = job.id
         record = dict(rec)
@@ -287,7 +289,7 @@ def start_phase_job(
     kind = JOB_OF[phase]
     if not new and not (record.get("rerun_possible") and not job_pending(record, kind, r)):
         return accepted(record, kind, cfg, r, "already received")
-    record = start_job(st, record, kind, f"stimloop.jobs.{JOB_FUNC[kind]}", cfg, r)
+    record = start_job(st, record, kind, f"stimloop.worker.jobs.{JOB_FUNC[kind]}", cfg, r)
     return accepted(record, kind, cfg, r, "queued")
 
 
@@ -342,7 +344,7 @@ def refit(
         rec["error"] = None
         Store.transition(rec, "phase1_received", "fit resubmitted", bump=True)
         record = dict(rec)
-    record = start_job(st, record, "fit", "stimloop.jobs.run_fit", cfg, r)
+    record = start_job(st, record, "fit", "stimloop.worker.jobs.run_fit", cfg, r)
     return accepted(record, "fit", cfg, r, "queued")
 
 
@@ -499,7 +501,7 @@ def saliency(
         cfg,
         r,
         "saliency",
-        "stimloop.jobs.run_saliency",
+        "stimloop.worker.jobs.run_saliency",
         session_id,
         req.model_dump(mode="json"),
         key,
@@ -544,7 +546,7 @@ def saliency_result(session_id: str, name: str, st: Store = Depends(store)) -> R
 )
 def report(session_id: str, st: Store = Depends(store)) -> HTMLResponse:
     from PIL import Image
-    from stimloop.report import build_report
+    from stimloop.reports.report import build_report
 
     config = st.get_session(session_id)["config"]
 

@@ -19,7 +19,7 @@ from stimloop.queueing import alive_key, cancel_key, enqueue, get_queue, job_sta
 from stimloop.registry import load_registry
 from stimloop.science.backbone_spec import BackboneError
 from stimloop.settings import Settings
-from stimloop.store import Store
+from stimloop.storage.store import Store
 
 router = APIRouter(prefix="/v1", responses=problem_responses())
 JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -117,7 +117,7 @@ def activations(
     require_backbone(cfg, req.backbone)
     st.get_set(req.stimulus_set)
     job = enqueue(
-        cfg, r, "activations", "stimloop.jobs.run_precompute", req.backbone, req.stimulus_set
+        cfg, r, "activations", "stimloop.worker.jobs.run_precompute", req.backbone, req.stimulus_set
     )
     return Accepted(
         job=JobInfo(**job_status(job, cfg)), status="queued", links={"job": f"/v1/jobs/{job.id}"}

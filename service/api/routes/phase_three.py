@@ -15,11 +15,11 @@ from redis import Redis
 from stimloop import session_states
 from stimloop.api.deps import READ, Caller, redis, settings, store
 from stimloop.api.errors import ApiError, problem_responses
-from stimloop.api.routes_sessions import add_upload_route, job_pending
+from stimloop.api.routes.sessions import add_upload_route, job_pending
 from stimloop.api.schemas import Accepted, JobInfo, PhaseThreeRequest
 from stimloop.queueing import enqueue, job_status
 from stimloop.settings import Settings
-from stimloop.store import Store, read_json
+from stimloop.storage.store import Store, read_json
 
 router = APIRouter(prefix="/v1/sessions", tags=["phase three"], responses=problem_responses())
 
@@ -123,7 +123,7 @@ def build(
             cfg,
             r,
             "phase3",
-            "stimloop.jobs.run_phase3",
+            "stimloop.worker.jobs.run_phase3",
             session_id,
             req.model_dump(mode="json"),
             key,

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,6 +16,7 @@ from typing import Any
 
 from stimloop.image_checks import check_image
 from stimloop.science.stimuli import Stimulus
+from stimloop.storage.atomic import write_atomic
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 MANIFEST = "manifest.json"
@@ -30,22 +29,6 @@ class StimulusEntry:
     category: str | None
     sha256: str
     params: dict[str, Any] = field(default_factory=dict)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file, fsync and rename (all or nothing)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # a short temporary name: the final name may already use the file system's 255 bytes
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_stimulus_set(

@@ -24,7 +24,6 @@ import numpy as np
 from PIL import Image
 from stimloop import session_states
 from stimloop.fitting import load_readout, trials_from_columns
-from stimloop.pipeline import Context, Report, quiet, windows_of
 from stimloop.science.backbone import extract_features
 from stimloop.science.configs import PhaseThreeConfig
 from stimloop.science.fragments import FragmentConfig, make_fragments
@@ -37,15 +36,16 @@ from stimloop.science.phase_three import (
 from stimloop.science.responses import response_table
 from stimloop.science.stimuli import encode_png
 from stimloop.session_states import StaleJobError
-from stimloop.stimulus_sets import write_atomic
-from stimloop.store import now, read_json, read_npz, write_json
+from stimloop.storage.atomic import write_atomic
+from stimloop.storage.store import now, read_json, read_npz, write_json
+from stimloop.worker.resources import Report, Resources, provenance, quiet, windows_of
 
-log = logging.getLogger("stimloop.phase_three")
+log = logging.getLogger("stimloop.worker.phase_three")
 
 
-def saliency_results(ctx: Context, session_id: str) -> list[dict[str, Any]]:
+def saliency_results(res: Resources, session_id: str) -> list[dict[str, Any]]:
     """The session's stored saliency metadata, by key."""
-    folder = ctx.store.path(session_id, "saliency")
+    folder = res.store.path(session_id, "saliency")
     if not folder.is_dir():
         return []
     return [read_json(p) for p in sorted(folder.glob("*.json"))]
@@ -68,7 +68,7 @@ def chosen_results(
 
 
 def build(
-    ctx: Context,
+    res: Resources,
     session_id: str,
     request: dict[str, Any],
     key: str,
@@ -77,7 +77,7 @@ def build(
 ) -> dict[str, Any]:
     """The phase-three list for ``request`` (the API's ``PhaseThreeRequest``), stored with
     its images under ``phase3/``; returns a summary."""
-    store = ctx.store
+    store = res.store
     record = store.get_session(session_id)
     session_states.check_generation(record, generation)
     config, generation = record["config"], session_states.generation(record)
@@ -91,10 +91,10 @@ def build(
     )
     readout = load_readout(store.session_dir(session_id))
     metas = chosen_results(
-        saliency_results(ctx, session_id), request.get("channels"), request.get("saliency")
+        saliency_results(res, session_id), request.get("channels"), request.get("saliency")
     )
     sets = {"object": config["object_set"], "body": config["body_set"]}
-    paths = {c: ctx.image_paths(store.get_set(s)) for c, s in sets.items()}
+    paths = {c: res.image_paths(store.get_set(s)) for c, s in sets.items()}
     fragments, pngs, intact = [], {}, {}
     for n, meta in enumerate(metas):
         report("fragments", n / max(len(metas), 1), f"cutting {meta['channel']}'s pair")
@@ -137,18 +137,18 @@ def build(
                         )
                     )
     report("predicting", 0.5, f"maps of {len(fragments)} fragments")
-    model = ctx.backbone(config["backbone"])
+    model = res.backbone(config["backbone"])
     ids = [f.stimulus for f in fragments]
 
     def compute(positions: list[int]) -> np.ndarray:
         return extract_features(
             model,
             [pngs[ids[p]] for p in positions],
-            batch_size=ctx.settings.batch_size,
-            precision=ctx.settings.precision,
+            batch_size=res.settings.batch_size,
+            precision=res.settings.precision,
         )
 
-    frag_maps = ctx.cache.fetch_or_compute(
+    frag_maps = res.cache.fetch_or_compute(
         model.weights_sha256, ["fragment-" + (f.sha256 or "") for f in fragments], compute
     )
     predicted = readout.predict(frag_maps) if fragments else np.zeros((0, len(readout.channels)))
@@ -157,7 +157,7 @@ def build(
     for category, set_id in sets.items():
         own = [e for e in intact.values() if e.source_category == category]
         if own:
-            _, maps = ctx.maps(config["backbone"], set_id, [e.source for e in own])
+            _, maps = res.maps(config["backbone"], set_id, [e.source for e in own])
             for e, row in zip(own, readout.predict(maps)):
                 e.predicted = {c: float(row[readout.channels.index(c)]) for c in e.channels}
     selection = read_json(store.path(session_id, "selection.json"))
@@ -172,7 +172,7 @@ def build(
     for body in stability:
         images.setdefault(body, body_paths[body].read_bytes())
     archive = stimuli_zip(plan.stimuli, images, listed["entries"])
-    prov = Context.provenance(config, readout.weights_sha256)
+    prov = provenance(config, readout.weights_sha256)
     with store.fenced(session_id, generation) as rec:
         folder = store.path(session_id, "phase3")
         if folder.is_dir():  # a new list: the old one's trials and analysis are void
@@ -224,11 +224,11 @@ def stimuli_zip(order: list[str], images: dict[str, bytes], entries: list[dict[s
 
 
 def analyse(
-    ctx: Context, session_id: str, report: Report = quiet, generation: int | None = None
+    res: Resources, session_id: str, report: Report = quiet, generation: int | None = None
 ) -> dict[str, Any]:
     """Analyse the stored phase-three trials against the list; written only if neither the
     session's generation nor the trials changed meanwhile."""
-    store = ctx.store
+    store = res.store
     record = store.get_session(session_id)
     session_states.check_generation(record, generation)
     config, generation = record["config"], session_states.generation(record)

@@ -16,8 +16,9 @@ from stimloop.api.errors import ApiError, problem_responses
 from stimloop.api.schemas import ID, Category, StimulusSetCreate, StimulusSetInfo
 from stimloop.image_checks import ImageRefusedError, check_image
 from stimloop.settings import Settings
-from stimloop.stimulus_sets import IMAGE_ID, IMAGE_SUFFIXES, read_stimulus_set, write_atomic
-from stimloop.store import Store, now
+from stimloop.storage.atomic import write_atomic
+from stimloop.storage.stimulus_sets import IMAGE_ID, IMAGE_SUFFIXES, read_stimulus_set
+from stimloop.storage.store import Store, now
 
 router = APIRouter(
     prefix="/v1/stimulus-sets", tags=["stimulus sets"], responses=problem_responses()

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 from stimloop import session_states
-from stimloop.stimulus_sets import write_atomic
+from stimloop.storage.atomic import write_atomic
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # What each upload makes stale when it is replaced.

@@ -21,30 +21,30 @@ from typing import Any
 from redis import Redis
 from rq import SimpleWorker, get_current_job
 from rq.job import Job
-from stimloop import phase_three_work
-from stimloop.cache import ActivationCache
-from stimloop.pipeline import Context
 from stimloop.queueing import cancel_key, connect, get_queue
 from stimloop.session_states import StaleJobError
 from stimloop.settings import Settings
-from stimloop.store import Store
+from stimloop.storage.cache import ActivationCache
+from stimloop.storage.store import Store
+from stimloop.worker import analysis, fit_select, phase_three, precompute, saliency
+from stimloop.worker.resources import Resources
 
-log = logging.getLogger("stimloop.jobs")
-_CONTEXT: Context | None = None  # the worker process's long-lived state
-
-
-def install_context(context: Context) -> None:
-    global _CONTEXT
-    _CONTEXT = context
+log = logging.getLogger("stimloop.worker.jobs")
+_RESOURCES: Resources | None = None  # the worker process's long-lived state
 
 
-def context() -> Context:
-    """The worker's context, made on first use from the environment's settings."""
-    global _CONTEXT
-    if _CONTEXT is None:
+def install_resources(held: Resources) -> None:
+    global _RESOURCES
+    _RESOURCES = held
+
+
+def resources() -> Resources:
+    """The worker's resources, made on first use from the environment's settings."""
+    global _RESOURCES
+    if _RESOURCES is None:
         settings = Settings()
-        _CONTEXT = Context(settings, ActivationCache(connect(settings), settings.key_prefix))
-    return _CONTEXT
+        _RESOURCES = Resources(settings, ActivationCache(connect(settings), settings.key_prefix))
+    return _RESOURCES
 
 
 def _reporter(job: Job | None) -> Callable[[str, float, str], None]:
@@ -68,15 +68,15 @@ def _reporter(job: Job | None) -> Callable[[str, float, str], None]:
     return report
 
 
-def _should_stop(job: Job | None, ctx: Context) -> Callable[[], bool]:
+def _should_stop(job: Job | None, res: Resources) -> Callable[[], bool]:
     if job is None:
         return lambda: False
-    key = cancel_key(ctx.settings, job.id)
-    return lambda: bool(ctx.cache.redis.exists(key))
+    key = cancel_key(res.settings, job.id)
+    return lambda: bool(res.cache.redis.exists(key))
 
 
 def _fail_session(
-    ctx: Context,
+    res: Resources,
     session_id: str,
     generation: int | None,
     error: str,
@@ -86,7 +86,7 @@ def _fail_session(
     """Mark the session failed (or back to phase1_received when cancelled), unless the job is
     stale: then a newer generation owns the session and nothing changes."""
     try:
-        with ctx.store.fenced(session_id, generation) as rec:
+        with res.store.fenced(session_id, generation) as rec:
             if rec["state"] not in ("fitting", "phase2_received", "phase1_received"):
                 return
             rec["error"] = error
@@ -109,22 +109,24 @@ def _stale(exc: StaleJobError) -> dict[str, Any]:
 
 def run_precompute(backbone: str, set_id: str) -> dict[str, Any]:
     job = get_current_job()
-    return context().precompute(backbone, set_id, _reporter(job))
+    return precompute.precompute(resources(), backbone, set_id, _reporter(job))
 
 
 def run_warm(session_id: str) -> dict[str, Any]:
-    return context().warm_session(session_id, _reporter(get_current_job()))
+    return precompute.warm_session(resources(), session_id, _reporter(get_current_job()))
 
 
 def run_fit(session_id: str, generation: int | None = None) -> dict[str, Any]:
-    job, ctx = get_current_job(), context()
+    job, res = get_current_job(), resources()
     try:
-        return ctx.fit_and_select(session_id, _reporter(job), _should_stop(job, ctx), generation)
+        return fit_select.fit_and_select(
+            res, session_id, _reporter(job), _should_stop(job, res), generation
+        )
     except StaleJobError as exc:
         return _stale(exc)
     except InterruptedError:
         _fail_session(
-            ctx,
+            res,
             session_id,
             generation,
             "cancelled; POST .../fit to run it again",
@@ -133,18 +135,18 @@ def run_fit(session_id: str, generation: int | None = None) -> dict[str, Any]:
         )
         raise
     except (Exception, SystemExit) as exc:  # SystemExit: the worker was stopped mid-job
-        _fail_session(ctx, session_id, generation, _describe(exc), "fit")
+        _fail_session(res, session_id, generation, _describe(exc), "fit")
         raise
 
 
 def run_analysis(session_id: str, generation: int | None = None) -> dict[str, Any]:
-    job, ctx = get_current_job(), context()
+    job, res = get_current_job(), resources()
     try:
-        return ctx.analyse(session_id, _reporter(job), generation)
+        return analysis.analyse(res, session_id, _reporter(job), generation)
     except StaleJobError as exc:
         return _stale(exc)
     except (Exception, SystemExit) as exc:
-        _fail_session(ctx, session_id, generation, _describe(exc), "analysis")
+        _fail_session(res, session_id, generation, _describe(exc), "analysis")
         raise
 
 
@@ -152,8 +154,8 @@ def run_saliency(
     session_id: str, request: dict[str, Any], key: str, generation: int | None = None
 ) -> dict[str, Any]:
     try:
-        return context().saliency(
-            session_id, request, key, _reporter(get_current_job()), generation
+        return saliency.saliency(
+            resources(), session_id, request, key, _reporter(get_current_job()), generation
         )
     except StaleJobError as exc:
         return _stale(exc)
@@ -163,8 +165,8 @@ def run_phase3(
     session_id: str, request: dict[str, Any], key: str, generation: int | None = None
 ) -> dict[str, Any]:
     try:
-        return phase_three_work.build(
-            context(), session_id, request, key, _reporter(get_current_job()), generation
+        return phase_three.build(
+            resources(), session_id, request, key, _reporter(get_current_job()), generation
         )
     except StaleJobError as exc:
         return _stale(exc)
@@ -172,8 +174,8 @@ def run_phase3(
 
 def run_phase3_analysis(session_id: str, generation: int | None = None) -> dict[str, Any]:
     try:
-        return phase_three_work.analyse(
-            context(), session_id, _reporter(get_current_job()), generation
+        return phase_three.analyse(
+            resources(), session_id, _reporter(get_current_job()), generation
         )
     except StaleJobError as exc:
         return _stale(exc)
@@ -186,6 +188,6 @@ def _describe(exc: BaseException) -> str:
 
 
 def make_worker(settings: Settings, redis: Redis, name: str | None = None) -> SimpleWorker:
-    """A non-forking worker on the stimloop queue, with this process's context installed."""
-    install_context(Context(settings, ActivationCache(redis, settings.key_prefix)))
+    """A non-forking worker on the stimloop queue, with this process's resources installed."""
+    install_resources(Resources(settings, ActivationCache(redis, settings.key_prefix)))
     return SimpleWorker([get_queue(settings, redis)], connection=redis, name=name)

@@ -1,0 +1,1 @@
+"""What the service shows people: the session report and its figures (matplotlib)."""

@@ -1,0 +1,1 @@
+"""The worker: its resources (``resources``), one module per use case, and the RQ jobs."""

@@ -1,0 +1,31 @@
+"""Before a session: cache a set's maps; when a session is created: warm its candidates."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stimloop.worker.resources import Report, Resources, quiet
+
+
+def precompute(
+    res: Resources, backbone: str, set_id: str, report: Report = quiet
+) -> dict[str, Any]:
+    ids, _ = res.maps(backbone, set_id, report=report)
+    return {
+        "stimulus_set": set_id,
+        "backbone": backbone,
+        "images": len(ids),
+        "weights_sha256": res.backbone(backbone).weights_sha256,
+    }
+
+
+def warm_session(res: Resources, session_id: str, report: Report = quiet) -> dict[str, Any]:
+    config = res.store.get_session(session_id)["config"]
+    for key, category in (("object_set", "object"), ("control_body_set", "control_body")):
+        report("warming", 0.0, f"loading {config[key]}")
+        res.candidates(config["backbone"], config[key], category)
+    ids, _ = res.maps(config["backbone"], config["body_set"], report=report)
+    if config["fit"].get("silhouettes", True):
+        report("warming", 0.9, "silhouette maps of the bodies")
+        res.silhouette_maps(config["backbone"], config["body_set"], ids)
+    return {"warm": True}
