@@ -29,7 +29,8 @@ from stimloop.client.readers import (
 )
 from stimloop.process_ties import watch_parent
 from stimloop.session_states import IllegalTransitionError
-from stimloop.storage.store import Store, now, write_npz
+from stimloop.settings import Settings
+from stimloop.storage.store import Store, now, read_json, write_npz
 
 NPZ_TYPES = ("application/x-npz", "application/octet-stream", "application/npz")
 
@@ -216,6 +217,49 @@ def store_phase_three(
 
 
 JOB_OF = {"phase1": "fit", "phase2": "analysis", "phase3": "phase3_analysis"}
+
+
+def expected_ids(phase: str, session_id: str, st: Store, cfg: Settings) -> Expected:
+    """What the phase's trials may name: phase one the body set, phase two its list (all of
+    it)."""
+    record = st.get_session(session_id)
+    config = record["config"]
+    channels = tuple(config["channels"])
+    if phase == "phase1":
+        bodies = frozenset(e["id"] for e in st.get_set(config["body_set"])["entries"])
+        return Expected(channels, bodies, "in the body set", (), 4 * cfg.max_upload_bytes)
+    if phase == "phase3":
+        if not st.path(session_id, "phase3/list.json").is_file():
+            raise ApiError(
+                409,
+                "Conflict",
+                "no phase-three list yet: POST .../phase3 and wait for its job first",
+            )
+        listed = read_json(st.path(session_id, "phase3/list.json"))
+        shown = [e["stimulus"] for e in listed["entries"]]
+        shown += [b for b in listed["stability_bodies"] if b not in set(shown)]
+        return Expected(
+            channels,
+            frozenset(shown),
+            "on the phase-three list",
+            tuple(shown),
+            4 * cfg.max_upload_bytes,
+        )
+    if not st.path(session_id, "selection.json").is_file():
+        raise ApiError(
+            409,
+            "Conflict",
+            f"no phase-two list yet (state {record['state']}); wait for the selection",
+        )
+    phase_two = read_json(st.path(session_id, "selection.json"))["phase_two"]
+    listed = [e["stimulus"] for e in phase_two["entries"]] + phase_two["stability_bodies"]
+    return Expected(
+        channels,
+        frozenset(listed),
+        "on the phase-two list",
+        tuple(listed),
+        4 * cfg.max_upload_bytes,
+    )
 
 
 def prepare_and_store(

@@ -15,8 +15,9 @@ from redis import Redis
 from stimloop import session_states
 from stimloop.api.deps import READ, Caller, redis, settings, store
 from stimloop.api.errors import ApiError, problem_responses
-from stimloop.api.routes.sessions import add_upload_route, job_pending
+from stimloop.api.routes.sessions import add_upload_route
 from stimloop.api.schemas import Accepted, JobInfo, PhaseThreeRequest
+from stimloop.api.session_jobs import job_pending
 from stimloop.queueing import enqueue, job_status
 from stimloop.settings import Settings
 from stimloop.storage.store import Store, read_json
