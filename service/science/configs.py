@@ -51,7 +51,8 @@ class ReadoutConfig:
     batch_size: Annotated[int, Ge(1)] = 64  # not given in the paper
     jitter: Annotated[float, Ge(0)] = 0.1  # std of the location noise, [-1, 1] map units
     silhouettes: bool = True  # augment training with the bodies' silhouettes (sec. 4)
-    mu_init: Literal["grid", "centre"] = "grid"  # grid: best ridge cell and its w; centre: 0
+    mu_init: Literal["grid", "centre"] = "grid"  # grid: best ridge position and its w; centre: 0
+    grid_subdivide: Annotated[int, Ge(1), Le(4)] = 2  # start lattice: points per cell spacing
 
     def __post_init__(self) -> None:
         check_fields(self)

@@ -277,61 +277,79 @@ class RidgeStart:
 RIDGE_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # penalties, as fractions of the kernel's mean diagonal
 
 
-def grid_init(x: torch.Tensor, y: torch.Tensor, width: int) -> RidgeStart:
+def grid_init(x: torch.Tensor, y: torch.Tensor, width: int, subdivide: int = 1) -> RidgeStart:
     """Starting readouts: per channel, the map cell and ridge solution that predict it best.
 
     Not in the paper, which does not say how ``mu`` and ``w`` start. A readout's location
     gradient only sees neighbouring cells, so from the centre it rarely travels far in 2500
     epochs; and from ``w = 0`` the smoothed L_{1/2} penalty, steepest just off zero, holds back
-    every weight whose data gradient is weaker than its slope. So for each of the ``H*W`` cells
-    and each penalty in ``RIDGE_GRID``, a ridge regression is scored by its closed-form
-    leave-one-out error (hat matrix of the centred kernel plus ``1/N`` for the intercept); each
-    channel starts at its best (cell, penalty) with that ridge solution (dual form,
-    ``w = A_c^T (K + lambda I)^-1 y_c``). ``x``: ``[N, H*W, F]`` training maps; ``y``: ``[N, C]``
-    targets with NaN where missing (treated as the channel's mean).
+    every weight whose data gradient is weaker than its slope. So for each position of a
+    lattice over the map (the cell centres, and with ``subdivide = s`` also ``s - 1`` evenly
+    spaced points between neighbouring centres, read out bilinearly as eq. (1) does) and each
+    penalty in ``RIDGE_GRID``, a ridge regression is scored by its closed-form leave-one-out
+    error (hat matrix of the centred kernel plus ``1/N`` for the intercept); each channel
+    starts at its best (position, penalty) with that ridge solution (dual form,
+    ``w = A_p^T (K + lambda I)^-1 y_c``). ``x``: ``[N, H*W, F]`` training maps; ``y``:
+    ``[N, C]`` targets with NaN where missing (treated as the channel's mean).
     """
     n, cells, _ = x.shape
-    y = y.double()
+    height = cells // width
+    lat_w, lat_h = subdivide * (width - 1) + 1, subdivide * (height - 1) + 1
+    gx = torch.arange(lat_w, dtype=torch.float64) / (lat_w - 1) * 2 - 1
+    gy = torch.arange(lat_h, dtype=torch.float64) / (lat_h - 1) * 2 - 1
+    lattice = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), -1).reshape(-1, 2)  # [P, 2]
+    sampling = bilinear_weights(lattice, height, width)  # [P, H*W], at most 4 non-zero
+    dev = x.device
+    sampling = sampling.to(dev)
+    y = y.double().to(dev)
     y_mean = torch.nanmean(y, 0)
     yc = torch.nan_to_num(y - y_mean)  # missing targets sit at the mean: no pull
     ridges = torch.tensor(RIDGE_GRID, dtype=torch.float64)
-    loo = torch.empty(cells, len(ridges), y.shape[1], dtype=torch.float64)
+    loo = torch.empty(len(lattice), len(ridges), y.shape[1], dtype=torch.float64, device=dev)
+    def centred(p: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Read-out features at lattice position ``p`` (at most 4 cells), centred: ``[N, F]``,
+        and their mean ``[F]``."""
+        used = torch.nonzero(sampling[p] > 0).flatten().tolist()
+        a = sum(sampling[p, u].double() * x[:, u].double() for u in used)
+        a_mean = a.mean(0)
+        return a - a_mean, a_mean
 
     def kernel(p: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        a = x[:, p].double()
-        a_mean = a.mean(0)
-        ac = a - a_mean
+        ac, a_mean = centred(p)
         evals, evecs = torch.linalg.eigh(ac @ ac.T)
         return ac, a_mean, evals.clamp(min=0), evecs
 
-    for p in range(cells):
-        _, _, evals, evecs = kernel(p)
-        scale = evals.sum() / n  # the kernel's mean diagonal
-        proj = evecs.T @ yc  # [N, C]
-        for j, frac in enumerate(ridges):
-            shrink = evals / (evals + frac * scale + 1e-12)  # [N]
-            hat_diag = (evecs.square() * shrink).sum(1) + 1.0 / n
-            resid = (yc - evecs @ (shrink[:, None] * proj)) / (1 - hat_diag).clamp(min=1e-9)[
-                :, None
-            ]
-            loo[p, j] = resid.square().mean(0)
+    for start in range(0, len(lattice), 8):  # positions in batches: one batched eigh each
+        ps = list(range(start, min(start + 8, len(lattice))))
+        grams = torch.stack([(lambda ac: ac @ ac.T)(centred(p)[0]) for p in ps])
+        evals, evecs = torch.linalg.eigh(grams)  # [B, N], [B, N, N]
+        evals = evals.clamp(min=0)
+        scale = evals.sum(1, keepdim=True) / n  # each kernel's mean diagonal
+        proj = evecs.transpose(1, 2) @ yc  # [B, N, C]
+        squares = evecs.square()
+        for j, frac in enumerate(ridges.tolist()):
+            shrink = evals / (evals + frac * scale + 1e-12)  # [B, N]
+            hat_diag = (squares @ shrink[..., None])[..., 0] + 1.0 / n
+            fitted = evecs @ (shrink[..., None] * proj)
+            resid = (yc - fitted) / (1 - hat_diag).clamp(min=1e-9)[..., None]
+            loo[ps, j] = resid.square().mean(1)
+    loo = loo.cpu()
+    yc, y_mean = yc.cpu(), y_mean.cpu()
     flat = loo.reshape(-1, y.shape[1]).argmin(0)  # [C] over (cell, penalty)
-    best_cell, best_ridge = flat // len(ridges), flat % len(ridges)
+    best_position, best_ridge = flat // len(ridges), flat % len(ridges)
     c_count, f = y.shape[1], x.shape[2]
     w0 = torch.zeros(c_count, f, dtype=torch.float64)
     b0 = y_mean.clone()
     lam = torch.zeros(c_count, dtype=torch.float64)
-    for p in best_cell.unique().tolist():
-        ac, a_mean, evals, evecs = kernel(p)
+    for p in best_position.unique().tolist():
+        ac, a_mean, evals, evecs = (t.cpu() for t in kernel(p))
         scale = evals.sum() / n
-        for c in torch.nonzero(best_cell == p).flatten().tolist():
+        for c in torch.nonzero(best_position == p).flatten().tolist():
             lam[c] = ridges[best_ridge[c]] * scale
             alpha = evecs @ ((evecs.T @ yc[:, c]) / (evals + lam[c] + 1e-12))
             w0[c] = ac.T @ alpha
             b0[c] = y_mean[c] - a_mean @ w0[c]
-    height = cells // width
-    col, row = best_cell % width, best_cell // width
-    mu = torch.stack([col / (width - 1), row / (height - 1)], dim=1).float() * 2 - 1
+    mu = lattice[best_position].float()
     best_loo = loo.reshape(-1, c_count).gather(0, flat[None])[0]
     return RidgeStart(mu, w0.float(), b0.float(), lam, best_loo)
 
@@ -416,7 +434,7 @@ def fit_readouts(
     with torch.no_grad():
         if config.mu_init == "grid":
             y_known = torch.where(m_train[:n_bodies], y_train[:n_bodies], float("nan"))
-            ridge_start = grid_init(x_train[:n_bodies], y_known, w)
+            ridge_start = grid_init(x_train[:n_bodies], y_known, w, config.grid_subdivide)
             model.mu.copy_(ridge_start.mu)
             model.w.copy_(ridge_start.w)
             model.b.copy_(ridge_start.b)

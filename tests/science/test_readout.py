@@ -278,3 +278,27 @@ def test_ridge_start_is_the_closed_form_ridge_at_the_best_cell():
         b = targets[:, c].mean() - a.mean(0) @ w
         assert start.b[c].item() == pytest.approx(b, rel=1e-4, abs=1e-3)
     np.testing.assert_allclose(start.mu.numpy(), mu, atol=1e-6)  # the planted cells
+
+
+def test_the_start_lattice_finds_a_location_between_cell_centres():
+    """A readout planted half a cell from the centres: a lattice with two points per cell
+    spacing starts exactly there (and its ridge solution is the one read out there), the
+    centres alone start a half cell off."""
+    rng = np.random.default_rng(2)
+    maps = rng.gamma(2.0, 1.0, (150, 12, 7, 7)).astype(np.float32)
+    mu = np.array([[1 / 6, -1 / 2]], np.float32)  # half-way between centres in x and in y
+    a = ro.readout_features(torch.as_tensor(maps), torch.as_tensor(mu))[:, 0].numpy()
+    w = np.zeros(12)
+    w[[1, 4, 7]] = [3.0, -2.0, 1.5]
+    y = torch.as_tensor(a @ w + 5.0)[:, None]
+    x = torch.as_tensor(maps).flatten(2).transpose(1, 2)
+    fine = ro.grid_init(x, y, 7, subdivide=2)
+    np.testing.assert_allclose(fine.mu.numpy(), mu, atol=1e-6)
+    ac = a.astype(np.float64) - a.mean(0)
+    expected = np.linalg.solve(
+        ac.T @ ac + fine.ridge[0].item() * np.eye(12), ac.T @ (y[:, 0].numpy() - 5.0)
+    )
+    np.testing.assert_allclose(fine.w[0].numpy(), expected, rtol=1e-3, atol=1e-4)
+    coarse = ro.grid_init(x, y, 7, subdivide=1)
+    off = np.abs(coarse.mu.numpy() - mu).max() * 3  # in cells
+    assert off == pytest.approx(0.5, abs=1e-6)
