@@ -21,7 +21,7 @@ from stimloop.api.deps import body_bytes
 from stimloop.api.errors import ApiError
 from stimloop.api.routes.system import job_info
 from stimloop.api.schemas import Accepted
-from stimloop.api.uploads import JOB_OF, expected_ids
+from stimloop.api.uploads import JOB_OF, Upload, expected_ids
 from stimloop.queueing import enqueue, job_status
 from stimloop.settings import Settings
 from stimloop.storage.store import Store
@@ -127,7 +127,7 @@ def start_phase_job(
 async def receive_phase(
     phase: str, session_id: str, request: Request, replace: bool, cfg: Settings, st: Store, r: Redis
 ) -> Accepted:
-    """The one upload path of both phases and both formats. The body is read on the event
+    """The one upload path of every phase and both formats. The body is read on the event
     loop (size-capped); decoding, checking, hashing and storing run in the upload process
     (the trials never enter the API process as arrays), the job starts in a thread: health
     and reads stay responsive while a large upload is processed."""
@@ -137,7 +137,7 @@ async def receive_phase(
         await run_in_threadpool(lambda: reconcile(st, st.get_session(session_id), cfg, r))
     expected = await run_in_threadpool(expected_ids, phase, session_id, st, cfg)
     new, record = await request.app.state.uploads.prepare_and_store(
-        kind, data, expected, st.root, session_id, phase, replace
+        Upload(kind, data, expected, st.root, session_id, phase, replace)
     )
     return await run_in_threadpool(start_phase_job, phase, new, record, cfg, st, r)
 

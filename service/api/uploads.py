@@ -262,19 +262,27 @@ def expected_ids(phase: str, session_id: str, st: Store, cfg: Settings) -> Expec
     )
 
 
-def prepare_and_store(
-    kind: str,
-    data: bytes,
-    expected: Expected,
-    store_root: Path,
-    session_id: str,
-    phase: str,
-    replace: bool,
-) -> tuple[bool, dict[str, Any]]:
+@dataclass(frozen=True)
+class Upload:
+    """One upload as the upload process receives it: the body, its media type, what its
+    trials may name, and where it goes."""
+
+    kind: str
+    data: bytes
+    expected: Expected
+    store_root: Path
+    session_id: str
+    phase: str
+    replace: bool
+
+
+def prepare_and_store(upload: Upload) -> tuple[bool, dict[str, Any]]:
     """In the upload process: decode, check, hash, and store atomically under the session's
     (cross-process) lock; (new?, session record)."""
-    columns, sha = prepare(kind, data, expected)
-    return store_upload(Store(store_root), session_id, phase, columns, sha, replace)
+    columns, sha = prepare(upload.kind, upload.data, upload.expected)
+    return store_upload(
+        Store(upload.store_root), upload.session_id, upload.phase, columns, sha, upload.replace
+    )
 
 
 class UploadPool:
@@ -294,29 +302,10 @@ class UploadPool:
             )
             self._pool.submit(ready)  # spawns the process now; its imports run over there
 
-    async def prepare_and_store(
-        self,
-        kind: str,
-        data: bytes,
-        expected: Expected,
-        store_root: Path,
-        session_id: str,
-        phase: str,
-        replace: bool,
-    ) -> tuple[bool, dict[str, Any]]:
+    async def prepare_and_store(self, upload: Upload) -> tuple[bool, dict[str, Any]]:
         self.start()
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._pool,
-            prepare_and_store,
-            kind,
-            data,
-            expected,
-            store_root,
-            session_id,
-            phase,
-            replace,
-        )
+        return await loop.run_in_executor(self._pool, prepare_and_store, upload)
 
     def close(self) -> None:
         if self._pool is not None:

@@ -306,6 +306,7 @@ def grid_init(x: torch.Tensor, y: torch.Tensor, width: int, subdivide: int = 1) 
     yc = torch.nan_to_num(y - y_mean)  # missing targets sit at the mean: no pull
     ridges = torch.tensor(RIDGE_GRID, dtype=torch.float64)
     loo = torch.empty(len(lattice), len(ridges), y.shape[1], dtype=torch.float64, device=dev)
+
     def centred(p: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Read-out features at lattice position ``p`` (at most 4 cells), centred: ``[N, F]``,
         and their mean ``[F]``."""
