@@ -140,6 +140,14 @@ def _floats(text: str) -> list[float]:
         raise typer.BadParameter(f"give comma-separated numbers, not {text!r}") from None
 
 
+def _write_list_files(data: dict, json_out: Path | None, sequence: Path | None) -> None:
+    """A list's full JSON and its presentation sequence (one id a line), where asked for."""
+    if json_out:
+        json_out.write_text(json.dumps(data, indent=1))
+    if sequence:
+        sequence.write_text("\n".join(data["sequence"]) + "\n")
+
+
 @app.command("phase-three-list")
 def phase_three_list(
     session: str,
@@ -176,10 +184,7 @@ def phase_three_list(
             stimuli.write_bytes(client.phase_three_stimuli(session))
     except StimloopError as exc:
         raise _fail(exc.detail) from None
-    if json_out:
-        json_out.write_text(json.dumps(data, indent=1))
-    if sequence:
-        sequence.write_text("\n".join(data["sequence"]) + "\n")
+    _write_list_files(data, json_out, sequence)
     fragments = sum(e["kind"] not in ("intact",) for e in data["entries"])
     console.print(
         f"wrote {out}: {fragments} fragments, "
@@ -205,10 +210,7 @@ def phase_two_list(
         data = client.selection(session)
     except StimloopError as exc:
         raise _fail(exc.detail) from None
-    if json_out:
-        json_out.write_text(json.dumps(data, indent=1))
-    if sequence:
-        sequence.write_text("\n".join(data["sequence"]) + "\n")
+    _write_list_files(data, json_out, sequence)
     n = len(data["phase_two"]["entries"])
     console.print(
         f"wrote {out}: {n} selected images + "
