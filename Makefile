@@ -40,6 +40,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python -m benchmarks.selection
 	$(BIN)/python -m benchmarks.saliency
 	$(BIN)/python -m benchmarks.turnaround
+	$(BIN)/python -m benchmarks.phase_three
 
 clean-venv:
 	rm -rf $(VENV)
