@@ -236,6 +236,11 @@ class SessionInfo(BaseModel):
     error: str | None
     history: list[dict[str, Any]]
     provenance: dict[str, Any]
+    phase3: dict[str, Any] | None = Field(
+        None,
+        description="Phase three beside the state: the list's request key and image count, "
+        "and the last phase-three job's error (null when it succeeded)",
+    )
 
 
 class Problem(BaseModel):

@@ -21,11 +21,12 @@ from typing import Any
 from redis import Redis
 from rq import SimpleWorker, get_current_job
 from rq.job import Job
+from stimloop import session_states
 from stimloop.queueing import cancel_key, connect, get_queue
 from stimloop.session_states import StaleJobError
 from stimloop.settings import Settings
 from stimloop.storage.cache import ActivationCache
-from stimloop.storage.store import Store
+from stimloop.storage.store import Store, now
 from stimloop.worker import analysis, fit_select, phase_three, precompute, saliency
 from stimloop.worker.resources import Resources
 
@@ -161,24 +162,53 @@ def run_saliency(
         return _stale(exc)
 
 
+def _phase_three_failed(
+    res: Resources, session_id: str, generation: int | None, what: str, exc: BaseException
+) -> None:
+    """Phase three has no state of its own in the session: its failure is kept beside it
+    (``phase3.error``, shown by GET .../sessions/{id}) and in the history; a stale job's is
+    not."""
+    error = _describe(exc)
+    try:
+        with res.store.fenced(session_id, generation) as rec:
+            rec["phase3"] = {**(rec.get("phase3") or {}), "error": f"{what}: {error}"}
+            rec["history"].append(
+                {
+                    "time": now(),
+                    "event": f"phase3 {what} failed",
+                    "state": rec["state"],
+                    "generation": session_states.generation(rec),
+                    "error": error,
+                }
+            )
+    except StaleJobError:
+        log.info("stale phase-three %s job of session %s failed", what, session_id)
+
+
 def run_phase3(
     session_id: str, request: dict[str, Any], key: str, generation: int | None = None
 ) -> dict[str, Any]:
+    res = resources()
     try:
         return phase_three.build(
-            resources(), session_id, request, key, _reporter(get_current_job()), generation
+            res, session_id, request, key, _reporter(get_current_job()), generation
         )
     except StaleJobError as exc:
         return _stale(exc)
+    except (Exception, SystemExit) as exc:
+        _phase_three_failed(res, session_id, generation, "list", exc)
+        raise
 
 
 def run_phase3_analysis(session_id: str, generation: int | None = None) -> dict[str, Any]:
+    res = resources()
     try:
-        return phase_three.analyse(
-            resources(), session_id, _reporter(get_current_job()), generation
-        )
+        return phase_three.analyse(res, session_id, _reporter(get_current_job()), generation)
     except StaleJobError as exc:
         return _stale(exc)
+    except (Exception, SystemExit) as exc:
+        _phase_three_failed(res, session_id, generation, "analysis", exc)
+        raise
 
 
 def _describe(exc: BaseException) -> str:

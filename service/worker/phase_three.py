@@ -266,6 +266,7 @@ def analyse(
             store.path(session_id, "phase3/analysis.json"),
             {**result.to_dict(), "trials_sha256": sha, "provenance": provenance},
         )
+        rec["phase3"] = {**(rec.get("phase3") or {}), "error": None}
         rec["history"].append(
             {
                 "time": now(),

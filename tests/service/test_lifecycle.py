@@ -229,3 +229,27 @@ def test_health_answers_quickly_while_a_32_mib_upload_is_processed(service, sess
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_a_failed_phase_three_job_is_shown_with_the_session(service, session):
+    """Phase three has no state of its own: its job's failure is kept beside the session and
+    in its history, and a stale one's is not."""
+    from stimloop.storage.cache import ActivationCache
+    from stimloop.worker import jobs
+    from stimloop.worker.resources import Resources
+
+    jobs.install_resources(
+        Resources(service.settings, ActivationCache(service.redis, service.settings.key_prefix))
+    )
+    record = service.client.get(f"/v1/sessions/{session}", headers=service.rig).json()
+    generation = record["generation"]
+    with pytest.raises(FileNotFoundError):  # no readouts here: the list cannot be built
+        jobs.run_phase3(session, {"q": [0.25]}, "k" * 16, generation)
+    seen = service.client.get(f"/v1/sessions/{session}", headers=service.rig).json()
+    assert seen["phase3"]["error"].startswith("list: ")
+    assert seen["history"][-1]["event"] == "phase3 list failed"
+    assert (seen["state"], seen["generation"]) == (record["state"], generation)
+    stale = jobs.run_phase3(session, {"q": [0.25]}, "k" * 16, generation - 1)
+    assert stale["stale"]
+    after = service.client.get(f"/v1/sessions/{session}", headers=service.rig).json()
+    assert after["history"] == seen["history"]
