@@ -36,6 +36,7 @@ from stimloop.science.readout import ReadoutConfig, fit_readouts, make_split
 from stimloop.science.responses import ChannelInclusion
 from stimloop.science.stimuli import generate_bodies, generate_objects, generate_set
 
+from benchmarks.fixtures import random_maps, random_readout
 from benchmarks.machine import describe
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -156,35 +157,21 @@ def fit(sizes: Sizes, device: torch.device) -> list[str]:
 
 def selection(sizes: Sizes, device: torch.device) -> list[str]:
     """Scoring every candidate for every channel: on the device vs on the CPU."""
-    from stimloop.science.readout import FittedReadout
 
     rng = np.random.default_rng(0)
     c = sizes.channels
-    names = [f"ch{i:02d}" for i in range(c)]
-    readout = FittedReadout(
-        names,
-        rng.uniform(-0.6, 0.6, (c, 2)),
-        rng.normal(size=(c, 2048)) * 0.01,
-        rng.normal(size=c),
-        np.zeros(c, int),
-        {},
-        {},
-        {},
-        {},
-        ReadoutConfig(),
-        0,
-        "benchmark",
-    )
+    readout = random_readout(c, rng)
+    names = readout.channels
     inclusion = [ChannelInclusion(n, (), True, "") for n in names]
     body_ids = [f"body_{i:03d}" for i in range(sizes.bodies)]
-    body_maps = rng.gamma(2, 1, (sizes.bodies, 2048, 7, 7)).astype(np.float16)
+    body_maps = random_maps(sizes.bodies, rng)
     means = rng.normal(20, 5, (c, sizes.bodies))
     config = sel.SelectionConfig(stability_bodies=sizes.stability_bodies)
     rows = []
     for where in ("cpu", device.type) if device.type != "cpu" else ("cpu",):
         cands = []
         for cat, m in (("object", sizes.objects), ("control_body", sizes.controls)):
-            maps = rng.gamma(2, 1, (m, 2048, 7, 7)).astype(np.float16)
+            maps = random_maps(m, rng)
             ids = [f"{cat}_{i:05d}" for i in range(m)]
             cands.append(sel.Candidates(cat, ids, sel.cell_major(maps).to(where)))
         args = (readout, inclusion, body_ids, means, body_maps, cands, config)

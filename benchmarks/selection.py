@@ -19,10 +19,11 @@ from datetime import date
 import numpy as np
 import torch
 from stimloop.science import selection as sel
-from stimloop.science.readout import FittedReadout, ReadoutConfig, readout_features
+from stimloop.science.readout import readout_features
 from stimloop.science.responses import ChannelInclusion
 from stimloop.science.similarity import similarity_to_many
 
+from benchmarks.fixtures import random_maps, random_readout
 from benchmarks.machine import describe
 
 
@@ -35,28 +36,15 @@ def main() -> None:
 
     rng = np.random.default_rng(0)
     c = args.channels
-    names = [f"ch{i:02d}" for i in range(c)]
-    fit = FittedReadout(
-        names,
-        rng.uniform(-0.6, 0.6, (c, 2)),
-        rng.normal(size=(c, 2048)) * 0.01,
-        rng.normal(size=c),
-        np.zeros(c, int),
-        {},
-        {},
-        {},
-        {},
-        ReadoutConfig(),
-        0,
-        "benchmark",
-    )
+    fit = random_readout(c, rng)
+    names = fit.channels
     inclusion = [ChannelInclusion(n, (), True, "") for n in names]
     body_ids = [f"body_{i:03d}" for i in range(475)]
-    body_maps = rng.gamma(2, 1, (475, 2048, 7, 7)).astype(np.float16)
+    body_maps = random_maps(475, rng)
     means = rng.normal(20, 5, (c, 475))
     sets = {}
     for category, m in (("object", args.objects), ("control_body", args.controls)):
-        sets[category] = rng.gamma(2, 1, (m, 2048, 7, 7)).astype(np.float16)
+        sets[category] = random_maps(m, rng)
     ids = {k: [f"{k}_{i:05d}" for i in range(len(v))] for k, v in sets.items()}
 
     rows = []

@@ -1,0 +1,31 @@
+"""Inputs the benchmarks share: random readouts and maps of the real shapes (no data needed)."""
+
+from __future__ import annotations
+
+import numpy as np
+from stimloop.science.configs import ReadoutConfig
+from stimloop.science.readout import FittedReadout
+
+
+def random_readout(channels: int, rng: np.random.Generator) -> FittedReadout:
+    """``channels`` readouts at random locations with small dense weights ``[C, 2048]``."""
+    names = [f"ch{i:02d}" for i in range(channels)]
+    return FittedReadout(
+        names,
+        rng.uniform(-0.6, 0.6, (channels, 2)),
+        rng.normal(size=(channels, 2048)) * 0.01,
+        rng.normal(size=channels),
+        np.zeros(channels, int),
+        {},
+        {},
+        {},
+        {},
+        ReadoutConfig(),
+        0,
+        "benchmark",
+    )
+
+
+def random_maps(n: int, rng: np.random.Generator) -> np.ndarray:
+    """``[n, 2048, 7, 7]`` float16 maps, gamma-distributed like rectified features."""
+    return rng.gamma(2, 1, (n, 2048, 7, 7)).astype(np.float16)
