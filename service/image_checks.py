@@ -19,6 +19,11 @@ class ImageRefusedError(ValueError):
     """An image that is not a PNG/JPEG, too large, or not decodable; the message says which."""
 
 
+def image_format(data: bytes) -> str | None:
+    """ "PNG" or "JPEG" by the first bytes, else None."""
+    return next((fmt for sig, fmt in SIGNATURES.items() if data.startswith(sig)), None)
+
+
 def check_image(name: str, data: bytes, max_pixels: int) -> tuple[int, int]:
     """Verify ``data`` is a decodable PNG or JPEG of at most ``max_pixels``; its (w, h).
 
@@ -26,7 +31,7 @@ def check_image(name: str, data: bytes, max_pixels: int) -> tuple[int, int]:
     before any pixel is decoded; then the image is decoded once, with Pillow's own bomb check
     set to the same limit.
     """
-    kind = next((fmt for sig, fmt in SIGNATURES.items() if data.startswith(sig)), None)
+    kind = image_format(data)
     if kind is None:
         raise ImageRefusedError(f"{name} is not a PNG or JPEG file (by its content)")
     previous = Image.MAX_IMAGE_PIXELS

@@ -17,15 +17,17 @@ import hashlib
 import io
 import json
 import logging
+import shutil
 import zipfile
 from typing import Any
 
 import numpy as np
 from PIL import Image
 from stimloop import session_states
+from stimloop.api.schemas import PhaseThreeRequest
 from stimloop.fitting import load_readout, trials_from_columns
+from stimloop.image_checks import image_format
 from stimloop.science.backbone import extract_features
-from stimloop.science.configs import PhaseThreeConfig
 from stimloop.science.fragments import FragmentConfig, make_fragments
 from stimloop.science.phase_three import (
     ListEntry,
@@ -82,17 +84,10 @@ def build(
     session_states.check_generation(record, generation)
     config, generation = record["config"], session_states.generation(record)
     seed = int(config["seed"])
-    defaults = PhaseThreeConfig()
-    settings = PhaseThreeConfig(
-        tuple(request.get("q", defaults.q)),
-        tuple(request.get("kinds", defaults.kinds)),
-        float(request.get("feather", defaults.feather)),
-        int(request.get("repeats", defaults.repeats)),
-    )
+    asked = PhaseThreeRequest.model_validate(request)
+    settings = asked.config()
     readout = load_readout(store.session_dir(session_id))
-    metas = chosen_results(
-        saliency_results(res, session_id), request.get("channels"), request.get("saliency")
-    )
+    metas = chosen_results(saliency_results(res, session_id), asked.channels, asked.saliency)
     sets = {"object": config["object_set"], "body": config["body_set"]}
     paths = {c: res.image_paths(store.get_set(s)) for c, s in sets.items()}
     fragments, pngs, intact = [], {}, {}
@@ -175,8 +170,8 @@ def build(
     prov = provenance(config, readout.weights_sha256)
     with store.fenced(session_id, generation) as rec:
         folder = store.path(session_id, "phase3")
-        if folder.is_dir():  # a new list: the old one's trials and analysis are void
-            store.invalidate(session_id, "phase3")
+        if folder.is_dir():  # a new list: the old one's images, trials and analysis are void
+            shutil.rmtree(folder)
             store.path(session_id, "phase3.npz").unlink(missing_ok=True)
             rec["uploads"].pop("phase3", None)
         for fid, png in pngs.items():
@@ -204,8 +199,8 @@ def stimuli_zip(order: list[str], images: dict[str, bytes], entries: list[dict[s
     manifest, buffer = [], io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as zf:
         for stimulus in order:
-            data = images[stimulus]
-            name = f"images/{stimulus}.png"
+            data = images[stimulus]  # fragments are PNG; sources keep their own format
+            name = f"images/{stimulus}.{'jpg' if image_format(data) == 'JPEG' else 'png'}"
             zf.writestr(name, data)
             e = described.get(stimulus, {})
             manifest.append(
@@ -235,7 +230,8 @@ def analyse(
     sha = record["uploads"]["phase3"]["sha256"]
     windows = windows_of(config)
     channels = config["channels"]
-    plan = list_from_dict(read_json(store.path(session_id, "phase3/list.json")))
+    listed = read_json(store.path(session_id, "phase3/list.json"))
+    plan = list_from_dict(listed)
 
     def table(name: str):
         return response_table(
@@ -254,7 +250,6 @@ def analyse(
         alpha=float(analysis_cfg.get("alpha", 0.05)),
         min_stability=float(analysis_cfg.get("min_stability", 0.60)),
     )
-    provenance = read_json(store.path(session_id, "phase3/list.json"))["provenance"]
     with store.fenced(session_id, generation) as rec:
         now_sha = (rec["uploads"].get("phase3") or {}).get("sha256")
         if now_sha != sha:
@@ -264,7 +259,7 @@ def analyse(
             )
         write_json(
             store.path(session_id, "phase3/analysis.json"),
-            {**result.to_dict(), "trials_sha256": sha, "provenance": provenance},
+            {**result.to_dict(), "trials_sha256": sha, "provenance": listed["provenance"]},
         )
         rec["phase3"] = {**(rec.get("phase3") or {}), "error": None}
         rec["history"].append(

@@ -437,6 +437,38 @@ def test_phase_three(service, loop, monkeypatch):
     header = (folder / "a.csv").read_text().splitlines()[0].split(",")
     assert header[:2] == ["channel", "retained_salient"] and "vs_random_p" in header
 
+    # a list for other settings replaces this one: its images, trials and analysis go
+    r = c.post(url, params={"replace": "true"}, json={"q": [0.5]}, headers=service.rig)
+    assert r.status_code == 202, r.text
+    service.work()
+    images = loop["store"].path(sid, "phase3/images")
+    assert sorted(p.name.split("__")[-1] for p in images.iterdir()) == ["q0.5.png"] * 6
+    assert "phase3" not in c.get(f"/v1/sessions/{sid}", headers=service.rig).json()["uploads"]
+    assert c.get(f"{url}/analysis", headers=service.rig).status_code == 404
+
+
+def test_the_stimulus_zip_names_each_image_by_its_format():
+    """Fragments are PNG; an intact source or stability body keeps its own format (a lab's
+    JPEG stays a .jpg for the stimulus program)."""
+    import json
+    import zipfile
+
+    from PIL import Image
+    from stimloop.worker.phase_three import stimuli_zip
+
+    def encoded(fmt: str) -> bytes:
+        buffer = io.BytesIO()
+        Image.new("RGB", (8, 8), (128, 128, 128)).save(buffer, format=fmt)
+        return buffer.getvalue()
+
+    images = {"b__ch1__salient__q0.25": encoded("PNG"), "b": encoded("JPEG")}
+    entries = [{"stimulus": "b__ch1__salient__q0.25", "kind": "salient", "q": 0.25}]
+    archive = zipfile.ZipFile(io.BytesIO(stimuli_zip(list(images), images, entries)))
+    manifest = json.loads(archive.read("manifest.json"))
+    assert [m["file"] for m in manifest] == ["images/b__ch1__salient__q0.25.png", "images/b.jpg"]
+    assert [m["kind"] for m in manifest] == ["salient", "stability"]
+    assert archive.read("images/b.jpg") == images["b"]
+
 
 def assert_renders_in_a_browser(html: str, path) -> None:
     """Headless Chromium draws the page twice, with and without its images: the figures must
