@@ -232,22 +232,23 @@ def summarise(channels: Sequence[ChannelAnalysis]) -> dict[str, Any]:
         "objects_significant_positive_among_stable": fraction(
             [c.generalisation_objects.passed for c in fitted if c.generalisation_objects]
         ),
-        "mean_r_bodies": _mean(
+        "mean_r_bodies": finite_mean(
             [c.generalisation_bodies.r for c in fitted if c.generalisation_bodies]
         ),
-        "mean_r_objects": _mean(
+        "mean_r_objects": finite_mean(
             [c.generalisation_objects.r for c in fitted if c.generalisation_objects]
         ),
-        "mean_r_normalised_bodies": _mean(
+        "mean_r_normalised_bodies": finite_mean(
             [c.generalisation_bodies.r_normalised for c in fitted if c.generalisation_bodies]
         ),
-        "mean_r_normalised_objects": _mean(
+        "mean_r_normalised_objects": finite_mean(
             [c.generalisation_objects.r_normalised for c in fitted if c.generalisation_objects]
         ),
-        "mean_stability_r": _mean([c.stability.r for c in channels]),
+        "mean_stability_r": finite_mean([c.stability.r for c in channels]),
     }
 
 
-def _mean(values: list[float]) -> float:
+def finite_mean(values: Sequence[float]) -> float:
+    """The mean of the finite values; NaN when there are none."""
     finite = [v for v in values if np.isfinite(v)]
     return float(np.mean(finite)) if finite else float("nan")

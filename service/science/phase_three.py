@@ -27,13 +27,12 @@ from typing import Any
 
 import numpy as np
 from scipy import stats
-from stimloop.science.analysis import Correlation, correlation
+from stimloop.science.analysis import Correlation, correlation, finite_mean
 from stimloop.science.configs import KINDS, PhaseThreeConfig
 from stimloop.science.responses import ResponseTable
 from stimloop.science.selection import presentation_sequence
 
 MIN_WILCOXON_PAIRS = 6  # the smallest n whose exact two-sided signed-rank p can be < 0.05
-ENTRY_KINDS = (*KINDS, "intact")
 
 
 @dataclass
@@ -255,8 +254,8 @@ def analyse_phase_three(
                     len(of_kind),
                     float(np.nanmean(rec)),
                     float(np.mean(pred)),
-                    _nanmean(kept_rec),
-                    _nanmean(kept_pred),
+                    finite_mean(kept_rec),
+                    finite_mean(kept_pred),
                     int(np.isfinite(kept_rec).sum()),
                 )
             )
@@ -327,8 +326,3 @@ def summarise(channels: Sequence[ChannelPhaseThree]) -> dict[str, Any]:
         }
     out["stable_phase_one"] = sum(c.stability_phase_one.passed for c in channels)
     return out
-
-
-def _nanmean(values: Sequence[float]) -> float:
-    finite = [v for v in values if np.isfinite(v)]
-    return float(np.mean(finite)) if finite else float("nan")
