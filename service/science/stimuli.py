@@ -181,6 +181,28 @@ def _color(rng: np.random.Generator, lo: int = 20, hi: int = 235) -> Color:
             return c  # type: ignore[return-value]
 
 
+# Animal colours (fur, skin, feathers, scales): browns, tans, greys, olive, near-black.
+_NATURAL: tuple[Color, ...] = (
+    (120, 84, 52),
+    (150, 110, 80),
+    (90, 70, 50),
+    (170, 140, 100),
+    (60, 50, 45),
+    (110, 100, 90),
+    (140, 90, 60),
+    (100, 80, 40),
+    (200, 170, 130),
+    (40, 35, 30),
+)
+
+
+def _natural_color(rng: np.random.Generator) -> Color:
+    """An animal's colour: one of ``_NATURAL``, its brightness and hue jittered."""
+    base = np.array(_NATURAL[int(rng.integers(len(_NATURAL)))], float)
+    jittered = base * rng.uniform(0.8, 1.2) + rng.normal(0, 8, 3)
+    return tuple(int(v) for v in np.clip(jittered, 0, 255))  # type: ignore[return-value]
+
+
 def _shade(color: Color, factor: float) -> Color:
     return tuple(int(np.clip(v * factor, 0, 255)) for v in color)  # type: ignore[return-value]
 
@@ -471,11 +493,12 @@ def _swap(pair: tuple[np.ndarray, dict[str, Any]]) -> tuple[dict[str, Any], np.n
 
 
 def draw_control_body(seed: int, index: int) -> tuple[np.ndarray, dict[str, Any]]:
-    """Control body ``index``: biped, bird, snake or insect (cycling), randomly posed."""
+    """Control body ``index``: biped, bird, snake or insect (cycling), randomly posed, in an
+    animal's colours (the objects take any colour)."""
     rng = _rng(seed, "control_body", index)
     kind = CONTROL_KINDS[index % len(CONTROL_KINDS)]
     d = _Drawing()
-    color = _color(rng)
+    color = _natural_color(rng)
     params: dict[str, Any] = {"kind": kind, "color": list(color)}
     u = lambda lo, hi: float(rng.uniform(lo, hi))  # noqa: E731
 
