@@ -1,10 +1,14 @@
 """Synthetic category-selective neurons with known truth, and simulated recordings (A.1.1).
 
 A synthetic neuron reads out the backbone at a random location ``mu`` with weights ``w`` that
-maximise the Rayleigh quotient ``w^T (A_in^T A_in - A_out^T A_out) w``: the leading eigenvector
-(paper A.1.1), with its sign chosen so that the preferred category drives it. Its drive is
-mapped to plausible rates (a spontaneous rate near 10 spikes/s, best stimuli several times
-that) and recorded as Poisson spike counts in the baseline and response windows, 8 repeats.
+maximise A.1.1's quotient of the two categories' second moments, with its sign chosen so that
+the preferred category drives it. A.1.1 writes the quotient as a difference,
+``w^T (A_in^T A_in - A_out^T A_out) w`` (its leading eigenvector), and names it the Rayleigh
+quotient; ``quotient = "ratio"`` takes it as the generalised Rayleigh quotient
+``w^T A_in^T A_in w / w^T A_out^T A_out w`` instead (bodies strong where objects are weak).
+Its drive is mapped to plausible rates (a spontaneous rate near 10 spikes/s, best stimuli
+several times that) and recorded as Poisson spike counts in the baseline and response windows,
+8 repeats.
 This is how demos and tests get channels whose truth is known.
 """
 
@@ -12,8 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
+import scipy.linalg
 import torch
 from stimloop.science.readout import as_tensor, readout_features
 from stimloop.science.responses import Trials, Windows, trials_from_counts
@@ -29,7 +35,8 @@ class SyntheticConfig:
     sparsity: float | None = None  # keep this fraction of the largest |w| (None: dense)
     mu_range: float = 1.0  # locations drawn uniformly in [-mu_range, mu_range]^2
     repeats: int = 8
-    candidates: int = 1  # leading eigenvectors to pick from (1: A.1.1's leading one)
+    quotient: Literal["difference", "ratio"] = "difference"  # A.1.1's form, or the ratio
+    shrinkage: float = 1.0  # ratio only: ridge on the out-category moments, x their mean
 
 
 @dataclass(frozen=True)
@@ -50,47 +57,57 @@ class SyntheticNeuron:
         return self.config.peak * np.logaddexp(0.0, u) / np.logaddexp(0.0, 1.0)
 
 
-def mean_separation(a_in: np.ndarray, a_out: np.ndarray, w: np.ndarray) -> float:
-    """How far ``w``'s drive puts the in-category mean above the other: the difference of the
-    means over the pooled standard deviation (``[N, F]``, ``[M, F]``, ``[F]``)."""
-    d_in, d_out = a_in @ w, a_out @ w
-    spread = np.sqrt(0.5 * (d_in.var() + d_out.var()))
-    return float((d_in.mean() - d_out.mean()) / spread) if spread > 0 else 0.0
+def leading_direction(gram_in: np.ndarray, gram_out: np.ndarray, quotient: str) -> np.ndarray:
+    """The maximiser of A.1.1's quotient for second moments ``[F, F]`` (unit norm, sign free).
+
+    ``"difference"``: the leading eigenvector of ``gram_in - gram_out``; ``"ratio"``: the
+    leading generalised eigenvector of ``gram_in w = l gram_out w`` (``gram_out`` must be
+    positive definite: see ``preferred_direction``'s shrinkage).
+    """
+    f = len(gram_in)
+    if quotient == "difference":  # A.1.1's equation: the top eigenvector of the difference
+        w = np.linalg.eigh(gram_in - gram_out)[1][:, -1]
+    elif quotient == "ratio":  # A.1.1's Rayleigh quotient as a ratio: the generalised problem
+        w = scipy.linalg.eigh(gram_in, gram_out, subset_by_index=[f - 1, f - 1])[1][:, 0]
+    else:
+        raise ValueError(f"quotient must be 'difference' or 'ratio', not {quotient!r}")
+    return w / np.linalg.norm(w)
 
 
 def preferred_direction(
-    a_in: np.ndarray, a_out: np.ndarray, support: int | None = None, candidates: int = 1
+    a_in: np.ndarray,
+    a_out: np.ndarray,
+    support: int | None = None,
+    quotient: str = "difference",
+    shrinkage: float = 1.0,
 ) -> np.ndarray:
-    """A.1.1: leading eigenvector of ``A_in^T A_in - A_out^T A_out``.
+    """A.1.1: the readout weights ``w`` ``[F]`` maximising the quotient of ``a_in`` ``[N, F]``
+    (preferred images) against ``a_out`` ``[M, F]`` (the others); unit norm, signed so that the
+    in-category mean drive exceeds the out-of-category one.
 
     Each Gram matrix is divided by its number of images so that both sets weigh equally.
-    ``a_in`` ``[N, F]``, ``a_out`` ``[M, F]`` -> unit ``w`` ``[F]`` with the sign for which
-    the in-category mean drive exceeds the out-of-category one. With ``support = k``, ``w`` is
-    sparse: the same Rayleigh quotient maximised over the k features with the largest
-    ``|w|`` of the dense solution.
-
-    The quotient compares second moments, so its leading eigenvector can separate the two
-    sets by the spread of their drives more than by their means. A.1.1 wants a neuron that
-    "on average prefers the within-category images": with ``candidates = n`` the direction is
-    the one of the ``n`` leading eigenvectors (each made sparse as above) whose drive puts
-    the in-category mean furthest above the other (``mean_separation``).
+    ``"difference"`` is A.1.1's equation: its leading eigenvector maximises the energy excess,
+    which on features that vary more within the preferred set can separate the two sets by the
+    spread of their drives more than by their means. ``"ratio"`` maximises the preferred
+    images' mean squared drive per unit of the others': drives that are strong for bodies and
+    weak for objects, a neuron that prefers bodies on average. With fewer images than features
+    ``A_out^T A_out`` is singular, so ``shrinkage`` times its mean diagonal is added to it.
+    With ``support = k``, ``w`` is sparse: the same quotient maximised over the k features with
+    the largest ``|w|`` of the dense solution.
     """
     a_in, a_out = np.asarray(a_in, np.float64), np.asarray(a_out, np.float64)
-    gram = a_in.T @ a_in / len(a_in) - a_out.T @ a_out / len(a_out)
-    vectors = np.linalg.eigh(gram)[1]
-    best, best_score = None, -np.inf
-    for i in range(1, min(max(candidates, 1), len(gram)) + 1):
-        w = vectors[:, -i]
-        if support is not None and support < len(w):
-            keep = np.sort(np.argsort(-np.abs(w))[:support])
-            w = np.zeros_like(w)
-            w[keep] = np.linalg.eigh(gram[np.ix_(keep, keep)])[1][:, -1]
-        if (a_in @ w).mean() < (a_out @ w).mean():
-            w = -w
-        score = mean_separation(a_in, a_out, w)
-        if score > best_score:
-            best, best_score = w, score
-    return best
+    gram_in = a_in.T @ a_in / len(a_in)
+    gram_out = a_out.T @ a_out / len(a_out)
+    if quotient == "ratio":  # a ridge on the denominator: A_out^T A_out has rank <= M
+        gram_out = gram_out + shrinkage * np.trace(gram_out) / len(gram_out) * np.eye(len(gram_out))
+    w = leading_direction(gram_in, gram_out, quotient)
+    if support is not None and support < len(w):
+        keep = np.sort(np.argsort(-np.abs(w))[:support])
+        w = np.zeros_like(w)
+        w[keep] = leading_direction(
+            gram_in[np.ix_(keep, keep)], gram_out[np.ix_(keep, keep)], quotient
+        )
+    return -w if (a_in @ w).mean() < (a_out @ w).mean() else w
 
 
 def make_neurons(
@@ -119,7 +136,7 @@ def make_neurons(
         support = (
             None if config.sparsity is None else max(1, round(config.sparsity * a_in.shape[1]))
         )
-        w = preferred_direction(a_in, a_out, support, config.candidates)
+        w = preferred_direction(a_in, a_out, support, config.quotient, config.shrinkage)
         drive = a_in @ w
         lo, hi = np.percentile(drive, [50, 95])
         scale = max((hi - lo) / 1.0, 1e-9)
@@ -258,7 +275,9 @@ def recovery(
     ``location_cells``: Chebyshev distance of ``mu`` in map cells; ``r_test``: Pearson r of the
     fit's predictions ``predict_test`` ``[len(test), C]`` with the recorded targets;
     ``r_least_squares``: the same for least squares at the true cell trained on ``train``;
-    ``r_ratio``: their ratio; ``cosine``: between fitted and planted ``w``.
+    ``r_ratio``: their ratio; ``cosine``: between fitted and planted ``w``;
+    ``cosine_least_squares``: between least squares' and planted ``w`` (how far the data
+    determine ``w`` at all: with more features than bodies, many ``w`` fit them alike).
     """
     _, _, h, w_ = maps.shape
     cells = np.abs(fitted_mu - planted.mu) * np.array([(w_ - 1) / 2, (h - 1) / 2])
@@ -270,13 +289,17 @@ def recovery(
     rec = planted.targets[test]
     r = np.array([np.corrcoef(predict_test[:, c], rec[:, c])[0, 1] for c in range(len(ls_b))])
     r_ls = np.array([np.corrcoef(ls_pred[:, c], rec[:, c])[0, 1] for c in range(len(ls_b))])
-    cosine = (fitted_w * planted.w).sum(1) / (
-        np.linalg.norm(fitted_w, axis=1) * np.linalg.norm(planted.w, axis=1) + 1e-300
-    )
+
+    def cosine(w: np.ndarray) -> np.ndarray:  # [C, F] against the planted [C, F]
+        return (w * planted.w).sum(1) / (
+            np.linalg.norm(w, axis=1) * np.linalg.norm(planted.w, axis=1) + 1e-300
+        )
+
     return {
         "location_cells": cells.max(1),
         "r_test": r,
         "r_least_squares": r_ls,
         "r_ratio": r / r_ls,
-        "cosine": cosine,
+        "cosine": cosine(fitted_w),
+        "cosine_least_squares": cosine(ls_w),
     }
