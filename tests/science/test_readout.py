@@ -258,6 +258,13 @@ def test_least_squares_reference_recovers_noise_free_truth():
     w, b = sy.least_squares_at(maps, planted.mu, planted.targets, np.arange(120))
     np.testing.assert_allclose(w, planted.w, atol=1e-6)
     np.testing.assert_allclose(b, planted.b, atol=1e-6)
+    test = np.arange(100, 120)
+    rec = sy.recovery(
+        planted.mu, -planted.w, -planted.clean[test], planted, maps, np.arange(100), test
+    )
+    np.testing.assert_allclose(rec["cosine"], -1, atol=1e-9)  # the fitted w, against the truth
+    np.testing.assert_allclose(rec["cosine_least_squares"], 1, atol=1e-6)
+    np.testing.assert_allclose(rec["location_cells"], 0)
     assert ((planted.w != 0).sum(1) == 4).all()
     np.testing.assert_allclose(planted.clean.std(0), 10.0, rtol=1e-6)
 
