@@ -58,8 +58,9 @@ class DemoPlan:
     saliency_coverage: float
 
 
-# The paper's split, stability set and 16-channel probe (A.2); the fit is shortened to 1000 epochs at lr 2.5e-4 (the
-# paper: 2500 at 1e-4) so that the demo stays under 10 minutes on 2 CPU cores.
+# The paper's split, stability set and 16-channel probe (A.2); the fit is shortened to 1000
+# epochs at lr 2.5e-4 (the paper: 2500 at 1e-4) so that the demo stays under 10 minutes on 2
+# CPU cores.
 FULL = DemoPlan(
     475, 300, 120, 16, {"epochs": 1000, "lr": 2.5e-4, "split": [400, 50, 25]}, 75, 3, 0.5
 )
