@@ -39,3 +39,30 @@ def test_zero_maps_still_render_and_empty_grid_is_refused():
     assert pair_figure(zero)[:4] == b"\x89PNG"
     with pytest.raises(ValueError):
         grid_figure([])
+
+
+def test_fig3a_marks_normalised_r_beyond_its_axis(monkeypatch):
+    """A noise ceiling near 0 makes r / sqrt(ceiling) huge: the point sits on the axis' edge,
+    marked and named in the legend, instead of vanishing off the plot."""
+    import matplotlib.pyplot as plt
+    from stimloop.reports import report
+
+    figures = []
+    monkeypatch.setattr(report, "_png", lambda fig: figures.append(fig) or "")
+
+    def channel(name: str, normalised: float) -> dict:
+        r = {"r": 0.7, "p": 0.001, "n": 25, "passed": True, "r_normalised": normalised}
+        return {
+            "channel": name,
+            "generalisation_bodies": r,
+            "generalisation_objects": {**r, "r_normalised": 0.8},
+            "stability": {"r": 0.8, "p": 0.001, "n": 75, "passed": True},
+        }
+
+    report.fig3a({"channels": [channel("ch01", 8.5), channel("ch02", 0.9)]})
+    ax = figures[0].axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "held-out bodies, normalised r above 2" in labels
+    assert "objects, normalised r above 2" not in labels
+    assert ax.get_ylim()[1] == pytest.approx(report.NORMALISED_CAP + 0.05)
+    plt.close(figures[0])

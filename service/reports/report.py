@@ -46,6 +46,9 @@ def _img(data: str, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
+NORMALISED_CAP = 2.0  # Fig. 3a's axis ends here; larger normalised r sit on the edge
+
+
 def fig3a(analysis: dict[str, Any]) -> str:
     channels = analysis["channels"]
     names = [c["channel"] for c in channels]
@@ -71,17 +74,28 @@ def fig3a(analysis: dict[str, Any]) -> str:
             )
             ax.scatter(
                 x,
-                normalised,
+                np.where(normalised > NORMALISED_CAP, np.nan, normalised),
                 facecolors="none",
                 edgecolors=color,
                 s=30,
                 zorder=3,
                 label=f"{label}, r / sqrt(noise ceiling)",
             )
+            over = normalised > NORMALISED_CAP  # a ceiling near 0: shown at the cap, marked
+            if over.any():
+                ax.scatter(
+                    x[over],
+                    np.full(over.sum(), NORMALISED_CAP),
+                    marker="^",
+                    color=color,
+                    s=30,
+                    zorder=3,
+                    label=f"{label}, normalised r above {NORMALISED_CAP:g}",
+                )
             top = max(top, float(np.nanmax(normalised, initial=1.0)))
     ax.set_xticks(x, names, rotation=90, fontsize=7)
     ax.set_ylabel("Pearson r")
-    ax.set_ylim(-1, min(top, 2.0) + 0.05)
+    ax.set_ylim(-1, min(top, NORMALISED_CAP) + 0.05)
     ax.legend(fontsize=7, loc="lower left")
     ax.set_title(
         "Predicted vs recorded: r (filled), normalised r (open); black dashed: p = 0.05",
