@@ -231,12 +231,23 @@ def test_health_answers_quickly_while_a_32_mib_upload_is_processed(service, sess
         server.wait(timeout=30)
 
 
-def test_a_failed_phase_three_job_is_shown_with_the_session(service, session):
+def test_a_failed_phase_three_job_is_shown_with_the_session(service):
     """Phase three has no state of its own: its job's failure is kept beside the session and
     in its history, and a stale one's is not."""
     from stimloop.storage.cache import ActivationCache
     from stimloop.worker import jobs
     from stimloop.worker.resources import Resources
+
+    # A session of its own, never fitted (the module's session may hold readouts by now).
+    session = new_session(
+        service,
+        "lp",
+        3,
+        10,
+        channels=["a"],
+        fit={"split": [4, 3, 3]},
+        selection={"stability_bodies": 2},
+    )
 
     jobs.install_resources(
         Resources(service.settings, ActivationCache(service.redis, service.settings.key_prefix))
