@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from stimloop import session_states
 from stimloop.fitting import load_readout, trials_from_columns
 from stimloop.science.analysis import analyse as analyse_tables
 from stimloop.science.configs import AnalysisConfig
@@ -18,9 +17,8 @@ def analyse(
     res: Resources, session_id: str, report: Report = quiet, generation: int | None = None
 ) -> dict[str, Any]:
     store = res.store
-    record = store.get_session(session_id)
-    session_states.check_generation(record, generation)
-    config, generation = record["config"], session_states.generation(record)
+    record, generation = res.session_for_job(session_id, generation)
+    config = record["config"]
     windows = windows_of(config)
     p1 = trials_from_columns(read_npz(store.path(session_id, "phase1.npz")), windows)
     p2 = trials_from_columns(read_npz(store.path(session_id, "phase2.npz")), windows)

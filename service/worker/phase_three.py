@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from stimloop import session_states
 from stimloop.api.schemas import PhaseThreeRequest
 from stimloop.fitting import load_readout, trials_from_columns
 from stimloop.image_checks import image_format
@@ -80,9 +79,8 @@ def build(
     """The phase-three list for ``request`` (the API's ``PhaseThreeRequest``), stored with
     its images under ``phase3/``; returns a summary."""
     store = res.store
-    record = store.get_session(session_id)
-    session_states.check_generation(record, generation)
-    config, generation = record["config"], session_states.generation(record)
+    record, generation = res.session_for_job(session_id, generation)
+    config = record["config"]
     seed = int(config["seed"])
     asked = PhaseThreeRequest.model_validate(request)
     settings = asked.config()
@@ -224,9 +222,8 @@ def analyse(
     """Analyse the stored phase-three trials against the list; written only if neither the
     session's generation nor the trials changed meanwhile."""
     store = res.store
-    record = store.get_session(session_id)
-    session_states.check_generation(record, generation)
-    config, generation = record["config"], session_states.generation(record)
+    record, generation = res.session_for_job(session_id, generation)
+    config = record["config"]
     sha = record["uploads"]["phase3"]["sha256"]
     windows = windows_of(config)
     channels = config["channels"]

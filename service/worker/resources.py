@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from stimloop import __version__
+from stimloop import __version__, session_states
 from stimloop.registry import load_registry
 from stimloop.science.backbone import Backbone, extract_features, load_backbone
 from stimloop.science.configs import Windows
@@ -67,6 +67,15 @@ class Resources:
                 self.backbones[name].device,
             )
         return self.backbones[name]
+
+    def session_for_job(
+        self, session_id: str, generation: int | None
+    ) -> tuple[dict[str, Any], int]:
+        """The session's record and its generation, checked to be the one the job was started
+        for (``StaleJobError`` otherwise; ``None`` accepts any): how every use case opens."""
+        record = self.store.get_session(session_id)
+        session_states.check_generation(record, generation)
+        return record, session_states.generation(record)
 
     def image_paths(self, record: dict[str, Any]) -> dict[str, Path]:
         base = Path(record["images_dir"])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from stimloop import session_states
 from stimloop.fitting import load_readout, trials_from_columns
 from stimloop.reports.figures import PairPanel, pair_figure
 from stimloop.science import saliency as sal
@@ -24,9 +23,8 @@ def saliency(
     generation: int | None = None,
 ) -> dict[str, Any]:
     store = res.store
-    record = store.get_session(session_id)
-    session_states.check_generation(record, generation)
-    config, generation = record["config"], session_states.generation(record)
+    record, generation = res.session_for_job(session_id, generation)
+    config = record["config"]
     readout = load_readout(store.session_dir(session_id))
     channel = request["channel"]
     j = readout.channels.index(channel)
