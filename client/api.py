@@ -186,8 +186,10 @@ class RigClient:
         poll: float = 0.5,
         timeout: float | None = None,
     ) -> JobInfo:
-        """Poll a job until it ends, calling ``progress(job)`` each time; raise
-        ``JobFailedError`` if it fails."""
+        """Poll a job until it ends, calling ``progress(job)`` each time. Waits as long as the
+        job is alive (the server judges that by its worker's heartbeat, not by progress);
+        ``JobFailedError`` when the server reports it failed or cancelled, ``TimeoutError``
+        after ``timeout`` seconds (the job goes on on the server)."""
         start = time.monotonic()
         while True:
             info = self.job(job_id)

@@ -24,6 +24,14 @@ app = typer.Typer(
 console = Console()
 URL = typer.Option("http://127.0.0.1:8000", envvar="STIMLOOP_URL", help="The stimloop server.")
 TOKEN = typer.Option(None, envvar="STIMLOOP_TOKEN", help="Bearer token (rig or analyst role).")
+TIMEOUT = typer.Option(
+    None,
+    "--timeout",
+    envvar="STIMLOOP_WAIT_TIMEOUT",
+    min=1,
+    help="Stop waiting after this many seconds (the job goes on on the server). Default: wait "
+    "as long as the job is alive; a job whose worker died is reported failed.",
+)
 
 
 def _client(url: str, token: str | None) -> RigClient:
@@ -35,7 +43,9 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(code=2)
 
 
-def _wait(client: RigClient, job_id: str, label: str) -> JobInfo:
+def _wait(client: RigClient, job_id: str, label: str, timeout: float | None = None) -> JobInfo:
+    """Follow a job with a progress bar until it ends (as long as its worker's heartbeat says
+    it is alive), or until ``timeout`` seconds, which stops the waiting, not the job."""
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -49,13 +59,41 @@ def _wait(client: RigClient, job_id: str, label: str) -> JobInfo:
             text = f"{label}: {job.stage or job.state} {job.message or ''}"
             bar.update(task, completed=job.progress, description=escape(text[:80]))
 
-        return client.wait(job_id, progress=show)
+        try:
+            return client.wait(job_id, progress=show, timeout=timeout)
+        except TimeoutError:
+            raise _fail(
+                f"{label} is still running after {timeout:.0f} s; it goes on on the server: "
+                f"`stimloop-rig job {job_id}` shows it, `--wait` follows it"
+            ) from None
 
 
 @app.command()
 def health(url: str = URL, token: str | None = TOKEN) -> None:
     """Is the server up; its workers, devices and backbones."""
     console.print_json(json.dumps(_client(url, token).health()))
+
+
+@app.command()
+def job(
+    job_id: str,
+    wait: bool = typer.Option(False, help="Follow it until it ends."),
+    timeout: float | None = TIMEOUT,
+    url: str = URL,
+    token: str | None = TOKEN,
+) -> None:
+    """A job's state, stage and progress (or its error)."""
+    client = _client(url, token)
+    try:
+        info = _wait(client, job_id, f"job {job_id}", timeout) if wait else client.job(job_id)
+    except StimloopError as exc:
+        raise _fail(exc.detail) from None
+    console.print(
+        f"job {info.id} ({info.kind}): {info.state}, {info.stage or '-'} "
+        f"{info.progress:.0%} {escape(info.message or '')}"
+    )
+    if info.error:
+        raise _fail(info.error)
 
 
 @app.command("create-session")
@@ -91,7 +129,14 @@ def create_session(
 
 
 def _upload(
-    phase: int, session: str, file: Path, replace: bool, wait: bool, url: str, token: str | None
+    phase: int,
+    session: str,
+    file: Path,
+    replace: bool,
+    wait: bool,
+    timeout: float | None,
+    url: str,
+    token: str | None,
 ) -> None:
     client = _client(url, token)
     try:
@@ -101,7 +146,7 @@ def _upload(
         )
         if wait and accepted.job is not None:
             label = {1: "fit and select", 2: "analysis", 3: "phase-three analysis"}[phase]
-            _wait(client, accepted.job.id, label)
+            _wait(client, accepted.job.id, label, timeout)
             console.print(f"[green]{label} done[/green]")
     except TrialFileError as exc:
         raise _fail(str(exc)) from None
@@ -117,10 +162,11 @@ def _upload_command(phase: int, doc: str) -> None:
         file: Path,
         replace: bool = typer.Option(False),
         wait: bool = typer.Option(True),
+        timeout: float | None = TIMEOUT,
         url: str = URL,
         token: str | None = TOKEN,
     ) -> None:
-        _upload(phase, session, file, replace, wait, url, token)
+        _upload(phase, session, file, replace, wait, timeout, url, token)
 
     command.__doc__ = doc
     app.command(f"phase{phase}")(command)
@@ -161,6 +207,7 @@ def phase_three_list(
     repeats: int = typer.Option(8),
     feather: float = typer.Option(2.0, help="Edge softening, Gaussian sigma in pixels."),
     replace: bool = typer.Option(False, help="Replace a list built for other settings."),
+    timeout: float | None = TIMEOUT,
     url: str = URL,
     token: str | None = TOKEN,
 ) -> None:
@@ -177,7 +224,7 @@ def phase_three_list(
     try:
         accepted = client.phase_three(session, replace=replace, **request)
         if accepted.job is not None:
-            _wait(client, accepted.job.id, "phase-three list")
+            _wait(client, accepted.job.id, "phase-three list", timeout)
         out.write_text(client.phase_three_csv(session))
         data = client.phase_three_list(session)
         if stimuli:
@@ -258,6 +305,7 @@ def saliency(
     object: str | None = typer.Option(None),
     body: str | None = typer.Option(None),
     coverage: float | None = typer.Option(None, help="Fraction of s (0, 1]."),
+    timeout: float | None = TIMEOUT,
     url: str = URL,
     token: str | None = TOKEN,
 ) -> None:
@@ -266,7 +314,7 @@ def saliency(
     try:
         accepted = client.saliency(session, channel, object, body, coverage=coverage)
         if accepted.job is not None:
-            _wait(client, accepted.job.id, f"saliency {channel}")
+            _wait(client, accepted.job.id, f"saliency {channel}", timeout)
         out.write_bytes(client.download(accepted.links["png"]))
         meta = client.json("GET", accepted.links["metadata"])
     except StimloopError as exc:

@@ -5,7 +5,6 @@ Torch-free: the API process never imports the science; workers import ``stimloop
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from redis import Redis
@@ -54,7 +53,6 @@ def enqueue(
             "stage": "queued",
             "progress": 0.0,
             "message": "waiting for a worker",
-            "heartbeat": time.time(),
         },
     )
     return job
@@ -65,25 +63,31 @@ def alive_key(settings: Settings, worker: str) -> str:
     return f"{settings.key_prefix}:worker-alive:{worker}"
 
 
+def beat_key(settings: Settings, job_id: str) -> str:
+    """A running job's heartbeat key: its worker keeps it alive (``worker/heartbeat.py``) for
+    as long as the job runs; gone means the worker was killed, frozen or cut off."""
+    return f"{settings.key_prefix}:job-beat:{job_id}"
+
+
 def cancel_key(settings: Settings, job_id: str) -> str:
     return f"{settings.key_prefix}:cancel:{job_id}"
 
 
 def job_status(job: Job, settings: Settings) -> dict[str, Any]:
-    """State, stage, progress, message, result, error; a silent started job is abandoned."""
+    """State, stage, progress, message, result, error. A started job is alive while its
+    worker's heartbeat key exists, however long it goes without reporting progress; without
+    it, the job is reported failed (its worker was killed, frozen or lost Redis)."""
     status = job.get_status(refresh=True)
     meta = job.get_meta(refresh=True) if hasattr(job, "get_meta") else job.meta
     state = status.value if isinstance(status, JobStatus) else str(status)
     error = None
     if state == "failed":
         error = _last_line(job.latest_result().exc_string if job.latest_result() else "")
-    elif (
-        state == "started" and time.time() - float(meta.get("heartbeat", 0)) > settings.job_stale_s
-    ):
+    elif state == "started" and not job.connection.exists(beat_key(settings, job.id)):
         state = "failed"
         error = (
-            f"the worker stopped reporting for over {settings.job_stale_s:.0f} s (killed?); "
-            "resubmit the job"
+            f"the worker running this job lost its heartbeat (none for over "
+            f"{settings.job_stale_s:.0f} s: killed, frozen or cut off from Redis); resubmit the job"
         )
     result = None
     if state == "finished":

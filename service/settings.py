@@ -45,7 +45,11 @@ class Settings(BaseSettings):
     )
     job_timeout_s: int = Field(default=3600, ge=10, description="Longest a job may run.")
     job_stale_s: float = Field(
-        default=120.0, gt=0, description="A started job silent this long counts as abandoned."
+        default=120.0,
+        gt=0,
+        description="Lifetime of a running job's heartbeat key, renewed by a thread of its "
+        "worker every few seconds: a job whose worker is killed, frozen or cut off from Redis "
+        "is reported failed this long after its last beat (progress reports play no part).",
     )
     host: str = Field(default="127.0.0.1")
     port: int = Field(default=8000)

@@ -28,8 +28,9 @@ from stimloop.storage.store import Store
 
 
 def dead_job(record: dict[str, Any], cfg: Settings, r: Redis) -> tuple[str, str, str] | None:
-    """(kind, job id, error) when the session waits on a fit or analysis job that has failed
-    or whose worker died; None otherwise (also with Redis down: the store is the truth)."""
+    """(kind, job id, error) when the session waits on a fit or analysis job that has failed,
+    whose worker died, or that Redis no longer holds (it restarted without its data); None
+    otherwise (also with Redis down: the store is the truth)."""
     active = {"fitting": "fit", "phase1_received": "fit", "phase2_received": "analysis"}
     kind = active.get(record["state"])
     job_id = record["jobs"].get(kind or "")
@@ -37,7 +38,14 @@ def dead_job(record: dict[str, Any], cfg: Settings, r: Redis) -> tuple[str, str,
         return None
     try:
         status = job_status(Job.fetch(job_id, connection=r), cfg)
-    except (NoSuchJobError, RedisError):
+    except NoSuchJobError:
+        again = "POST .../fit runs it again" if kind == "fit" else "upload phase two again"
+        return (
+            str(kind),
+            job_id,
+            f"its {kind} job is gone from Redis (Redis restarted without its data); {again}",
+        )
+    except RedisError:
         return None
     if status["state"] != "failed":
         return None

@@ -22,10 +22,18 @@ class ActivationCache:
     def key(self, weights_sha256: str, image_sha256: str) -> str:
         return f"{self.prefix}:act:{weights_sha256}:{image_sha256}"
 
-    def get_many(self, weights_sha256: str, image_shas: Sequence[str]) -> list[np.ndarray | None]:
-        """Maps for each image (``None`` where missing), read in pipelined batches."""
+    def get_many(
+        self,
+        weights_sha256: str,
+        image_shas: Sequence[str],
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[np.ndarray | None]:
+        """Maps for each image (``None`` where missing), read in pipelined batches of 256;
+        ``progress(read, total)`` after each."""
         out: list[np.ndarray | None] = []
         for start in range(0, len(image_shas), 256):
+            if progress is not None and start:
+                progress(start, len(image_shas))
             keys = [self.key(weights_sha256, s) for s in image_shas[start : start + 256]]
             for raw in self.redis.mget(keys):
                 if raw is None or len(raw) != MAP_BYTES:
@@ -54,8 +62,9 @@ class ActivationCache:
         progress: Callable[[int, int], None] | None = None,
     ) -> np.ndarray:
         """``[N, 2048, 7, 7]`` float16: cached maps, and ``compute(missing_positions)`` for the
-        rest (stored for next time)."""
-        found = self.get_many(weights_sha256, image_shas)
+        rest (stored for next time). ``progress(done, total)`` while reading and per computed
+        chunk of 64."""
+        found = self.get_many(weights_sha256, image_shas, progress)
         missing = [i for i, m in enumerate(found) if m is None]
         out = np.empty((len(image_shas), *FEATURE_SHAPE), dtype=np.float16)
         for i, m in enumerate(found):

@@ -53,7 +53,7 @@ def analyse(
         seed=config["seed"],
     )
     weights = readout.weights_sha256 if readout else res.backbone(config["backbone"]).weights_sha256
-    with store.fenced(session_id, generation) as rec:
+    with res.fenced(session_id, generation) as rec:
         write_json(
             store.path(session_id, "analysis.json"),
             {**result.to_dict(), **provenance(config, weights)},

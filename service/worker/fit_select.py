@@ -38,7 +38,7 @@ def fit_and_select(
     """Fit, predict and select for the session's ``generation`` (None: the current one);
     everything is written under the fence, so a stale run writes nothing."""
     store = res.store
-    with store.fenced(session_id, generation) as rec:
+    with res.fenced(session_id, generation) as rec:
         store.transition(rec, "fitting", "fit started")
         config = rec["config"]
         generation = session_states.generation(rec)
@@ -58,7 +58,9 @@ def fit_and_select(
     sil = None
     if readout_cfg.silhouettes:
         report("silhouettes", 0.0, "silhouette maps of the training bodies")
-        sil_maps = res.silhouette_maps(config["backbone"], config["body_set"], body_ids_shown)
+        sil_maps = res.silhouette_maps(
+            config["backbone"], config["body_set"], body_ids_shown, report=report
+        )
         sil = Activations(body_ids_shown, sil_maps, [""] * len(keep), "", "")
 
     def progress(epoch: int, total: int, best: float) -> None:
@@ -81,9 +83,9 @@ def fit_and_select(
         0.0,
         f"{len(result.included)} of {len(config['channels'])} channels included",
     )
-    selection = select_for(res, session_id, config, result, body_ids_shown, body_maps)
+    selection = select_for(res, config, result, body_ids_shown, body_maps, report)
     prov = provenance(config, backbone.weights_sha256)
-    with store.fenced(session_id, generation) as rec:
+    with res.fenced(session_id, generation) as rec:
         write_json(
             store.path(session_id, "channels.json"), {"channels": channel_rows(result), **prov}
         )
@@ -103,16 +105,17 @@ def fit_and_select(
 
 def select_for(
     res: Resources,
-    session_id: str,
     config: dict[str, Any],
     result: FitResult,
     body_ids: list[str],
     body_maps: np.ndarray,
+    report: Report = quiet,
 ) -> dict[str, Any]:
     cands = [
-        res.candidates(config["backbone"], config["object_set"], "object"),
-        res.candidates(config["backbone"], config["control_body_set"], "control_body"),
+        res.candidates(config["backbone"], config["object_set"], "object", report),
+        res.candidates(config["backbone"], config["control_body_set"], "control_body", report),
     ]
+    report("selecting", 0.5, "predicting and ranking the candidates")
     table = result.table
     means = np.stack([table.mean[table.channel_index(v.channel)] for v in result.inclusion])
     readout = result.readout

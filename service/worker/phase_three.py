@@ -166,7 +166,7 @@ def build(
         images.setdefault(body, body_paths[body].read_bytes())
     archive = stimuli_zip(plan.stimuli, images, listed["entries"])
     prov = provenance(config, readout.weights_sha256)
-    with store.fenced(session_id, generation) as rec:
+    with res.fenced(session_id, generation) as rec:
         folder = store.path(session_id, "phase3")
         if folder.is_dir():  # a new list: the old one's images, trials and analysis are void
             shutil.rmtree(folder)
@@ -247,7 +247,7 @@ def analyse(
         alpha=float(analysis_cfg.get("alpha", 0.05)),
         min_stability=float(analysis_cfg.get("min_stability", 0.60)),
     )
-    with store.fenced(session_id, generation) as rec:
+    with res.fenced(session_id, generation) as rec:
         now_sha = (rec["uploads"].get("phase3") or {}).get("sha256")
         if now_sha != sha:
             raise StaleJobError(

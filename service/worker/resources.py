@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,21 @@ class Resources:
         self.backbones: dict[str, Backbone] = {}
         self.warm: dict[tuple[str, str], Candidates] = {}
         self.silhouette_sha: dict[tuple[str, str], str] = {}  # (set, image) -> cache key
+        # the running job's heartbeat check (``Heartbeat.check``), set by the worker per job
+        self.lease: Callable[..., None] | None = None
+
+    def check_lease(self, confirm: bool = False) -> None:
+        """``JobLostError`` when the running job's heartbeat has lapsed (see ``heartbeat``)."""
+        if self.lease is not None:
+            self.lease(confirm=confirm)
+
+    @contextmanager
+    def fenced(self, session_id: str, generation: int | None) -> Iterator[dict[str, Any]]:
+        """``Store.fenced`` for the running job: nothing is written unless the job was started
+        for the session's current generation and its heartbeat never lapsed."""
+        with self.store.fenced(session_id, generation) as record:
+            self.check_lease(confirm=True)
+            yield record
 
     def backbone(self, name: str) -> Backbone:
         if name not in self.backbones:
@@ -82,9 +98,15 @@ class Resources:
         return {e["id"]: base / e["file"] for e in record["entries"]}
 
     def maps(
-        self, backbone: str, set_id: str, ids: list[str] | None = None, report: Report = quiet
+        self,
+        backbone: str,
+        set_id: str,
+        ids: list[str] | None = None,
+        report: Report = quiet,
+        stage: str = "activations",
     ) -> tuple[list[str], np.ndarray]:
-        """Cached maps ``[N, 2048, 7, 7]`` of a set's images (all, or ``ids``), computing misses."""
+        """Cached maps ``[N, 2048, 7, 7]`` of a set's images (all, or ``ids``), computing misses;
+        progress is reported under ``stage``."""
         record = self.store.get_set(set_id)
         entries = {e["id"]: e for e in record["entries"]}
         ids = ids if ids is not None else [e["id"] for e in record["entries"]]
@@ -103,7 +125,7 @@ class Resources:
             shas,
             compute,
             lambda done, total: report(
-                "activations", done / max(total, 1), f"{done}/{total} maps of {set_id}"
+                stage, done / max(total, 1), f"{done}/{total} maps of {set_id}"
             ),
         )
         return ids, maps
@@ -113,7 +135,9 @@ class Resources:
         path = self.image_paths(self.store.get_set(set_id))[image_id]
         return encode_png(silhouette(np.asarray(Image.open(path).convert("RGB"))))
 
-    def silhouette_maps(self, backbone: str, set_id: str, ids: list[str]) -> np.ndarray:
+    def silhouette_maps(
+        self, backbone: str, set_id: str, ids: list[str], report: Report = quiet
+    ) -> np.ndarray:
         """Maps of the silhouettes of ``ids``, cached like images. The silhouettes' hashes are
         remembered (a registered set never changes), so after warming the turnaround neither
         decodes the bodies nor draws their silhouettes again."""
@@ -135,13 +159,22 @@ class Resources:
                 precision=self.settings.precision,
             )
 
-        return self.cache.fetch_or_compute(model.weights_sha256, shas, compute)
+        return self.cache.fetch_or_compute(
+            model.weights_sha256,
+            shas,
+            compute,
+            lambda done, total: report(
+                "silhouettes", done / max(total, 1), f"{done}/{total} silhouette maps of {set_id}"
+            ),
+        )
 
-    def candidates(self, backbone: str, set_id: str, category: str) -> Candidates:
+    def candidates(
+        self, backbone: str, set_id: str, category: str, report: Report = quiet
+    ) -> Candidates:
         """A candidate set's cell-major maps, kept in memory (on the GPU when there is one)."""
         key = (self.backbone(backbone).weights_sha256, set_id)
         if key not in self.warm:
-            ids, maps = self.maps(backbone, set_id)
+            ids, maps = self.maps(backbone, set_id, report=report, stage="warming")
             device = self.backbone(backbone).device
             self.warm[key] = Candidates(category, ids, cell_major(maps).to(device))
         return self.warm[key]

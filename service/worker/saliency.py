@@ -75,7 +75,7 @@ def saliency(
         result.norm_in,
     )
     figure = pair_figure(panel)
-    with store.fenced(session_id, generation):  # maps of a replaced upload never land
+    with res.fenced(session_id, generation):  # maps of a replaced upload never land
         write_npz(
             folder / f"{key}.npz",
             {

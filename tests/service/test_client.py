@@ -152,3 +152,31 @@ def test_spike_times_are_cut_with_the_sessions_own_windows(service, loop, tmp_pa
     assert (stored["baseline_count"] == 1).all() and (stored["response_count"] == 2).all()
     rates = _means(stored, CHANNELS[0], None, Windows.from_dict(windows))
     assert rates == pytest.approx({"body_0000": 2 / 0.3 - 1 / 0.2, "body_0001": 2 / 0.3 - 1 / 0.2})
+
+
+def test_waiting_has_an_overall_timeout_that_leaves_the_job_alone(service, monkeypatch):
+    """A job nobody runs yet is slow, not failed: the client waits for it, and a timeout stops
+    the waiting (one line saying how to follow it again), never the job."""
+    import time
+
+    from stimloop.client import cli
+    from typer.testing import CliRunner
+
+    token = service.rig["Authorization"].split()[1]
+    client = RigClient("http://testserver", token, transport=service.client._transport)
+    job = client.precompute("resnet50_random", "controls")  # queued: no worker in this test
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        client.wait(job.id, poll=0.05, timeout=0.5)
+    assert 0.5 <= time.monotonic() - started < 5
+    assert client.job(job.id).state == "queued"
+
+    monkeypatch.setattr(cli, "_client", lambda url, tok: client)
+    runner = CliRunner()
+    shown = runner.invoke(cli.app, ["job", job.id])
+    assert shown.exit_code == 0 and "queued" in shown.output, shown.output
+    waited = runner.invoke(cli.app, ["job", job.id, "--wait", "--timeout", "1"])
+    assert waited.exit_code == 2, waited.output
+    said = " ".join(waited.output.split())
+    assert "still running after 1 s" in said and f"stimloop-rig job {job.id}" in said
+    assert client.cancel(job.id).state == "canceled"

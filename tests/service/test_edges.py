@@ -385,14 +385,12 @@ def test_reading_a_session_never_writes_it(service):
     with store.locked(sid) as rec:  # as if a worker had started the fit and then died
         Store.transition(rec, "fitting", "fit started")
     job = Job.fetch(r.json()["job"]["id"], connection=service.redis)
-    job.set_status(JobStatus.STARTED)
-    job.meta["heartbeat"] = 0.0
-    job.save_meta()
+    job.set_status(JobStatus.STARTED)  # and no heartbeat key: its worker is gone
     path = store.path(sid, "session.json")
     before = hashlib.sha256(path.read_bytes()).hexdigest()
     for _ in range(2):
         seen = service.client.get(f"/v1/sessions/{sid}", headers=service.rig).json()
-        assert seen["state"] == "failed" and "stopped reporting" in seen["error"]
+        assert seen["state"] == "failed" and "lost its heartbeat" in seen["error"]
         assert seen["failed_in"] == "fit"
     assert hashlib.sha256(path.read_bytes()).hexdigest() == before
     generation = seen["generation"]

@@ -264,3 +264,21 @@ def test_a_failed_phase_three_job_is_shown_with_the_session(service):
     assert stale["stale"]
     after = service.client.get(f"/v1/sessions/{session}", headers=service.rig).json()
     assert after["history"] == seen["history"]
+
+
+def test_warming_reports_every_set_as_it_goes(service, session):
+    """Warming a session's candidates, the step that ran for minutes in silence, reports each
+    set's maps and the silhouettes as it reads or computes them."""
+    from stimloop.storage.cache import ActivationCache
+    from stimloop.worker import precompute
+    from stimloop.worker.resources import Resources
+
+    seen: list[tuple[str, float, str]] = []
+    res = Resources(service.settings, ActivationCache(service.redis, service.settings.key_prefix))
+    precompute.warm_session(res, session, lambda *step: seen.append(step))
+    named = " ".join(message for _, _, message in seen)
+    assert all(f"maps of {s}" in named for s in ("lo", "lc", "lb")), seen
+    assert {"warming", "silhouettes"} <= {stage for stage, _, _ in seen}
+    assert seen[-1][:2] == ("done", 1.0)
+    done = [p for stage, p, m in seen if stage == "warming" and "maps of lo" in m]
+    assert done == sorted(done) and done[-1] == 1.0

@@ -223,9 +223,9 @@ def test_workers_share_a_queue_survive_a_kill_and_a_restart(cluster):
     victim_proc.send_signal(signal.SIGKILL)
     victim_proc.wait()
     failed = c.wait_job(fits[0], states=("failed",), timeout=60)
-    assert "stopped reporting" in failed["error"]
+    assert "lost its heartbeat" in failed["error"]
     session = c.http.get(f"/v1/sessions/{sessions[0]}").json()
-    assert session["state"] == "failed" and "stopped reporting" in session["error"]
+    assert session["state"] == "failed" and "lost its heartbeat" in session["error"]
     c.wait_job(fits[1])  # the other worker's fit is unaffected
 
     # resubmit: the surviving worker finishes it
