@@ -21,9 +21,9 @@ from datetime import date
 from pathlib import Path
 
 import torch
-from stimloop.registry import default_registry_path, load_registry
 from stimloop.science.backbone import extract_features, load_backbone, load_input
 from stimloop.science.stimuli import generate_set
+from stimloop.storage.registry import default_registry_path, load_registry
 
 from benchmarks.machine import describe
 

@@ -28,13 +28,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from stimloop.registry import default_registry_path, load_registry
 from stimloop.science import saliency as sa
 from stimloop.science import selection as sel
 from stimloop.science.backbone import extract_features, forward_features, load_backbone
 from stimloop.science.readout import ReadoutConfig, fit_readouts, make_split
 from stimloop.science.responses import ChannelInclusion
 from stimloop.science.stimuli import generate_bodies, generate_objects, generate_set
+from stimloop.storage.registry import default_registry_path, load_registry
 
 from benchmarks.fixtures import random_maps, random_readout
 from benchmarks.machine import describe
@@ -241,8 +241,8 @@ def turnaround(sizes: Sizes, device: torch.device) -> list[str]:
     against the same session's fit forced to eager steps."""
     from redis import Redis
     from stimloop.api.uploads import digest
+    from stimloop.runtime.settings import Settings
     from stimloop.serve import private_redis
-    from stimloop.settings import Settings
     from stimloop.storage.cache import ActivationCache
     from stimloop.storage.stimulus_sets import write_stimulus_set
     from stimloop.storage.store import Store

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from stimloop.registry import default_registry_path, load_registry
 from stimloop.science import saliency as sa
 from stimloop.science import synthetic as sy
 from stimloop.science.backbone import (
@@ -34,6 +33,7 @@ from stimloop.science.backbone import (
 from stimloop.science.fragments import FragmentConfig, make_fragments
 from stimloop.science.readout import readout_features
 from stimloop.science.stimuli import generate_bodies, generate_control_bodies, generate_objects
+from stimloop.storage.registry import default_registry_path, load_registry
 
 from benchmarks.machine import describe
 

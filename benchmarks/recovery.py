@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from scipy import stats
-from stimloop.registry import default_registry_path, load_registry
 from stimloop.science import synthetic as sy
 from stimloop.science.backbone import (
     extract_features,
@@ -39,6 +38,7 @@ from stimloop.science.backbone import (
 from stimloop.science.readout import ReadoutConfig, fit_readouts, make_split
 from stimloop.science.responses import response_table
 from stimloop.science.stimuli import generate_bodies, generate_objects, silhouette
+from stimloop.storage.registry import default_registry_path, load_registry
 
 from benchmarks.machine import describe
 

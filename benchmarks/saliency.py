@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from stimloop.registry import default_registry_path, load_registry
 from stimloop.science import saliency as sa
 from stimloop.science.backbone import image_to_tensor, load_backbone
 from stimloop.science.stimuli import generate_bodies, generate_objects
+from stimloop.storage.registry import default_registry_path, load_registry
 
 from benchmarks.machine import describe
 

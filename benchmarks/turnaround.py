@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 from redis import Redis
 from stimloop.api.uploads import digest
-from stimloop.registry import default_registry_path
+from stimloop.runtime.settings import Settings
 from stimloop.science.stimuli import generate_bodies
-from stimloop.settings import Settings
 from stimloop.storage.cache import ActivationCache
+from stimloop.storage.registry import default_registry_path
 from stimloop.storage.stimulus_sets import write_stimulus_set
 from stimloop.storage.store import Store, now
 from stimloop.worker.fit_select import fit_and_select

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-REGISTRY = REPO / "service" / "defaults" / "backbones.toml"  # the packaged default
+REGISTRY = REPO / "service" / "stimloop" / "defaults" / "backbones.toml"  # the packaged default
 
 
 @pytest.fixture(scope="session")
 def random_spec():
-    from stimloop.registry import load_registry
+    from stimloop.storage.registry import load_registry
 
     return load_registry(REGISTRY)["resnet50_random"]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from stimloop.activations import load_activations
 from stimloop.cli import app
 from stimloop.science.backbone import file_sha256
+from stimloop.storage.activations import load_activations
 from typer.testing import CliRunner
 
 runner = CliRunner()

@@ -98,8 +98,9 @@ def test_quick_demo_with_a_relative_output_folder(tmp_path):
     assert "Phase three" in (tmp_path / "demo" / "report.html").read_text()
 
 
-def test_the_wheel_installs_one_namespace(tmp_path):
-    """No top-level ``service`` or ``client`` in the wheel; the default registry is inside."""
+def test_the_wheel_installs_the_two_packages_by_their_folder_names(tmp_path):
+    """``stimloop`` and ``stimloop_rig``, no top-level ``service`` or ``client``; the default
+    registry is inside."""
     pip = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
     subprocess.run(
         [*pip, "-w", str(tmp_path), str(REPO)],
@@ -110,9 +111,10 @@ def test_the_wheel_installs_one_namespace(tmp_path):
     (wheel,) = tmp_path.glob("stimloop-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names}
-    assert tops == {"stimloop", next(t for t in tops if t.endswith(".dist-info"))}, tops
+    dist_info = next(t for t in tops if t.endswith(".dist-info"))
+    assert tops == {"stimloop", "stimloop_rig", dist_info}, tops
     assert "stimloop/defaults/backbones.toml" in names
-    assert "stimloop/client/api.py" in names and "stimloop/science/readout.py" in names
+    assert "stimloop_rig/api.py" in names and "stimloop/science/readout.py" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
-    assert "stimloop.cli:app" in text and "stimloop.client.cli:app" in text
+    assert "stimloop.cli:app" in text and "stimloop_rig.cli:app" in text

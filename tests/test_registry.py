@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from stimloop.registry import load_registry, spec_for
 from stimloop.science.backbone import BackboneError
+from stimloop.storage.registry import load_registry, spec_for
 from stimloop.storage.stimulus_sets import read_stimulus_set, write_stimulus_set
 
 from tests.conftest import REGISTRY

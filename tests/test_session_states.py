@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from stimloop import session_states as ss
+from stimloop.storage import session_states as ss
 
 
 def record(state: str = "created", generation: int = 0) -> dict:

@@ -6,7 +6,7 @@ from datetime import UTC
 
 import numpy as np
 import pytest
-from stimloop.client.readers import TrialFileError, read_trial_table
+from stimloop_rig.readers import TrialFileError, read_trial_table
 
 
 def test_csv_and_npz_round_trip(tmp_path):
@@ -60,7 +60,7 @@ def test_npz_columns_must_be_one_dimensional(tmp_path):
 
 
 def test_spike_times_npz_round_trip(tmp_path):
-    from stimloop.client.readers import read_trials
+    from stimloop_rig.readers import read_trials
 
     onsets = np.array([1.0, 2.0, 3.0])
     codes = np.array([0, 1, 0])
@@ -121,7 +121,7 @@ def test_spike_times_npz_round_trip(tmp_path):
     ],
 )
 def test_malformed_spike_files(tmp_path, arrays, message):
-    from stimloop.client.readers import read_spike_npz
+    from stimloop_rig.readers import read_spike_npz
 
     np.savez(tmp_path / "s.npz", **arrays)
     with pytest.raises(TrialFileError, match=message):
@@ -132,7 +132,7 @@ def test_nwb_round_trip(tmp_path):
     from datetime import datetime
 
     pynwb = pytest.importorskip("pynwb")
-    from stimloop.client.readers import read_trials
+    from stimloop_rig.readers import read_trials
 
     nwb = pynwb.NWBFile(
         session_description="test",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stimloop.client.tables import analysis_rows
+from stimloop_rig.tables import analysis_rows
 
 
 def test_rows_carry_statistics_with_p_values():

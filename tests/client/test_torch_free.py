@@ -8,8 +8,8 @@ import sys
 CODE = """
 import sys
 sys.modules['torch'] = None  # any import of torch now fails
-import stimloop.client.api, stimloop.client.cli, stimloop.client.readers
-from stimloop.client.cli import app
+import stimloop_rig.api, stimloop_rig.cli, stimloop_rig.readers
+from stimloop_rig.cli import app
 from typer.testing import CliRunner
 result = CliRunner().invoke(app, ['--help'])
 assert result.exit_code == 0, result.output

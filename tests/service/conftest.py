@@ -48,7 +48,7 @@ def cleanup(redis: Redis, settings) -> None:
         ScheduledJobRegistry,
         StartedJobRegistry,
     )
-    from stimloop.queueing import queue_name
+    from stimloop.worker.queue import queue_name
 
     name = queue_name(settings)
     queue = Queue(name, connection=redis)
@@ -76,7 +76,7 @@ def service(tmp_path_factory):
     from fastapi.testclient import TestClient
     from stimloop.api.app import create_app
     from stimloop.api.auth import create_token
-    from stimloop.settings import Settings
+    from stimloop.runtime.settings import Settings
 
     tmp = tmp_path_factory.mktemp("service")
     store = tmp / "models_store"

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from redis import Redis
 from stimloop.api.app import create_app
 from stimloop.api.auth import create_token
-from stimloop.settings import Settings
+from stimloop.runtime.settings import Settings
 
 store = pathlib.Path(tempfile.mkdtemp()) / 'models_store'
 settings = Settings(models_store=store, redis_url=sys.argv[1], key_prefix='stimloop-torchfree')

@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import numpy as np
 import pytest
-from stimloop.client.api import RigClient, StimloopError
+from stimloop_rig.api import RigClient, StimloopError
 
 from tests.service.test_loop import CHANNELS, loop, simulate  # noqa: F401  (module fixture)
 
@@ -159,7 +159,7 @@ def test_waiting_has_an_overall_timeout_that_leaves_the_job_alone(service, monke
     the waiting (one line saying how to follow it again), never the job."""
     import time
 
-    from stimloop.client import cli
+    from stimloop_rig import cli
     from typer.testing import CliRunner
 
     token = service.rig["Authorization"].split()[1]

@@ -48,12 +48,12 @@ def worker(tmp_path_factory):
     from fastapi.testclient import TestClient
     from stimloop.api.app import create_app
     from stimloop.api.auth import create_token
+    from stimloop.runtime.settings import Settings
     from stimloop.science.stimuli import (
         generate_bodies,
         generate_control_bodies,
         generate_objects,
     )
-    from stimloop.settings import Settings
     from stimloop.storage.stimulus_sets import write_stimulus_set
 
     tmp = tmp_path_factory.mktemp("heartbeat")
@@ -114,7 +114,7 @@ def _poll(check, timeout: float, what: str, every: float = 0.1):
 
 def test_a_job_silent_for_longer_than_the_stale_window_is_alive(worker):
     from rq.job import Job
-    from stimloop.queueing import enqueue, job_status
+    from stimloop.worker.queue import enqueue, job_status
 
     settings, redis, *_ = worker
     silent_s = 4 * STALE_S  # no progress report at all, for four stale windows

@@ -83,7 +83,7 @@ def test_a_stale_job_writes_nothing_and_changes_no_state(service, session):
 
 def test_an_analyst_cancels_only_its_own_saliency_jobs(service, session):
     from stimloop.api.auth import create_token, digest
-    from stimloop.queueing import enqueue
+    from stimloop.worker.queue import enqueue
 
     c = service.client
     fit = c.post(

@@ -144,11 +144,11 @@ def test_the_whole_loop(service, loop):
     )
 
     # the same science called directly on the same data gives the same list
-    from stimloop.activations import Activations
-    from stimloop.fitting import fit_recording, trials_from_columns
     from stimloop.science.readout import ReadoutConfig
     from stimloop.science.responses import Windows
     from stimloop.science.selection import Candidates, SelectionConfig, cell_major, select
+    from stimloop.storage.activations import Activations
+    from stimloop.worker.fitting import fit_recording, trials_from_columns
 
     ids, body_maps = loop["maps"]["bodies"]
     sil = (
@@ -396,8 +396,8 @@ def test_phase_three(service, loop, monkeypatch):
     assert "Phase three" in html and "mann-whitney u" in html
 
     # the rig's commands: the list, its images and sequence, and the phase-three table
-    from stimloop.client import cli
-    from stimloop.client.api import RigClient
+    from stimloop_rig import cli
+    from stimloop_rig.api import RigClient
     from typer.testing import CliRunner
 
     token = service.rig["Authorization"].split()[1]

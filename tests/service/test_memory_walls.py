@@ -39,7 +39,7 @@ def tree_rss(pid: int) -> int:
 @pytest.fixture(scope="module")
 def api(tmp_path_factory):
     from stimloop.api.auth import create_token
-    from stimloop.settings import Settings
+    from stimloop.runtime.settings import Settings
 
     tmp = tmp_path_factory.mktemp("walls")
     store = tmp / "models_store"

@@ -36,7 +36,7 @@ def free_port() -> int:
 class Cluster:
     def __init__(self, tmp: Path) -> None:
         from stimloop.api.auth import create_token
-        from stimloop.settings import Settings
+        from stimloop.runtime.settings import Settings
 
         self.store = tmp / "models_store"
         self.store.mkdir()
@@ -265,7 +265,7 @@ def test_workers_share_a_queue_survive_a_kill_and_a_restart(cluster):
     # does not move
     from rq import Queue
     from rq.registry import FailedJobRegistry, StartedJobRegistry
-    from stimloop.queueing import queue_name
+    from stimloop.worker.queue import queue_name
 
     name = queue_name(c.settings)
     StartedJobRegistry(name, connection=redis).cleanup(timestamp=int(time.time()) + 10**6)

@@ -1,0 +1,338 @@
+"""``stimloop-rig``: the operator's commands between the recording phases (torch-free)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from stimloop_rig.api import JobInfo, RigClient, StimloopError
+from stimloop_rig.readers import TrialFileError
+from stimloop_rig.tables import analysis_rows, phase_three_rows
+
+app = typer.Typer(
+    help="stimloop at the rig: create a session, upload phase one, get the "
+    "phase-two list, upload phase two, fetch results, run phase three.",
+    no_args_is_help=True,
+)
+console = Console()
+URL = typer.Option("http://127.0.0.1:8000", envvar="STIMLOOP_URL", help="The stimloop server.")
+TOKEN = typer.Option(None, envvar="STIMLOOP_TOKEN", help="Bearer token (rig or analyst role).")
+TIMEOUT = typer.Option(
+    None,
+    "--timeout",
+    envvar="STIMLOOP_WAIT_TIMEOUT",
+    min=1,
+    help="Stop waiting after this many seconds (the job goes on on the server). Default: wait "
+    "as long as the job is alive; a job whose worker died is reported failed.",
+)
+
+
+def _client(url: str, token: str | None) -> RigClient:
+    return RigClient(url, token)
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[red]error:[/red] {escape(message)}")
+    return typer.Exit(code=2)
+
+
+def _wait(client: RigClient, job_id: str, label: str, timeout: float | None = None) -> JobInfo:
+    """Follow a job with a progress bar until it ends (as long as its worker's heartbeat says
+    it is alive), or until ``timeout`` seconds, which stops the waiting, not the job."""
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task(label, total=1.0)
+
+        def show(job: JobInfo) -> None:
+            text = f"{label}: {job.stage or job.state} {job.message or ''}"
+            bar.update(task, completed=job.progress, description=escape(text[:80]))
+
+        try:
+            return client.wait(job_id, progress=show, timeout=timeout)
+        except TimeoutError:
+            raise _fail(
+                f"{label} is still running after {timeout:.0f} s; it goes on on the server: "
+                f"`stimloop-rig job {job_id}` shows it, `--wait` follows it"
+            ) from None
+
+
+@app.command()
+def health(url: str = URL, token: str | None = TOKEN) -> None:
+    """Is the server up; its workers, devices and backbones."""
+    console.print_json(json.dumps(_client(url, token).health()))
+
+
+@app.command()
+def job(
+    job_id: str,
+    wait: bool = typer.Option(False, help="Follow it until it ends."),
+    timeout: float | None = TIMEOUT,
+    url: str = URL,
+    token: str | None = TOKEN,
+) -> None:
+    """A job's state, stage and progress (or its error)."""
+    client = _client(url, token)
+    try:
+        info = _wait(client, job_id, f"job {job_id}", timeout) if wait else client.job(job_id)
+    except StimloopError as exc:
+        raise _fail(exc.detail) from None
+    console.print(
+        f"job {info.id} ({info.kind}): {info.state}, {info.stage or '-'} "
+        f"{info.progress:.0%} {escape(info.message or '')}"
+    )
+    if info.error:
+        raise _fail(info.error)
+
+
+@app.command("create-session")
+def create_session(
+    body_set: str = typer.Option(...),
+    object_set: str = typer.Option(...),
+    control_body_set: str = typer.Option(...),
+    channels: str = typer.Option(..., help="Comma-separated channel names, e.g. ch01,ch02"),
+    backbone: str = typer.Option("resnet50_robust_l2_eps3"),
+    seed: int = typer.Option(0),
+    config: Path | None = typer.Option(None, help="JSON with fit/inclusion/selection settings."),
+    url: str = URL,
+    token: str | None = TOKEN,
+) -> None:
+    """Create a session; prints its id (the server starts loading the candidates)."""
+    extra = json.loads(config.read_text()) if config else {}
+    try:
+        session = _client(url, token).create_session(
+            backbone=backbone,
+            body_set=body_set,
+            object_set=object_set,
+            control_body_set=control_body_set,
+            channels=channels.split(","),
+            seed=seed,
+            **extra,
+        )
+    except StimloopError as exc:
+        raise _fail(exc.detail) from None
+    console.print(
+        f"session [bold]{session.id}[/bold] created ({len(session.config['channels'])} channels)"
+    )
+    print(session.id)
+
+
+def _upload(
+    phase: int,
+    session: str,
+    file: Path,
+    replace: bool,
+    wait: bool,
+    timeout: float | None,
+    url: str,
+    token: str | None,
+) -> None:
+    client = _client(url, token)
+    try:
+        columns, accepted = client.upload_file(session, phase, file, replace=replace)
+        console.print(
+            f"phase {phase}: {len(columns['stimulus'])} trials uploaded ({accepted.status})"
+        )
+        if wait and accepted.job is not None:
+            label = {1: "fit and select", 2: "analysis", 3: "phase-three analysis"}[phase]
+            _wait(client, accepted.job.id, label, timeout)
+            console.print(f"[green]{label} done[/green]")
+    except TrialFileError as exc:
+        raise _fail(str(exc)) from None
+    except StimloopError as exc:
+        raise _fail(exc.detail) from None
+
+
+def _upload_command(phase: int, doc: str) -> None:
+    """``stimloop-rig phase<N> SESSION FILE``: one phase's upload, then its job awaited."""
+
+    def command(
+        session: str,
+        file: Path,
+        replace: bool = typer.Option(False),
+        wait: bool = typer.Option(True),
+        timeout: float | None = TIMEOUT,
+        url: str = URL,
+        token: str | None = TOKEN,
+    ) -> None:
+        _upload(phase, session, file, replace, wait, timeout, url, token)
+
+    command.__doc__ = doc
+    app.command(f"phase{phase}")(command)
+
+
+_upload_command(
+    1, "Upload phase one (CSV/NPZ trial table, spike-times NPZ, or NWB) and wait for the list."
+)
+_upload_command(2, "Upload phase two and wait for the analysis.")
+_upload_command(3, "Upload phase three (the fragments' trials) and wait for its analysis.")
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"give comma-separated numbers, not {text!r}") from None
+
+
+def _write_list_files(data: dict, json_out: Path | None, sequence: Path | None) -> None:
+    """A list's full JSON and its presentation sequence (one id a line), where asked for."""
+    if json_out:
+        json_out.write_text(json.dumps(data, indent=1))
+    if sequence:
+        sequence.write_text("\n".join(data["sequence"]) + "\n")
+
+
+@app.command("phase-three-list")
+def phase_three_list(
+    session: str,
+    out: Path = typer.Option(..., help="CSV for the stimulus program."),
+    stimuli: Path | None = typer.Option(None, help="Also the images: a zip with a manifest."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also the full JSON."),
+    sequence: Path | None = typer.Option(None, help="The presentation sequence, one id a line."),
+    channels: str | None = typer.Option(None, help="Comma-separated; default: all with maps."),
+    q: str = typer.Option("0.25", help="Kept fractions of the foreground, e.g. 0.1,0.25."),
+    kinds: str = typer.Option("salient,complement,random"),
+    repeats: int = typer.Option(8),
+    feather: float = typer.Option(2.0, help="Edge softening, Gaussian sigma in pixels."),
+    replace: bool = typer.Option(False, help="Replace a list built for other settings."),
+    timeout: float | None = TIMEOUT,
+    url: str = URL,
+    token: str | None = TOKEN,
+) -> None:
+    """Build (or fetch) the phase-three list of fragments for the stimulus program."""
+    client = _client(url, token)
+    request = {
+        "q": _floats(q),
+        "kinds": [k.strip() for k in kinds.split(",") if k.strip()],
+        "repeats": repeats,
+        "feather": feather,
+    }
+    if channels:
+        request["channels"] = [c.strip() for c in channels.split(",") if c.strip()]
+    try:
+        accepted = client.phase_three(session, replace=replace, **request)
+        if accepted.job is not None:
+            _wait(client, accepted.job.id, "phase-three list", timeout)
+        out.write_text(client.phase_three_csv(session))
+        data = client.phase_three_list(session)
+        if stimuli:
+            stimuli.write_bytes(client.phase_three_stimuli(session))
+    except StimloopError as exc:
+        raise _fail(exc.detail) from None
+    _write_list_files(data, json_out, sequence)
+    fragments = sum(e["kind"] not in ("intact",) for e in data["entries"])
+    console.print(
+        f"wrote {out}: {fragments} fragments, "
+        f"{sum(e['kind'] == 'intact' for e in data['entries'])} intact sources, "
+        f"{len(data['stability_bodies'])} stability bodies"
+        + (f"; images in {stimuli}" if stimuli else "")
+    )
+
+
+@app.command("phase-two-list")
+def phase_two_list(
+    session: str,
+    out: Path = typer.Option(..., help="CSV for the stimulus program."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also the full JSON."),
+    sequence: Path | None = typer.Option(None, help="The presentation sequence, one id a line."),
+    url: str = URL,
+    token: str | None = TOKEN,
+) -> None:
+    """Write the phase-two list (and its presentation sequence) for the stimulus program."""
+    client = _client(url, token)
+    try:
+        out.write_text(client.selection_csv(session))
+        data = client.selection(session)
+    except StimloopError as exc:
+        raise _fail(exc.detail) from None
+    _write_list_files(data, json_out, sequence)
+    n = len(data["phase_two"]["entries"])
+    console.print(
+        f"wrote {out}: {n} selected images + "
+        f"{len(data['phase_two']['stability_bodies'])} stability bodies"
+    )
+
+
+@app.command()
+def analysis(
+    session: str,
+    out: Path | None = typer.Option(None, help="CSV of the table."),
+    phase: int = typer.Option(2, min=2, max=3, help="2: after phase two; 3: phase three."),
+    url: str = URL,
+    token: str | None = TOKEN,
+) -> None:
+    """The per-channel statistics, each with its p-value."""
+    client = _client(url, token)
+    try:
+        data = client.analysis(session) if phase == 2 else client.phase_three_analysis(session)
+    except StimloopError as exc:
+        raise _fail(exc.detail) from None
+    rows = analysis_rows(data) if phase == 2 else phase_three_rows(data)
+    table = Table(*rows[0].keys()) if rows else Table()
+    for row in rows:
+        table.add_row(
+            *(
+                "-" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v)
+                for v in row.values()
+            )
+        )
+    console.print(table)
+    if out and rows:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        out.write_text(buffer.getvalue())
+
+
+@app.command()
+def saliency(
+    session: str,
+    channel: str = typer.Option(...),
+    out: Path = typer.Option(...),
+    object: str | None = typer.Option(None),
+    body: str | None = typer.Option(None),
+    coverage: float | None = typer.Option(None, help="Fraction of s (0, 1]."),
+    timeout: float | None = TIMEOUT,
+    url: str = URL,
+    token: str | None = TOKEN,
+) -> None:
+    """Saliency maps for a channel (default pair unless object and body are named) as PNG."""
+    client = _client(url, token)
+    try:
+        accepted = client.saliency(session, channel, object, body, coverage=coverage)
+        if accepted.job is not None:
+            _wait(client, accepted.job.id, f"saliency {channel}", timeout)
+        out.write_bytes(client.download(accepted.links["png"]))
+        meta = client.json("GET", accepted.links["metadata"])
+    except StimloopError as exc:
+        raise _fail(exc.detail) from None
+    console.print(
+        f"wrote {out}: {meta['object']} ~ {meta['body']}, s = {meta['s']:.3f}, "
+        f"|I| = {meta['norm_out']:.3f} / {meta['norm_in']:.3f}"
+    )
+
+
+@app.command()
+def report(
+    session: str, out: Path = typer.Option(...), url: str = URL, token: str | None = TOKEN
+) -> None:
+    """The session report, one HTML page."""
+    try:
+        out.write_text(_client(url, token).report(session))
+    except StimloopError as exc:
+        raise _fail(exc.detail) from None
+    console.print(f"wrote {out}")

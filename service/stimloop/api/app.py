@@ -1,0 +1,59 @@
+"""The FastAPI application: routers per resource, one problem+json error handler."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from redis import Redis
+
+from stimloop import __version__
+from stimloop.api import errors
+from stimloop.api.routes import phase_three, sessions, sets, system
+from stimloop.api.uploads import UploadPool
+from stimloop.api.walls import Walls
+from stimloop.runtime.settings import Settings
+from stimloop.storage.registry import ensure_registry
+from stimloop.storage.store import Store
+
+log = logging.getLogger("stimloop.api")
+
+
+def create_app(settings: Settings | None = None, redis: Redis | None = None) -> FastAPI:
+    """The API over ``settings``' models store and Redis."""
+    settings = settings or Settings()
+    if redis is None:
+        if not settings.redis_url:
+            raise RuntimeError("set STIMLOOP_REDIS_URL, or start the API with `stimloop serve`")
+        # short timeouts: with Redis down a request answers 503 at once instead of hanging
+        redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=10)
+    uploads = UploadPool()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        uploads.start()  # not during the first upload: spawning blocks the event loop
+        yield
+        uploads.close()
+
+    app = FastAPI(
+        lifespan=lifespan,
+        title="stimloop",
+        version=__version__,
+        description="Closed-loop stimulus selection: fit readouts on phase one, return the "
+        "phase-two list, analyse, and draw shared-feature saliency maps. Errors are "
+        "problem+json (RFC 9457).",
+    )
+    ensure_registry(settings.registry_path)
+    app.state.settings = settings
+    app.state.store = Store(settings.models_store)
+    app.state.redis = redis
+    app.state.uploads = uploads  # decodes and checks uploads in a process of its own
+
+    errors.install(app)
+    app.add_middleware(Walls, settings=settings)  # token and size, before any body is read
+    app.include_router(system.router)
+    app.include_router(sets.router)
+    app.include_router(sessions.router)
+    app.include_router(phase_three.router)
+    return app

@@ -1,0 +1,129 @@
+"""One error type, mapped to RFC 9457 problem+json in one place."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from stimloop.storage.store import NotFoundError
+
+log = logging.getLogger("stimloop.api")
+PROBLEM = "application/problem+json"
+
+
+class ApiError(Exception):
+    """A caller's mistake (4xx) or a state conflict, with what to do about it."""
+
+    def __init__(self, status: int, title: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.title, self.detail = status, title, detail
+
+    def __reduce__(self):  # raised in the upload process, re-raised in the API
+        return (ApiError, (self.status, self.title, self.detail))
+
+
+def problem(
+    status: int,
+    title: str,
+    detail: str,
+    instance: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = {
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": instance,
+    }
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+PROBLEM_SCHEMA = {
+    "type": "object",
+    "title": "Problem",
+    "description": "RFC 9457 problem details; detail says what was wrong and how to fix it.",
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+    },
+    "required": ["title", "status", "detail"],
+}
+MEANING = {
+    400: "Bad input (a file, an id, a value), named in the detail",
+    401: "No known bearer token",
+    403: "The token's role may not do this, or a path outside the allowed folders",
+    404: "No such thing (session, set, job, result)",
+    409: "The session's state does not allow this now",
+    413: "The body passes the route's size limit",
+    415: "Unsupported media type",
+    422: "The body or parameters do not validate",
+    503: "Redis does not answer; try again (Retry-After)",
+}
+
+
+def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI responses for ``codes`` (all of ``MEANING`` when none): problem+json."""
+    return {
+        code: {"description": MEANING[code], "content": {PROBLEM: {"schema": PROBLEM_SCHEMA}}}
+        for code in (codes or MEANING)
+    }
+
+
+def _location(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc if p != "body") or "request"
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return problem(exc.status, exc.title, exc.detail, request.url.path)
+
+    @app.exception_handler(NotFoundError)
+    async def not_found(request: Request, exc: NotFoundError) -> JSONResponse:
+        return problem(404, "Not found", str(exc), request.url.path)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = [f"{_location(e['loc'])}: {e['msg']}" for e in exc.errors()[:10]]
+        detail = "; ".join(parts) + ". Fix these fields and send the request again."
+        return problem(422, "Invalid request", detail, request.url.path)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        title = "Payload too large" if exc.status_code == 413 else "HTTP error"
+        return problem(exc.status_code, title, str(exc.detail), request.url.path)
+
+    @app.exception_handler(RedisError)
+    async def redis_down(request: Request, exc: RedisError) -> JSONResponse:
+        if not isinstance(exc, RedisConnectionError | RedisTimeoutError):
+            log.exception("Redis error on %s", request.url.path)
+        return problem(
+            503,
+            "Service unavailable",
+            f"Redis (the job queue and activation cache) does not answer ({exc}); nothing "
+            "stored was lost: try again in a few seconds, and check that Redis runs",
+            request.url.path,
+            headers={"Retry-After": "5"},
+        )
+
+    @app.exception_handler(Exception)
+    async def bug(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s", request.url.path)
+        return problem(
+            500,
+            "Internal error",
+            f"this is a bug in stimloop: {type(exc).__name__}",
+            request.url.path,
+        )

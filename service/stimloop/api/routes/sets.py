@@ -1,0 +1,229 @@
+"""Stimulus sets: register a directory below the stimulus root, or upload a zip."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse
+
+from stimloop.api.archives import ZipLimits, checked_members, read_member
+from stimloop.api.deps import READ, RIG, body_bytes, settings, store
+from stimloop.api.errors import ApiError, problem_responses
+from stimloop.api.schemas import ID, Category, StimulusSetCreate, StimulusSetInfo
+from stimloop.runtime.settings import Settings
+from stimloop.storage.atomic import write_atomic
+from stimloop.storage.image_checks import ImageRefusedError, check_image
+from stimloop.storage.stimulus_sets import IMAGE_ID, IMAGE_SUFFIXES, read_stimulus_set
+from stimloop.storage.store import Store, now
+
+router = APIRouter(
+    prefix="/v1/stimulus-sets", tags=["stimulus sets"], responses=problem_responses()
+)
+
+
+def info(record: dict) -> StimulusSetInfo:
+    return StimulusSetInfo(
+        id=record["id"],
+        category=record["category"],
+        count=record["count"],
+        source=record["source"],
+        ids=[e["id"] for e in record["entries"]],
+        sha256=[e["sha256"] for e in record["entries"]],
+    )
+
+
+def save_idempotent(st: Store, record: dict, write_images=None) -> JSONResponse:
+    """201 for a new set, 200 for the same set again, 409 for different contents; under the
+    sets lock, so of racing registrations of one id exactly one is created. ``write_images``
+    (uploads) runs only for a new set, inside the lock, before its record is written."""
+    with st.sets_locked():
+        try:
+            old = st.get_set(record["id"])
+        except KeyError:
+            if write_images is not None:
+                write_images()
+            st.put_set(record)
+            return JSONResponse(info(record).model_dump(), status_code=201)
+    same = old["category"] == record["category"] and [
+        (e["id"], e["sha256"]) for e in old["entries"]
+    ] == [(e["id"], e["sha256"]) for e in record["entries"]]
+    if not same:
+        raise ApiError(
+            409,
+            "Conflict",
+            f"stimulus set {record['id']!r} exists with other images "
+            "or another category; register the new images under a new id",
+        )
+    return JSONResponse(info(old).model_dump(), status_code=200)
+
+
+@router.post(
+    "",
+    summary="Register a directory below the stimulus root",
+    responses={201: {"model": StimulusSetInfo}, 200: {"model": StimulusSetInfo}},
+    dependencies=[Depends(RIG)],
+)
+def register(
+    req: StimulusSetCreate, cfg: Settings = Depends(settings), st: Store = Depends(store)
+) -> JSONResponse:
+    """Every image is resolved (links followed) and must lie in the set's own folder below
+    the stimulus root; each is checked by content and size, a manifest's sha256 verified."""
+    root = cfg.stimulus_root.resolve()
+    try:
+        folder = (root / req.directory).resolve()
+    except (OSError, ValueError):
+        raise ApiError(
+            400, "Bad directory", f"{req.directory[:200]!r} is not a usable path"
+        ) from None
+    if not folder.is_relative_to(root) or folder == root:
+        raise ApiError(
+            403,
+            "Forbidden",
+            f"{req.directory[:200]!r} is not a folder below the stimulus root; only folders "
+            "below STIMLOOP_STIMULUS_ROOT can be registered",
+        )
+    if not folder.is_dir():
+        raise ApiError(
+            400,
+            "No such directory",
+            f"{req.directory[:200]!r} is not a directory below the stimulus root",
+        )
+    try:
+        entries = read_stimulus_set(folder, verify=True, max_pixels=cfg.max_image_pixels)
+    except (FileNotFoundError, ValueError) as exc:
+        raise ApiError(400, "Not a stimulus folder", str(exc)) from None
+    record = {
+        "id": req.id,
+        "category": req.category,
+        "source": "directory",
+        "images_dir": str(folder),
+        "count": len(entries),
+        "created": now(),
+        "entries": [{"id": e.id, "file": e.file, "sha256": e.sha256} for e in entries],
+    }
+    return save_idempotent(st, record)
+
+
+def zip_images(data: bytes, cfg: Settings) -> dict[str, tuple[str, bytes]]:
+    """The checked images of an uploaded zip: id (file stem) -> (file name, bytes)."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, OSError, ValueError):
+        raise ApiError(400, "Not a zip file", "the body is not a readable zip archive") from None
+    limits = ZipLimits(
+        max_member_bytes=min(cfg.max_upload_bytes, 64 * 2**20),
+        max_total_bytes=4 * cfg.max_upload_bytes,
+    )
+    images: dict[str, tuple[str, bytes]] = {}
+    for member in checked_members(archive, limits):
+        name = PurePosixPath(member.filename)
+        if name.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        if not IMAGE_ID.match(name.stem):
+            raise ApiError(
+                400,
+                "Bad image id",
+                f"zip entry {member.filename[:200]!r}: "
+                "ids (file names) may not hold control characters or pass 250 characters",
+            )
+        if name.stem in images:
+            raise ApiError(400, "Duplicate id", f"two images in the zip are named {name.stem!r}")
+        blob = read_member(archive, member)
+        try:
+            check_image(member.filename, blob, cfg.max_image_pixels)
+        except ImageRefusedError as exc:
+            raise ApiError(400, "Bad image", f"in the zip: {exc}") from None
+        images[name.stem] = (name.name, blob)
+    if not images:
+        raise ApiError(400, "No images", "the zip holds no PNG or JPEG files")
+    return images
+
+
+@router.post(
+    "/upload",
+    summary="Register the images of an uploaded zip",
+    responses={201: {"model": StimulusSetInfo}, 200: {"model": StimulusSetInfo}},
+    dependencies=[Depends(RIG)],
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                kind: {"schema": {"type": "string", "format": "binary"}}
+                for kind in ("application/zip", "application/octet-stream")
+            },
+        }
+    },
+)
+async def upload(
+    request: Request,
+    id: str = Query(pattern=ID),
+    category: Category = Query(),
+    cfg: Settings = Depends(settings),
+    st: Store = Depends(store),
+) -> JSONResponse:
+    if request.headers.get("content-type", "").split(";")[0] not in (
+        "application/zip",
+        "application/octet-stream",
+    ):
+        raise ApiError(415, "Unsupported media type", "send the zip as application/zip")
+    data = await body_bytes(request, cfg)
+    return await run_in_threadpool(register_zip, data, id, category, cfg, st)
+
+
+def register_zip(data: bytes, set_id: str, category: str, cfg: Settings, st: Store):
+    images = zip_images(data, cfg)
+    folder = st.set_dir(set_id) / "images"
+    entries = [
+        {"id": k, "file": f, "sha256": hashlib.sha256(b).hexdigest()}
+        for k, (f, b) in sorted(images.items())
+    ]
+    record = {
+        "id": set_id,
+        "category": category,
+        "source": "upload",
+        "images_dir": str(folder),
+        "count": len(entries),
+        "created": now(),
+        "entries": entries,
+    }
+
+    def write_images() -> None:
+        for file, blob in images.values():
+            write_atomic(folder / file, blob)
+
+    return save_idempotent(st, record, write_images)
+
+
+@router.get("", response_model=list[StimulusSetInfo], dependencies=[Depends(READ)])
+def list_sets(st: Store = Depends(store)) -> list[StimulusSetInfo]:
+    return [info(r) for r in st.list_sets()]
+
+
+@router.get("/{set_id}", response_model=StimulusSetInfo, dependencies=[Depends(READ)])
+def get_set(set_id: str, st: Store = Depends(store)) -> StimulusSetInfo:
+    return info(st.get_set(set_id))
+
+
+@router.get(
+    "/{set_id}/images/{image_id}",
+    summary="The image file",
+    dependencies=[Depends(READ)],
+    response_class=FileResponse,
+    responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}},
+)
+def image(set_id: str, image_id: str, st: Store = Depends(store)) -> FileResponse:
+    record = st.get_set(set_id)
+    folder = Path(record["images_dir"]).resolve()
+    for entry in record["entries"]:
+        if entry["id"] == image_id:
+            path = (folder / entry["file"]).resolve()
+            if not path.is_relative_to(folder) or not path.is_file():  # also for old records
+                raise ApiError(404, "Not found", f"image {image_id!r} is not in its set's folder")
+            kind = "image/png" if path.suffix.lower() == ".png" else "image/jpeg"
+            return FileResponse(path, media_type=kind)
+    raise ApiError(404, "Not found", f"set {set_id!r} has no image {image_id!r}")

@@ -1,0 +1,190 @@
+"""Health, backbones, activations and jobs."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from fastapi import APIRouter, Depends
+from redis import Redis
+from redis.exceptions import RedisError
+from rq import Worker
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
+
+from stimloop import __version__
+from stimloop.api.deps import READ, RIG, Caller, redis, settings, store
+from stimloop.api.errors import ApiError, problem_responses
+from stimloop.api.schemas import Accepted, ActivationsRequest, JobInfo
+from stimloop.runtime.settings import Settings
+from stimloop.science.backbone_spec import BackboneError
+from stimloop.storage.registry import load_registry
+from stimloop.storage.store import Store
+from stimloop.worker.queue import alive_key, cancel_key, enqueue, get_queue, job_status
+
+router = APIRouter(prefix="/v1", responses=problem_responses())
+JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+@router.get("/health", summary="Version, device, Redis, workers and backbones")
+def health(cfg: Settings = Depends(settings), r: Redis = Depends(redis)) -> dict:
+    """Always 200: what is wrong (Redis, workers, registry) is listed in ``problems``, each
+    saying what to fix, and ``status`` is ``degraded`` while any is listed."""
+    problems: list[str] = []
+    workers, worker_info, redis_ok = 0, [], False
+    try:
+        r.ping()
+        redis_ok = True
+        registered = {w.name for w in Worker.all(queue=get_queue(cfg, r))}
+        devices = [json.loads(v) for v in r.hvals(f"{cfg.key_prefix}:workers")]
+        # alive: registered with RQ and its keep-alive key fresh (a killed worker drops out
+        # within seconds, not when RQ's own registration expires)
+        worker_info = [
+            d
+            for d in devices
+            if d.get("name") in registered and r.exists(alive_key(cfg, d["name"]))
+        ]
+        workers = len(worker_info)
+    except (RedisError, ValueError) as exc:
+        problems.append(
+            f"Redis at {cfg.redis_url or '(unset)'} does not answer ({exc}); start it or set "
+            "STIMLOOP_REDIS_URL"
+        )
+    if redis_ok and workers == 0:
+        problems.append(
+            "no worker is running: fits and analyses will wait; start one with `stimloop worker`"
+        )
+    try:
+        backbones = backbone_list(cfg)
+    except BackboneError as exc:
+        backbones = []
+        problems.append(f"{exc}; fix the file, or remove it to get the packaged default back")
+    return {
+        "status": "degraded" if problems else "ok",
+        "problems": problems,
+        "version": __version__,
+        "device": cfg.device,
+        "redis": redis_ok,
+        "workers": workers,
+        "worker_devices": worker_info,
+        "backbones": backbones,
+    }
+
+
+def require_backbone(cfg: Settings, name: str) -> None:
+    """400 unless ``name`` is in the registry (the message lists the known ones)."""
+    registry = load_registry(cfg.registry_path)
+    if name not in registry:
+        raise ApiError(
+            400, "Unknown backbone", f"backbone {name!r} is not in the registry: {sorted(registry)}"
+        )
+
+
+def backbone_list(cfg: Settings) -> list[dict]:
+    out = []
+    for spec in load_registry(cfg.registry_path).values():
+        present = spec.format == "random" or (cfg.weights_dir / (spec.weights or "")).is_file()
+        out.append(
+            {
+                "name": spec.name,
+                "format": spec.format,
+                "weights": spec.weights,
+                "weights_present": present,
+                "layer": spec.layer,
+                "description": spec.description,
+            }
+        )
+    return out
+
+
+@router.get("/backbones", summary="The registry's backbones", dependencies=[Depends(READ)])
+def backbones(cfg: Settings = Depends(settings)) -> list[dict]:
+    return backbone_list(cfg)
+
+
+@router.post(
+    "/activations",
+    status_code=202,
+    response_model=Accepted,
+    summary="Precompute and cache a stimulus set's activations (a job)",
+    dependencies=[Depends(RIG)],
+)
+def activations(
+    req: ActivationsRequest,
+    cfg: Settings = Depends(settings),
+    st: Store = Depends(store),
+    r: Redis = Depends(redis),
+) -> Accepted:
+    require_backbone(cfg, req.backbone)
+    st.get_set(req.stimulus_set)
+    job = enqueue(
+        cfg, r, "activations", "stimloop.worker.jobs.run_precompute", req.backbone, req.stimulus_set
+    )
+    return Accepted(
+        job=JobInfo(**job_status(job, cfg)), status="queued", links={"job": f"/v1/jobs/{job.id}"}
+    )
+
+
+def fetch_job(job_id: str, r: Redis, cfg: Settings) -> Job:
+    """This deployment's job ``job_id``; 404 for another deployment's (other key prefix)."""
+    missing = ApiError(404, "Not found", f"job {job_id!r} does not exist (or expired)")
+    if not JOB_ID.fullmatch(job_id):
+        raise missing
+    try:
+        job = Job.fetch(job_id, connection=r)
+    except NoSuchJobError:
+        raise missing from None
+    if job.meta.get("prefix") != cfg.key_prefix:
+        raise missing
+    return job
+
+
+def job_info(job: Job, cfg: Settings) -> JobInfo:
+    info = job_status(job, cfg)
+    link = None
+    if info["state"] == "finished" and info["session"]:
+        link = {
+            "fit": "selection",
+            "analysis": "analysis",
+            "warm": None,
+            "saliency": "saliency",
+            "phase3": "phase3",
+            "phase3_analysis": "phase3/analysis",
+        }.get(info["kind"] or "")
+        link = f"/v1/sessions/{info['session']}/{link}" if link else None
+    return JobInfo(**info, result_link=link)
+
+
+@router.get(
+    "/jobs/{job_id}",
+    response_model=JobInfo,
+    summary="A job's state and progress",
+    dependencies=[Depends(READ)],
+)
+def get_job(job_id: str, cfg: Settings = Depends(settings), r: Redis = Depends(redis)) -> JobInfo:
+    return job_info(fetch_job(job_id, r, cfg), cfg)
+
+
+@router.delete("/jobs/{job_id}", response_model=JobInfo, summary="Cancel a job")
+def cancel_job(
+    job_id: str,
+    cfg: Settings = Depends(settings),
+    r: Redis = Depends(redis),
+    caller: Caller = Depends(READ),
+) -> JobInfo:
+    """The rig cancels any job; an analyst only the saliency jobs it started."""
+    job = fetch_job(job_id, r, cfg)
+    kind = job.meta.get("kind")
+    if caller.role != "rig" and (kind != "saliency" or job.meta.get("owner") != caller.id):
+        raise ApiError(
+            403,
+            "Forbidden",
+            f"an analyst token cancels only the saliency jobs it started; this is a {kind} "
+            "job: ask the rig (a rig token) to cancel it",
+        )
+    state = job.get_status(refresh=True)
+    if str(getattr(state, "value", state)) == "queued":
+        job.cancel()
+    else:
+        r.set(cancel_key(cfg, job_id), 1, ex=cfg.job_timeout_s)
+    return job_info(job, cfg)

@@ -1,0 +1,314 @@
+"""A trial upload's bytes to checked columns and their hash, in a separate process.
+
+Decoding 32 MiB of JSON, turning a million rows into arrays and hashing them holds Python's
+interpreter lock for seconds; in the API's own process that would stall every other request.
+So ``prepare`` (pure, torch-free) runs in a small process pool, and the API only awaits it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import ValidationError
+from stimloop_rig.readers import (
+    DuplicateTrialsError,
+    TrialFileError,
+    parse_trial_npz,
+    validate_columns,
+)
+
+from stimloop.api.errors import ApiError
+from stimloop.api.schemas import TrialUpload
+from stimloop.runtime.process_ties import watch_parent
+from stimloop.runtime.settings import Settings
+from stimloop.storage import session_states
+from stimloop.storage.session_states import IllegalTransitionError
+from stimloop.storage.store import Store, now, read_json, write_npz
+
+NPZ_TYPES = ("application/x-npz", "application/octet-stream", "application/npz")
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What a phase's trials may name: the session's channels and the allowed stimulus ids
+    (``what`` says where they come from); ``required``: ids that must all have trials."""
+
+    channels: tuple[str, ...]
+    allowed: frozenset[str]
+    what: str
+    required: tuple[str, ...] = ()
+    max_unpacked: int = 2 * 2**30  # an NPZ's columns, decompressed
+
+
+def decode_trials(kind: str, data: bytes, max_unpacked: int = 2 * 2**30) -> dict[str, np.ndarray]:
+    """The trial columns of a JSON or NPZ body (``kind``: its media type)."""
+    if kind == "application/json":
+        try:
+            upload = TrialUpload.model_validate_json(data)
+        except ValidationError as exc:
+            parts = [
+                f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()[:5]
+            ]
+            raise ApiError(422, "Invalid trials", "; ".join(parts)) from None
+        columns = {k: np.asarray(v) for k, v in upload.model_dump().items() if v is not None}
+        try:
+            return validate_columns(columns, "JSON body")
+        except DuplicateTrialsError as exc:
+            raise ApiError(422, "Duplicate trials", str(exc)) from None
+        except TrialFileError as exc:
+            raise ApiError(422, "Invalid trials", str(exc)) from None
+    if kind in NPZ_TYPES:
+        try:
+            return parse_trial_npz(data, "NPZ body", max_unpacked)
+        except DuplicateTrialsError as exc:
+            raise ApiError(422, "Duplicate trials", str(exc)) from None
+        except TrialFileError as exc:
+            raise ApiError(400, "Invalid trials", str(exc)) from None
+    raise ApiError(
+        415,
+        "Unsupported media type",
+        "send trials as application/json (columns) or application/x-npz",
+    )
+
+
+def digest(columns: dict[str, np.ndarray]) -> str:
+    """A content hash of the trials, the same for the JSON and the NPZ form of one table."""
+    h = hashlib.sha256()
+    for name in sorted(columns):
+        values = columns[name]
+        h.update(name.encode())
+        if values.dtype.kind in "US":
+            h.update("\x00".join(values.astype(str)).encode())
+        else:
+            h.update(values.astype(np.float64).tobytes())
+    return h.hexdigest()
+
+
+def check_ids(columns: dict[str, np.ndarray], expected: Expected) -> None:
+    """400 naming unknown channels or stimuli, or listed images without trials."""
+    channels = list(expected.channels)
+    unknown_c = sorted(set(np.unique(columns["channel"]).tolist()) - set(channels))
+    if unknown_c:
+        raise ApiError(
+            400,
+            "Unknown channels",
+            f"{len(unknown_c)} channels are not in the "
+            f"session, e.g. {unknown_c[:5]}; the session has {channels[:5]}...",
+        )
+    shown = set(np.unique(columns["stimulus"]).tolist())
+    unknown_s = sorted(shown - expected.allowed)
+    if unknown_s:
+        raise ApiError(
+            400,
+            "Unknown stimuli",
+            f"{len(unknown_s)} stimulus ids are not {expected.what}, e.g. {unknown_s[:5]}",
+        )
+    missing = [s for s in expected.required if s not in shown]
+    if missing:
+        raise ApiError(
+            400,
+            "Incomplete phase two",
+            f"no trials for {len(missing)} images of the phase-two list, e.g. {missing[:10]}",
+        )
+
+
+def prepare(kind: str, data: bytes, expected: Expected) -> tuple[dict[str, np.ndarray], str]:
+    """Decode, check and hash an upload: its columns and their sha256."""
+    columns = decode_trials(kind, data, expected.max_unpacked)
+    check_ids(columns, expected)
+    return columns, digest(columns)
+
+
+def ready() -> bool:
+    """Run once in the upload process when it starts, so its imports are done before the
+    first upload."""
+    return True
+
+
+def store_upload(
+    st: Store,
+    session_id: str,
+    phase: str,
+    columns: dict[str, np.ndarray],
+    sha: str,
+    replace: bool,
+) -> tuple[bool, dict[str, Any]]:
+    """Store a phase's trials (``sha``: their digest) atomically; (new?, record). Same
+    payload: not new."""
+    if phase == "phase3":
+        return store_phase_three(st, session_id, columns, sha, replace)
+    with st.locked(session_id) as rec:
+        previous = rec["uploads"].get(phase)
+        if previous and previous["sha256"] == sha:
+            if rec["state"] == "failed" and rec.get("failed_in") == JOB_OF[phase]:
+                # the same trials again after a failed job: run that job again
+                rec["error"] = None
+                Store.transition(rec, f"{phase}_received", f"{phase} resubmitted", bump=True)
+                return True, dict(rec)
+            return False, dict(rec)
+        if previous and not replace:
+            raise ApiError(
+                409,
+                "Conflict",
+                f"{phase} was already uploaded with other data "
+                f"(sha256 {previous['sha256'][:12]}...); add ?replace=true to replace "
+                "it, which discards everything derived from it",
+            )
+        event = f"{phase} replaced" if previous else f"{phase} received"
+        try:  # refused before anything is written
+            Store.transition(rec, f"{phase}_received", event, bump=True, sha256=sha)
+        except IllegalTransitionError as exc:
+            raise ApiError(409, "Conflict", f"{phase} cannot be uploaded now: {exc}") from None
+        removed = st.invalidate(session_id, phase) if previous else []
+        rec["history"][-1]["invalidated"] = removed
+        if previous and phase == "phase1":
+            rec["uploads"].pop("phase2", None)
+        if previous:
+            rec["uploads"].pop("phase3", None)
+            rec.pop("phase3", None)
+        write_npz(st.path(session_id, f"{phase}.npz"), columns)
+        rec["uploads"][phase] = {"sha256": sha, "trials": len(columns["stimulus"])}
+        rec["error"] = None
+        return True, dict(rec)
+
+
+def store_phase_three(
+    st: Store, session_id: str, columns: dict[str, np.ndarray], sha: str, replace: bool
+) -> tuple[bool, dict[str, Any]]:
+    """Phase three's trials: stored beside the session's state (phase three is a track of
+    its own: the session stays as it is, and no generation starts). Same payload: not new
+    (``rerun_possible`` while it has no analysis); other data: 409 unless ``replace``, which
+    discards the phase-three analysis."""
+    with st.locked(session_id) as rec:
+        previous = rec["uploads"].get("phase3")
+        analysed = st.path(session_id, "phase3/analysis.json").is_file()
+        if previous and previous["sha256"] == sha:
+            # not new; without an analysis its job may be rerun (the API looks at the job)
+            return False, {**rec, "rerun_possible": not analysed}
+        if previous and not replace:
+            raise ApiError(
+                409,
+                "Conflict",
+                f"phase three was already uploaded with other data (sha256 "
+                f"{previous['sha256'][:12]}...); add ?replace=true to replace it, which "
+                "discards its analysis",
+            )
+        removed = st.invalidate(session_id, "phase3") if previous else []
+        write_npz(st.path(session_id, "phase3.npz"), columns)
+        rec["uploads"]["phase3"] = {"sha256": sha, "trials": len(columns["stimulus"])}
+        rec["history"].append(
+            {
+                "time": now(),
+                "event": "phase3 replaced" if previous else "phase3 received",
+                "state": rec["state"],
+                "generation": session_states.generation(rec),
+                "sha256": sha,
+                "invalidated": removed,
+            }
+        )
+        return True, dict(rec)
+
+
+JOB_OF = {"phase1": "fit", "phase2": "analysis", "phase3": "phase3_analysis"}
+
+
+def expected_ids(phase: str, session_id: str, st: Store, cfg: Settings) -> Expected:
+    """What the phase's trials may name: phase one the body set, phase two its list (all of
+    it)."""
+    record = st.get_session(session_id)
+    config = record["config"]
+    channels = tuple(config["channels"])
+    if phase == "phase1":
+        bodies = frozenset(e["id"] for e in st.get_set(config["body_set"])["entries"])
+        return Expected(channels, bodies, "in the body set", (), 4 * cfg.max_upload_bytes)
+    if phase == "phase3":
+        if not st.path(session_id, "phase3/list.json").is_file():
+            raise ApiError(
+                409,
+                "Conflict",
+                "no phase-three list yet: POST .../phase3 and wait for its job first",
+            )
+        listed = read_json(st.path(session_id, "phase3/list.json"))
+        shown = [e["stimulus"] for e in listed["entries"]]
+        shown += [b for b in listed["stability_bodies"] if b not in set(shown)]
+        return Expected(
+            channels,
+            frozenset(shown),
+            "on the phase-three list",
+            tuple(shown),
+            4 * cfg.max_upload_bytes,
+        )
+    if not st.path(session_id, "selection.json").is_file():
+        raise ApiError(
+            409,
+            "Conflict",
+            f"no phase-two list yet (state {record['state']}); wait for the selection",
+        )
+    phase_two = read_json(st.path(session_id, "selection.json"))["phase_two"]
+    listed = [e["stimulus"] for e in phase_two["entries"]] + phase_two["stability_bodies"]
+    return Expected(
+        channels,
+        frozenset(listed),
+        "on the phase-two list",
+        tuple(listed),
+        4 * cfg.max_upload_bytes,
+    )
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One upload as the upload process receives it: the body, its media type, what its
+    trials may name, and where it goes."""
+
+    kind: str
+    data: bytes
+    expected: Expected
+    store_root: Path
+    session_id: str
+    phase: str
+    replace: bool
+
+
+def prepare_and_store(upload: Upload) -> tuple[bool, dict[str, Any]]:
+    """In the upload process: decode, check, hash, and store atomically under the session's
+    (cross-process) lock; (new?, session record)."""
+    columns, sha = prepare(upload.kind, upload.data, upload.expected)
+    return store_upload(
+        Store(upload.store_root), upload.session_id, upload.phase, columns, sha, upload.replace
+    )
+
+
+class UploadPool:
+    """One spawned process that runs ``prepare`` for the API: started with the app (its
+    start blocks the caller, which must not be a request), else on first use."""
+
+    def __init__(self) -> None:
+        self._pool: ProcessPoolExecutor | None = None
+
+    def start(self) -> None:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=watch_parent,  # the upload process ends with the API
+                initargs=(os.getpid(),),
+            )
+            self._pool.submit(ready)  # spawns the process now; its imports run over there
+
+    async def prepare_and_store(self, upload: Upload) -> tuple[bool, dict[str, Any]]:
+        self.start()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, prepare_and_store, upload)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None

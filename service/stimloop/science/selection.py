@@ -1,0 +1,337 @@
+"""The phase-two list: per channel the top-, bottom-predicted and most-similar candidates.
+
+Sec. 3.2 and 4: for each included channel and each candidate category (objects, control
+bodies), the highest and the lowest predicted candidate and the candidate most similar
+(eq. 2-3) to the body with the highest recorded phase-one response. The phase-two list holds
+every selected image once with all its reasons, plus 75 phase-one bodies for the stability test.
+
+Ties are broken by stimulus id: among equal scores the smallest id (string order) wins, for
+the top, the bottom and the most similar alike.
+
+Candidates are scored from cell-major maps ``[H*W, M, F]`` (see ``cell_major``): a channel
+reads at most four cells, so predictions and similarity numerators are per-cell matrix
+products over the channels that use each cell, and only the similarity's norm needs a pass
+per channel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from stimloop.science.configs import SelectionConfig
+from stimloop.science.readout import FittedReadout, as_tensor, bilinear_weights
+from stimloop.science.responses import ChannelInclusion
+from stimloop.science.similarity import weighted_cosine
+
+ROLES = ("top", "bottom", "similar")
+
+
+def cell_major(maps: np.ndarray | torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``[M, F, H, W]`` maps -> ``[H*W, M, F]`` (each cell's features contiguous), chunked."""
+    maps = as_tensor(maps)
+    m, f, h, w = maps.shape
+    out = torch.empty(h * w, m, f, dtype=dtype)
+    for start in range(0, m, 512):
+        block = maps[start : start + 512].to(dtype).flatten(2)  # [b, F, HW]
+        out[:, start : start + 512] = block.permute(2, 0, 1)
+    return out
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Per candidate and channel: prediction ``[M, C]`` (spikes/s), similarity ``[M, C]``."""
+
+    predicted: np.ndarray
+    similarity: np.ndarray
+
+
+def score_candidates(
+    cells: torch.Tensor,
+    mu: np.ndarray,
+    w: np.ndarray,
+    b: np.ndarray,
+    a_ref: np.ndarray,
+    height: int = 7,
+    width: int = 7,
+    chunk: int = 256,
+) -> Scores:
+    """Eq. (1) predictions and eq. (2) similarities to each channel's reference body.
+
+    ``cells``: ``[H*W, M, F]``; ``mu`` ``[C, 2]``; ``w`` ``[C, F]``; ``b`` ``[C]``; ``a_ref``
+    ``[C, F]`` the reference body's read-out features per channel. Runs where ``cells`` lives
+    (the worker keeps them on its GPU when it has one).
+    """
+    dev = cells.device
+    if dev.type != "cpu":
+        chunk = cells.shape[1]  # a GPU wants whole columns, not cache-sized row chunks
+    k = bilinear_weights(torch.as_tensor(mu, dtype=torch.float32), height, width).double().to(dev)
+    w_t = torch.as_tensor(w, dtype=torch.float64, device=dev)
+    a_ref_t = torch.as_tensor(a_ref, dtype=torch.float64, device=dev)
+    v_t = w_t.square() * a_ref_t  # <a w, a_ref w> = a . v
+    m, c = cells.shape[1], len(w_t)
+    lin = torch.zeros(m, 2 * c, dtype=torch.float64, device=dev)
+    for u in torch.nonzero(k.sum(0) > 0).flatten().tolist():
+        chans = torch.nonzero(k[:, u] > 0).flatten()
+        rhs = torch.cat([w_t[chans], v_t[chans]]) * k[chans, u].repeat(2)[:, None]
+        part = cells[u].to(torch.float32) @ rhs.to(torch.float32).T  # [M, 2 c_u]
+        lin[:, chans] += part[:, : len(chans)].double()
+        lin[:, c + chans] += part[:, len(chans) :].double()
+    predicted = lin[:, :c] + torch.as_tensor(b, dtype=torch.float64, device=dev)
+    norm = torch.zeros(m, c, dtype=torch.float64, device=dev)
+    corners = [torch.nonzero(k[j] > 0).flatten().tolist() for j in range(c)]
+    scaled = [[(k[j, u] * w_t[j]).to(torch.float32) for u in corners[j]] for j in range(c)]
+    # |a w| per channel, a being the sum of its (at most 4) weighted cells. Rows in small
+    # chunks so the cell slices stay in cache for every channel that reads them; one buffer.
+    buffer = torch.empty(min(chunk, m), cells.shape[2], dtype=torch.float32, device=dev)
+    for start in range(0, m, chunk):
+        rows = slice(start, min(start + chunk, m))
+        slices = {u: cells[u, rows].to(torch.float32) for u in set().union(*map(set, corners))}
+        acc = buffer[: rows.stop - rows.start]
+        for j in range(c):
+            torch.mul(slices[corners[j][0]], scaled[j][0], out=acc)
+            for u, scale in zip(corners[j][1:], scaled[j][1:]):
+                acc.addcmul_(slices[u], scale)
+            norm[rows, j] = torch.linalg.vector_norm(acc, dim=1).double()
+    sim = weighted_cosine(lin[:, c:], norm, (a_ref_t * w_t).norm(dim=1))  # eq. (2)
+    return Scores(predicted.cpu().numpy(), sim.cpu().numpy())
+
+
+def ranked(values: np.ndarray, ids: Sequence[str], descending: bool) -> np.ndarray:
+    """Indices of ``values`` in rank order, ties broken by the smaller id."""
+    key = -values if descending else values
+    return np.lexsort((np.asarray(ids), key))
+
+
+@dataclass(frozen=True)
+class Pick:
+    """One candidate chosen for one channel in one role."""
+
+    stimulus: str
+    category: str
+    role: str  # top | bottom | similar
+    rank: int  # 1 = best in that role
+    predicted: float  # spikes/s
+    similarity: float  # eq. (2) to the channel's reference body
+
+
+@dataclass
+class ChannelSelection:
+    channel: str
+    included: bool
+    reason: str  # why excluded ("" when included)
+    reference_body: str | None = None  # body with the highest recorded phase-one response
+    reference_response: float | None = None
+    picks: list[Pick] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why an image is on the phase-two list (one per channel and role that chose it)."""
+
+    channel: str
+    role: str
+    rank: int
+    predicted: float
+    similarity: float
+
+
+@dataclass
+class ListEntry:
+    stimulus: str
+    category: str
+    reasons: list[Reason] = field(default_factory=list)
+
+
+@dataclass
+class PhaseTwoList:
+    """Every selected image once (with all its reasons), then the stability bodies."""
+
+    entries: list[ListEntry]
+    stability_bodies: list[str]
+    seed: int
+    stability_rule: str
+
+    @property
+    def stimuli(self) -> list[str]:
+        return [e.stimulus for e in self.entries] + self.stability_bodies
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Selection:
+    channels: list[ChannelSelection]
+    phase_two: PhaseTwoList
+    config: SelectionConfig
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "channels": [asdict(c) for c in self.channels],
+            "phase_two": self.phase_two.to_dict(),
+            "config": asdict(self.config),
+        }
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """One candidate category: its ids and cell-major maps ``[H*W, M, F]``."""
+
+    category: str
+    ids: list[str]
+    cells: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.cells.shape[1] != len(self.ids):
+            raise ValueError(f"{self.category}: {len(self.ids)} ids for {self.cells.shape[1]} maps")
+
+
+STABILITY_RULE = (
+    "bodies ranked by their phase-one response (per-channel z-scores averaged over the included "
+    "channels, or over all channels when none is included; ties by id), cut into n equal-count "
+    "strata, one body drawn uniformly from each stratum with the recorded seed"
+)
+
+
+def stability_bodies(
+    body_ids: Sequence[str], responses: np.ndarray, n: int, seed: int
+) -> list[str]:
+    """``n`` bodies spread over the range of recorded responses (see ``STABILITY_RULE``).
+
+    ``responses``: ``[C, S]`` phase-one means of the channels that rank the bodies.
+    """
+    if n >= len(body_ids):
+        return sorted(body_ids)
+    r = np.asarray(responses, dtype=np.float64)
+    sd = np.nanstd(r, axis=1, keepdims=True)
+    z = (r - np.nanmean(r, axis=1, keepdims=True)) / np.where(sd > 0, sd, 1.0)
+    score = np.nan_to_num(np.nanmean(z, axis=0)) if len(r) else np.zeros(len(body_ids))
+    order = ranked(score, body_ids, descending=False)
+    rng = np.random.default_rng([seed, 0x57AB])
+    strata = np.array_split(order, n)
+    return [body_ids[int(rng.choice(stratum))] for stratum in strata]
+
+
+def select(
+    readout: FittedReadout,
+    inclusion: Sequence[ChannelInclusion],
+    body_ids: Sequence[str],
+    body_means: np.ndarray,
+    body_maps: np.ndarray | torch.Tensor,
+    candidates: Sequence[Candidates],
+    config: SelectionConfig = SelectionConfig(),
+    seed: int = 0,
+) -> Selection:
+    """Choose the phase-two images.
+
+    ``readout``: fitted models of the included channels; ``inclusion``: every channel's verdict
+    (excluded ones appear with their reason and no picks); ``body_means``: ``[C_all, S]``
+    phase-one means in the order of ``inclusion`` and ``body_ids``; ``body_maps``:
+    ``[S, F, H, W]``.
+    """
+    for cand in candidates:
+        need = max(config.n_top, config.n_bottom, config.n_similar)
+        if len(cand.ids) < need:
+            raise ValueError(
+                f"the {cand.category} set has {len(cand.ids)} candidates, fewer than the {need} "
+                "per role asked for; register a larger set or lower the counts"
+            )
+    included = [v.channel for v in inclusion if v.included]
+    missing = sorted(set(included) - set(readout.channels))
+    if missing:
+        raise ValueError(f"included channels without a fitted model: {missing}")
+    names = [v.channel for v in inclusion]
+    means = np.asarray(body_means, dtype=np.float64)
+    fit = readout.select(included) if included else None
+    out: dict[str, ChannelSelection] = {
+        v.channel: ChannelSelection(v.channel, v.included, v.reason) for v in inclusion
+    }
+    if fit is not None:
+        rows = [names.index(c) for c in included]
+        best_body = [int(ranked(means[r], body_ids, descending=True)[0]) for r in rows]
+        a_ref_all = fit.features(as_tensor(body_maps)[best_body])  # [C, C, F]
+        a_ref = a_ref_all[torch.arange(len(included)), torch.arange(len(included))].numpy()
+        h, w = fit.map_shape[1:]
+        for j, channel in enumerate(included):
+            out[channel].reference_body = body_ids[best_body[j]]
+            out[channel].reference_response = float(means[rows[j], best_body[j]])
+        for cand in candidates:
+            scores = score_candidates(cand.cells, fit.mu, fit.w, fit.b, a_ref, h, w)
+            for j, channel in enumerate(included):
+                pred, sim = scores.predicted[:, j], scores.similarity[:, j]
+                for role, n, order in (
+                    ("top", config.n_top, ranked(pred, cand.ids, descending=True)),
+                    ("bottom", config.n_bottom, ranked(pred, cand.ids, descending=False)),
+                    ("similar", config.n_similar, ranked(sim, cand.ids, descending=True)),
+                ):
+                    for rank, i in enumerate(order[:n], start=1):
+                        out[channel].picks.append(
+                            Pick(
+                                cand.ids[i],
+                                cand.category,
+                                role,
+                                rank,
+                                float(pred[i]),
+                                float(sim[i]),
+                            )
+                        )
+    entries: dict[str, ListEntry] = {}
+    for channel in names:
+        for pick in out[channel].picks:
+            entry = entries.setdefault(pick.stimulus, ListEntry(pick.stimulus, pick.category))
+            entry.reasons.append(
+                Reason(channel, pick.role, pick.rank, pick.predicted, pick.similarity)
+            )
+    ranking_rows = [names.index(c) for c in included] or list(range(len(names)))
+    bodies = stability_bodies(body_ids, means[ranking_rows], config.stability_bodies, seed)
+    phase_two = PhaseTwoList(list(entries.values()), bodies, seed, STABILITY_RULE)
+    return Selection([out[c] for c in names], phase_two, config)
+
+
+def presentation_sequence(stimuli: Sequence[str], repeats: int, seed: int) -> list[str]:
+    """Each stimulus ``repeats`` times in seeded pseudorandom blocks, never twice in a row.
+
+    Every block is a permutation of all stimuli; when a block would start with the image that
+    ended the previous one, its first two images are swapped.
+    """
+    if len(set(stimuli)) != len(stimuli):
+        raise ValueError("the stimuli of a sequence must be unique")
+    if len(stimuli) < 2 and repeats > 1:
+        raise ValueError("one image cannot be repeated without showing it twice in a row")
+    rng = np.random.default_rng([seed, 0x5E9])
+    sequence: list[str] = []
+    for _ in range(repeats):
+        block = [stimuli[i] for i in rng.permutation(len(stimuli))]
+        if sequence and block[0] == sequence[-1]:
+            block[0], block[1] = block[1], block[0]
+        sequence += block
+    return sequence
+
+
+def selection_from_dict(data: Mapping[str, Any]) -> Selection:
+    """Rebuild a ``Selection`` from ``Selection.to_dict()``."""
+    channels = [
+        ChannelSelection(
+            c["channel"],
+            c["included"],
+            c["reason"],
+            c["reference_body"],
+            c["reference_response"],
+            [Pick(**p) for p in c["picks"]],
+        )
+        for c in data["channels"]
+    ]
+    p2 = data["phase_two"]
+    entries = [
+        ListEntry(e["stimulus"], e["category"], [Reason(**r) for r in e["reasons"]])
+        for e in p2["entries"]
+    ]
+    phase_two = PhaseTwoList(
+        entries, list(p2["stability_bodies"]), p2["seed"], p2["stability_rule"]
+    )
+    return Selection(channels, phase_two, SelectionConfig(**data["config"]))

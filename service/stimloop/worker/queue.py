@@ -1,0 +1,119 @@
+"""The queue seen from the API: connect, enqueue by dotted name, read a job's status, cancel.
+
+Torch-free: the API process never imports the science; workers import ``stimloop.worker.jobs``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis import Redis
+from rq import Queue
+from rq.job import Job, JobStatus
+
+from stimloop.runtime.settings import Settings
+
+
+def connect(settings: Settings) -> Redis:
+    if not settings.redis_url:
+        raise RuntimeError("no Redis URL: set STIMLOOP_REDIS_URL or use `stimloop serve`")
+    return Redis.from_url(settings.redis_url)
+
+
+def queue_name(settings: Settings) -> str:
+    return f"{settings.key_prefix}-jobs"
+
+
+def get_queue(settings: Settings, redis: Redis) -> Queue:
+    return Queue(queue_name(settings), connection=redis)
+
+
+def enqueue(
+    settings: Settings,
+    redis: Redis,
+    kind: str,
+    func: str,
+    *args: Any,
+    session: str | None = None,
+    owner: str | None = None,
+) -> Job:
+    """Enqueue ``func`` on this deployment's queue. The job's meta names its deployment (the
+    key prefix: another deployment on the same Redis never sees it) and who started it."""
+    job = get_queue(settings, redis).enqueue(
+        func,
+        *args,
+        job_timeout=settings.job_timeout_s,
+        result_ttl=7 * 86400,
+        failure_ttl=7 * 86400,
+        # no retry: an abandoned job is failed once and never run again by the queue
+        meta={
+            "kind": kind,
+            "prefix": settings.key_prefix,
+            "owner": owner,
+            "session": session,
+            "stage": "queued",
+            "progress": 0.0,
+            "message": "waiting for a worker",
+        },
+    )
+    return job
+
+
+def alive_key(settings: Settings, worker: str) -> str:
+    """A worker's keep-alive key: it exists while the worker runs (refreshed every few s)."""
+    return f"{settings.key_prefix}:worker-alive:{worker}"
+
+
+def beat_key(settings: Settings, job_id: str) -> str:
+    """A running job's heartbeat key: its worker keeps it alive (``worker/heartbeat.py``) for
+    as long as the job runs; gone means the worker was killed, frozen or cut off."""
+    return f"{settings.key_prefix}:job-beat:{job_id}"
+
+
+def cancel_key(settings: Settings, job_id: str) -> str:
+    return f"{settings.key_prefix}:cancel:{job_id}"
+
+
+def job_status(job: Job, settings: Settings) -> dict[str, Any]:
+    """State, stage, progress, message, result, error. A started job is alive while its
+    worker's heartbeat key exists, however long it goes without reporting progress; without
+    it, the job is reported failed (its worker was killed, frozen or lost Redis)."""
+    status = job.get_status(refresh=True)
+    meta = job.get_meta(refresh=True) if hasattr(job, "get_meta") else job.meta
+    state = status.value if isinstance(status, JobStatus) else str(status)
+    error = None
+    if state == "failed":
+        error = _last_line(job.latest_result().exc_string if job.latest_result() else "")
+    elif state == "started" and not job.connection.exists(beat_key(settings, job.id)):
+        state = "failed"
+        error = (
+            f"the worker running this job lost its heartbeat (none for over "
+            f"{settings.job_stale_s:.0f} s: killed, frozen or cut off from Redis); resubmit the job"
+        )
+    result = None
+    if state == "finished":
+        latest = job.latest_result()
+        result = latest.return_value if latest is not None else None
+    return {
+        "id": job.id,
+        "kind": meta.get("kind"),
+        "session": meta.get("session"),
+        "state": state,
+        "stage": meta.get("stage"),
+        "progress": meta.get("progress", 0.0),
+        "message": meta.get("message"),
+        "error": error,
+        "result": result,
+        "enqueued_at": _iso(job.enqueued_at),
+        "started_at": _iso(job.started_at),
+        "ended_at": _iso(job.ended_at),
+    }
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in (text or "").strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "failed"
