@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo demo-quick test lint bench clean-venv
+.PHONY: demo demo-quick test test-fast lint bench clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,9 +24,17 @@ demo: $(VENV)/.installed-server
 demo-quick: $(VENV)/.installed-server
 	$(BIN)/stimloop demo --quick
 
+# The full suite: lint, type check, every test (real processes and the quick demo included).
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
+
+# The inner loop: no real server processes, no long fits (a few minutes on 2 cores).
+test-fast: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -m "not processes and not slow"
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 from stimloop.science.backbone import extract_features, load_backbone, load_input
-from stimloop.science.stimuli import generate_set
+from stimloop.science.stimuli import generate_bodies, generate_objects
 from stimloop.storage.registry import default_registry_path, load_registry
 
 from benchmarks.machine import describe
@@ -49,7 +49,7 @@ def main() -> None:
     backbone = load_backbone(spec, Path(), device=args.device)
     model, device = backbone.model, backbone.device
     n_body = min(args.images // 2, 720)
-    stimuli = generate_set(n_body, args.images - n_body, 0, seed=0)
+    stimuli = generate_bodies(n_body, 0) + generate_objects(args.images - n_body, 0)
     with tempfile.TemporaryDirectory() as tmp:
         paths = []
         for s in stimuli:

@@ -29,3 +29,33 @@ def random_readout(channels: int, rng: np.random.Generator) -> FittedReadout:
 def random_maps(n: int, rng: np.random.Generator) -> np.ndarray:
     """``[n, 2048, 7, 7]`` float16 maps, gamma-distributed like rectified features."""
     return rng.gamma(2, 1, (n, 2048, 7, 7)).astype(np.float16)
+
+
+def paper_session(store, channels: list[str], fit: dict, selection: dict) -> str:
+    """A session over the paper's three sets, registered in ``store`` as bodies, objects and
+    controls (their categories body, object, control_body); returns its id."""
+    from stimloop.storage.session import CandidateSet, SessionConfig
+
+    config = SessionConfig.model_validate(
+        {
+            "backbone": "resnet50_random",
+            "preferred_set": "bodies",
+            "preferred_category": "body",
+            "candidate_sets": [
+                CandidateSet(set="objects", category="object", preferred=False),
+                CandidateSet(set="controls", category="control_body", preferred=True),
+            ],
+            "channels": channels,
+            "fit": fit,
+            "selection": selection,
+        }
+    )
+    record, _ = store.create_session(config, {})
+    return record.id
+
+
+def store_phase_one(store, session_id: str, trials: dict[str, np.ndarray]) -> None:
+    """Phase one's trials stored as the upload stores them (after its decoding)."""
+    from stimloop.api.uploads import digest, store_upload
+
+    store_upload(store, session_id, "phase1", trials, digest(trials), replace=False)

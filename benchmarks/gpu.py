@@ -33,10 +33,10 @@ from stimloop.science import selection as sel
 from stimloop.science.backbone import extract_features, forward_features, load_backbone
 from stimloop.science.readout import ReadoutConfig, fit_readouts, make_split
 from stimloop.science.responses import ChannelInclusion
-from stimloop.science.stimuli import generate_bodies, generate_objects, generate_set
+from stimloop.science.stimuli import generate_bodies, generate_objects
 from stimloop.storage.registry import default_registry_path, load_registry
 
-from benchmarks.fixtures import random_maps, random_readout
+from benchmarks.fixtures import paper_session, random_maps, random_readout, store_phase_one
 from benchmarks.machine import describe
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -53,7 +53,7 @@ class Sizes:
     epochs: int
     objects: int
     controls: int
-    stability_bodies: int
+    stability_images: int
     saliency_features: int | None  # None: every feature with beta > 0
 
 
@@ -76,7 +76,8 @@ def timed(fn: Callable[[], object], device: torch.device) -> tuple[float, object
 
 def extraction(backbone, sizes: Sizes, device: torch.device) -> list[str]:
     """Images/s from PNG files: decode then forward (baseline) vs the pipelined extractor."""
-    stimuli = generate_set(sizes.images // 2, sizes.images - sizes.images // 2, 0, seed=0)
+    half = sizes.images // 2
+    stimuli = generate_bodies(half, 0) + generate_objects(sizes.images - half, 0)
     with tempfile.TemporaryDirectory() as tmp:
         paths = []
         for s in stimuli:
@@ -166,7 +167,7 @@ def selection(sizes: Sizes, device: torch.device) -> list[str]:
     body_ids = [f"body_{i:03d}" for i in range(sizes.bodies)]
     body_maps = random_maps(sizes.bodies, rng)
     means = rng.normal(20, 5, (c, sizes.bodies))
-    config = sel.SelectionConfig(stability_bodies=sizes.stability_bodies)
+    config = sel.SelectionConfig(stability_images=sizes.stability_images)
     rows = []
     for where in ("cpu", device.type) if device.type != "cpu" else ("cpu",):
         cands = []
@@ -240,7 +241,6 @@ def turnaround(sizes: Sizes, device: torch.device) -> list[str]:
     """Stored phase-one upload to stored phase-two list, warm cache (the worker's use case),
     against the same session's fit forced to eager steps."""
     from redis import Redis
-    from stimloop.api.uploads import digest
     from stimloop.runtime.settings import Settings
     from stimloop.serve import private_redis
     from stimloop.storage.cache import ActivationCache
@@ -296,21 +296,14 @@ def turnaround(sizes: Sizes, device: torch.device) -> list[str]:
             "channel": np.broadcast_to(np.array(channels)[:, None, None], (c, b, 8)).ravel(),
             "rate": (signal[:, :, None] + rng.normal(0, 4, (c, b, 8))).ravel(),
         }
-        config = {
-            "backbone": "resnet50_random",
-            "body_set": "bodies",
-            "object_set": "objects",
-            "control_body_set": "controls",
-            "channels": channels,
-            "seed": 0,
-            "fit": {"split": list(sizes.split), "epochs": sizes.epochs},
-            "inclusion": {},
-            "selection": {"stability_bodies": sizes.stability_bodies},
-            "analysis": {},
-        }
-        session = store.create_session(config, {})["id"]
+        session = paper_session(
+            store,
+            channels,
+            {"split": list(sizes.split), "epochs": sizes.epochs},
+            {"stability_images": sizes.stability_images},
+        )
         t_warm, _ = timed(lambda: warm_session(ctx, session), device)
-        store.put_phase(session, "phase1", trials, digest(trials))  # as the upload does
+        store_phase_one(store, session, trials)
         t_turn, result = timed(lambda: fit_and_select(ctx, session), device)
     return [
         f"**turnaround** ({c} channels, {b} bodies x 8 repeats, {sizes.objects} objects, "
@@ -336,7 +329,7 @@ def _maps(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def _set_record(set_id: str, category: str, folder: Path, entries) -> dict:
-    from stimloop.storage.store import now
+    from stimloop.storage.session_states import now
 
     return {
         "id": set_id,

@@ -26,17 +26,18 @@ from pathlib import Path
 
 import numpy as np
 from redis import Redis
-from stimloop.api.uploads import digest
 from stimloop.runtime.settings import Settings
 from stimloop.science.stimuli import generate_bodies
 from stimloop.storage.cache import ActivationCache
 from stimloop.storage.registry import default_registry_path
+from stimloop.storage.session_states import now
 from stimloop.storage.stimulus_sets import write_stimulus_set
-from stimloop.storage.store import Store, now
+from stimloop.storage.store import Store
 from stimloop.worker.fit_select import fit_and_select
 from stimloop.worker.precompute import warm_session
 from stimloop.worker.resources import Resources
 
+from benchmarks.fixtures import paper_session, store_phase_one
 from benchmarks.machine import describe
 
 REGISTRY = default_registry_path()
@@ -114,33 +115,11 @@ def main() -> None:
         if not args.quick_only:
             settings_list.append(("paper: 2500 epochs, lr 1e-4", {"epochs": 2500, "lr": 1e-4}))
         for label, fit in settings_list:
-            config = {
-                "backbone": "resnet50_random",
-                "body_set": "bodies",
-                "object_set": "objects",
-                "control_body_set": "controls",
-                "channels": channels,
-                "seed": 0,
-                "fit": {
-                    "split": [400, 50, 25],
-                    "batch_size": 64,
-                    "jitter": 0.1,
-                    "silhouettes": True,
-                    "mu_init": "grid",
-                    "l_half_weight": 0.1,
-                    "l_half_eps": 1e-6,
-                    **fit,
-                },
-                "inclusion": {},
-                "selection": {},
-                "analysis": {},
-            }
-            session = store.create_session(config, {})["id"]
+            session = paper_session(store, channels, fit, {})  # the paper's other settings
             start = time.perf_counter()
             warm_session(ctx, session)
             warm = time.perf_counter() - start
-            trials = {"stimulus": stim, "channel": chan, "rate": rate}
-            store.put_phase(session, "phase1", trials, digest(trials))  # as the upload does
+            store_phase_one(store, session, {"stimulus": stim, "channel": chan, "rate": rate})
             start = time.perf_counter()
             result = fit_and_select(ctx, session)
             rows.append((label, warm, time.perf_counter() - start, len(result["included"])))

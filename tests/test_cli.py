@@ -14,34 +14,45 @@ runner = CliRunner()
 
 
 def test_generate_extract_and_check(tmp_path, monkeypatch):
-    out = tmp_path / "set"
+    sets = tmp_path / "stimuli"
     result = runner.invoke(
         app,
         [
             "stimuli",
             "generate",
             "--out",
-            str(out),
+            str(sets),
             "--bodies",
             "2",
             "--objects",
             "1",
             "--control-bodies",
             "1",
+            "--faces",
+            "2",
+            "--control-faces",
+            "1",
             "--seed",
             "5",
         ],
     )
     assert result.exit_code == 0, result.output
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert [e["id"] for e in manifest["stimuli"]] == [
-        "body_0000",
-        "body_0001",
-        "object_0000",
-        "control_body_0000",
-    ]
-    for entry in manifest["stimuli"]:
-        assert file_sha256(out / entry["file"]) == entry["sha256"]
+    expected = {
+        "bodies": ("body", ["body_0000", "body_0001"]),
+        "objects": ("object", ["object_0000"]),
+        "controls": ("control_body", ["control_body_0000"]),
+        "faces": ("face", ["face_0000", "face_0001"]),
+        "control_faces": ("control_face", ["control_face_0000"]),
+    }
+    assert sorted(p.name for p in sets.iterdir()) == sorted(expected)  # one folder per set
+    for folder, (category, ids) in expected.items():
+        manifest = json.loads((sets / folder / "manifest.json").read_text())
+        assert manifest["category"] == category
+        assert [e["id"] for e in manifest["stimuli"]] == ids
+        for entry in manifest["stimuli"]:
+            assert entry["category"] == category
+            assert file_sha256(sets / folder / entry["file"]) == entry["sha256"]
+    out = sets / "bodies"
 
     npz = tmp_path / "act.npz"
     result = runner.invoke(
@@ -62,7 +73,7 @@ def test_generate_extract_and_check(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "stand-in" in result.output
     act = load_activations(npz)
-    assert act.features.shape == (4, 2048, 7, 7) and act.features.dtype == np.float16
+    assert act.features.shape == (2, 2048, 7, 7) and act.features.dtype == np.float16
     assert act.ids[0] == "body_0000" and len(act.weights_sha256) == 64
 
     result = runner.invoke(
@@ -113,7 +124,7 @@ def test_fit_from_activations_and_a_trial_table(tmp_path):
                 "stimuli",
                 "generate",
                 "--out",
-                str(bodies),
+                str(tmp_path),
                 "--bodies",
                 "32",
                 "--objects",

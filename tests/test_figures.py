@@ -54,15 +54,18 @@ def test_fig3a_marks_normalised_r_beyond_its_axis(monkeypatch):
         r = {"r": 0.7, "p": 0.001, "n": 25, "passed": True, "r_normalised": normalised}
         return {
             "channel": name,
-            "generalisation_bodies": r,
-            "generalisation_objects": {**r, "r_normalised": 0.8},
+            "generalisation_preferred": r,
+            "generalisation": {"object": {**r, "r_normalised": 0.8}},
             "stability": {"r": 0.8, "p": 0.001, "n": 75, "passed": True},
         }
 
-    report.fig3a({"channels": [channel("ch01", 8.5), channel("ch02", 0.9)]})
+    categories = {"preferred": "body", "preferred_candidates": [], "others": ["object"]}
+    report.fig3a(
+        {"categories": categories, "channels": [channel("ch01", 8.5), channel("ch02", 0.9)]}
+    )
     ax = figures[0].axes[0]
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert "held-out bodies, normalised r above 2" in labels
-    assert "objects, normalised r above 2" not in labels
+    assert "held-out body, normalised r above 2" in labels
+    assert "object, normalised r above 2" not in labels
     assert ax.get_ylim()[1] == pytest.approx(report.NORMALISED_CAP + 0.05)
     plt.close(figures[0])

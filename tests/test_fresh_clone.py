@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+pytestmark = pytest.mark.processes
+
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
 

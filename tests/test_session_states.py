@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
 import pytest
 from stimloop.storage import session_states as ss
 
 
-def record(state: str = "created", generation: int = 0) -> dict:
-    return {"id": "abc", "state": state, "generation": generation, "history": []}
+@dataclass
+class Record:
+    """What the table moves (``session_states.Stateful``), without a session around it."""
+
+    id: str = "abc"
+    state: str = "created"
+    generation: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def record(state: str = "created", generation: int = 0) -> Record:
+    return Record(state=state, generation=generation)
 
 
 def test_every_state_is_reachable_and_can_move_on():
@@ -33,8 +46,8 @@ def test_generation_bumps_only_when_asked_and_history_records_it():
     rec = record()
     ss.transition(rec, "phase1_received", "phase1 received", bump=True)
     ss.transition(rec, "fitting", "fit started", bump=False)
-    assert rec["generation"] == 1 and rec["state"] == "fitting"
-    assert [h["generation"] for h in rec["history"]] == [1, 1]
+    assert rec.generation == 1 and rec.state == "fitting"
+    assert [h["generation"] for h in rec.history] == [1, 1]
     ss.check_generation(rec, 1)
     ss.check_generation(rec, None)  # a job from before generations existed: not fenced
     with pytest.raises(ss.StaleJobError, match="generation 0"):

@@ -149,7 +149,8 @@ class RigClient:
     ) -> Accepted:
         """Upload one phase's trial columns (as NPZ; phase 1, 2 or 3); safe to retry."""
         buffer = io.BytesIO()
-        np.savez(buffer, **{k: np.asarray(v) for k, v in columns.items()})
+        arrays: dict[str, Any] = {k: np.asarray(v) for k, v in columns.items()}
+        np.savez(buffer, **arrays)
         path = f"/v1/sessions/{session_id}/phase{phase}" + ("/trials" if phase == 3 else "")
         return Accepted(
             **self.json(
@@ -166,9 +167,8 @@ class RigClient:
     ) -> tuple[dict[str, np.ndarray], Accepted]:
         """Read a rig file (trial table, spike times, NWB) and upload it. Spike times are cut
         with the session's own baseline and response windows, read from the session."""
-        windows = self.session(session_id).config.get("windows") or {}
-        cuts = {k: tuple(v) for k, v in windows.items() if k in ("baseline", "response")}
-        columns = read_trials(path, **cuts)
+        windows = self.session(session_id).config.windows
+        columns = read_trials(path, baseline=windows.baseline, response=windows.response)
         return columns, self.upload_phase(session_id, phase, columns, replace=replace)
 
     def refit(self, session_id: str) -> Accepted:
@@ -222,11 +222,13 @@ class RigClient:
         self,
         session_id: str,
         channel: str,
-        object: str | None = None,
-        body: str | None = None,
+        x_out: str | None = None,
+        x_in: str | None = None,
         **options: Any,
     ) -> Accepted:
-        request = {"channel": channel, "object": object, "body": body, **options}
+        """Ask for a channel's saliency maps: ``x_out`` an image of another category (an
+        object), ``x_in`` one of the preferred set (a body), or neither: sec. 5.2's pair."""
+        request = {"channel": channel, "x_out": x_out, "x_in": x_in, **options}
         return Accepted(**self.json("POST", f"/v1/sessions/{session_id}/saliency", json=request))
 
     def phase_three(self, session_id: str, replace: bool = False, **request: Any) -> Accepted:

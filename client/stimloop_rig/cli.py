@@ -99,32 +99,49 @@ def job(
 
 @app.command("create-session")
 def create_session(
-    body_set: str = typer.Option(...),
-    object_set: str = typer.Option(...),
-    control_body_set: str = typer.Option(...),
     channels: str = typer.Option(..., help="Comma-separated channel names, e.g. ch01,ch02"),
+    preferred_set: str | None = typer.Option(
+        None, help="The set the channels prefer (the readouts are trained on it)."
+    ),
+    candidate_sets: str | None = typer.Option(
+        None,
+        help="Comma-separated candidate sets, each of one category (e.g. objects,controls).",
+    ),
+    body_set: str | None = typer.Option(None, help="The paper's form: the body set."),
+    object_set: str | None = typer.Option(None, help="The paper's form: the object set."),
+    control_body_set: str | None = typer.Option(
+        None, help="The paper's form: the control-body set."
+    ),
     backbone: str = typer.Option("resnet50_robust_l2_eps3"),
     seed: int = typer.Option(0),
     config: Path | None = typer.Option(None, help="JSON with fit/inclusion/selection settings."),
     url: str = URL,
     token: str | None = TOKEN,
 ) -> None:
-    """Create a session; prints its id (the server starts loading the candidates)."""
+    """Create a session; prints its id (the server starts loading the candidates). Name the
+    sets as --preferred-set and --candidate-sets, or as the paper's three sets."""
     extra = json.loads(config.read_text()) if config else {}
+    if preferred_set or candidate_sets:
+        sets: dict = {
+            "preferred_set": preferred_set,
+            "candidate_sets": [
+                {"set": c.strip()} for c in (candidate_sets or "").split(",") if c.strip()
+            ],
+        }
+    else:
+        sets = {
+            "body_set": body_set,
+            "object_set": object_set,
+            "control_body_set": control_body_set,
+        }
     try:
         session = _client(url, token).create_session(
-            backbone=backbone,
-            body_set=body_set,
-            object_set=object_set,
-            control_body_set=control_body_set,
-            channels=channels.split(","),
-            seed=seed,
-            **extra,
+            backbone=backbone, channels=channels.split(","), seed=seed, **sets, **extra
         )
     except StimloopError as exc:
         raise _fail(exc.detail) from None
     console.print(
-        f"session [bold]{session.id}[/bold] created ({len(session.config['channels'])} channels)"
+        f"session [bold]{session.id}[/bold] created ({len(session.config.channels)} channels)"
     )
     print(session.id)
 
@@ -237,7 +254,7 @@ def phase_three_list(
     console.print(
         f"wrote {out}: {fragments} fragments, "
         f"{sum(e['kind'] == 'intact' for e in data['entries'])} intact sources, "
-        f"{len(data['stability_bodies'])} stability bodies"
+        f"{len(data['stability_images'])} stability bodies"
         + (f"; images in {stimuli}" if stimuli else "")
     )
 
@@ -262,7 +279,7 @@ def phase_two_list(
     n = len(data["phase_two"]["entries"])
     console.print(
         f"wrote {out}: {n} selected images + "
-        f"{len(data['phase_two']['stability_bodies'])} stability bodies"
+        f"{len(data['phase_two']['stability_images'])} stability bodies"
     )
 
 
@@ -303,17 +320,20 @@ def saliency(
     session: str,
     channel: str = typer.Option(...),
     out: Path = typer.Option(...),
-    object: str | None = typer.Option(None),
-    body: str | None = typer.Option(None),
+    x_out: str | None = typer.Option(
+        None, help="An image of another category (an object); with --x-in."
+    ),
+    x_in: str | None = typer.Option(None, help="An image of the preferred set (a body)."),
     coverage: float | None = typer.Option(None, help="Fraction of s (0, 1]."),
     timeout: float | None = TIMEOUT,
     url: str = URL,
     token: str | None = TOKEN,
 ) -> None:
-    """Saliency maps for a channel (default pair unless object and body are named) as PNG."""
+    """Saliency maps for a channel as PNG: sec. 5.2's default pair unless --x-out and --x-in
+    are named."""
     client = _client(url, token)
     try:
-        accepted = client.saliency(session, channel, object, body, coverage=coverage)
+        accepted = client.saliency(session, channel, x_out, x_in, coverage=coverage)
         if accepted.job is not None:
             _wait(client, accepted.job.id, f"saliency {channel}", timeout)
         out.write_bytes(client.download(accepted.links["png"]))
@@ -321,7 +341,7 @@ def saliency(
     except StimloopError as exc:
         raise _fail(exc.detail) from None
     console.print(
-        f"wrote {out}: {meta['object']} ~ {meta['body']}, s = {meta['s']:.3f}, "
+        f"wrote {out}: {meta['x_out']} ~ {meta['x_in']}, s = {meta['s']:.3f}, "
         f"|I| = {meta['norm_out']:.3f} / {meta['norm_in']:.3f}"
     )
 

@@ -14,6 +14,9 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+from stimloop.science.configs import Windows
+
+PAPER_WINDOWS = Windows()  # A.2's baseline and response windows, written once in the science
 
 ID_COLUMNS = ("stimulus", "channel")
 COUNT_COLUMNS = ("baseline_count", "response_count")
@@ -107,7 +110,7 @@ def read_trial_csv(path: Path) -> dict[str, np.ndarray]:
         raise TrialFileError(f"{path}: not a text CSV file ({exc})") from exc
     except csv.Error as exc:
         raise TrialFileError(f"{path}: malformed CSV ({exc})") from exc
-    columns = {name.strip(): [] for name in reader.fieldnames}
+    columns: dict[str, list[str]] = {name.strip(): [] for name in reader.fieldnames or []}
     for i, row in enumerate(rows):
         if None in row or any(v is None for v in row.values()):
             raise TrialFileError(f"{path}: row {i + 1} has the wrong number of fields")
@@ -205,8 +208,8 @@ def counts_from_spike_times(
     spike_times: dict[str, np.ndarray],
     onsets: np.ndarray,
     stimuli: np.ndarray,
-    baseline: tuple[float, float] = (-0.075, 0.025),
-    response: tuple[float, float] = (0.050, 0.250),
+    baseline: tuple[float, float] = PAPER_WINDOWS.baseline,
+    response: tuple[float, float] = PAPER_WINDOWS.response,
 ) -> dict[str, np.ndarray]:
     """Cut each channel's spike train (s) around every stimulus onset into window counts.
 
@@ -313,7 +316,7 @@ def read_trials(path: Path, **windows: tuple[float, float]) -> dict[str, np.ndar
     a trial table; a CSV trial table."""
     path = Path(path)
     if path.suffix.lower() == ".nwb":
-        return read_nwb(path, **windows)
+        return read_nwb(path, "stimulus", **windows)
     if path.suffix.lower() == ".npz":
         try:
             with np.load(path, allow_pickle=False) as data:

@@ -9,31 +9,47 @@ from __future__ import annotations
 from typing import Any
 
 
+def categories(analysis: dict[str, Any]) -> dict[str, Any]:
+    """The session's categories as its analysis names them: ``preferred`` (body),
+    ``preferred_candidates`` (control_body) and ``others`` (object)."""
+    found = analysis.get("categories")
+    if found:
+        return found
+    others = (
+        [t["other"] for t in analysis["channels"][0]["selectivity"]] if analysis["channels"] else []
+    )
+    return {"preferred": "preferred", "preferred_candidates": [], "others": others}
+
+
 def analysis_rows(analysis: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per channel of ``GET /v1/sessions/{id}/analysis``; missing values are None."""
+    """One row per channel of ``GET /v1/sessions/{id}/analysis``, its columns named for the
+    session's categories (the paper's: ``mw_p_object``, ``median_control_body``, ``r_body``,
+    ``r_object``); missing values are None."""
+    names = categories(analysis)
+    side = "+".join(names["preferred_candidates"]) or names["preferred"]
     rows = []
     for c in analysis["channels"]:
-        sel = c["selectivity"]
-        row = {
+        row: dict[str, Any] = {
             "channel": c["channel"],
             "stability_r": c["stability"]["r"],
             "stability_p": c["stability"]["p"],
             "stable": c["stability"]["passed"],
-            "mann_whitney_u": sel["u"],
-            "mw_p_two_sided": sel["p_two_sided"],
-            "mw_p_bodies_greater": sel["p_bodies_greater"],
-            "median_control_bodies": sel["median_bodies"],
-            "median_objects": sel["median_objects"],
-            "body_selective": sel["passed"],
         }
-        for key, name in (
-            ("generalisation_bodies", "bodies"),
-            ("generalisation_objects", "objects"),
-        ):
-            row[f"r_{name}"] = (c[key] or {}).get("r")
-            row[f"p_{name}"] = (c[key] or {}).get("p")
-            row[f"noise_ceiling_{name}"] = (c[key] or {}).get("noise_ceiling")
-            row[f"r_normalised_{name}"] = (c[key] or {}).get("r_normalised")
+        for t in c["selectivity"]:
+            other = t["other"]
+            row[f"mw_u_{other}"] = t["u"]
+            row[f"mw_p_{other}"] = t["p_two_sided"]
+            row[f"mw_p_greater_{other}"] = t["p_preferred_greater"]
+            row[f"median_{side}"] = t["median_preferred"]
+            row[f"median_{other}"] = t["median_other"]
+        row["selective"] = c["selective"]
+        tests = [(names["preferred"], c["generalisation_preferred"])]
+        tests += [(other, c["generalisation"].get(other)) for other in names["others"]]
+        for name, g in tests:
+            row[f"r_{name}"] = (g or {}).get("r")
+            row[f"p_{name}"] = (g or {}).get("p")
+            row[f"noise_ceiling_{name}"] = (g or {}).get("noise_ceiling")
+            row[f"r_normalised_{name}"] = (g or {}).get("r_normalised")
         rows.append(row)
     return rows
 

@@ -25,6 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from stimloop.runtime.settings import Settings
+from stimloop.science.configs import ReadoutConfig
 
 app = typer.Typer(
     help="stimloop: closed-loop stimulus selection for body-selective neurons.",
@@ -42,6 +43,7 @@ app.add_typer(stimuli_app, name="stimuli")
 app.add_typer(backbone_app, name="backbone")
 app.add_typer(activations_app, name="activations")
 
+PAPER_FIT = ReadoutConfig()  # the paper's defaults, written once in science/configs.py
 console = Console()
 log = logging.getLogger("stimloop")
 
@@ -96,31 +98,55 @@ def fail(message: str) -> typer.Exit:
 @stimuli_app.command("generate")
 def stimuli_generate(
     out: Path = typer.Option(
-        ..., "--out", resolve_path=True, help="Folder to write the PNGs and manifest.json into."
+        ...,
+        "--out",
+        resolve_path=True,
+        help="Folder for the sets: one subfolder per set, each with its PNGs and manifest.json.",
     ),
     bodies: int = typer.Option(475, "--bodies", help="Monkey-avatar bodies (at most 720)."),
     objects: int = typer.Option(100, "--objects", help="Non-body objects."),
     control_bodies: int = typer.Option(40, "--control-bodies", help="Bodies of other species."),
+    faces: int = typer.Option(0, "--faces", help="Monkey-like faces (for a face patch)."),
+    control_faces: int = typer.Option(
+        0, "--control-faces", help="Faces of other individuals (a face patch's controls)."
+    ),
     seed: int = typer.Option(0, "--seed", help="The same seed gives the same images."),
 ) -> None:
-    """Write a deterministic procedural stimulus set (280 px, gray background) and its manifest."""
+    """Write deterministic procedural stimulus sets (280 px, gray background), one folder per
+    set named for what it holds (bodies/, objects/, controls/, faces/, control_faces/), each
+    ready to register with its category."""
     from stimloop.science import stimuli
     from stimloop.storage.stimulus_sets import write_stimulus_set
 
     if not 0 <= bodies <= stimuli.N_POSES * stimuli.N_VIEWS:
         raise fail(f"--bodies must be between 0 and {stimuli.N_POSES * stimuli.N_VIEWS}")
-    total = bodies + objects + control_bodies
+    sets = [
+        ("bodies", "body", bodies, stimuli.generate_bodies),
+        ("objects", "object", objects, stimuli.generate_objects),
+        ("controls", "control_body", control_bodies, stimuli.generate_control_bodies),
+        ("faces", "face", faces, stimuli.generate_faces),
+        (
+            "control_faces",
+            "control_face",
+            control_faces,
+            lambda n, s: stimuli.generate_faces(n, s, "control_face"),
+        ),
+    ]
+    total = sum(n for _, _, n, _ in sets)
+    written = []
     with progress_bar("drawing stimuli", total) as update:
-        generated = []
-        for maker, n in (
-            (stimuli.generate_bodies, bodies),
-            (stimuli.generate_objects, objects),
-            (stimuli.generate_control_bodies, control_bodies),
-        ):
-            generated += maker(n, seed)
-            update(len(generated), total)
-        entries = write_stimulus_set(out, generated, {"generator": "procedural", "seed": seed})
-    console.print(f"wrote {len(entries)} images and manifest.json to {out} (seed {seed})")
+        done = 0
+        for folder, category, n, maker in sets:
+            if n <= 0:
+                continue
+            about = {"generator": "procedural", "seed": seed, "category": category}
+            write_stimulus_set(out / folder, maker(n, seed), about)
+            written.append((folder, category, n))
+            done += n
+            update(done, total)
+    for folder, category, n in written:
+        console.print(f"{out / folder}: {n} images, category {category}")
+    console.print(f"(seed {seed}; register each folder as a set of its category)")
 
 
 @stimuli_app.command("silhouettes")
@@ -283,7 +309,9 @@ def activations_extract(
     from stimloop.science.backbone import BackboneError, ImageError
     from stimloop.storage.activations import save_activations
 
-    settings = Settings(batch_size=batch_size, precision=precision, device=device)
+    settings = Settings.model_validate(
+        {"batch_size": batch_size, "precision": precision, "device": device}
+    )
     try:
         model, act = extract_folder(backbone, images, settings)
     except (BackboneError, ImageError, FileNotFoundError, ValueError) as exc:
@@ -316,9 +344,12 @@ def fit(
         resolve_path=True,
         help="NPZ of the bodies' silhouettes (same ids); without it, no augmentation.",
     ),
-    epochs: int = typer.Option(2500, min=1, help="Paper: 2500."),
-    lr: float = typer.Option(1e-4, help="Adam learning rate (paper: 1e-4)."),
-    split: str = typer.Option("400,50,25", help="Train,validation,test bodies (paper: 400,50,25)."),
+    epochs: int = typer.Option(PAPER_FIT.epochs, min=1, help="The paper's by default."),
+    lr: float = typer.Option(PAPER_FIT.lr, help="Adam learning rate (the paper's by default)."),
+    split: str = typer.Option(
+        ",".join(map(str, PAPER_FIT.split)),
+        help="Train,validation,test images of the preferred set (the paper's by default).",
+    ),
     seed: int = typer.Option(0, help="Seed for the split, the split-half tests and the fit."),
     device: str = typer.Option("auto"),
 ) -> None:
@@ -328,16 +359,11 @@ def fit(
     from stimloop_rig.readers import TrialFileError, read_trial_table
 
     from stimloop.science.backbone import resolve_device
-    from stimloop.science.readout import ReadoutConfig
+    from stimloop.science.responses import trials_from_columns
     from stimloop.storage.activations import load_activations
     from stimloop.storage.atomic import write_atomic
-    from stimloop.worker.fitting import (
-        channel_rows,
-        fit_recording,
-        rows_to_csv,
-        save_readout,
-        trials_from_columns,
-    )
+    from stimloop.storage.session import save_readout
+    from stimloop.worker.fitting import channel_rows, fit_recording, rows_to_csv
 
     try:
         sizes = tuple(int(v) for v in split.split(","))
@@ -412,13 +438,20 @@ def demo(
     ),
     quick: bool = typer.Option(False, help="A smaller set and a shorter fit (about 2 minutes)."),
     seed: int = typer.Option(0),
+    category: str = typer.Option(
+        "bodies",
+        help="What the synthetic channels prefer: bodies (the paper's sets) or faces (faces, "
+        "other monkeys' faces as controls, objects and bodies as other categories).",
+    ),
 ) -> None:
     """The whole loop over HTTP: procedural stimuli, synthetic channels, the embedded service,
     the rig client; writes the phase-two list and the report."""
-    from stimloop.demo import run_demo
+    from stimloop.demo import CATEGORIES, run_demo
 
+    if category not in CATEGORIES:
+        raise fail(f"--category must be one of {', '.join(CATEGORIES)}, not {category!r}")
     logging.basicConfig(level=logging.WARNING)
-    run_demo(out, quick=quick, seed=seed, console=console)
+    run_demo(out, quick=quick, seed=seed, console=console, category=category)
 
 
 # --------------------------------------------------------------------------- service

@@ -1,6 +1,7 @@
 """``stimloop demo``: the whole loop on a laptop, driven over HTTP by the rig client.
 
-Procedural stimuli, synthetic body-selective channels with known truth (A.1.1), the embedded
+Procedural stimuli, synthetic category-selective channels with known truth (A.1.1: body-
+selective as in the paper, or face-selective with ``--category faces``), the embedded
 service (a private Redis, one worker, the API on a free local port), and ``RigClient`` doing
 what the rig does: phase one, the phase-two list, a simulated phase two of exactly the listed
 images, the analysis, saliency maps for the best channels' default pairs, phase three (the
@@ -21,16 +22,18 @@ import sys
 import threading
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from stimloop_rig.api import RigClient
-from stimloop_rig.tables import analysis_rows, phase_three_rows
+from stimloop_rig.api import JobInfo, RigClient
+from stimloop_rig.tables import analysis_rows, categories, phase_three_rows
 
 from stimloop.api.auth import create_token
 from stimloop.runtime.settings import Settings, absolute
@@ -41,20 +44,60 @@ from stimloop.science.backbone import (
     image_to_tensor,
     load_backbone,
 )
-from stimloop.science.stimuli import generate_bodies, generate_control_bodies, generate_objects
+from stimloop.science.stimuli import (
+    Stimulus,
+    generate_bodies,
+    generate_control_bodies,
+    generate_faces,
+    generate_objects,
+)
 from stimloop.serve import free_port, private_redis
 from stimloop.storage.registry import default_registry_text, load_registry
 from stimloop.storage.stimulus_sets import write_stimulus_set
 
 
 @dataclass(frozen=True)
+class DemoSet:
+    """One stimulus set of the demo: its folder (and set id), category, and how many of what
+    it holds: ``preferred`` (the preferred set), ``candidates`` (of the preferred category,
+    like control bodies) or ``others``."""
+
+    name: str
+    category: str
+    role: str  # preferred | candidates | others
+    draw: Callable[[int, int], list[Stimulus]]
+
+
+# The paper's sets, and a face patch's: faces preferred, other monkeys' faces as the controls,
+# objects and bodies as the other categories (two selectivity tests per channel).
+CATEGORIES: dict[str, tuple[DemoSet, ...]] = {
+    "bodies": (
+        DemoSet("bodies", "body", "preferred", generate_bodies),
+        DemoSet("objects", "object", "others", generate_objects),
+        DemoSet("controls", "control_body", "candidates", generate_control_bodies),
+    ),
+    "faces": (
+        DemoSet("faces", "face", "preferred", generate_faces),
+        DemoSet("objects", "object", "others", generate_objects),
+        DemoSet(
+            "control_faces",
+            "control_face",
+            "candidates",
+            lambda n, seed: generate_faces(n, seed, "control_face"),
+        ),
+        DemoSet("bodies", "body", "others", generate_bodies),
+    ),
+}
+
+
+@dataclass(frozen=True)
 class DemoPlan:
-    bodies: int
-    objects: int
-    controls: int
+    preferred: int  # images of the preferred set (bodies)
+    others: int  # of each other category (objects)
+    candidates: int  # of the preferred category's candidates (control bodies)
     channels: int
     fit: dict
-    stability_bodies: int
+    stability_images: int
     saliency_channels: int
     saliency_coverage: float
 
@@ -74,14 +117,24 @@ QUICK = DemoPlan(120, 60, 24, 6, {"epochs": 300, "lr": 1e-3, "split": [80, 20, 2
 DEMO_NEURONS = sy.SyntheticConfig(quotient="ratio")
 
 
-def run_demo(out: Path, quick: bool = False, seed: int = 0, console: Console | None = None) -> Path:
-    """Run the loop; returns the path of the report."""
+def run_demo(
+    out: Path,
+    quick: bool = False,
+    seed: int = 0,
+    console: Console | None = None,
+    category: str = "bodies",
+) -> Path:
+    """Run the loop for channels preferring ``category`` (a key of ``CATEGORIES``); returns
+    the path of the report."""
     console = console or Console()
     plan = QUICK if quick else FULL
+    sets = CATEGORIES[category]
+    preferred = next(d for d in sets if d.role == "preferred")
     console.print(
         "[bold]stimloop demo[/bold]: [yellow]the backbone is resnet50_random, a seeded "
         "random-init stand-in (not the paper's robust ResNet-50); the neurons are "
-        "synthetic (A.1.1) and the stimuli procedural.[/yellow]"
+        f"synthetic (A.1.1, {preferred.category}-selective) and the stimuli "
+        "procedural.[/yellow]"
     )
     out = absolute(out)  # the private Redis and the worker run in other directories
     if out.exists():
@@ -89,16 +142,12 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, console: Console | N
     root, store = out / "stimuli", out / "models_store"
     store.mkdir(parents=True)
     (store / "backbones.toml").write_text(default_registry_text())
-    stimuli = {
-        "bodies": generate_bodies(plan.bodies, seed),
-        "objects": generate_objects(plan.objects, seed),
-        "controls": generate_control_bodies(plan.controls, seed),
-    }
+    count = {"preferred": plan.preferred, "others": plan.others, "candidates": plan.candidates}
+    stimuli = {d.name: d.draw(count[d.role], seed) for d in sets}
     for name, items in stimuli.items():
         write_stimulus_set(root / name, items)
     console.print(
-        f"stimuli: {plan.bodies} bodies, {plan.objects} objects, {plan.controls} "
-        f"control bodies in {root}"
+        "stimuli: " + ", ".join(f"{len(stimuli[d.name])} {d.name}" for d in sets) + f" in {root}"
     )
 
     # The rig's side of the simulation: synthetic channels read out the same backbone.
@@ -112,14 +161,15 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, console: Console | N
                 backbone,
                 [image_to_tensor(Image.fromarray(s.image)) for s in items],
                 precision=fast_precision("cpu"),
-                progress=lambda d, t, task=task: bar.update(task, completed=d),
+                progress=partial(_advance, bar, task),
             )
     channels = [f"ch{i + 1:02d}" for i in range(plan.channels)]
-    # A.1.1: the preferred category is bodies (the avatar's and the control bodies), the
-    # others objects; signed so that bodies drive each neuron up, as in the recorded patches.
+    # A.1.1: the preferred category is the preferred set's and its candidates' (the avatar's
+    # and the control bodies), the others are objects (and bodies, for faces); signed so that
+    # the preferred images drive each neuron up, as in the recorded patches.
     neurons = sy.make_neurons(
-        np.concatenate([maps["bodies"], maps["controls"]]),
-        maps["objects"],
+        np.concatenate([maps[d.name] for d in sets if d.role != "others"]),
+        np.concatenate([maps[d.name] for d in sets if d.role == "others"]),
         channels,
         seed=seed + 1,
         config=DEMO_NEURONS,
@@ -146,57 +196,55 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, console: Console | N
     ):
         client = RigClient(base, rig)
         reader = RigClient(base, analyst)
-        for set_id, category in (
-            ("bodies", "body"),
-            ("objects", "object"),
-            ("controls", "control_body"),
-        ):
-            client.register_set(set_id, category, set_id)
+        for d in sets:
+            client.register_set(d.name, d.category, d.name)
             _wait(
                 client,
-                client.precompute("resnet50_random", set_id).id,
-                f"service caches {set_id}",
+                client.precompute("resnet50_random", d.name),
+                f"service caches {d.name}",
                 console,
             )
         session = client.create_session(
             backbone="resnet50_random",
-            body_set="bodies",
-            object_set="objects",
-            control_body_set="controls",
+            preferred_set=preferred.name,
+            candidate_sets=[{"set": d.name} for d in sets if d.role != "preferred"],
             channels=channels,
             fit=plan.fit,
             seed=seed,
-            selection={"stability_bodies": plan.stability_bodies},
+            selection={"stability_images": plan.stability_images},
         )
         _wait(client, session.jobs["warm"], "worker warms the candidates", console)
         console.print(
-            f"session {session.id}; phase one: {plan.bodies} bodies x 8 repeats, "
+            f"session {session.id}; phase one: {plan.preferred} {preferred.name} x 8 repeats, "
             f"{len(channels)} channels; fit: {plan.fit['epochs']} epochs at lr "
             f"{plan.fit['lr']:g} (the paper: 2500 at 1e-4)"
         )
-        accepted = client.upload_phase(session.id, 1, record({"bodies": ids["bodies"]}, seed))
+        accepted = client.upload_phase(
+            session.id, 1, record({preferred.name: ids[preferred.name]}, seed)
+        )
         started = time.monotonic()
-        _wait(client, accepted.job.id, "fit and select", console)
+        _wait(client, accepted.job, "fit and select", console)
         console.print(f"phase-two list ready {time.monotonic() - started:.1f} s after the upload")
         selection = client.selection(session.id)
         (out / "phase_two_list.csv").write_text(client.selection_csv(session.id))
         entries = selection["phase_two"]["entries"]
         shown = {
-            "objects": [e["stimulus"] for e in entries if e["category"] == "object"],
-            "controls": [e["stimulus"] for e in entries if e["category"] == "control_body"],
-            "bodies": selection["phase_two"]["stability_bodies"],
+            d.name: [e["stimulus"] for e in entries if e["category"] == d.category]
+            for d in sets
+            if d.role != "preferred"
         }
+        shown[preferred.name] = selection["phase_two"]["stability_images"]
         accepted = client.upload_phase(session.id, 2, record(shown, seed + 100))
-        _wait(client, accepted.job.id, "analysis", console)
+        _wait(client, accepted.job, "analysis", console)
         analysis = reader.analysis(session.id)
         best = sorted(
-            (c for c in analysis["channels"] if c["generalisation_objects"]),
-            key=lambda c: -(c["generalisation_objects"]["r"] or -2),
+            (c for c in analysis["channels"] if c["generalisation"].get("object")),
+            key=lambda c: -(c["generalisation"]["object"]["r"] or -2),
         )
         for c in best[: plan.saliency_channels]:
             job = reader.saliency(session.id, c["channel"], coverage=plan.saliency_coverage)
             if job.job is not None:
-                _wait(reader, job.job.id, f"saliency {c['channel']}", console)
+                _wait(reader, job.job, f"saliency {c['channel']}", console)
         phase_three = _phase_three(
             client, session.id, backbone, neurons, channels, out, seed, console
         )
@@ -226,14 +274,14 @@ def _phase_three(
     console = console or Console()
     accepted = client.phase_three(session_id)
     if accepted.job is not None:
-        _wait(client, accepted.job.id, "phase-three list", console)
+        _wait(client, accepted.job, "phase-three list", console)
     (out / "phase_three_list.csv").write_text(client.phase_three_csv(session_id))
     archive = zipfile.ZipFile(io.BytesIO(client.phase_three_stimuli(session_id)))
     manifest = json.loads(archive.read("manifest.json"))
     console.print(
         f"phase three: {sum(m['kind'] in ('salient', 'complement', 'random') for m in manifest)} "
         f"fragments, {sum(m['kind'] == 'intact' for m in manifest)} intact sources and "
-        f"{sum(m['kind'] == 'stability' for m in manifest)} stability bodies "
+        f"{sum(m['kind'] == 'stability' for m in manifest)} stability images "
         f"({out / 'phase_three_list.csv'})"
     )
     seen = extract_features(
@@ -244,7 +292,7 @@ def _phase_three(
     rates = sy.true_responses(neurons, seen)
     _, cols = sy.simulate_counts(rates, [m["id"] for m in manifest], channels, seed=seed + 200)
     accepted = client.upload_phase(session_id, 3, cols)
-    _wait(client, accepted.job.id, "phase-three analysis", console)
+    _wait(client, accepted.job, "phase-three analysis", console)
     return client.phase_three_analysis(session_id)
 
 
@@ -297,7 +345,15 @@ def _bar(console: Console) -> Progress:
     )
 
 
-def _wait(client: RigClient, job_id: str, label: str, console: Console) -> None:
+def _advance(bar: Progress, task: TaskID, done: int, total: int) -> None:
+    bar.update(task, completed=done)
+
+
+def _wait(client: RigClient, job: JobInfo | str | None, label: str, console: Console) -> None:
+    """Follow a job (its info or id) with a progress bar; None: nothing to wait for."""
+    if job is None:  # the result was there already
+        return
+    job_id = job if isinstance(job, str) else job.id
     with _bar(console) as bar:
         task = bar.add_task(label, total=1.0)
 
@@ -325,7 +381,7 @@ class _EmbeddedService:
 
         env = {
             **os.environ,
-            "STIMLOOP_REDIS_URL": self.settings.redis_url,
+            "STIMLOOP_REDIS_URL": str(self.settings.redis_url),
             "STIMLOOP_MODELS_STORE": str(self.settings.models_store),
             "STIMLOOP_STIMULUS_ROOT": str(self.settings.stimulus_root),
             "STIMLOOP_DEVICE": "cpu",
@@ -371,18 +427,29 @@ class _EmbeddedService:
 
 
 def _summary(console: Console, analysis: dict, selection: dict) -> None:
-    """Per channel: included, r on held-out bodies and on objects (* where p < 0.05), stability
-    r (its p-value and every other statistic are in the report), the Mann-Whitney p (control
-    bodies vs objects) and the chosen objects (their numbers)."""
+    """Per channel: included, r on held-out preferred images and on objects (* where p <
+    0.05), stability r (its p-value and every other statistic are in the report), the
+    Mann-Whitney p against each other category, and the chosen objects (their numbers)."""
+    names = categories(analysis)
+    pref, others = names["preferred"], names["others"]
+    side = "+".join(names["preferred_candidates"]) or pref
     picks = {c["channel"]: c for c in selection["channels"]}
     caption = (
-        "r body / r obj: predicted vs recorded on held-out bodies / phase-two objects, "
-        "* p < 0.05; stab.: phase one vs two; MW p: control bodies vs objects (two-sided), "
-        "B: body-selective (significant, bodies above); t/b/s: top / bottom / most similar "
-        "object; noise ceilings, normalised r and all p-values are in the report"
+        f"r {pref} / r object: predicted vs recorded on held-out {pref} / phase-two objects, "
+        f"* p < 0.05; stab.: phase one vs two; MW p: {side} vs each other category "
+        "(two-sided), S: selective (significant, preferred above, against every category); "
+        "t/b/s: top / bottom / most similar object; noise ceilings, normalised r and all "
+        "p-values are in the report"
     )
     table = Table(
-        "channel", "incl.", "r body", "r obj", "stab.", "MW p", "objects t/b/s", caption=caption
+        "channel",
+        "incl.",
+        f"r {pref}",
+        "r object",
+        "stab.",
+        *(f"MW p {o}" for o in others),
+        "objects t/b/s",
+        caption=caption,
     )
 
     def num(value: float | None, p: float | None = None) -> str:
@@ -396,13 +463,15 @@ def _summary(console: Console, analysis: dict, selection: dict) -> None:
         objects = "/".join(
             chosen.get(r, "-").removeprefix("object_") for r in ("top", "bottom", "similar")
         )
+        tests = [num(row.get(f"mw_p_{o}")) for o in others]
+        tests[-1] += " S" if row["selective"] else ""
         table.add_row(
             row["channel"],
             "yes" if sel["included"] else "no",
-            num(row["r_bodies"], row["p_bodies"]),
-            num(row["r_objects"], row["p_objects"]),
+            num(row[f"r_{pref}"], row[f"p_{pref}"]),
+            num(row.get("r_object"), row.get("p_object")),
             num(row["stability_r"]),
-            num(row["mw_p_two_sided"]) + (" B" if row["body_selective"] else ""),
+            *tests,
             objects,
         )
     console.print(table)

@@ -179,6 +179,8 @@ def run_worker(settings: Settings, burst: bool = False, name: str | None = None)
 
     ensure_registry(settings.registry_path)
     watch_serve()
+    if not settings.redis_url:
+        raise RuntimeError("a worker needs a Redis: set STIMLOOP_REDIS_URL")
     redis = Redis.from_url(settings.redis_url)
     worker = make_worker(settings, redis, name=name)
     register_worker(settings, redis, worker.name, str(resolve_device(settings.device)))

@@ -22,6 +22,28 @@ def test_csv_and_npz_round_trip(tmp_path):
         np.testing.assert_allclose(cols["repeat"], [0, 0])
 
 
+def test_spike_times_are_cut_into_half_open_windows_around_each_onset(tmp_path):
+    """A.2's windows, [start, end) around each onset: spikes on a window's start count, on
+    its end do not; the session's own windows are used when given."""
+    onsets = np.array([10.0, 20.0])
+    edges = np.array([-0.1, -0.075, 0.0, 0.025, 0.05, 0.1, 0.2499, 0.25])
+    np.savez(
+        tmp_path / "s.npz",
+        spikes_ch1=np.sort(np.concatenate([onsets[0] + edges, onsets[1] + edges[:3]])),
+        event_times=onsets,
+        event_codes=np.array([0, 1]),
+        code_ids=np.array(["a", "b"]),
+    )
+    from stimloop_rig.readers import read_trials
+
+    cols = read_trials(tmp_path / "s.npz")
+    # baseline [-0.075, 0.025): -0.075 and 0.0; response [0.05, 0.25): 0.05, 0.1, 0.2499
+    assert cols["baseline_count"].tolist() == [2, 2] and cols["response_count"].tolist() == [3, 0]
+    custom = read_trials(tmp_path / "s.npz", baseline=(-0.2, 0.0), response=(0.0, 0.3))
+    assert custom["baseline_count"].tolist() == [2, 2]
+    assert custom["response_count"].tolist() == [6, 1]
+
+
 def test_counts_columns(tmp_path):
     (tmp_path / "t.csv").write_text("stimulus,channel,baseline_count,response_count\na,c,1,9\n")
     cols = read_trial_table(tmp_path / "t.csv")

@@ -73,18 +73,21 @@ def test_values_match_scipy(data):
     obj = d["p2"].means_for(d["objects"])[0]
     two = stats.mannwhitneyu(ctl, obj, alternative="two-sided")
     one = stats.mannwhitneyu(ctl, obj, alternative="greater")
-    assert a.selectivity.u == pytest.approx(two.statistic)
-    assert a.selectivity.p_two_sided == pytest.approx(two.pvalue)
-    assert a.selectivity.p_bodies_greater == pytest.approx(one.pvalue)
-    assert a.selectivity.median_bodies == pytest.approx(np.median(ctl))
-    assert a.selectivity.median_objects == pytest.approx(np.median(obj))
+    (test,) = a.selectivity
+    assert test.other == "object"
+    assert test.u == pytest.approx(two.statistic)
+    assert test.p_two_sided == pytest.approx(two.pvalue)
+    assert test.p_preferred_greater == pytest.approx(one.pvalue)
+    assert test.median_preferred == pytest.approx(np.median(ctl))
+    assert test.median_other == pytest.approx(np.median(obj))
+    assert a.selective == test.passed
     gen_o = stats.pearsonr(d["obj_pred"][:, 0], obj)
-    assert a.generalisation_objects.r == pytest.approx(gen_o.statistic)
-    assert a.generalisation_objects.p == pytest.approx(gen_o.pvalue)
+    assert a.generalisation["object"].r == pytest.approx(gen_o.statistic)
+    assert a.generalisation["object"].p == pytest.approx(gen_o.pvalue)
     gen_b = stats.pearsonr(d["test_pred"][:, 0], d["p1"].means_for(d["bodies"][12:17])[0])
-    assert a.generalisation_bodies.r == pytest.approx(gen_b.statistic)
+    assert a.generalisation_preferred.r == pytest.approx(gen_b.statistic)
     b = result.channels[1]
-    assert b.generalisation_objects is None  # channel b has no fitted model
+    assert b.generalisation == {} and b.generalisation_preferred is None  # no fitted model
     summary = result.summary
     assert summary["stable"]["of"] == 2
     assert summary["stable"]["fraction"] == np.mean([c.stability.passed for c in result.channels])
@@ -98,27 +101,35 @@ def test_missing_phase_two_images_are_named(data):
             d["p2"],
             d["fit"],
             d["bodies"][:12],
-            d["objects"] + ["object_99"],
             d["controls"],
-            None,
+            {"object": d["objects"] + ["object_99"]},
+            {},
         )
     with pytest.raises(ValueError, match="body_15"):
-        an.analyse(d["p1"], d["p2"], d["fit"], d["bodies"][:16], d["objects"], d["controls"], None)
+        an.analyse(
+            d["p1"],
+            d["p2"],
+            d["fit"],
+            d["bodies"][:16],
+            d["controls"],
+            {"object": d["objects"]},
+            {},
+        )
 
 
-def test_selectivity_needs_a_two_sided_difference_with_bodies_above():
+def test_selectivity_needs_a_two_sided_difference_with_the_preferred_above():
     # one-sided p 0.049 would have passed; the paper asks for a significant difference
-    weak = an.body_selectivity(np.array([5, 5, 10, 10, 20]), np.array([5, 5, 5, 10, 0, 0]), 0.05)
+    weak = an.selectivity(np.array([5, 5, 10, 10, 20]), np.array([5, 5, 5, 10, 0, 0]), 0.05)
     ref = stats.mannwhitneyu([5, 5, 10, 10, 20], [5, 5, 5, 10, 0, 0], alternative="two-sided")
     assert weak.p_two_sided == pytest.approx(ref.pvalue) and ref.pvalue > 0.05
-    assert weak.bodies_above and not weak.significant and not weak.passed
+    assert weak.preferred_above and not weak.significant and not weak.passed
     bodies, objects = np.arange(20.0, 30.0), np.arange(0.0, 10.0)
-    strong = an.body_selectivity(bodies, objects, 0.05)
-    assert strong.significant and strong.bodies_above and strong.passed
+    strong = an.selectivity(bodies, objects, 0.05)
+    assert strong.significant and strong.preferred_above and strong.passed
     assert strong.effect == pytest.approx(1.0)
     # a significant difference the wrong way round is not body selectivity
-    reverse = an.body_selectivity(objects, bodies, 0.05)
-    assert reverse.significant and not reverse.bodies_above and not reverse.passed
+    reverse = an.selectivity(objects, bodies, 0.05)
+    assert reverse.significant and not reverse.preferred_above and not reverse.passed
     assert reverse.effect == pytest.approx(0.0)
 
 
@@ -148,19 +159,55 @@ def analyse_data(d, seed: int = 0) -> an.Analysis:
         d["p2"],
         d["fit"],
         d["bodies"][:12],
-        d["objects"],
         d["controls"],
-        d["obj_pred"],
+        {"object": d["objects"]},
+        {"object": d["obj_pred"]},
         d["test_pred"],
         seed=seed,
     )
 
 
 def test_normalised_r_divides_by_the_root_of_the_ceiling(data):
-    g = analyse_data(data, seed=4).channels[0].generalisation_objects
+    g = analyse_data(data, seed=4).channels[0].generalisation["object"]
     if np.isfinite(g.noise_ceiling) and g.noise_ceiling > 0:
         assert g.r_normalised == pytest.approx(g.r / np.sqrt(g.noise_ceiling))
     else:
         assert np.isnan(g.r_normalised)
-    again = analyse_data(data, seed=4).channels[0].generalisation_objects
+    again = analyse_data(data, seed=4).channels[0].generalisation["object"]
     assert again == g  # seeded
+
+
+def test_every_other_category_is_tested_and_a_channel_is_selective_against_all(data):
+    """Three categories: the preferred candidates (control bodies) against objects and against
+    a second other category (faces), each a Mann-Whitney test of its own; without preferred
+    candidates the repeated preferred-set images take their place."""
+    d = data
+    faces = d["controls"][:3]  # recorded like control bodies: preferred is not above them
+    result = an.analyse(
+        d["p1"],
+        d["p2"],
+        d["fit"],
+        d["bodies"][:12],
+        d["controls"][3:],
+        {"object": d["objects"], "face": faces},
+        {"object": d["obj_pred"]},
+        d["test_pred"],
+    )
+    a = result.channels[0]
+    assert [t.other for t in a.selectivity] == ["object", "face"]
+    ctl, face = d["p2"].means_for(d["controls"][3:])[0], d["p2"].means_for(faces)[0]
+    ref = stats.mannwhitneyu(ctl, face, alternative="two-sided")
+    assert a.selectivity[1].u == pytest.approx(ref.statistic)
+    assert a.selectivity[1].p_two_sided == pytest.approx(ref.pvalue)
+    assert a.selective == all(t.passed for t in a.selectivity)
+    assert set(a.generalisation) == {"object"}  # faces have no predictions here
+    assert set(result.summary["mean_r"]) == {"object", "face"}
+    stand_in = an.analyse(
+        d["p1"], d["p2"], d["fit"], d["bodies"][:12], [], {"object": d["objects"]}, {}
+    )
+    ref = stats.mannwhitneyu(
+        d["p2"].means_for(d["bodies"][:12])[0],
+        d["p2"].means_for(d["objects"])[0],
+        alternative="two-sided",
+    )
+    assert stand_in.channels[0].selectivity[0].u == pytest.approx(ref.statistic)

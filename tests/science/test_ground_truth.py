@@ -9,6 +9,8 @@ import pytest
 from stimloop.science import readout as ro
 from stimloop.science.responses import include_channels
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def fitted(synthetic_dataset):

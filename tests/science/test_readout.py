@@ -225,6 +225,7 @@ def test_cancellation_between_epochs():
         ro.fit_readouts(maps, targets, ["a"], split, config=CFG, should_stop=lambda: True)
 
 
+@pytest.mark.slow
 def test_planted_readouts_are_recovered_at_the_papers_settings():
     """Three channels each read 6 of 64 features at one cell, 10% noise, spike-rate targets:
     the fit at the paper's settings (lr 1e-4, 2500 epochs, penalty 0.1, best validation

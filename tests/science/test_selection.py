@@ -107,7 +107,7 @@ def test_selection_equals_argmax_argmin_and_most_similar(problem):
                 "bottom": ids[int(np.argmin(pred[:, j]))],
                 "similar": ids[int(np.argmax(sims))],
             }
-            assert by_channel[channel].reference_body == p["body_ids"][best_body]
+            assert by_channel[channel].reference == p["body_ids"][best_body]
     assert not by_channel["c3"].included and by_channel["c3"].picks == []
     assert "not reliable" in by_channel["c3"].reason
 
@@ -124,8 +124,8 @@ def test_phase_two_list_holds_each_image_once_with_all_reasons(problem):
     for entry in result.phase_two.entries:
         expected = sorted((ch, k.role) for ch, k in picks if k.stimulus == entry.stimulus)
         assert sorted((r.channel, r.role) for r in entry.reasons) == expected
-    assert len(result.phase_two.stability_bodies) == 75
-    assert len(set(result.phase_two.stability_bodies)) == 75
+    assert len(result.phase_two.stability_images) == 75
+    assert len(set(result.phase_two.stability_images)) == 75
     assert len(result.phase_two.stimuli) == len(stimuli) + 75
     again = sel.select(
         p["readout"], p["inclusion"], p["body_ids"], p["means"], p["body_maps"], p["cands"], seed=4
@@ -135,17 +135,17 @@ def test_phase_two_list_holds_each_image_once_with_all_reasons(problem):
     other = sel.select(
         p["readout"], p["inclusion"], p["body_ids"], p["means"], p["body_maps"], p["cands"], seed=5
     )
-    assert other.phase_two.stability_bodies != result.phase_two.stability_bodies
+    assert other.phase_two.stability_images != result.phase_two.stability_images
 
 
-def test_stability_bodies_spread_over_the_response_range():
+def test_stability_images_spread_over_the_response_range():
     ids = [f"b{i:03d}" for i in range(300)]
     responses = np.arange(300.0)[None]
-    chosen = sel.stability_bodies(ids, responses, 75, seed=0)
+    chosen = sel.stability_images(ids, responses, 75, seed=0)
     ranks = sorted(int(c[1:]) for c in chosen)
     for k, r in enumerate(ranks):  # exactly one per stratum of 4
         assert 4 * k <= r < 4 * (k + 1)
-    assert sel.stability_bodies(ids[:50], responses[:, :50], 75, 0) == sorted(ids[:50])
+    assert sel.stability_images(ids[:50], responses[:, :50], 75, 0) == sorted(ids[:50])
 
 
 def test_ties_are_broken_by_stimulus_id():
@@ -174,7 +174,7 @@ def test_all_channels_excluded_gives_an_empty_selection_with_reasons(problem):
     )
     assert result.phase_two.entries == []
     assert [c.reason for c in result.channels] == [f"{c} failed" for c in ["c1", "c2", "c3", "c4"]]
-    assert len(result.phase_two.stability_bodies) == 75
+    assert len(result.phase_two.stability_images) == 75
 
 
 def test_too_small_candidate_set_is_a_clear_error(problem):

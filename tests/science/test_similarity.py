@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from stimloop.science.similarity import most_similar, similarity, similarity_to_many
+from stimloop.science.similarity import similarity, similarity_to_many
 
 vec = arrays(np.float64, 16, elements=st.floats(0, 10, allow_subnormal=False))
 weights = arrays(np.float64, 16, elements=st.floats(-3, 3, allow_subnormal=False))
@@ -41,16 +41,6 @@ def test_many_and_per_channel_broadcasting():
     for n in range(5):
         for c in range(3):
             assert got[n, c] == pytest.approx(direct(a_ref[c], a_many[n, c], w[c]))
-
-
-def test_most_similar_is_eq3_and_ties_go_to_the_smallest_id():
-    rng = np.random.default_rng(1)
-    a_set, w = rng.random((10, 8)), rng.normal(size=8)
-    ref = a_set[4] * 2.0  # same direction as image 4
-    assert most_similar(ref, a_set, w)[0] == 4
-    twins = np.stack([a_set[1], a_set[2], a_set[1]])
-    index, s = most_similar(a_set[1], twins, w, ids=["zeta", "b", "alpha"])
-    assert index == 2 and s == pytest.approx(1.0)
 
 
 def test_pairwise_equals_the_scalar_form():

@@ -100,6 +100,7 @@ def test_simulation_is_seeded_per_channel():
     np.testing.assert_array_equal(a.net_rate[a.channel == "x"], c.net_rate)
 
 
+@pytest.mark.slow
 def test_the_demo_neurons_prefer_bodies_on_average(synthetic_dataset):
     """The demo's channels (the ratio): bodies above objects in every channel, significantly
     (Mann-Whitney, two-sided, noise-free responses to all images), and further apart than with
@@ -121,6 +122,7 @@ def test_the_demo_neurons_prefer_bodies_on_average(synthetic_dataset):
     assert effects["demo"].mean() > effects["leading"].mean() + 0.05
 
 
+@pytest.mark.slow
 def test_most_demo_channels_are_body_selective_in_phase_two(synthetic_dataset, random_backbone):
     """Sec. 4's test on the demo's channels: each channel's phase-two list (the highest- and
     the lowest-driving object and control body and the one most similar to its best body, eq.
@@ -129,7 +131,7 @@ def test_most_demo_channels_are_body_selective_in_phase_two(synthetic_dataset, r
     difference leaves fewer selective."""
     from PIL import Image
     from stimloop.demo import DEMO_NEURONS
-    from stimloop.science.analysis import body_selectivity
+    from stimloop.science.analysis import selectivity
     from stimloop.science.backbone import extract_features, fast_precision, image_to_tensor
     from stimloop.science.readout import as_tensor, readout_features
     from stimloop.science.similarity import similarity_to_many
@@ -170,7 +172,7 @@ def test_most_demo_channels_are_body_selective_in_phase_two(synthetic_dataset, r
             mine = cols["channel"] == channel
             means = {s: net[mine & (cols["stimulus"] == s)].mean() for s in shown}
             verdicts.append(
-                body_selectivity(
+                selectivity(
                     np.array([means[f"c{i}"] for i in rows_c]),
                     np.array([means[f"o{i}"] for i in rows_o]),
                     0.05,

@@ -40,7 +40,7 @@ def fresh_session(service):
             "channels": CHANNELS,
             "seed": 8,
             "fit": {"epochs": 30, "lr": 1e-3, "split": [24, 8, 8]},
-            "selection": {"stability_bodies": 10, "repeats": 2},
+            "selection": {"stability_images": 10, "repeats": 2},
         },
     )
     assert r.status_code == 201, r.text
@@ -120,7 +120,7 @@ def test_a_create_retried_after_a_dropped_answer_makes_one_session(service, loop
 def test_spike_times_are_cut_with_the_sessions_own_windows(service, loop, tmp_path):  # noqa: F811
     from stimloop.reports.report import _means
     from stimloop.science.configs import Windows
-    from stimloop.storage.store import read_npz
+    from stimloop.storage.atomic import read_npz
 
     token = service.rig["Authorization"].split()[1]
     client = RigClient("http://testserver", token, transport=service.client._transport)

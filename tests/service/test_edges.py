@@ -370,6 +370,7 @@ def test_reading_a_session_never_writes_it(service):
     import hashlib
 
     from rq.job import Job, JobStatus
+    from stimloop.storage.session_states import transition
     from stimloop.storage.store import Store
 
     sid = new_session(service, "rw", 6, 12, channels=["ch1"], fit={"split": [6, 3, 3]})
@@ -383,10 +384,10 @@ def test_reading_a_session_never_writes_it(service):
     assert r.status_code == 202, r.text
     store = Store(service.settings.models_store)
     with store.locked(sid) as rec:  # as if a worker had started the fit and then died
-        Store.transition(rec, "fitting", "fit started")
+        transition(rec, "fitting", "fit started")
     job = Job.fetch(r.json()["job"]["id"], connection=service.redis)
     job.set_status(JobStatus.STARTED)  # and no heartbeat key: its worker is gone
-    path = store.path(sid, "session.json")
+    path = store.files(sid).record_path
     before = hashlib.sha256(path.read_bytes()).hexdigest()
     for _ in range(2):
         seen = service.client.get(f"/v1/sessions/{sid}", headers=service.rig).json()

@@ -112,13 +112,14 @@ def _poll(check, timeout: float, what: str, every: float = 0.1):
         time.sleep(every)
 
 
+@pytest.mark.processes
 def test_a_job_silent_for_longer_than_the_stale_window_is_alive(worker):
     from rq.job import Job
-    from stimloop.worker.queue import enqueue, job_status
+    from stimloop.worker.queue import get_queue, job_status
 
     settings, redis, *_ = worker
     silent_s = 4 * STALE_S  # no progress report at all, for four stale windows
-    job = enqueue(settings, redis, "test", "time.sleep", silent_s)
+    job = get_queue(settings, redis).enqueue("time.sleep", silent_s)
     seen = []
     deadline = time.monotonic() + silent_s + 120
     while True:
@@ -133,6 +134,7 @@ def test_a_job_silent_for_longer_than_the_stale_window_is_alive(worker):
     assert seen.count("started") >= silent_s / 0.2 / 2  # it was watched while it ran
 
 
+@pytest.mark.processes
 def test_a_frozen_worker_is_found_dead_in_time_and_writes_nothing_once_resumed(worker):
     settings, redis, client, rig, proc, _ = worker
     r = client.post(
@@ -145,7 +147,7 @@ def test_a_frozen_worker_is_found_dead_in_time_and_writes_nothing_once_resumed(w
             "control_body_set": "c",
             "channels": ["x", "y"],
             "fit": {"split": [8, 4, 4], "epochs": 20000, "lr": 1e-3},
-            "selection": {"stability_bodies": 2},
+            "selection": {"stability_images": 2},
         },
     )
     assert r.status_code == 201, r.text

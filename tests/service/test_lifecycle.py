@@ -27,7 +27,7 @@ def session(service):
         10,
         channels=["a", "b"],
         fit={"split": [4, 3, 3], "epochs": 3},
-        selection={"stability_bodies": 2},
+        selection={"stability_images": 2},
     )
 
 
@@ -158,6 +158,7 @@ def test_redis_down_is_503_with_retry_after_and_health_is_degraded(service):
     assert c.get("/v1/sessions", headers=service.rig).status_code == 200
 
 
+@pytest.mark.processes
 def test_health_answers_quickly_while_a_32_mib_upload_is_processed(service, session):
     """The API as its own process (`stimloop serve --workers 0` on this store and Redis)."""
     import json
@@ -235,6 +236,8 @@ def test_a_failed_phase_three_job_is_shown_with_the_session(service):
     """Phase three has no state of its own: its job's failure is kept beside the session and
     in its history, and a stale one's is not."""
     from stimloop.storage.cache import ActivationCache
+    from stimloop.api.schemas import PhaseThreeRequest
+    from stimloop.storage.session import NotFoundError
     from stimloop.worker import jobs
     from stimloop.worker.resources import Resources
 
@@ -246,7 +249,7 @@ def test_a_failed_phase_three_job_is_shown_with_the_session(service):
         10,
         channels=["a"],
         fit={"split": [4, 3, 3]},
-        selection={"stability_bodies": 2},
+        selection={"stability_images": 2},
     )
 
     jobs.install_resources(
@@ -254,13 +257,15 @@ def test_a_failed_phase_three_job_is_shown_with_the_session(service):
     )
     record = service.client.get(f"/v1/sessions/{session}", headers=service.rig).json()
     generation = record["generation"]
-    with pytest.raises(FileNotFoundError):  # no readouts here: the list cannot be built
-        jobs.run_phase3(session, {"q": [0.25]}, "k" * 16, generation)
+    asked = PhaseThreeRequest(q=[0.25]).model_dump(mode="json")  # as the API enqueues it
+    with pytest.raises(NotFoundError):  # no readouts here: the list cannot be built
+        jobs.run_phase3(session, asked, "k" * 16, generation)
     seen = service.client.get(f"/v1/sessions/{session}", headers=service.rig).json()
     assert seen["phase3"]["error"].startswith("list: ")
+    assert "no fitted models yet" in seen["phase3"]["error"]
     assert seen["history"][-1]["event"] == "phase3 list failed"
     assert (seen["state"], seen["generation"]) == (record["state"], generation)
-    stale = jobs.run_phase3(session, {"q": [0.25]}, "k" * 16, generation - 1)
+    stale = jobs.run_phase3(session, asked, "k" * 16, generation - 1)
     assert stale["stale"]
     after = service.client.get(f"/v1/sessions/{session}", headers=service.rig).json()
     assert after["history"] == seen["history"]

@@ -13,7 +13,7 @@ from stimloop.storage.stimulus_sets import write_stimulus_set
 NEURONS = ["ch1", "ch2", "ch3"]
 CHANNELS = [*NEURONS, "silent"]  # "silent" never fires: excluded, with its reason
 FIT = {"epochs": 20, "lr": 1e-3, "split": [24, 8, 8]}
-SELECTION = {"stability_bodies": 10, "repeats": 2}
+SELECTION = {"stability_images": 10, "repeats": 2}
 
 
 @pytest.fixture(scope="module")
@@ -145,10 +145,10 @@ def test_the_whole_loop(service, loop):
 
     # the same science called directly on the same data gives the same list
     from stimloop.science.readout import ReadoutConfig
-    from stimloop.science.responses import Windows
+    from stimloop.science.responses import Windows, trials_from_columns
     from stimloop.science.selection import Candidates, SelectionConfig, cell_major, select
     from stimloop.storage.activations import Activations
-    from stimloop.worker.fitting import fit_recording, trials_from_columns
+    from stimloop.worker.fitting import fit_recording
 
     ids, body_maps = loop["maps"]["bodies"]
     sil = (
@@ -191,7 +191,7 @@ def test_the_whole_loop(service, loop):
     assert csv_text.splitlines()[0] == "order,stimulus,category,reasons"
     assert len(csv_text.splitlines()) == 1 + len(listed) + 10
     assert sorted(selection["sequence"]) == sorted(
-        (listed + selection["phase_two"]["stability_bodies"]) * 2
+        (listed + selection["phase_two"]["stability_images"]) * 2
     )
 
     models = c.get(f"/v1/sessions/{sid}/models", headers=service.analyst).json()
@@ -211,7 +211,7 @@ def test_the_whole_loop(service, loop):
     cols2 = simulate(
         loop,
         {
-            "bodies": selection["phase_two"]["stability_bodies"],
+            "bodies": selection["phase_two"]["stability_images"],
             "objects": objects,
             "controls": controls,
         },
@@ -223,7 +223,13 @@ def test_the_whole_loop(service, loop):
     analysis = c.get(f"/v1/sessions/{sid}/analysis", headers=service.analyst).json()
     assert len(analysis["channels"]) == 4 and "stable" in analysis["summary"]
     for ch in analysis["channels"][:3]:
-        assert 0 <= ch["stability"]["p"] <= 1 and ch["selectivity"]["p_two_sided"] <= 1
+        assert 0 <= ch["stability"]["p"] <= 1 and ch["selectivity"][0]["p_two_sided"] <= 1
+        assert ch["selectivity"][0]["other"] == "object"
+    assert analysis["categories"] == {
+        "preferred": "body",
+        "preferred_candidates": ["control_body"],
+        "others": ["object"],
+    }
     assert c.get(f"/v1/sessions/{sid}", headers=service.rig).json()["state"] == "analysed"
 
     # phase three needs saliency maps first
@@ -259,11 +265,12 @@ def test_the_whole_loop(service, loop):
     url = f"/v1/sessions/{sid}/saliency"
     for request, status in (
         ({"channel": "nope"}, 404),
-        ({"channel": included[0], "object": "object_9999", "body": "body_0000"}, 404),
-        ({"channel": included[0], "object": objects[0], "body": "nope"}, 404),
+        ({"channel": included[0], "x_out": "object_9999", "x_in": "body_0000"}, 404),
+        ({"channel": included[0], "x_out": objects[0], "x_in": "nope"}, 404),
+        ({"channel": included[0], "x_out": "body_0000", "x_in": "body_0001"}, 404),
         ({"channel": included[0], "coverage": 1.5}, 422),
         ({"channel": included[0], "coverage": 0.0}, 422),
-        ({"channel": included[0], "object": objects[0]}, 422),
+        ({"channel": included[0], "x_out": objects[0]}, 422),
     ):
         r = c.post(url, json=request, headers=service.analyst)
         assert r.status_code == status, (request, r.text)
@@ -297,7 +304,8 @@ def test_phase_three(service, loop, monkeypatch):
     meta = next(
         m
         for m in (
-            json.loads(p.read_text()) for p in loop["store"].path(sid, "saliency").glob("*.json")
+            json.loads(p.read_text())
+            for p in (loop["store"].files(sid).folder / "saliency").glob("*.json")
         )
     )
     channel = meta["channel"]
@@ -331,7 +339,7 @@ def test_phase_three(service, loop, monkeypatch):
     kinds = [e["kind"] for e in plan["entries"]]
     assert kinds.count("salient") == kinds.count("complement") == kinds.count("random") == 2
     assert kinds.count("intact") == 2
-    sources = {meta["object"], meta["body"]}
+    sources = {meta["x_out"], meta["x_in"]}
     assert {e["source"] for e in plan["entries"]} == sources
     for e in plan["entries"]:
         assert e["predicted"][channel] == e["predicted"][channel]  # a number, not NaN
@@ -340,7 +348,7 @@ def test_phase_three(service, loop, monkeypatch):
             assert abs(e["area"] - 0.25 * e["foreground_area"]) <= 0.5
             assert e["saliency_key"] == meta["key"] and e["seed"] == 3
     stimuli = [e["stimulus"] for e in plan["entries"]]
-    stimuli += [b for b in plan["stability_bodies"] if b not in stimuli]
+    stimuli += [b for b in plan["stability_images"] if b not in stimuli]
     assert sorted(plan["sequence"]) == sorted(stimuli * 2)
     assert all(a != b for a, b in zip(plan["sequence"], plan["sequence"][1:]))
     assert plan["provenance"]["seed"] == 3
@@ -441,7 +449,7 @@ def test_phase_three(service, loop, monkeypatch):
     r = c.post(url, params={"replace": "true"}, json={"q": [0.5]}, headers=service.rig)
     assert r.status_code == 202, r.text
     service.work()
-    images = loop["store"].path(sid, "phase3/images")
+    images = loop["store"].files(sid).folder / "phase3" / "images"
     assert sorted(p.name.split("__")[-1] for p in images.iterdir()) == ["q0.5.png"] * 6
     assert "phase3" not in c.get(f"/v1/sessions/{sid}", headers=service.rig).json()["uploads"]
     assert c.get(f"{url}/analysis", headers=service.rig).status_code == 404

@@ -24,6 +24,7 @@ from tests.service.conftest import cleanup, redis_test_url
 from tests.service.test_processes import STIMLOOP, free_port
 from tests.test_fresh_clone import user_env
 
+pytestmark = pytest.mark.processes
 MIB = 2**20
 
 

@@ -24,6 +24,8 @@ from stimloop.storage.stimulus_sets import write_stimulus_set
 from tests.conftest import REGISTRY
 from tests.service.conftest import cleanup, redis_test_url
 
+pytestmark = pytest.mark.processes
+
 STIMLOOP = str(Path(sys.executable).with_name("stimloop"))
 
 
@@ -188,7 +190,7 @@ def test_workers_share_a_queue_survive_a_kill_and_a_restart(cluster):
                 "channels": ["x", "y"],
                 "seed": k,
                 "fit": {"epochs": 1500, "lr": 1e-3, "split": [12, 4, 4]},
-                "selection": {"stability_bodies": 4, "repeats": 2},
+                "selection": {"stability_images": 4, "repeats": 2},
             },
         )
         assert r.status_code == 201, r.text
@@ -245,7 +247,7 @@ def test_workers_share_a_queue_survive_a_kill_and_a_restart(cluster):
     c.wait_workers(1)
     p2 = {"stimulus": [], "channel": [], "rate": []}
     listed = [e["stimulus"] for e in selection["phase_two"]["entries"]] + selection["phase_two"][
-        "stability_bodies"
+        "stability_images"
     ]
     for ch in ("x", "y"):
         for s in listed:

@@ -11,12 +11,15 @@ import uuid
 
 import httpx
 import numpy as np
+import pytest
 from redis import Redis
 from stimloop.science.stimuli import generate_bodies, generate_control_bodies, generate_objects
 from stimloop.storage.stimulus_sets import write_stimulus_set
 
 from tests.service.test_processes import STIMLOOP, free_port
 from tests.test_fresh_clone import user_env
+
+pytestmark = pytest.mark.processes
 
 # The worker reconnects at most 5 s apart and its keep-alive key is renewed every 5 s: back
 # within about 10 s, idle or with both cores busy (2-4 s measured); the bound leaves room.
@@ -126,7 +129,7 @@ def test_redis_killed_mid_fit_then_restarted(tmp_path):
                 "control_body_set": "c",
                 "channels": ["x", "y"],
                 "fit": {"split": [8, 4, 4], "epochs": 3000, "lr": 1e-3},
-                "selection": {"stability_bodies": 2},
+                "selection": {"stability_images": 2},
             },
         )
         assert r.status_code == 201, r.text

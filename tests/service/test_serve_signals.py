@@ -16,6 +16,8 @@ import pytest
 
 from tests.test_fresh_clone import free_port, user_env
 
+pytestmark = pytest.mark.processes
+
 STIMLOOP = str(Path(sys.executable).with_name("stimloop"))
 
 

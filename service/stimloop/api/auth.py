@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from stimloop.storage.atomic import write_atomic
-from stimloop.storage.store import now
+from stimloop.storage.session_states import now
 
 ROLES = ("rig", "analyst")
 

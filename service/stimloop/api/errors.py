@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from stimloop.storage.store import NotFoundError
+from stimloop.storage.session import NotFoundError, OutdatedSessionError
 
 log = logging.getLogger("stimloop.api")
 PROBLEM = "application/problem+json"
@@ -66,6 +66,7 @@ MEANING = {
     403: "The token's role may not do this, or a path outside the allowed folders",
     404: "No such thing (session, set, job, result)",
     409: "The session's state does not allow this now",
+    410: "A session stored by an earlier version of stimloop: create it again",
     413: "The body passes the route's size limit",
     415: "Unsupported media type",
     422: "The body or parameters do not validate",
@@ -92,6 +93,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(NotFoundError)
     async def not_found(request: Request, exc: NotFoundError) -> JSONResponse:
+        if isinstance(exc, OutdatedSessionError):
+            return problem(410, "Session from an earlier version", str(exc), request.url.path)
         return problem(404, "Not found", str(exc), request.url.path)
 
     @app.exception_handler(RequestValidationError)

@@ -5,7 +5,7 @@ imports them too). A session's settings are the science's own configs
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -25,9 +25,25 @@ from stimloop.science.configs import (
     Sigma,
     Windows,
 )
+from stimloop.storage.session import (
+    Phase,
+    PhaseThreeInfo,
+    SessionConfig,
+    SessionRecord,
+    UploadInfo,
+)
 
 ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-Category = Literal["body", "object", "control_body"]
+CATEGORY = r"^[a-z][a-z0-9_]{0,31}$"
+Category = Annotated[
+    str,
+    Field(
+        pattern=CATEGORY,
+        description="What a set's images are: body, object, control_body in the paper; any "
+        "other (face, scene, ...) as 1-32 lowercase letters, digits and '_'",
+        examples=["body", "object", "control_body", "face"],
+    ),
+]
 Role = Literal["rig", "analyst"]
 
 
@@ -35,11 +51,45 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class CandidateSetRequest(Strict):
+    """A candidate set of a session: phase two shows each channel's picks from it."""
+
+    set: str = Field(pattern=ID, description="A registered stimulus set's id")
+    preferred: bool | None = Field(
+        None,
+        description="Whether its images are of the preferred category (the paper's control "
+        "bodies): they are tested against every other category's in the selectivity test. "
+        "Default: when the set's category is the preferred set's, or 'control_' and it",
+    )
+
+
 class SessionCreate(Strict):
+    """A session over a preferred set (the readouts are trained on it; phase one shows it)
+    and candidate sets (phase two shows picks from each). The paper's three sets can be
+    named by ``body_set``, ``object_set`` and ``control_body_set`` instead."""
+
     backbone: str = "resnet50_robust_l2_eps3"
-    body_set: str = Field(pattern=ID)
-    object_set: str = Field(pattern=ID)
-    control_body_set: str = Field(pattern=ID)
+    preferred_set: str | None = Field(
+        None, pattern=ID, description="The set the channels prefer: bodies in the paper"
+    )
+    candidate_sets: list[CandidateSetRequest] | None = Field(
+        None,
+        min_length=1,
+        max_length=16,
+        description="Candidate sets, each of its own category: objects and control bodies in "
+        "the paper",
+    )
+    body_set: str | None = Field(
+        None, pattern=ID, description="The paper's form: the preferred set, of category body"
+    )
+    object_set: str | None = Field(
+        None, pattern=ID, description="The paper's form: a candidate set of category object"
+    )
+    control_body_set: str | None = Field(
+        None,
+        pattern=ID,
+        description="The paper's form: a candidate set of category control_body (preferred)",
+    )
     channels: list[str] = Field(min_length=1, max_length=1024)
     fit: ReadoutConfig = ReadoutConfig()
     inclusion: InclusionConfig = InclusionConfig()
@@ -60,6 +110,48 @@ class SessionCreate(Strict):
         if dupes:
             raise ValueError(f"duplicate channel names: {dupes[:5]}")
         return v
+
+    @model_validator(mode="after")
+    def _one_form(self) -> SessionCreate:
+        paper = (self.body_set, self.object_set, self.control_body_set)
+        general = self.preferred_set is not None or self.candidate_sets is not None
+        if general and any(v is not None for v in paper):
+            raise ValueError(
+                "name the sets either as preferred_set and candidate_sets, or as the paper's "
+                "body_set, object_set and control_body_set, not both"
+            )
+        if general and (self.preferred_set is None or self.candidate_sets is None):
+            raise ValueError("give both preferred_set and candidate_sets")
+        if not general and None in paper:
+            raise ValueError(
+                "name the sets: preferred_set and candidate_sets, or body_set, object_set and "
+                "control_body_set"
+            )
+        if self.candidate_sets is not None:
+            ids = [c.set for c in self.candidate_sets]
+            if len(set(ids)) != len(ids) or self.preferred_set in ids:
+                raise ValueError("each set may appear once among the session's sets")
+        return self
+
+    def sets(self) -> tuple[str, list[CandidateSetRequest]]:
+        """The preferred set and the candidate sets, whichever form named them."""
+        if self.preferred_set is not None and self.candidate_sets is not None:
+            return self.preferred_set, self.candidate_sets
+        assert self.body_set and self.object_set and self.control_body_set
+        return self.body_set, [
+            CandidateSetRequest(set=self.object_set, preferred=False),
+            CandidateSetRequest(set=self.control_body_set, preferred=True),
+        ]
+
+    def paper_categories(self) -> dict[str, str]:
+        """For the paper's form: each named set's required category."""
+        if self.body_set is None:
+            return {}
+        return {
+            str(self.body_set): "body",
+            str(self.object_set): "object",
+            str(self.control_body_set): "control_body",
+        }
 
 
 class TrialUpload(Strict):
@@ -134,11 +226,15 @@ SALIENCY = SaliencySettings()
 
 class SaliencyRequest(Strict):
     """A channel's pair (both named, or neither for sec. 5.2's default pair) and the
-    ``SaliencySettings`` (their defaults and bounds are the science's)."""
+    ``SaliencySettings`` (their defaults and bounds are the science's). As in eq. (4)-(6),
+    ``x_out`` is an image of another category than the channel's preferred one (an object in
+    the paper) and ``x_in`` an image of the preferred set (a body)."""
 
     channel: str
-    object: str | None = Field(None, description="Object id; with body, else the default pair")
-    body: str | None = None
+    x_out: str | None = Field(
+        None, description="A candidate image of another category (an object); with x_in"
+    )
+    x_in: str | None = Field(None, description="An image of the preferred set (a body); with x_out")
     method: SaliencyMethod = SALIENCY.method
     coverage: Coverage | None = Field(
         SALIENCY.coverage, description="Fraction of s; None: device default"
@@ -147,8 +243,8 @@ class SaliencyRequest(Strict):
 
     @model_validator(mode="after")
     def _pair(self) -> SaliencyRequest:
-        if (self.object is None) != (self.body is None):
-            raise ValueError("name both the object and the body, or neither for the default pair")
+        if (self.x_out is None) != (self.x_in is None):
+            raise ValueError("name both x_out and x_in, or neither for the default pair")
         return self
 
 
@@ -224,6 +320,8 @@ class Accepted(BaseModel):
 
 
 class SessionInfo(BaseModel):
+    """A session as ``GET /v1/sessions/{id}`` shows it (its stored record)."""
+
     id: str
     created: str
     state: str
@@ -231,17 +329,21 @@ class SessionInfo(BaseModel):
         0, description="Fencing token: starts anew with each upload, refit or failure"
     )
     failed_in: str | None = Field(None, description="fit or analysis, when state is failed")
-    config: dict[str, Any]
-    uploads: dict[str, Any]
+    config: SessionConfig
+    uploads: dict[Phase, UploadInfo]
     jobs: dict[str, str]
     error: str | None
     history: list[dict[str, Any]]
     provenance: dict[str, Any]
-    phase3: dict[str, Any] | None = Field(
+    phase3: PhaseThreeInfo | None = Field(
         None,
         description="Phase three beside the state: the list's request key and image count, "
         "and the last phase-three job's error (null when it succeeded)",
     )
+
+    @classmethod
+    def of(cls, record: SessionRecord) -> SessionInfo:
+        return cls.model_validate(record.model_dump(exclude={"schema_version"}))
 
 
 class Problem(BaseModel):
@@ -252,8 +354,3 @@ class Problem(BaseModel):
     status: int
     detail: str
     instance: str | None = None
-
-
-class TokenInfo(BaseModel):
-    role: Role
-    name: str

@@ -8,41 +8,42 @@ already received is a 409 unless ``?replace=true``, which discards what was deri
 
 from __future__ import annotations
 
-from typing import Any
-
-from fastapi import Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from redis import Redis
 from redis.exceptions import RedisError
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
-from stimloop.api.deps import body_bytes
+from stimloop.api.deps import RIG, body_bytes, redis, settings, store
 from stimloop.api.errors import ApiError
-from stimloop.api.routes.system import job_info
-from stimloop.api.schemas import Accepted
+from stimloop.api.jobs import job_info
+from stimloop.api.schemas import Accepted, TrialUpload
 from stimloop.api.uploads import JOB_OF, Upload, expected_ids
 from stimloop.runtime.settings import Settings
 from stimloop.storage import session_states
+from stimloop.storage.session import Phase, SessionRecord
 from stimloop.storage.store import Store
-from stimloop.worker.queue import enqueue, job_status
+from stimloop.worker.queue import JobKind, enqueue, job_status
+
+# the states in which a session waits on a job of its own, and that job's kind
+WAITING: dict[str, JobKind] = {"fitting": "fit", "phase2_received": "analysis"}
 
 
-def dead_job(record: dict[str, Any], cfg: Settings, r: Redis) -> tuple[str, str, str] | None:
+def dead_job(record: SessionRecord, cfg: Settings, r: Redis) -> tuple[JobKind, str, str] | None:
     """(kind, job id, error) when the session waits on a fit or analysis job that has failed,
     whose worker died, or that Redis no longer holds (it restarted without its data); None
     otherwise (also with Redis down: the store is the truth)."""
-    active = {"fitting": "fit", "phase1_received": "fit", "phase2_received": "analysis"}
-    kind = active.get(record["state"])
-    job_id = record["jobs"].get(kind or "")
-    if not job_id or record["state"] not in ("fitting", "phase2_received"):
+    kind = WAITING.get(record.state)
+    job_id = record.jobs.get(kind or "")
+    if kind is None or not job_id:
         return None
     try:
         status = job_status(Job.fetch(job_id, connection=r), cfg)
     except NoSuchJobError:
         again = "POST .../fit runs it again" if kind == "fit" else "upload phase two again"
         return (
-            str(kind),
+            kind,
             job_id,
             f"its {kind} job is gone from Redis (Redis restarted without its data); {again}",
         )
@@ -50,69 +51,66 @@ def dead_job(record: dict[str, Any], cfg: Settings, r: Redis) -> tuple[str, str,
         return None
     if status["state"] != "failed":
         return None
-    return str(kind), job_id, status["error"]
+    return kind, job_id, status["error"]
 
 
-def observed(record: dict[str, Any], cfg: Settings, r: Redis) -> dict[str, Any]:
+def observed(record: SessionRecord, cfg: Settings, r: Redis) -> SessionRecord:
     """The session as a reader should see it: a session whose job died is shown failed, with
     why. Nothing is written (a GET never writes); ``reconcile`` records it."""
     dead = dead_job(record, cfg, r)
     if dead is None:
         return record
     kind, _, error = dead
-    return {**record, "state": "failed", "failed_in": kind, "error": error}
+    return record.model_copy(update={"state": "failed", "failed_in": kind, "error": error})
 
 
-def reconcile(st: Store, record: dict[str, Any], cfg: Settings, r: Redis) -> dict[str, Any]:
+def reconcile(st: Store, record: SessionRecord, cfg: Settings, r: Redis) -> SessionRecord:
     """Before a change: a session whose fit or analysis job died with its worker is marked
     failed, with why, in a new generation (whatever the dead job might still write is void)."""
     dead = dead_job(record, cfg, r)
     if dead is None:
         return record
     kind, job_id, error = dead
-    with st.locked(record["id"]) as rec:
-        if rec["state"] == record["state"] and rec["jobs"].get(kind) == job_id:
-            rec["error"] = error
-            rec["failed_in"] = kind
-            Store.transition(
+    with st.locked(record.id) as rec:
+        if rec.state == record.state and rec.jobs.get(kind) == job_id:
+            rec.error, rec.failed_in = error, kind
+            session_states.transition(
                 rec, "failed", f"{kind} job failed", bump=True, job=job_id, error=error
             )
-        return dict(rec)
+        return rec
 
 
-def accepted(record: dict[str, Any], kind: str, cfg: Settings, r: Redis, status: str) -> Accepted:
-    job_id = record["jobs"].get(kind)
+def accepted(
+    record: SessionRecord, kind: JobKind, cfg: Settings, r: Redis, status: str
+) -> Accepted:
+    job_id = record.jobs.get(kind)
     job = None
     if job_id:
         try:
             job = job_info(Job.fetch(job_id, connection=r), cfg)
         except NoSuchJobError:
             job = None
-    links = {"session": f"/v1/sessions/{record['id']}"}
+    links = {"session": f"/v1/sessions/{record.id}"}
     if job is not None:
         links["job"] = f"/v1/jobs/{job.id}"
-    return Accepted(job=job, session=record["id"], status=status, links=links)
+    return Accepted(job=job, session=record.id, status=status, links=links)
 
 
 def start_job(
-    st: Store, record: dict[str, Any], kind: str, func: str, cfg: Settings, r: Redis
-) -> dict[str, Any]:
+    st: Store, record: SessionRecord, kind: JobKind, cfg: Settings, r: Redis
+) -> SessionRecord:
     """Enqueue ``kind`` for the record's generation; remember its id unless the session has
     moved on meanwhile (then the job is stale and will write nothing)."""
-    session_id, generation = record["id"], session_states.generation(record)
-    job = enqueue(cfg, r, kind, func, session_id, generation, session=session_id)
-    with st.locked(session_id) as rec:
-        if session_states.generation(rec) == generation:
-            rec["jobs"][kind] = job.id
-        return dict(rec)
+    job = enqueue(cfg, r, kind, record.id, record.generation, session=record.id)
+    with st.locked(record.id) as rec:
+        if rec.generation == record.generation:
+            rec.jobs[kind] = job.id
+        return rec
 
 
-JOB_FUNC = {"fit": "run_fit", "analysis": "run_analysis", "phase3_analysis": "run_phase3_analysis"}
-
-
-def job_pending(record: dict[str, Any], kind: str, r: Redis) -> bool:
+def job_pending(record: SessionRecord, kind: str, r: Redis) -> bool:
     """Whether the session's ``kind`` job is still queued or running."""
-    job_id = record["jobs"].get(kind)
+    job_id = record.jobs.get(kind)
     if not job_id:
         return False
     try:
@@ -123,18 +121,30 @@ def job_pending(record: dict[str, Any], kind: str, r: Redis) -> bool:
 
 
 def start_phase_job(
-    phase: str, new: bool, record: dict[str, Any], cfg: Settings, st: Store, r: Redis
+    phase: Phase,
+    new: bool,
+    rerun_possible: bool,
+    record: SessionRecord,
+    cfg: Settings,
+    st: Store,
+    r: Redis,
 ) -> Accepted:
     """Start the phase's job for stored trials (unless they were already received)."""
     kind = JOB_OF[phase]
-    if not new and not (record.get("rerun_possible") and not job_pending(record, kind, r)):
+    if not new and not (rerun_possible and not job_pending(record, kind, r)):
         return accepted(record, kind, cfg, r, "already received")
-    record = start_job(st, record, kind, f"stimloop.worker.jobs.{JOB_FUNC[kind]}", cfg, r)
+    record = start_job(st, record, kind, cfg, r)
     return accepted(record, kind, cfg, r, "queued")
 
 
 async def receive_phase(
-    phase: str, session_id: str, request: Request, replace: bool, cfg: Settings, st: Store, r: Redis
+    phase: Phase,
+    session_id: str,
+    request: Request,
+    replace: bool,
+    cfg: Settings,
+    st: Store,
+    r: Redis,
 ) -> Accepted:
     """The one upload path of every phase and both formats. The body is read on the event
     loop (size-capped); decoding, checking, hashing and storing run in the upload process
@@ -145,34 +155,69 @@ async def receive_phase(
     if phase != "phase3":  # a job that died is recorded first, so the upload can rerun it
         await run_in_threadpool(lambda: reconcile(st, st.get_session(session_id), cfg, r))
     expected = await run_in_threadpool(expected_ids, phase, session_id, st, cfg)
-    new, record = await request.app.state.uploads.prepare_and_store(
+    new, record, rerun = await request.app.state.uploads.prepare_and_store(
         Upload(kind, data, expected, st.root, session_id, phase, replace)
     )
-    return await run_in_threadpool(start_phase_job, phase, new, record, cfg, st, r)
+    return await run_in_threadpool(start_phase_job, phase, new, rerun, record, cfg, st, r)
+
+
+UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": TrialUpload.model_json_schema()},
+            "application/x-npz": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+
+def add_upload_route(router: APIRouter, path: str, phase: Phase, summary: str) -> None:
+    """``PUT path``: one phase's trials (JSON columns or NPZ) by the one upload path."""
+
+    async def upload(
+        session_id: str,
+        request: Request,
+        replace: bool = Query(False),
+        cfg: Settings = Depends(settings),
+        st: Store = Depends(store),
+        r: Redis = Depends(redis),
+    ) -> Accepted:
+        return await receive_phase(phase, session_id, request, replace, cfg, st, r)
+
+    upload.__name__ = phase  # the OpenAPI operation's name
+    router.put(
+        path,
+        status_code=202,
+        response_model=Accepted,
+        dependencies=[Depends(RIG)],
+        summary=summary,
+        openapi_extra=UPLOAD_BODY,
+    )(upload)
 
 
 def resubmit_fit(st: Store, session_id: str, cfg: Settings, r: Redis) -> Accepted:
     """Run fit-and-select again after a failed or cancelled fit (409 saying what to do
     otherwise), in a new generation."""
     record = reconcile(st, st.get_session(session_id), cfg, r)
-    if "phase1" not in record["uploads"]:
+    if "phase1" not in record.uploads:
         raise ApiError(409, "Conflict", "upload phase one first")
     with st.locked(session_id) as rec:
-        if rec["state"] not in ("failed", "phase1_received"):
+        if rec.state not in ("failed", "phase1_received"):
             raise ApiError(
                 409,
                 "Conflict",
-                f"the session is {rec['state']}: a fit reruns only after a failed or cancelled "
+                f"the session is {rec.state}: a fit reruns only after a failed or cancelled "
                 "one; to fit other trials, PUT .../phase1?replace=true",
             )
-        if rec["state"] == "failed" and rec.get("failed_in") == "analysis":
+        if rec.state == "failed" and rec.failed_in == "analysis":
             raise ApiError(
                 409,
                 "Conflict",
                 "the analysis failed, not the fit: PUT .../phase2 again to rerun it",
             )
-        rec["error"] = None
-        Store.transition(rec, "phase1_received", "fit resubmitted", bump=True)
-        record = dict(rec)
-    record = start_job(st, record, "fit", "stimloop.worker.jobs.run_fit", cfg, r)
+        rec.error = None
+        session_states.transition(rec, "phase1_received", "fit resubmitted", bump=True)
+        record = rec
+    record = start_job(st, record, "fit", cfg, r)
     return accepted(record, "fit", cfg, r, "queued")

@@ -14,7 +14,6 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
@@ -29,9 +28,10 @@ from stimloop.api.errors import ApiError
 from stimloop.api.schemas import TrialUpload
 from stimloop.runtime.process_ties import watch_parent
 from stimloop.runtime.settings import Settings
-from stimloop.storage import session_states
-from stimloop.storage.session_states import IllegalTransitionError
-from stimloop.storage.store import Store, now, read_json, write_npz
+from stimloop.storage.session import Phase, SessionRecord, UploadInfo
+from stimloop.storage.session_states import IllegalTransitionError, note, transition
+from stimloop.storage.store import Store
+from stimloop.worker.queue import JobKind
 
 NPZ_TYPES = ("application/x-npz", "application/octet-stream", "application/npz")
 
@@ -136,131 +136,123 @@ def ready() -> bool:
 def store_upload(
     st: Store,
     session_id: str,
-    phase: str,
+    phase: Phase,
     columns: dict[str, np.ndarray],
     sha: str,
     replace: bool,
-) -> tuple[bool, dict[str, Any]]:
-    """Store a phase's trials (``sha``: their digest) atomically; (new?, record). Same
-    payload: not new."""
+) -> tuple[bool, SessionRecord, bool]:
+    """Store a phase's trials (``sha``: their digest) atomically; (new?, record, may its job
+    run again?). Same payload: not new."""
     if phase == "phase3":
         return store_phase_three(st, session_id, columns, sha, replace)
+    files = st.files(session_id)
     with st.locked(session_id) as rec:
-        previous = rec["uploads"].get(phase)
-        if previous and previous["sha256"] == sha:
-            if rec["state"] == "failed" and rec.get("failed_in") == JOB_OF[phase]:
+        previous = rec.uploads.get(phase)
+        if previous and previous.sha256 == sha:
+            if rec.state == "failed" and rec.failed_in == JOB_OF[phase]:
                 # the same trials again after a failed job: run that job again
-                rec["error"] = None
-                Store.transition(rec, f"{phase}_received", f"{phase} resubmitted", bump=True)
-                return True, dict(rec)
-            return False, dict(rec)
+                rec.error = None
+                transition(rec, f"{phase}_received", f"{phase} resubmitted", bump=True)
+                return True, rec, False
+            return False, rec, False
         if previous and not replace:
             raise ApiError(
                 409,
                 "Conflict",
                 f"{phase} was already uploaded with other data "
-                f"(sha256 {previous['sha256'][:12]}...); add ?replace=true to replace "
+                f"(sha256 {previous.sha256[:12]}...); add ?replace=true to replace "
                 "it, which discards everything derived from it",
             )
         event = f"{phase} replaced" if previous else f"{phase} received"
         try:  # refused before anything is written
-            Store.transition(rec, f"{phase}_received", event, bump=True, sha256=sha)
+            transition(rec, f"{phase}_received", event, bump=True, sha256=sha)
         except IllegalTransitionError as exc:
             raise ApiError(409, "Conflict", f"{phase} cannot be uploaded now: {exc}") from None
-        removed = st.invalidate(session_id, phase) if previous else []
-        rec["history"][-1]["invalidated"] = removed
+        removed = files.discard_derived(phase) if previous else []
+        rec.history[-1]["invalidated"] = removed
         if previous and phase == "phase1":
-            rec["uploads"].pop("phase2", None)
+            rec.uploads.pop("phase2", None)
         if previous:
-            rec["uploads"].pop("phase3", None)
-            rec.pop("phase3", None)
-        write_npz(st.path(session_id, f"{phase}.npz"), columns)
-        rec["uploads"][phase] = {"sha256": sha, "trials": len(columns["stimulus"])}
-        rec["error"] = None
-        return True, dict(rec)
+            rec.uploads.pop("phase3", None)
+            rec.phase3 = None
+        files.write_trials(phase, columns)
+        rec.uploads[phase] = UploadInfo(sha256=sha, trials=len(columns["stimulus"]))
+        rec.error = None
+        return True, rec, False
 
 
 def store_phase_three(
     st: Store, session_id: str, columns: dict[str, np.ndarray], sha: str, replace: bool
-) -> tuple[bool, dict[str, Any]]:
+) -> tuple[bool, SessionRecord, bool]:
     """Phase three's trials: stored beside the session's state (phase three is a track of
-    its own: the session stays as it is, and no generation starts). Same payload: not new
-    (``rerun_possible`` while it has no analysis); other data: 409 unless ``replace``, which
-    discards the phase-three analysis."""
+    its own: the session stays as it is, and no generation starts). Same payload: not new,
+    and its job may run again while it has no analysis; other data: 409 unless ``replace``,
+    which discards the phase-three analysis."""
+    files = st.files(session_id)
     with st.locked(session_id) as rec:
-        previous = rec["uploads"].get("phase3")
-        analysed = st.path(session_id, "phase3/analysis.json").is_file()
-        if previous and previous["sha256"] == sha:
+        previous = rec.uploads.get("phase3")
+        analysed = files.has_phase_three_analysis()
+        if previous and previous.sha256 == sha:
             # not new; without an analysis its job may be rerun (the API looks at the job)
-            return False, {**rec, "rerun_possible": not analysed}
+            return False, rec, not analysed
         if previous and not replace:
             raise ApiError(
                 409,
                 "Conflict",
                 f"phase three was already uploaded with other data (sha256 "
-                f"{previous['sha256'][:12]}...); add ?replace=true to replace it, which "
+                f"{previous.sha256[:12]}...); add ?replace=true to replace it, which "
                 "discards its analysis",
             )
-        removed = st.invalidate(session_id, "phase3") if previous else []
-        write_npz(st.path(session_id, "phase3.npz"), columns)
-        rec["uploads"]["phase3"] = {"sha256": sha, "trials": len(columns["stimulus"])}
-        rec["history"].append(
-            {
-                "time": now(),
-                "event": "phase3 replaced" if previous else "phase3 received",
-                "state": rec["state"],
-                "generation": session_states.generation(rec),
-                "sha256": sha,
-                "invalidated": removed,
-            }
+        removed = files.discard_derived("phase3") if previous else []
+        files.write_trials("phase3", columns)
+        rec.uploads["phase3"] = UploadInfo(sha256=sha, trials=len(columns["stimulus"]))
+        note(
+            rec,
+            "phase3 replaced" if previous else "phase3 received",
+            sha256=sha,
+            invalidated=removed,
         )
-        return True, dict(rec)
+        return True, rec, False
 
 
-JOB_OF = {"phase1": "fit", "phase2": "analysis", "phase3": "phase3_analysis"}
+JOB_OF: dict[Phase, JobKind] = {"phase1": "fit", "phase2": "analysis", "phase3": "phase3_analysis"}
 
 
-def expected_ids(phase: str, session_id: str, st: Store, cfg: Settings) -> Expected:
-    """What the phase's trials may name: phase one the body set, phase two its list (all of
-    it)."""
+def expected_ids(phase: Phase, session_id: str, st: Store, cfg: Settings) -> Expected:
+    """What the phase's trials may name: phase one the preferred set, phase two its list (all
+    of it), phase three its list."""
     record = st.get_session(session_id)
-    config = record["config"]
-    channels = tuple(config["channels"])
+    files = st.files(session_id)
+    config = record.config
+    channels = tuple(config.channels)
+    limit = 4 * cfg.max_upload_bytes
     if phase == "phase1":
-        bodies = frozenset(e["id"] for e in st.get_set(config["body_set"])["entries"])
-        return Expected(channels, bodies, "in the body set", (), 4 * cfg.max_upload_bytes)
+        shown = frozenset(e["id"] for e in st.get_set(config.preferred_set)["entries"])
+        return Expected(
+            channels, shown, f"in the preferred set {config.preferred_set!r}", (), limit
+        )
     if phase == "phase3":
-        if not st.path(session_id, "phase3/list.json").is_file():
+        if not files.has_phase_three_list():
             raise ApiError(
                 409,
                 "Conflict",
                 "no phase-three list yet: POST .../phase3 and wait for its job first",
             )
-        listed = read_json(st.path(session_id, "phase3/list.json"))
-        shown = [e["stimulus"] for e in listed["entries"]]
-        shown += [b for b in listed["stability_bodies"] if b not in set(shown)]
+        listed = files.phase_three_list()
+        images = [e["stimulus"] for e in listed["entries"]]
+        images += [b for b in listed["stability_images"] if b not in set(images)]
         return Expected(
-            channels,
-            frozenset(shown),
-            "on the phase-three list",
-            tuple(shown),
-            4 * cfg.max_upload_bytes,
+            channels, frozenset(images), "on the phase-three list", tuple(images), limit
         )
-    if not st.path(session_id, "selection.json").is_file():
+    if not files.has_selection():
         raise ApiError(
             409,
             "Conflict",
-            f"no phase-two list yet (state {record['state']}); wait for the selection",
+            f"no phase-two list yet (state {record.state}); wait for the selection",
         )
-    phase_two = read_json(st.path(session_id, "selection.json"))["phase_two"]
-    listed = [e["stimulus"] for e in phase_two["entries"]] + phase_two["stability_bodies"]
-    return Expected(
-        channels,
-        frozenset(listed),
-        "on the phase-two list",
-        tuple(listed),
-        4 * cfg.max_upload_bytes,
-    )
+    phase_two = files.selection()["phase_two"]
+    images = [e["stimulus"] for e in phase_two["entries"]] + phase_two["stability_images"]
+    return Expected(channels, frozenset(images), "on the phase-two list", tuple(images), limit)
 
 
 @dataclass(frozen=True)
@@ -273,13 +265,13 @@ class Upload:
     expected: Expected
     store_root: Path
     session_id: str
-    phase: str
+    phase: Phase
     replace: bool
 
 
-def prepare_and_store(upload: Upload) -> tuple[bool, dict[str, Any]]:
+def prepare_and_store(upload: Upload) -> tuple[bool, SessionRecord, bool]:
     """In the upload process: decode, check, hash, and store atomically under the session's
-    (cross-process) lock; (new?, session record)."""
+    (cross-process) lock; (new?, session record, may its job run again?)."""
     columns, sha = prepare(upload.kind, upload.data, upload.expected)
     return store_upload(
         Store(upload.store_root), upload.session_id, upload.phase, columns, sha, upload.replace
@@ -303,7 +295,7 @@ class UploadPool:
             )
             self._pool.submit(ready)  # spawns the process now; its imports run over there
 
-    async def prepare_and_store(self, upload: Upload) -> tuple[bool, dict[str, Any]]:
+    async def prepare_and_store(self, upload: Upload) -> tuple[bool, SessionRecord, bool]:
         self.start()
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, prepare_and_store, upload)

@@ -21,11 +21,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 from scipy import stats
-from stimloop_rig.tables import analysis_rows, phase_three_rows
+from stimloop_rig.tables import analysis_rows, categories, phase_three_rows
 
 from stimloop.reports.figures import FragmentRow, PairPanel, fragments_figure, grid_figure
 from stimloop.science.configs import Windows
-from stimloop.storage.store import Store, read_json, read_npz
+from stimloop.storage.session import SessionFiles
+from stimloop.storage.store import Store
 
 
 def critical_r(n: int, alpha: float = 0.05) -> float:
@@ -53,26 +54,32 @@ NORMALISED_CAP = 2.0  # Fig. 3a's axis ends here; larger normalised r sit on the
 def fig3a(analysis: dict[str, Any]) -> str:
     channels = analysis["channels"]
     names = [c["channel"] for c in channels]
+    cats = categories(analysis)
     x = np.arange(len(names))
     fig, ax = plt.subplots(figsize=(max(5, 0.45 * len(names)), 3.2))
-    series = (
-        ("generalisation_bodies", "held-out bodies", "tab:blue"),
-        ("generalisation_objects", "objects", "tab:orange"),
-        ("stability", "test/retest", "tab:brown"),
-    )
+    colors = iter(["tab:orange", "tab:green", "tab:purple", "tab:pink", "tab:olive"])
+    series = [
+        (
+            f"held-out {cats['preferred']}",
+            "tab:blue",
+            [c["generalisation_preferred"] for c in channels],
+        ),
+        *(
+            (other, next(colors, "tab:gray"), [c["generalisation"].get(other) for c in channels])
+            for other in cats["others"]
+        ),
+        ("test/retest", "tab:brown", [c["stability"] for c in channels]),
+    ]
     top = 1.0
-    for key, label, color in series:
-        r = np.array([(c[key] or {}).get("r") if c[key] else np.nan for c in channels], float)
+    for label, color, tests in series:
+        r = np.array([t["r"] if t else np.nan for t in tests], float)
         ax.scatter(x, r, color=color, label=label, s=18, zorder=3)
         if np.isfinite(r).any():
             ax.axhline(np.nanmean(r), color=color, ls="--", lw=1)
-        ns = [c[key]["n"] for c in channels if c[key]]
-        if ns and key != "stability":
+        ns = [t["n"] for t in tests if t]
+        if ns and label != "test/retest":
             ax.axhline(critical_r(int(np.median(ns))), color="black", ls="--", lw=0.8)
-            normalised = np.array(
-                [(c[key] or {}).get("r_normalised") if c[key] else np.nan for c in channels],
-                float,
-            )
+            normalised = np.array([t["r_normalised"] if t else np.nan for t in tests], float)
             ax.scatter(
                 x,
                 np.where(normalised > NORMALISED_CAP, np.nan, normalised),
@@ -105,20 +112,27 @@ def fig3a(analysis: dict[str, Any]) -> str:
     return _png(fig)
 
 
-def fig3b(rows: list[dict[str, Any]]) -> str:
+def fig3b(rows: list[dict[str, Any]], preferred: str) -> str:
+    """The visualised x_out's response against the mean of its category and of the preferred
+    set (Fig. 3b: the visualised object against the mean object and the mean body)."""
     fig, ax = plt.subplots(figsize=(max(4, 0.5 * len(rows)), 3))
     x = np.arange(len(rows))
-    ax.scatter(x, [r["object_response"] for r in rows], color="tab:red", label="visualised object")
+    ax.scatter(x, [r["x_out_response"] for r in rows], color="tab:red", label="visualised x_out")
     ax.scatter(
         x,
-        [r["mean_objects"] for r in rows],
+        [r["mean_other"] for r in rows],
         color="tab:orange",
         marker="_",
         s=200,
-        label="mean object",
+        label="mean of its category",
     )
     ax.scatter(
-        x, [r["mean_bodies"] for r in rows], color="tab:blue", marker="_", s=200, label="mean body"
+        x,
+        [r["mean_preferred"] for r in rows],
+        color="tab:blue",
+        marker="_",
+        s=200,
+        label=f"mean {preferred}",
     )
     ax.set_xticks(x, [r["channel"] for r in rows], rotation=90, fontsize=7)
     ax.set_ylabel("net response (spikes/s)")
@@ -198,15 +212,13 @@ def retained_figure(rows: list[dict[str, Any]]) -> str:
 
 
 def phase_three_section(
-    store: Store, session_id: str, images: dict[str, dict[str, Any]]
+    files: SessionFiles, preferred: str, images: dict[str, dict[str, Any]]
 ) -> list[str]:
     """The phase-three part of the report: each fragmented source beside its map and its
     fragments, and, after the recording, retained responses per kind with the tests."""
-    list_path = store.path(session_id, "phase3/list.json")
-    if not list_path.is_file():
+    if not files.has_phase_three_list():
         return []
-    plan = read_json(list_path)
-    folder = store.path(session_id, "phase3")
+    plan = files.phase_three_list()
     rows = []
     fragments = [e for e in plan["entries"] if e["kind"] != "intact"]
     first_q = min((e["q"] for e in fragments), default=None)
@@ -216,8 +228,8 @@ def phase_three_section(
         if key in seen:
             continue
         seen.add(key)
-        arrays = read_npz(store.path(session_id, f"saliency/{e['saliency_key']}.npz"))
-        display = arrays["display_out" if e["source_category"] == "object" else "display_in"]
+        arrays = files.saliency_arrays(e["saliency_key"])
+        display = arrays["display_in" if e["source_category"] == preferred else "display_out"]
         own = [f for f in fragments if (f["channels"][0], f["source"]) == key and f["q"] == first_q]
         rows.append(
             FragmentRow(
@@ -227,7 +239,7 @@ def phase_three_section(
                 [
                     (
                         f"{f['kind']} (q {f['q']:g})",
-                        read_image(folder / "images" / f"{f['stimulus']}.png"),
+                        read_image(files.phase_three_image(f["stimulus"])),
                     )
                     for f in own
                 ],
@@ -238,17 +250,16 @@ def phase_three_section(
         f"<p>{len(fragments)} fragments of {len(seen)} visualised images (each kept "
         "fraction q of the foreground: salient = where the eq. 6 map is highest, complement "
         "= where it is lowest, random = one region at a seeded place), their intact sources "
-        f"and {len(plan['stability_bodies'])} stability bodies, each shown "
+        f"and {len(plan['stability_images'])} stability images, each shown "
         f"{plan['config']['repeats']} times.</p>",
     ]
     if rows:
         figure = base64.b64encode(fragments_figure(rows)).decode()
         parts.append(_img(figure, "Phase-three fragments"))
-    analysis_path = store.path(session_id, "phase3/analysis.json")
-    if not analysis_path.is_file():
+    if not files.has_phase_three_analysis():
         parts.append("<p>No phase-three recording yet.</p>")
         return parts
-    rows3 = phase_three_rows(read_json(analysis_path))
+    rows3 = phase_three_rows(files.phase_three_analysis())
     if rows3:
         parts.append(_img(retained_figure(rows3), "Retained response per fragment kind"))
         columns = [("channel", "channel")]
@@ -276,6 +287,42 @@ def phase_three_section(
     return parts
 
 
+def _summary(summary: dict[str, Any]) -> list[str]:
+    """The summary's fractions as text, per category where a test is per category."""
+    out = []
+    for key, value in summary.items():
+        name = key.replace("_", " ")
+        if isinstance(value, dict) and "passed" in value:
+            out.append(f"{html.escape(name)}: {value['passed']}/{value['of']}")
+        elif isinstance(value, dict):
+            out += [
+                f"{html.escape(name)} ({html.escape(cat)}): {v['passed']}/{v['of']}"
+                for cat, v in value.items()
+                if isinstance(v, dict)
+            ]
+    return out
+
+
+def _label(column: str) -> str:
+    """A table heading for an analysis column (``mw_p_object`` -> ``p two-sided (object)``)."""
+    for prefix, label in (
+        ("mw_u_", "Mann-Whitney U vs {}"),
+        ("mw_p_greater_", "p preferred > {}"),
+        ("mw_p_", "p two-sided vs {}"),
+        ("median_", "median {}"),
+        ("noise_ceiling_", "noise ceiling {}"),
+        ("r_normalised_", "normalised r {}"),
+        ("r_", "r {}"),
+        ("p_", "p {}"),
+    ):
+        if column.startswith(prefix):
+            return label.format(column.removeprefix(prefix).replace("_", " "))
+    return {
+        "stable": "stable (r > 0.6)",
+        "selective": "selective (p two-sided < alpha, preferred above, vs every category)",
+    }.get(column, column.replace("_", " "))
+
+
 def read_image(path) -> np.ndarray:
     from PIL import Image
 
@@ -285,65 +332,58 @@ def read_image(path) -> np.ndarray:
 def build_report(store: Store, session_id: str, images: dict[str, dict[str, Any]]) -> str:
     """The HTML report of a session.
 
-    ``images``: for "object" and "body", image id -> a function returning the ``[H, W, 3]``
-    image (the maps are drawn over it at any size).
+    ``images``: per category of the session, image id -> a function returning the
+    ``[H, W, 3]`` image (the maps are drawn over it at any size).
     """
     record = store.get_session(session_id)
-    config = record["config"]
-    windows = Windows.from_dict(config.get("windows"))
+    files = store.files(session_id)
+    config = record.config
     parts = [
         f"<h1>stimloop session {html.escape(session_id)}</h1>",
-        f"<p>State: <b>{html.escape(record['state'])}</b>; channels: "
-        f"{len(config['channels'])}; backbone {html.escape(config['backbone'])}.</p>",
+        f"<p>State: <b>{html.escape(record.state)}</b>; channels: "
+        f"{len(config.channels)}; backbone {html.escape(config.backbone)}; preferred "
+        f"category {html.escape(config.preferred_category)} (set "
+        f"{html.escape(config.preferred_set)}); candidates "
+        + ", ".join(
+            f"{html.escape(c.category)} ({html.escape(c.set)}"
+            + (", preferred" if c.preferred else "")
+            + ")"
+            for c in config.candidate_sets
+        )
+        + ".</p>",
     ]
-    if config["backbone"] == "resnet50_random":
+    if config.backbone == "resnet50_random":
         parts.append(
             "<p><b>Backbone resnet50_random is a seeded random-init stand-in, not the "
             "paper's robust ResNet-50.</b></p>"
         )
     provenance: dict[str, Any] = {}
-    analysis_path = store.path(session_id, "analysis.json")
-    analysis = read_json(analysis_path) if analysis_path.is_file() else None
+    analysis = files.analysis() if files.has_analysis() else None
     if analysis:
         provenance = analysis.get("provenance", {})
         parts += [
             "<h2>Model generalisation and stability (Fig. 3a)</h2>",
             _img(fig3a(analysis), "Figure 3a"),
         ]
-        s = analysis["summary"]
-        parts.append(
-            "<p>"
-            + "; ".join(
-                f"{html.escape(k.replace('_', ' '))}: {v['passed']}/{v['of']}"
-                for k, v in s.items()
-                if isinstance(v, dict)
-            )
-            + "</p>"
-        )
+        parts.append("<p>" + "; ".join(_summary(analysis["summary"])) + "</p>")
     else:
         parts.append("<p>No analysis yet: it is computed after phase two.</p>")
 
-    saliency_dir = store.path(session_id, "saliency")
-    metas = (
-        [read_json(p) for p in sorted(saliency_dir.glob("*.json"))] if saliency_dir.is_dir() else []
-    )
+    metas = files.saliency_results()
     if metas:
         panels, rows3b = [], []
-        p1 = read_npz(store.path(session_id, "phase1.npz"))
-        p2_path = store.path(session_id, "phase2.npz")
-        p2 = read_npz(p2_path) if p2_path.is_file() else None
-        object_ids = set(images["object"])
+        p1 = files.trial_columns("phase1")
+        p2 = files.trial_columns("phase2") if files.has_trials("phase2") else None
         for meta in metas:
-            arrays = read_npz(saliency_dir / f"{meta['key']}.npz")
-            obj_img = images["object"][meta["object"]]()
-            body_img = images["body"][meta["body"]]()
+            arrays = files.saliency_arrays(meta["key"])
+            category = meta["x_out_category"]
             panels.append(
                 PairPanel(
                     meta["channel"],
-                    meta["object"],
-                    meta["body"],
-                    obj_img,
-                    body_img,
+                    meta["x_out"],
+                    meta["x_in"],
+                    images[category][meta["x_out"]](),
+                    images[config.preferred_category][meta["x_in"]](),
                     arrays["display_out"],
                     arrays["display_in"],
                     meta["s"],
@@ -352,21 +392,21 @@ def build_report(store: Store, session_id: str, images: dict[str, dict[str, Any]
                 )
             )
             if p2 is not None:
-                objects = _means(p2, meta["channel"], object_ids, windows)
-                bodies = _means(p1, meta["channel"], None, windows)
-                if meta["object"] in objects:
+                others = _means(p2, meta["channel"], set(images[category]), config.windows)
+                preferred = _means(p1, meta["channel"], None, config.windows)
+                if meta["x_out"] in others:
                     rows3b.append(
                         {
                             "channel": meta["channel"],
-                            "object_response": objects[meta["object"]],
-                            "mean_objects": float(np.mean(list(objects.values()))),
-                            "mean_bodies": float(np.mean(list(bodies.values()))),
+                            "x_out_response": others[meta["x_out"]],
+                            "mean_other": float(np.mean(list(others.values()))),
+                            "mean_preferred": float(np.mean(list(preferred.values()))),
                         }
                     )
         if rows3b:
             parts += [
-                "<h2>Responses to the visualised objects (Fig. 3b)</h2>",
-                _img(fig3b(rows3b), "Figure 3b"),
+                "<h2>Responses to the visualised images (Fig. 3b)</h2>",
+                _img(fig3b(rows3b, config.preferred_category), "Figure 3b"),
             ]
         grid = base64.b64encode(grid_figure(panels)).decode()
         parts += [
@@ -376,11 +416,12 @@ def build_report(store: Store, session_id: str, images: dict[str, dict[str, Any]
                 metas,
                 [
                     ("channel", "channel"),
-                    ("object", "object"),
-                    ("body", "body"),
+                    ("x_out", "x_out"),
+                    ("x_out_category", "category"),
+                    ("x_in", f"x_in ({config.preferred_category})"),
                     ("s", "s"),
-                    ("norm_out", "|I(object)|"),
-                    ("norm_in", "|I(body)|"),
+                    ("norm_out", "|I(x_out)|"),
+                    ("norm_in", "|I(x_in)|"),
                     ("covered", "fraction of s"),
                     ("method", "method"),
                 ],
@@ -388,11 +429,10 @@ def build_report(store: Store, session_id: str, images: dict[str, dict[str, Any]
         ]
         provenance = provenance or metas[0].get("provenance", {})
 
-    parts += phase_three_section(store, session_id, images)
+    parts += phase_three_section(files, config.preferred_category, images)
 
-    channels_path = store.path(session_id, "channels.json")
-    if channels_path.is_file():
-        channels = read_json(channels_path)
+    if files.has_channels():
+        channels = files.channels()
         provenance = provenance or channels.get("provenance", {})
         parts += [
             "<h2>Inclusion (A.2)</h2>",
@@ -417,37 +457,15 @@ def build_report(store: Store, session_id: str, images: dict[str, dict[str, Any]
         rows = analysis_rows(analysis)
         parts += [
             "<h2>Stability, selectivity and generalisation</h2>",
-            _table(
-                rows,
-                [
-                    ("channel", "channel"),
-                    ("stability_r", "stability r"),
-                    ("stability_p", "p"),
-                    ("stable", "stable (r > 0.6)"),
-                    ("mann_whitney_u", "Mann-Whitney U"),
-                    ("mw_p_two_sided", "p two-sided"),
-                    ("mw_p_bodies_greater", "p bodies > objects"),
-                    ("median_control_bodies", "median control bodies"),
-                    ("median_objects", "median objects"),
-                    ("body_selective", "body-selective (p two-sided < alpha, bodies above)"),
-                    ("r_bodies", "r bodies"),
-                    ("p_bodies", "p"),
-                    ("noise_ceiling_bodies", "noise ceiling"),
-                    ("r_normalised_bodies", "normalised r"),
-                    ("r_objects", "r objects"),
-                    ("p_objects", "p"),
-                    ("noise_ceiling_objects", "noise ceiling"),
-                    ("r_normalised_objects", "normalised r"),
-                ],
-            ),
+            _table(rows, [(k, _label(k)) for k in rows[0]] if rows else []),
         ]
-    prov = {**record.get("provenance", {}), **provenance}
+    prov = {**record.provenance, **provenance}
     parts.append(
         "<hr><p class=prov>"
         + "; ".join(
             f"{html.escape(str(k))}: {html.escape(str(v))}" for k, v in sorted(prov.items())
         )
-        + f"; seed {config['seed']}</p>"
+        + f"; seed {config.seed}</p>"
     )
     style = (
         "body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:"

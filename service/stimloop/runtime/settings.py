@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -28,7 +29,9 @@ class Settings(BaseSettings):
         description="Stimulus directories may only be registered from below this folder.",
     )
     device: str = Field(default="auto", description="auto (CUDA when present), cpu or cuda.")
-    precision: str = Field(default="fp32", description="Backbone forward: fp32, bf16 or fp16.")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        default="fp32", description="Backbone forward: fp32, bf16 or fp16."
+    )
     batch_size: int = Field(default=32, ge=1, description="Images per backbone forward.")
     token_file: Path | None = Field(
         default=None, description="Hashed API tokens (default: <models_store>/tokens.json)."
@@ -84,7 +87,3 @@ class Settings(BaseSettings):
 def absolute(path: Path | str) -> Path:
     """``path`` made absolute against the current directory (``~`` expanded, links resolved)."""
     return Path(path).expanduser().resolve()
-
-
-def get_settings() -> Settings:
-    return Settings()

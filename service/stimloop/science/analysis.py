@@ -1,23 +1,31 @@
-"""After phase two: stability, body selectivity and generalisation, per channel (sec. 4, 5.1).
+"""After phase two: stability, selectivity and generalisation, per channel (sec. 4, 5.1).
 
-* Stability: Pearson r between phase-one and phase-two stimulus means on the repeated bodies;
-  a channel is stable if r > 0.60 (sec. 4).
-* Body selectivity: Mann-Whitney U between the channel's phase-two responses (stimulus means)
-  to the selected objects and to the selected control bodies (sec. 4, A.2). The paper keeps
-  channels "for which the test detected a significant difference": the verdict needs the
-  two-sided p below alpha *and* the direction bodies above objects (U / (n_b n_o) > 1/2, the
-  probability that a control body's response exceeds an object's); both medians are reported.
+Categories are data: the channels prefer one category (bodies in the paper); the readouts
+are trained on images of it (the preferred set), and phase two shows picks from candidate
+sets, each of one category. Candidate sets of the preferred category (the paper's control
+bodies) are the *preferred candidates*; every other category (objects) is an *other*.
+
+* Stability: Pearson r between phase-one and phase-two stimulus means on the repeated images
+  of the preferred set; a channel is stable if r > 0.60 (sec. 4).
+* Selectivity: Mann-Whitney U between the channel's phase-two responses (stimulus means) to
+  the selected preferred candidates and to the selected images of each other category (sec.
+  4, A.2: control bodies against objects). The paper keeps channels "for which the test
+  detected a significant difference": a verdict needs the two-sided p below alpha *and* the
+  direction preferred above other (U / (n_p n_o) > 1/2, the probability that a preferred
+  candidate's response exceeds the other's); both medians are reported. A channel is
+  selective when it passes against every other category. Without preferred candidates the
+  repeated preferred-set images stand in for them.
 * Generalisation: Pearson r and p between predicted and recorded responses on the held-out
-  bodies (phase one) and on the phase-two objects (sec. 5.1, Fig. 3a), with the noise ceiling
-  of those recorded means (split-half r, Spearman-Brown corrected, A.2) and the normalised
-  r = r / sqrt(ceiling), as models are compared with neurons.
+  images of the preferred set (phase one) and on the phase-two picks of each other category
+  (sec. 5.1, Fig. 3a: bodies and objects), with the noise ceiling of those recorded means
+  (split-half r, Spearman-Brown corrected, A.2) and the normalised r = r / sqrt(ceiling).
 Every verdict comes with its statistic and p-value; the summary gives the fractions of channels
 passing each test, as in Fig. 3a.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -48,26 +56,30 @@ class Generalisation(Correlation):
 
 @dataclass(frozen=True)
 class Selectivity:
-    u: float  # Mann-Whitney U of the control bodies against the objects
+    """The preferred candidates against one other category (control bodies vs objects)."""
+
+    other: str  # the other category
+    u: float  # Mann-Whitney U of the preferred candidates against the other category
     p_two_sided: float
-    p_bodies_greater: float  # one-sided: control bodies > objects (for reference)
-    median_bodies: float
-    median_objects: float
-    n_bodies: int
-    n_objects: int
-    effect: float  # U / (n_bodies n_objects): P(control body > object), ties half
+    p_preferred_greater: float  # one-sided: preferred > other (for reference)
+    median_preferred: float
+    median_other: float
+    n_preferred: int
+    n_other: int
+    effect: float  # U / (n_preferred n_other): P(preferred > other), ties half
     significant: bool  # two-sided p < alpha: the responses differ
-    bodies_above: bool  # effect > 1/2: the difference is bodies above objects
-    passed: bool  # significant and bodies_above
+    preferred_above: bool  # effect > 1/2: the difference is preferred above other
+    passed: bool  # significant and preferred_above
 
 
 @dataclass(frozen=True)
 class ChannelAnalysis:
     channel: str
     stability: Correlation
-    selectivity: Selectivity
-    generalisation_bodies: Generalisation | None  # None for channels without a fitted model
-    generalisation_objects: Generalisation | None
+    selectivity: list[Selectivity]  # one per other category
+    selective: bool  # passed against every other category
+    generalisation_preferred: Generalisation | None  # held-out preferred images; None: no model
+    generalisation: dict[str, Generalisation]  # per other category; empty without a model
 
 
 @dataclass
@@ -92,26 +104,32 @@ def correlation(x: np.ndarray, y: np.ndarray, threshold: float, alpha: float | N
     return Correlation(r, p, n, ok)
 
 
-def body_selectivity(bodies: np.ndarray, objects: np.ndarray, alpha: float) -> Selectivity:
-    """Mann-Whitney U of control-body against object responses (scipy's U of the first).
+def selectivity(
+    preferred: np.ndarray, other: np.ndarray, alpha: float, other_category: str = "object"
+) -> Selectivity:
+    """Mann-Whitney U of the preferred candidates' responses against another category's
+    (scipy's U of the first; control bodies against objects in the paper).
 
-    Sec. 4 / A.2: a significant difference (two-sided p < ``alpha``) with bodies above objects.
+    Sec. 4 / A.2: a significant difference (two-sided p < ``alpha``) with preferred above.
     """
-    bodies, objects = np.asarray(bodies, float), np.asarray(objects, float)
-    nb, no = len(bodies), len(objects)
+    preferred, other = np.asarray(preferred, float), np.asarray(other, float)
+    nb, no = len(preferred), len(other)
     if nb == 0 or no == 0:
         nan = float("nan")
-        return Selectivity(nan, nan, nan, nan, nan, nb, no, nan, False, False, False)
-    two = stats.mannwhitneyu(bodies, objects, alternative="two-sided")
-    one = stats.mannwhitneyu(bodies, objects, alternative="greater")
+        return Selectivity(
+            other_category, nan, nan, nan, nan, nan, nb, no, nan, False, False, False
+        )
+    two = stats.mannwhitneyu(preferred, other, alternative="two-sided")
+    one = stats.mannwhitneyu(preferred, other, alternative="greater")
     effect = float(two.statistic) / (nb * no)
     significant, above = bool(two.pvalue < alpha), bool(effect > 0.5)
     return Selectivity(
+        other_category,
         float(two.statistic),
         float(two.pvalue),
         float(one.pvalue),
-        float(np.median(bodies)),
-        float(np.median(objects)),
+        float(np.median(preferred)),
+        float(np.median(other)),
         nb,
         no,
         effect,
@@ -165,27 +183,30 @@ def analyse(
     phase_one: ResponseTable,
     phase_two: ResponseTable,
     readout: FittedReadout | None,
-    stability_bodies: Sequence[str],
-    objects: Sequence[str],
-    control_bodies: Sequence[str],
-    object_predictions: np.ndarray | None,
+    stability_images: Sequence[str],
+    preferred: Sequence[str],
+    others: Mapping[str, Sequence[str]],
+    predictions: Mapping[str, np.ndarray],
     test_predictions: np.ndarray | None = None,
     config: AnalysisConfig = AnalysisConfig(),
     seed: int = 0,
 ) -> Analysis:
     """Per-channel stability, selectivity and generalisation.
 
-    ``objects`` / ``control_bodies``: the phase-two images of each category;
-    ``object_predictions``: ``[len(objects), C_fit]`` predictions of ``readout`` for them;
-    ``test_predictions``: ``[n_test, C_fit]`` for the held-out bodies
-    ``readout.split_ids["test"]``. Channels are those of phase one. ``seed`` draws the
-    split halves of the noise ceilings (per channel, from its name).
+    ``stability_images``: the repeated preferred-set images; ``preferred``: the phase-two
+    picks of the preferred category (control bodies); ``others``: category -> its phase-two
+    picks (objects); ``predictions``: category -> ``[len(others[category]), C_fit]``
+    predictions of ``readout``; ``test_predictions``: ``[n_test, C_fit]`` for the held-out
+    preferred images ``readout.split_ids["test"]``. Channels are those of phase one. ``seed``
+    draws the split halves of the noise ceilings (per channel, from its name).
     """
-    check_phase_two(phase_two, list(stability_bodies) + list(objects) + list(control_bodies))
-    p1_stab = phase_one.means_for(stability_bodies)
-    p2_stab = phase_two.means_for(stability_bodies)
-    p2_obj = phase_two.means_for(objects)
-    p2_ctl = phase_two.means_for(control_bodies)
+    shown = [*stability_images, *preferred, *(s for ids in others.values() for s in ids)]
+    check_phase_two(phase_two, shown)
+    p1_stab = phase_one.means_for(stability_images)
+    p2_stab = phase_two.means_for(stability_images)
+    # without preferred candidates, the repeated preferred-set images stand in for them
+    p2_pref = phase_two.means_for(preferred) if len(preferred) else p2_stab
+    p2_other = {cat: phase_two.means_for(ids) for cat, ids in others.items()}
     test_ids = readout.split_ids.get("test", []) if readout is not None else []
     p1_test = phase_one.means_for(test_ids) if test_ids else None
     results = []
@@ -193,8 +214,8 @@ def analyse(
         c1 = phase_one.channel_index(channel)
         c2 = phase_two.channel_index(channel)
         stability = correlation(p1_stab[c1], p2_stab[c2], config.min_stability, None)
-        selectivity = body_selectivity(p2_ctl[c2], p2_obj[c2], config.alpha)
-        gen_b = gen_o = None
+        tests = [selectivity(p2_pref[c2], p2_other[cat][c2], config.alpha, cat) for cat in others]
+        gen_p, gen = None, {}
         if readout is not None and channel in readout.channels:
             j = readout.channels.index(channel)
             rng = channel_rng(seed, channel, "noise-ceiling")
@@ -202,18 +223,23 @@ def analyse(
                 ceiling = noise_ceiling(
                     trials_of(phase_one, c1, test_ids), config.ceiling_splits, rng
                 )
-                gen_b = generalisation(test_predictions[:, j], p1_test[c1], config.alpha, ceiling)
-            if object_predictions is not None and len(objects):
-                ceiling = noise_ceiling(
-                    trials_of(phase_two, c2, objects), config.ceiling_splits, rng
-                )
-                gen_o = generalisation(object_predictions[:, j], p2_obj[c2], config.alpha, ceiling)
-        results.append(ChannelAnalysis(channel, stability, selectivity, gen_b, gen_o))
-    return Analysis(results, summarise(results), config)
+                gen_p = generalisation(test_predictions[:, j], p1_test[c1], config.alpha, ceiling)
+            for cat, ids in others.items():
+                if cat in predictions and len(ids):
+                    ceiling = noise_ceiling(
+                        trials_of(phase_two, c2, ids), config.ceiling_splits, rng
+                    )
+                    gen[cat] = generalisation(
+                        predictions[cat][:, j], p2_other[cat][c2], config.alpha, ceiling
+                    )
+        selective = bool(tests) and all(t.passed for t in tests)
+        results.append(ChannelAnalysis(channel, stability, tests, selective, gen_p, gen))
+    return Analysis(results, summarise(results, list(others)), config)
 
 
-def summarise(channels: Sequence[ChannelAnalysis]) -> dict[str, Any]:
-    """Fractions of channels passing each test (Fig. 3a), with the counts behind them."""
+def summarise(channels: Sequence[ChannelAnalysis], others: Sequence[str]) -> dict[str, Any]:
+    """Fractions of channels passing each test (Fig. 3a), with the counts behind them; per
+    other category where a test is per category."""
 
     def fraction(values: list[bool]) -> dict[str, Any]:
         return {
@@ -223,28 +249,29 @@ def summarise(channels: Sequence[ChannelAnalysis]) -> dict[str, Any]:
         }
 
     stable = [c for c in channels if c.stability.passed]
-    fitted = [c for c in stable if c.generalisation_objects is not None]
+    fitted = [c for c in stable if c.generalisation_preferred is not None or c.generalisation]
+    held_out = [c.generalisation_preferred for c in fitted if c.generalisation_preferred]
+    per = {
+        cat: [c.generalisation[cat] for c in fitted if cat in c.generalisation] for cat in others
+    }
     return {
         "stable": fraction([c.stability.passed for c in channels]),
-        "body_selective_among_stable": fraction([c.selectivity.passed for c in stable]),
-        "bodies_significant_positive_among_stable": fraction(
-            [c.generalisation_bodies is not None and c.generalisation_bodies.passed for c in fitted]
+        "selective_among_stable": fraction([c.selective for c in stable]),
+        "preferred_significant_positive_among_stable": fraction(
+            [
+                c.generalisation_preferred is not None and c.generalisation_preferred.passed
+                for c in fitted
+            ]
         ),
-        "objects_significant_positive_among_stable": fraction(
-            [c.generalisation_objects.passed for c in fitted if c.generalisation_objects]
-        ),
-        "mean_r_bodies": finite_mean(
-            [c.generalisation_bodies.r for c in fitted if c.generalisation_bodies]
-        ),
-        "mean_r_objects": finite_mean(
-            [c.generalisation_objects.r for c in fitted if c.generalisation_objects]
-        ),
-        "mean_r_normalised_bodies": finite_mean(
-            [c.generalisation_bodies.r_normalised for c in fitted if c.generalisation_bodies]
-        ),
-        "mean_r_normalised_objects": finite_mean(
-            [c.generalisation_objects.r_normalised for c in fitted if c.generalisation_objects]
-        ),
+        "significant_positive_among_stable": {
+            cat: fraction([g.passed for g in gens]) for cat, gens in per.items()
+        },
+        "mean_r_preferred": finite_mean([g.r for g in held_out]),
+        "mean_r": {cat: finite_mean([g.r for g in gens]) for cat, gens in per.items()},
+        "mean_r_normalised_preferred": finite_mean([g.r_normalised for g in held_out]),
+        "mean_r_normalised": {
+            cat: finite_mean([g.r_normalised for g in gens]) for cat, gens in per.items()
+        },
         "mean_stability_r": finite_mean([c.stability.r for c in channels]),
     }
 

@@ -82,6 +82,9 @@ class FeatureExtractor(nn.Module):
     still flow to the input, which is what saliency needs.
     """
 
+    mean: torch.Tensor  # [1, 3, 1, 1] buffers: ImageNet normalisation
+    std: torch.Tensor
+
     def __init__(
         self,
         resnet: torchvision.models.ResNet,
@@ -282,7 +285,7 @@ def load_backbone(spec: BackboneSpec, weights_dir: Path, device: str = "auto") -
         resnet = build_resnet50(clean_state_dict(obj))
     extractor = FeatureExtractor(resnet, spec.mean, spec.std, spec.layer)
     target = resolve_device(device)
-    extractor = extractor.to(target, memory_format=torch.channels_last)
+    extractor = extractor.to(memory_format=torch.channels_last).to(target)
     return Backbone(spec=spec, model=extractor, weights_sha256=sha, device=target)
 
 
@@ -413,6 +416,7 @@ def extract_features(
 
         pending = prefetch.submit(decode, chunks[0]) if chunks else None
         for i in range(len(chunks)):
+            assert pending is not None
             batch = pending.result()
             if i + 1 < len(chunks):
                 pending = prefetch.submit(decode, chunks[i + 1])

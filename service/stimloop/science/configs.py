@@ -92,7 +92,7 @@ class SelectionConfig:
     n_top: Annotated[int, Ge(0), Le(100)] = 1
     n_bottom: Annotated[int, Ge(0), Le(100)] = 1
     n_similar: Annotated[int, Ge(0), Le(100)] = 1
-    stability_bodies: Annotated[int, Ge(0), Le(10_000)] = 75  # sec. 4: "a subset of 75"
+    stability_images: Annotated[int, Ge(0), Le(10_000)] = 75  # sec. 4: "a subset of 75"
     repeats: Annotated[int, Ge(1), Le(100)] = 8  # presentations of each image (A.2: 8x)
 
     def __post_init__(self) -> None:

@@ -77,7 +77,9 @@ def resize_map(display: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     display = np.asarray(display, dtype=np.float32)
     if display.shape == tuple(shape):
         return display
-    image = Image.fromarray(display, mode="F").resize((shape[1], shape[0]), Image.BILINEAR)
+    image = Image.fromarray(display, mode="F").resize(
+        (shape[1], shape[0]), Image.Resampling.BILINEAR
+    )
     return np.asarray(image, dtype=np.float32)
 
 

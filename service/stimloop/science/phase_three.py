@@ -60,7 +60,7 @@ class ListEntry:
 @dataclass
 class PhaseThreeList:
     entries: list[ListEntry]
-    stability_bodies: list[str]
+    stability_images: list[str]
     sequence: list[str]
     config: PhaseThreeConfig
     seed: int
@@ -69,12 +69,12 @@ class PhaseThreeList:
     def stimuli(self) -> list[str]:
         """Every image shown, once: the entries, then stability bodies not among them."""
         listed = [e.stimulus for e in self.entries]
-        return listed + [b for b in self.stability_bodies if b not in set(listed)]
+        return listed + [b for b in self.stability_images if b not in set(listed)]
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "entries": [asdict(e) for e in self.entries],
-            "stability_bodies": self.stability_bodies,
+            "stability_images": self.stability_images,
             "sequence": self.sequence,
             "config": asdict(self.config),
             "seed": self.seed,
@@ -83,7 +83,7 @@ class PhaseThreeList:
 
 def build_list(
     entries: Sequence[ListEntry],
-    stability_bodies: Sequence[str],
+    stability_images: Sequence[str],
     config: PhaseThreeConfig,
     seed: int,
 ) -> PhaseThreeList:
@@ -92,7 +92,7 @@ def build_list(
     ids = [e.stimulus for e in entries]
     if len(set(ids)) != len(ids):
         raise ValueError("phase-three entries must have distinct stimulus ids")
-    made = PhaseThreeList(list(entries), list(stability_bodies), [], config, seed)
+    made = PhaseThreeList(list(entries), list(stability_images), [], config, seed)
     stimuli = made.stimuli
     if len(stimuli) < 2:
         raise ValueError("phase three needs at least two images")
@@ -105,7 +105,7 @@ def list_from_dict(data: Mapping[str, Any]) -> PhaseThreeList:
     config = PhaseThreeConfig(tuple(cfg["q"]), tuple(cfg["kinds"]), cfg["feather"], cfg["repeats"])
     return PhaseThreeList(
         [ListEntry(**e) for e in data["entries"]],
-        list(data["stability_bodies"]),
+        list(data["stability_images"]),
         list(data["sequence"]),
         config,
         int(data["seed"]),
@@ -296,7 +296,7 @@ def analyse_phase_three(
             0.0,
             alpha,
         )
-        bodies = plan.stability_bodies
+        bodies = plan.stability_images
         p3 = table.means_for(bodies)[c3]
         stab1 = correlation(
             phase_one.means_for(bodies)[phase_one.channel_index(channel)], p3, min_stability, None

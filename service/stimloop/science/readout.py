@@ -312,7 +312,7 @@ def grid_init(x: torch.Tensor, y: torch.Tensor, width: int, subdivide: int = 1) 
         """Read-out features at lattice position ``p`` (at most 4 cells), centred: ``[N, F]``,
         and their mean ``[F]``."""
         used = torch.nonzero(sampling[p] > 0).flatten().tolist()
-        a = sum(sampling[p, u].double() * x[:, u].double() for u in used)
+        a = torch.stack([sampling[p, u].double() * x[:, u].double() for u in used]).sum(0)
         a_mean = a.mean(0)
         return a - a_mean, a_mean
 
@@ -415,7 +415,7 @@ def fit_readouts(
     # each channel would multiply the penalty's weight by std^1.5 in recorded units.
     std = np.nanstd(targets[split.train], axis=0)
     if not (np.isfinite(std).all() and (std > 0).all()):
-        bad = [channels[i] for i in np.flatnonzero(~(np.isfinite(std) & (std > 0)))]
+        bad = [channels[int(i)] for i in np.flatnonzero(~(np.isfinite(std) & (std > 0)))]
         raise ValueError(f"channels with constant or missing training responses: {bad[:5]}")
 
     x_train = _as_rows(maps[split.train], device)

@@ -47,13 +47,15 @@ class Trials:
             )
 
 
-def _columns(stimulus: Sequence[str], channel: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+Column = Sequence[str] | np.ndarray  # a trial column: a list or a 1-D array
+Values = Sequence[float] | np.ndarray
+
+
+def _columns(stimulus: Column, channel: Column) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(stimulus, dtype=str), np.asarray(channel, dtype=str)
 
 
-def trials_from_rates(
-    stimulus: Sequence[str], channel: Sequence[str], net_rate: Sequence[float]
-) -> Trials:
+def trials_from_rates(stimulus: Column, channel: Column, net_rate: Values) -> Trials:
     """Trials whose net rate (spikes/s) the rig computed already."""
     s, c = _columns(stimulus, channel)
     return Trials(s, c, np.asarray(net_rate, dtype=np.float64))
@@ -73,10 +75,10 @@ def net_rate_from_counts(
 
 
 def trials_from_counts(
-    stimulus: Sequence[str],
-    channel: Sequence[str],
-    baseline_count: Sequence[float],
-    response_count: Sequence[float],
+    stimulus: Column,
+    channel: Column,
+    baseline_count: Values,
+    response_count: Values,
     windows: Windows = Windows(),
 ) -> Trials:
     """Trials from spike counts in the baseline and response windows of ``windows``."""
@@ -87,37 +89,18 @@ def trials_from_counts(
     return Trials(s, c, net_rate_from_counts(base, resp, windows.baseline_s, windows.response_s))
 
 
-def count_in_window(spike_times: np.ndarray, window: tuple[float, float]) -> int:
-    """Spikes with ``start <= t < end`` (times in seconds relative to stimulus onset)."""
-    t = np.asarray(spike_times, dtype=float)
-    return int(((t >= window[0]) & (t < window[1])).sum())
-
-
-def trials_from_spike_times(
-    stimulus: Sequence[str],
-    channel: Sequence[str],
-    spike_times: Sequence[np.ndarray],
-    windows: Windows = Windows(),
-) -> Trials:
-    """Trials from each trial's spike times (s, relative to onset), cut into the windows."""
-    if len(spike_times) != len(stimulus):
-        raise ValueError(f"{len(spike_times)} spike-time arrays for {len(stimulus)} trials")
-    for i, t in enumerate(spike_times):
-        if not np.isfinite(np.asarray(t, dtype=float)).all():
-            raise ValueError(f"trial {i} has NaN or infinite spike times")
-    base = [count_in_window(t, windows.baseline) for t in spike_times]
-    resp = [count_in_window(t, windows.response) for t in spike_times]
-    return trials_from_counts(stimulus, channel, base, resp, windows)
-
-
-def check_known_stimuli(trials: Trials, known: Sequence[str]) -> None:
-    """Raise naming the stimulus ids that are not in ``known``."""
-    unknown = sorted(set(np.unique(trials.stimulus)) - set(known))
-    if unknown:
-        raise ValueError(
-            f"{len(unknown)} stimulus ids are not in the stimulus set, e.g. {unknown[:5]}; "
-            "check the ids against the registered set"
-        )
+def trials_from_columns(columns: dict[str, np.ndarray], windows: Windows = Windows()) -> Trials:
+    """Trial-table columns (``rate``, or window counts cut with ``windows``) to net-rate
+    trials (A.2's net response)."""
+    if "rate" in columns:
+        return trials_from_rates(columns["stimulus"], columns["channel"], columns["rate"])
+    return trials_from_counts(
+        columns["stimulus"],
+        columns["channel"],
+        columns["baseline_count"],
+        columns["response_count"],
+        windows,
+    )
 
 
 @dataclass(frozen=True)

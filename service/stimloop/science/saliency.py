@@ -183,6 +183,8 @@ def resolve_strategy(strategy: Strategy, device: torch.device) -> Literal["loop"
 class ReadoutAt(nn.Module):
     """``x`` ``[m, 3, H, W]`` -> read-out features ``a`` ``[m, F]`` at one location ``mu``."""
 
+    k: torch.Tensor  # buffer: the bilinear weights of the channel's location
+
     def __init__(self, backbone: nn.Module, mu: Sequence[float], map_hw: tuple[int, int]) -> None:
         super().__init__()
         self.backbone = backbone

@@ -1,9 +1,11 @@
 """The phase-two list: per channel the top-, bottom-predicted and most-similar candidates.
 
-Sec. 3.2 and 4: for each included channel and each candidate category (objects, control
-bodies), the highest and the lowest predicted candidate and the candidate most similar
-(eq. 2-3) to the body with the highest recorded phase-one response. The phase-two list holds
-every selected image once with all its reasons, plus 75 phase-one bodies for the stability test.
+Sec. 3.2 and 4: for each included channel and each candidate set (one category each: objects
+and control bodies in the paper), the highest and the lowest predicted candidate and the
+candidate most similar (eq. 2-3) to the reference, the image of the preferred set (a body)
+with the highest recorded phase-one response. The phase-two list holds every selected image
+once with all its reasons, plus 75 phase-one images of the preferred set for the stability
+test. Here "bodies" name the preferred set's images, as in the paper.
 
 Ties are broken by stimulus id: among equal scores the smallest id (string order) wins, for
 the top, the bottom and the most similar alike.
@@ -124,7 +126,7 @@ class ChannelSelection:
     channel: str
     included: bool
     reason: str  # why excluded ("" when included)
-    reference_body: str | None = None  # body with the highest recorded phase-one response
+    reference: str | None = None  # body with the highest recorded phase-one response
     reference_response: float | None = None
     picks: list[Pick] = field(default_factory=list)
 
@@ -152,13 +154,13 @@ class PhaseTwoList:
     """Every selected image once (with all its reasons), then the stability bodies."""
 
     entries: list[ListEntry]
-    stability_bodies: list[str]
+    stability_images: list[str]
     seed: int
     stability_rule: str
 
     @property
     def stimuli(self) -> list[str]:
-        return [e.stimulus for e in self.entries] + self.stability_bodies
+        return [e.stimulus for e in self.entries] + self.stability_images
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -192,16 +194,18 @@ class Candidates:
 
 
 STABILITY_RULE = (
-    "bodies ranked by their phase-one response (per-channel z-scores averaged over the included "
+    "images of the preferred set ranked by their phase-one response "
+    "(per-channel z-scores averaged over the included "
     "channels, or over all channels when none is included; ties by id), cut into n equal-count "
     "strata, one body drawn uniformly from each stratum with the recorded seed"
 )
 
 
-def stability_bodies(
+def stability_images(
     body_ids: Sequence[str], responses: np.ndarray, n: int, seed: int
 ) -> list[str]:
-    """``n`` bodies spread over the range of recorded responses (see ``STABILITY_RULE``).
+    """``n`` preferred-set images (bodies) spread over the range of recorded responses (see
+    ``STABILITY_RULE``).
 
     ``responses``: ``[C, S]`` phase-one means of the channels that rank the bodies.
     """
@@ -258,7 +262,7 @@ def select(
         a_ref = a_ref_all[torch.arange(len(included)), torch.arange(len(included))].numpy()
         h, w = fit.map_shape[1:]
         for j, channel in enumerate(included):
-            out[channel].reference_body = body_ids[best_body[j]]
+            out[channel].reference = body_ids[best_body[j]]
             out[channel].reference_response = float(means[rows[j], best_body[j]])
         for cand in candidates:
             scores = score_candidates(cand.cells, fit.mu, fit.w, fit.b, a_ref, h, w)
@@ -288,7 +292,7 @@ def select(
                 Reason(channel, pick.role, pick.rank, pick.predicted, pick.similarity)
             )
     ranking_rows = [names.index(c) for c in included] or list(range(len(names)))
-    bodies = stability_bodies(body_ids, means[ranking_rows], config.stability_bodies, seed)
+    bodies = stability_images(body_ids, means[ranking_rows], config.stability_images, seed)
     phase_two = PhaseTwoList(list(entries.values()), bodies, seed, STABILITY_RULE)
     return Selection([out[c] for c in names], phase_two, config)
 
@@ -320,7 +324,7 @@ def selection_from_dict(data: Mapping[str, Any]) -> Selection:
             c["channel"],
             c["included"],
             c["reason"],
-            c["reference_body"],
+            c["reference"],
             c["reference_response"],
             [Pick(**p) for p in c["picks"]],
         )
@@ -332,6 +336,6 @@ def selection_from_dict(data: Mapping[str, Any]) -> Selection:
         for e in p2["entries"]
     ]
     phase_two = PhaseTwoList(
-        entries, list(p2["stability_bodies"]), p2["seed"], p2["stability_rule"]
+        entries, list(p2["stability_images"]), p2["seed"], p2["stability_rule"]
     )
     return Selection(channels, phase_two, SelectionConfig(**data["config"]))

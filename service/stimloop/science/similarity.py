@@ -52,15 +52,3 @@ def similarity_to_many(
     u_ref = torch.as_tensor(a_ref, dtype=torch.float64) * w
     u = torch.as_tensor(a_many, dtype=torch.float64) * w
     return weighted_cosine((u * u_ref).sum(-1), u.norm(dim=-1), u_ref.norm(dim=-1))
-
-
-def most_similar(
-    a_ref: np.ndarray, a_set: np.ndarray, w: np.ndarray, ids: list[str] | None = None
-) -> tuple[int, float]:
-    """Eq. (3): the index of the image of ``a_set`` (``[N, F]``) most similar to ``a_ref``.
-
-    Ties go to the smallest id (or index when no ids are given). Returns (index, similarity).
-    """
-    s = similarity_to_many(a_ref, a_set, w).numpy()
-    order = np.lexsort((np.asarray(ids) if ids is not None else np.arange(len(s)), -s))
-    return int(order[0]), float(s[order[0]])

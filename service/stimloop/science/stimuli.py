@@ -1,4 +1,5 @@
-"""Procedural stimuli: monkey-like bodies, non-body objects and control bodies (paper sec. 4).
+"""Procedural stimuli: monkey-like bodies, non-body objects, control bodies (paper sec. 4), and
+faces, for labs recording from other category-selective patches.
 
 The lab's stimuli (a rendered macaque avatar in 45 poses x 16 viewpoints, OpenImages objects,
 control bodies of other species) cannot ship with the code, so demos and tests draw stand-ins
@@ -11,11 +12,13 @@ for a seed whatever its size.
   images, of which ``n`` are drawn by a seeded permutation (the paper used 475 of 720).
 * Objects: spiky, stubby, elongated, composite and textured non-body shapes.
 * Control bodies: biped, bird-like, snake-like and insect-like body plans.
+* Faces: a monkey-like face (head, ears, pale face mask, brows, eyes, muzzle, mouth) turned
+  and tilted, gazing and in one of four expressions; control faces are drawn the same way from
+  their own random stream (other individuals), as control bodies are for bodies.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 from dataclasses import dataclass, field
@@ -41,8 +44,9 @@ BEHAVIOURS = (
 )
 OBJECT_KINDS = ("spiky", "stubby", "elongated", "composite", "textured")
 CONTROL_KINDS = ("biped", "bird", "snake", "insect")
-Category = Literal["body", "object", "control_body"]
-_CATEGORY_CODE = {"body": 1, "object": 2, "control_body": 3}
+EXPRESSIONS = ("neutral", "open_mouth", "lip_smack", "fear_grin")
+Category = Literal["body", "object", "control_body", "face", "control_face"]
+_CATEGORY_CODE = {"body": 1, "object": 2, "control_body": 3, "face": 4, "control_face": 5}
 _SUPERSAMPLE = 2
 
 Color = tuple[int, int, int]
@@ -67,10 +71,6 @@ def encode_png(image: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(image, mode="RGB").save(buffer, format="PNG", optimize=False)
     return buffer.getvalue()
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _rng(seed: int, category: Category, index: int) -> np.random.Generator:
@@ -211,7 +211,7 @@ def _shade(color: Color, factor: float) -> Color:
 
 # Per behaviour: torso pitch, head pitch, (upper, lower) angles for fore and hind limbs
 # (0 = straight down, positive = forward), tail curl. Degrees.
-_BEHAVIOUR_POSES: dict[str, dict[str, float]] = {
+_BEHAVIOUR_POSES: dict[str, dict[str, Any]] = {
     "walk": dict(
         pitch=0, head=5, fore=(20, -10), fore2=(-20, 10), hind=(-20, 15), hind2=(20, -15), tail=40
     ),
@@ -422,8 +422,9 @@ def draw_object(seed: int, index: int) -> tuple[np.ndarray, dict[str, Any]]:
         params["spikes"] = spikes
     elif kind == "stubby":
         t = np.linspace(0, 2 * np.pi, 96, endpoint=False)
-        radius = 55 + sum(
-            rng.uniform(3, 14) * np.cos(k * t + rng.uniform(0, 2 * np.pi)) for k in range(2, 6)
+        radius = 55 + np.sum(
+            [rng.uniform(3, 14) * np.cos(k * t + rng.uniform(0, 2 * np.pi)) for k in range(2, 6)],
+            axis=0,
         )
         d.polygon(_radial(rng, radius, rotation), color)
         bumps = int(rng.integers(2, 6))
@@ -442,8 +443,8 @@ def draw_object(seed: int, index: int) -> tuple[np.ndarray, dict[str, Any]]:
                 (pts[-1][0] + step * math.cos(heading), pts[-1][1] + step * math.sin(heading))
             )
         width = float(rng.uniform(12, 30))
-        for a, b in zip(pts[:-1], pts[1:]):
-            d.capsule(a, b, width, color)
+        for start, end in zip(pts[:-1], pts[1:]):
+            d.capsule(start, end, width, color)
         if rng.random() < 0.5:
             d.circle(pts[-1], width * 1.2, _color(rng))
         params["segments"] = joints
@@ -561,13 +562,74 @@ def generate_control_bodies(n: int, seed: int) -> list[Stimulus]:
     ]
 
 
-def generate_set(bodies: int, objects: int, control_bodies: int, seed: int) -> list[Stimulus]:
-    """All three categories for one seed, bodies first."""
-    return (
-        generate_bodies(bodies, seed)
-        + generate_objects(objects, seed)
-        + generate_control_bodies(control_bodies, seed)
-    )
+# --------------------------------------------------------------------------- faces
+
+
+def draw_face(
+    seed: int, index: int, category: Literal["face", "control_face"] = "face"
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Face ``index``: a monkey-like face turned (yaw shifts the features sideways and
+    narrows the far eye), tilted, gazing somewhere, in one of ``EXPRESSIONS`` (cycling)."""
+    rng = _rng(seed, category, index)
+    u = lambda lo, hi: float(rng.uniform(lo, hi))  # noqa: E731
+    expression = EXPRESSIONS[index % len(EXPRESSIONS)]
+    fur, skin = _natural_color(rng), _shade((214, 160, 140), u(0.8, 1.1))
+    rx, ry, yaw, tilt = u(58, 72), u(70, 88), u(-0.35, 0.35), u(-0.4, 0.4)
+    gaze = (u(-3, 3), u(-2, 2))
+    ct, st = math.cos(tilt), math.sin(tilt)
+
+    def rot(p: Point) -> Point:
+        return (p[0] * ct - p[1] * st, p[0] * st + p[1] * ct)
+
+    def at(x: float, y: float) -> Point:  # a feature on the face, turned by the yaw
+        return rot((x * (1 - abs(yaw) * 0.5) + yaw * rx * 0.6, y))
+
+    d = _Drawing()
+    for side in (-1, 1):  # ears behind the head, the far one hidden as the face turns
+        d.circle(rot((side * rx * 0.95 - yaw * rx * 0.3, -10)), u(14, 22), _shade(fur, 0.85))
+    d.ellipse(rot((0, 0)), rx, ry, tilt, fur)
+    d.ellipse(at(0, 18), rx * 0.68, ry * 0.62, tilt, skin)
+    dark = (40, 30, 30)
+    brow = {"neutral": 0.0, "open_mouth": -0.35, "lip_smack": 0.15, "fear_grin": 0.3}[expression]
+    for side in (-1, 1):
+        scale = 1.0 - 0.35 * max(0.0, side * yaw) / 0.35  # the far eye narrows
+        eye = at(side * 24, -12)
+        d.ellipse(eye, 11 * scale, 7, tilt, (235, 230, 220))
+        d.circle((eye[0] + gaze[0] * scale, eye[1] + gaze[1]), 4.5 * scale, dark)
+        d.capsule(
+            at(side * 12, -26 + brow * 6), at(side * 36, -26 - brow * 6), 5, _shade(fur, 0.55)
+        )
+    d.ellipse(at(0, 22), 16, 11, tilt, _shade(skin, 0.9))  # muzzle
+    for side in (-1, 1):
+        d.circle(at(side * 5, 20), 2.5, dark)  # nostrils
+    if expression == "neutral":
+        d.capsule(at(-14, 44), at(14, 44), 3.5, dark)
+    elif expression == "open_mouth":  # the threat face
+        d.ellipse(at(0, 46), 15, 11, tilt, dark)
+    elif expression == "lip_smack":
+        d.ellipse(at(0, 44), 7, 5, tilt, _shade(skin, 0.6))
+    else:  # fear grin: bared teeth
+        d.ellipse(at(0, 44), 18, 7, tilt, dark)
+        d.ellipse(at(0, 43), 15, 4, tilt, (240, 235, 220))
+    params = {
+        "expression": expression,
+        "yaw": yaw,
+        "tilt": tilt,
+        "gaze": list(gaze),
+        "fur": list(fur),
+        "skin": list(skin),
+    }
+    return d.render(scale=1.0), params
+
+
+def generate_faces(
+    n: int, seed: int, category: Literal["face", "control_face"] = "face"
+) -> list[Stimulus]:
+    """``n`` faces (ids ``face_0000``...), or control faces with ``category``."""
+    return [
+        Stimulus(f"{category}_{i:04d}", category, *_swap(draw_face(seed, i, category)))
+        for i in range(n)
+    ]
 
 
 # --------------------------------------------------------------------------- silhouettes

@@ -226,8 +226,9 @@ def plant_readouts(
     _, f, h, w_ = maps.shape
     cells = rng.integers(0, [w_, h], size=(channels, 2))
     mu = np.stack([cells[:, 0] / (w_ - 1), cells[:, 1] / (h - 1)], axis=1) * 2 - 1
-    a = readout_features(as_tensor(maps), torch.as_tensor(mu, dtype=torch.float32)).double()
-    a = a.numpy()  # [N, C, F]
+    a = (
+        readout_features(as_tensor(maps), torch.as_tensor(mu, dtype=torch.float32)).double().numpy()
+    )  # [N, C, F]
     weights = np.zeros((channels, f))
     clean = np.empty((len(a), channels))
     for c in range(channels):

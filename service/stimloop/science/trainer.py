@@ -13,9 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
+
+if TYPE_CHECKING:  # the readout module imports this one
+    from stimloop.science.readout import GaussianReadout
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,7 @@ def readout_loss(
 
 
 def train_step(
-    model: nn.Module,
+    model: GaussianReadout,
     optimizer: torch.optim.Optimizer,
     x: torch.Tensor,
     y: torch.Tensor,
@@ -86,7 +89,7 @@ class Best:
     Updated in place (``copy_``), so a captured graph can do the bookkeeping itself.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: GaussianReadout) -> None:
         c = model.mu.shape[0]
         device = model.mu.device
         self.val = torch.full((c,), float("inf"), device=device)
@@ -95,7 +98,7 @@ class Best:
 
     def update(
         self,
-        model: nn.Module,
+        model: GaussianReadout,
         x_val: torch.Tensor,
         y_val: torch.Tensor,
         m_val: torch.Tensor,

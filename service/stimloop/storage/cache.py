@@ -40,7 +40,8 @@ class ActivationCache:
                 if raw is None or len(raw) != MAP_BYTES:
                     out.append(None)
                 else:
-                    out.append(np.frombuffer(raw, dtype=np.float16).reshape(FEATURE_SHAPE))
+                    buffer = raw.encode() if isinstance(raw, str) else raw
+                    out.append(np.frombuffer(buffer, dtype=np.float16).reshape(FEATURE_SHAPE))
         return out
 
     def put_many(self, weights_sha256: str, image_shas: Sequence[str], maps: np.ndarray) -> None:

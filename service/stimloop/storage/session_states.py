@@ -10,7 +10,8 @@ never rewind a session or overwrite newer results.
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 STATES = (
     "created",
@@ -46,6 +47,15 @@ TRANSITIONS: dict[tuple[str, str], str] = {
 }
 
 
+class Stateful(Protocol):
+    """What the table moves: a session record (``storage.session.SessionRecord``)."""
+
+    id: str
+    state: str
+    generation: int
+    history: list[dict[str, Any]]
+
+
 class IllegalTransitionError(ValueError):
     """A change of state the table does not allow; the message says which and from where."""
 
@@ -59,10 +69,10 @@ def allowed(state: str) -> list[str]:
     return [to for (frm, to) in TRANSITIONS if frm == state]
 
 
-def transition(record: dict[str, Any], to: str, event: str, bump: bool, **detail: Any) -> None:
+def transition(record: Stateful, to: str, event: str, bump: bool = False, **detail: Any) -> None:
     """Move a locked record to ``to`` (refusing a change the table does not allow), log why in
     its history, and increment its generation when ``bump`` (new work, or old work void)."""
-    frm = record["state"]
+    frm = record.state
     if to not in STATES:
         raise IllegalTransitionError(f"unknown state {to!r}")
     if (frm, to) not in TRANSITIONS:
@@ -70,25 +80,27 @@ def transition(record: dict[str, Any], to: str, event: str, bump: bool, **detail
             f"the session is {frm}; it cannot become {to} (from {frm} it can become "
             f"{', '.join(allowed(frm)) or 'nothing'})"
         )
-    record["state"] = to
+    record.state = to
     if bump:
-        record["generation"] = generation(record) + 1
-    record["history"].append(
-        {"time": _now(), "event": event, "state": to, "generation": generation(record), **detail}
+        record.generation += 1
+    note(record, event, **detail)
+
+
+def note(record: Stateful, event: str, **detail: Any) -> None:
+    """An event in the record's history that changes no state (phase three's track)."""
+    record.history.append(
+        {"time": now(), "event": event, "state": record.state, "generation": record.generation}
+        | detail
     )
 
 
-def generation(record: dict[str, Any]) -> int:
-    return int(record.get("generation", 0))
-
-
-def check_generation(record: dict[str, Any], job_generation: int | None) -> None:
+def check_generation(record: Stateful, job_generation: int | None) -> None:
     """``StaleJobError`` unless the job was started for the record's current generation."""
-    if job_generation is not None and job_generation != generation(record):
+    if job_generation is not None and job_generation != record.generation:
         raise StaleJobError(
             f"this job was started for generation {job_generation} of session "
-            f"{record['id']}, which is now at generation {generation(record)} "
-            f"({record['state']}): it writes nothing"
+            f"{record.id}, which is now at generation {record.generation} "
+            f"({record.state}): it writes nothing"
         )
 
 
@@ -99,7 +111,6 @@ def table_markdown() -> str:
     return "\n".join(rows)
 
 
-def _now() -> str:
-    from stimloop.storage.store import now
-
-    return now()
+def now() -> str:
+    """The time of an event, UTC, to the millisecond."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")

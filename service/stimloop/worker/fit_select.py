@@ -1,4 +1,7 @@
-"""After phase one: fit every channel's readout, select the phase-two list (sec. 3-4)."""
+"""After phase one: fit every channel's readout, select the phase-two list (sec. 3-4).
+
+The readouts are trained on the preferred set's images (bodies in the paper); the picks come
+from each candidate set (objects, control bodies), labelled by its category."""
 
 from __future__ import annotations
 
@@ -6,18 +9,16 @@ from typing import Any
 
 import numpy as np
 
-from stimloop.science.configs import InclusionConfig, ReadoutConfig, SelectionConfig
+from stimloop.science.configs import ReadoutConfig
 from stimloop.science.readout import FittedReadout
 from stimloop.science.selection import presentation_sequence, select
-from stimloop.storage import session_states
 from stimloop.storage.activations import Activations
-from stimloop.storage.store import read_npz, write_json
+from stimloop.storage.session import SessionConfig
+from stimloop.storage.session_states import transition
 from stimloop.worker.fitting import (
     FitResult,
     channel_rows,
     fit_recording,
-    save_readout,
-    trials_from_columns,
 )
 from stimloop.worker.resources import (
     Report,
@@ -25,7 +26,6 @@ from stimloop.worker.resources import (
     StopCheck,
     provenance,
     quiet,
-    windows_of,
 )
 
 
@@ -38,31 +38,25 @@ def fit_and_select(
 ) -> dict[str, Any]:
     """Fit, predict and select for the session's ``generation`` (None: the current one);
     everything is written under the fence, so a stale run writes nothing."""
-    store = res.store
     with res.fenced(session_id, generation) as rec:
-        store.transition(rec, "fitting", "fit started")
-        config = rec["config"]
-        generation = session_states.generation(rec)
-    columns = read_npz(store.path(session_id, "phase1.npz"))
-    trials = trials_from_columns(columns, windows_of(config))
-    report("activations", 0.0, "reading body maps")
-    body_ids, body_maps = res.maps(config["backbone"], config["body_set"], report=report)
+        transition(rec, "fitting", "fit started")
+        config = rec.config
+        generation = rec.generation
+    files = res.store.files(session_id)
+    trials = files.trials("phase1", config.windows)
+    report("activations", 0.0, "reading the preferred set's maps")
+    ids, maps = res.maps(config.backbone, config.preferred_set, report=report)
     shown = set(trials.stimulus)
-    body_ids_shown = [i for i in body_ids if i in shown]
-    keep = [i for i, b in enumerate(body_ids) if b in shown]
-    body_maps = body_maps[keep]
-    backbone = res.backbone(config["backbone"])
-    act = Activations(
-        body_ids_shown, body_maps, [""] * len(keep), config["backbone"], backbone.weights_sha256
-    )
-    readout_cfg = ReadoutConfig.from_dict(config["fit"])
+    ids_shown = [i for i in ids if i in shown]
+    keep = [i for i, b in enumerate(ids) if b in shown]
+    maps = maps[keep]
+    backbone = res.backbone(config.backbone)
+    act = Activations(ids_shown, maps, [""] * len(keep), config.backbone, backbone.weights_sha256)
     sil = None
-    if readout_cfg.silhouettes:
-        report("silhouettes", 0.0, "silhouette maps of the training bodies")
-        sil_maps = res.silhouette_maps(
-            config["backbone"], config["body_set"], body_ids_shown, report=report
-        )
-        sil = Activations(body_ids_shown, sil_maps, [""] * len(keep), "", "")
+    if config.fit.silhouettes:
+        report("silhouettes", 0.0, "silhouette maps of the training images")
+        sil_maps = res.silhouette_maps(config.backbone, config.preferred_set, ids_shown, report)
+        sil = Activations(ids_shown, sil_maps, [""] * len(keep), "", "")
 
     def progress(epoch: int, total: int, best: float) -> None:
         if epoch % max(1, total // 100) == 0 or epoch == total:
@@ -72,9 +66,9 @@ def fit_and_select(
         act,
         trials,
         silhouettes=sil,
-        inclusion=InclusionConfig(**config["inclusion"]),
-        readout=readout_cfg,
-        seed=config["seed"],
+        inclusion=config.inclusion,
+        readout=config.fit,
+        seed=config.seed,
         device=str(backbone.device),
         progress=progress,
         should_stop=should_stop,
@@ -82,18 +76,16 @@ def fit_and_select(
     report(
         "selecting",
         0.0,
-        f"{len(result.included)} of {len(config['channels'])} channels included",
+        f"{len(result.included)} of {len(config.channels)} channels included",
     )
-    selection = select_for(res, config, result, body_ids_shown, body_maps, report)
+    selection = select_for(res, config, result, ids_shown, maps, report)
     prov = provenance(config, backbone.weights_sha256)
     with res.fenced(session_id, generation) as rec:
-        write_json(
-            store.path(session_id, "channels.json"), {"channels": channel_rows(result), **prov}
-        )
+        files.write_channels({"channels": channel_rows(result), **prov})
         if result.readout is not None:
-            save_readout(store.session_dir(session_id), result.readout)
-        write_json(store.path(session_id, "selection.json"), {**selection, **prov})
-        store.transition(
+            files.save_readout(result.readout)
+        files.write_selection({**selection, **prov})
+        transition(
             rec,
             "selected",
             "selection ready",
@@ -106,15 +98,16 @@ def fit_and_select(
 
 def select_for(
     res: Resources,
-    config: dict[str, Any],
+    config: SessionConfig,
     result: FitResult,
-    body_ids: list[str],
-    body_maps: np.ndarray,
+    ids: list[str],
+    maps: np.ndarray,
     report: Report = quiet,
 ) -> dict[str, Any]:
+    """Sec. 3.2 and 4's picks from every candidate set, the stability images and the
+    presentation sequence. ``ids``/``maps``: the preferred set's images shown in phase one."""
     cands = [
-        res.candidates(config["backbone"], config["object_set"], "object", report),
-        res.candidates(config["backbone"], config["control_body_set"], "control_body", report),
+        res.candidates(config.backbone, c.set, c.category, report) for c in config.candidate_sets
     ]
     report("selecting", 0.5, "predicting and ranking the candidates")
     table = result.table
@@ -135,22 +128,15 @@ def select_for(
             0,
             "",
         )
-    sel_cfg = SelectionConfig(**config["selection"])
     selection = select(
-        readout,
-        result.inclusion,
-        body_ids,
-        means,
-        body_maps,
-        cands,
-        sel_cfg,
-        seed=config["seed"],
+        readout, result.inclusion, ids, means, maps, cands, config.selection, seed=config.seed
     )
     out = selection.to_dict()
     stimuli = selection.phase_two.stimuli
+    repeats = config.selection.repeats
     out["sequence"] = (
-        presentation_sequence(stimuli, sel_cfg.repeats, config["seed"])
+        presentation_sequence(stimuli, repeats, config.seed)
         if len(stimuli) > 1
-        else stimuli * sel_cfg.repeats
+        else stimuli * repeats
     )
     return out

@@ -8,12 +8,8 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-
-import numpy as np
 
 from stimloop.science.readout import FittedReadout, ReadoutConfig, fit_readouts, make_split
 from stimloop.science.responses import (
@@ -21,27 +17,10 @@ from stimloop.science.responses import (
     InclusionConfig,
     ResponseTable,
     Trials,
-    Windows,
     include_channels,
     response_table,
-    trials_from_counts,
-    trials_from_rates,
 )
 from stimloop.storage.activations import Activations
-from stimloop.storage.atomic import write_atomic
-
-
-def trials_from_columns(columns: dict[str, np.ndarray], windows: Windows = Windows()) -> Trials:
-    """Trial-table columns (``rate``, or window counts) to net-rate trials."""
-    if "rate" in columns:
-        return trials_from_rates(columns["stimulus"], columns["channel"], columns["rate"])
-    return trials_from_counts(
-        columns["stimulus"],
-        columns["channel"],
-        columns["baseline_count"],
-        columns["response_count"],
-        windows,
-    )
 
 
 @dataclass
@@ -144,19 +123,3 @@ def rows_to_csv(rows: list[dict[str, object]]) -> str:
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()
-
-
-def save_readout(folder: Path, fit: FittedReadout) -> None:
-    """``readouts.npz`` (arrays) and ``readouts.json`` (config, seed, weights sha256, split)."""
-    buffer = io.BytesIO()
-    np.savez(buffer, **fit.arrays())
-    write_atomic(Path(folder) / "readouts.npz", buffer.getvalue())
-    write_atomic(Path(folder) / "readouts.json", json.dumps(fit.metadata(), indent=1).encode())
-
-
-def load_readout(folder: Path) -> FittedReadout:
-    with np.load(Path(folder) / "readouts.npz", allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files}
-    return FittedReadout.from_arrays(
-        arrays, json.loads((Path(folder) / "readouts.json").read_text())
-    )

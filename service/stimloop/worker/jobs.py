@@ -29,10 +29,9 @@ from rq.job import Job
 from rq.queue import Queue
 
 from stimloop.runtime.settings import Settings
-from stimloop.storage import session_states
 from stimloop.storage.cache import ActivationCache
-from stimloop.storage.session_states import StaleJobError
-from stimloop.storage.store import Store, now
+from stimloop.storage.session import PhaseThreeInfo
+from stimloop.storage.session_states import StaleJobError, note, transition
 from stimloop.worker import analysis, fit_select, phase_three, precompute, saliency
 from stimloop.worker.heartbeat import Heartbeat, JobLostError
 from stimloop.worker.queue import beat_key, cancel_key, connect, get_queue
@@ -97,12 +96,11 @@ def _fail_session(
     own failure, which is what the API shows of it anyway."""
     try:
         with res.store.fenced(session_id, generation) as rec:
-            if rec["state"] not in ("fitting", "phase2_received", "phase1_received"):
+            if rec.state not in ("fitting", "phase2_received", "phase1_received"):
                 return
-            rec["error"] = error
-            rec["failed_in"] = failed_in
+            rec.error, rec.failed_in = error, failed_in
             event = "job failed" if state == "failed" else "fit cancelled"
-            Store.transition(rec, state, event, bump=True, error=error)
+            transition(rec, state, event, bump=True, error=error)
     except StaleJobError:
         log.info(
             "stale %s job of session %s failed; the session has moved on", failed_in, session_id
@@ -184,16 +182,9 @@ def _phase_three_failed(
     error = _describe(exc)
     try:
         with res.store.fenced(session_id, generation) as rec:
-            rec["phase3"] = {**(rec.get("phase3") or {}), "error": f"{what}: {error}"}
-            rec["history"].append(
-                {
-                    "time": now(),
-                    "event": f"phase3 {what} failed",
-                    "state": rec["state"],
-                    "generation": session_states.generation(rec),
-                    "error": error,
-                }
-            )
+            info = rec.phase3 or PhaseThreeInfo()
+            rec.phase3 = info.model_copy(update={"error": f"{what}: {error}"})
+            note(rec, f"phase3 {what} failed", error=error)
     except StaleJobError:
         log.info("stale phase-three %s job of session %s failed", what, session_id)
 

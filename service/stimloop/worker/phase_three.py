@@ -17,15 +17,14 @@ import hashlib
 import io
 import json
 import logging
-import shutil
 import zipfile
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from stimloop.api.schemas import PhaseThreeRequest
 from stimloop.science.backbone import extract_features
+from stimloop.science.configs import PhaseThreeConfig
 from stimloop.science.fragments import FragmentConfig, make_fragments
 from stimloop.science.phase_three import (
     ListEntry,
@@ -35,22 +34,12 @@ from stimloop.science.phase_three import (
 )
 from stimloop.science.responses import response_table
 from stimloop.science.stimuli import encode_png
-from stimloop.storage.atomic import write_atomic
 from stimloop.storage.image_checks import image_format
-from stimloop.storage.session_states import StaleJobError
-from stimloop.storage.store import now, read_json, read_npz, write_json
-from stimloop.worker.fitting import load_readout, trials_from_columns
-from stimloop.worker.resources import Report, Resources, provenance, quiet, windows_of
+from stimloop.storage.session import Phase, PhaseThreeInfo
+from stimloop.storage.session_states import StaleJobError, note
+from stimloop.worker.resources import Report, Resources, provenance, quiet
 
 log = logging.getLogger("stimloop.worker.phase_three")
-
-
-def saliency_results(res: Resources, session_id: str) -> list[dict[str, Any]]:
-    """The session's stored saliency metadata, by key."""
-    folder = res.store.path(session_id, "saliency")
-    if not folder.is_dir():
-        return []
-    return [read_json(p) for p in sorted(folder.glob("*.json"))]
 
 
 def chosen_results(
@@ -77,25 +66,27 @@ def build(
     report: Report = quiet,
     generation: int | None = None,
 ) -> dict[str, Any]:
-    """The phase-three list for ``request`` (the API's ``PhaseThreeRequest``), stored with
+    """The phase-three list for ``request`` (the API's validated ``PhaseThreeRequest``: the
+    fragment settings of ``PhaseThreeConfig``, and the channels or saliency results), stored with
     its images under ``phase3/``; returns a summary."""
-    store = res.store
-    record, generation = res.session_for_job(session_id, generation)
-    config = record["config"]
-    seed = int(config["seed"])
-    asked = PhaseThreeRequest.model_validate(request)
-    settings = asked.config()
-    readout = load_readout(store.session_dir(session_id))
-    metas = chosen_results(saliency_results(res, session_id), asked.channels, asked.saliency)
-    sets = {"object": config["object_set"], "body": config["body_set"]}
-    paths = {c: res.image_paths(store.get_set(s)) for c, s in sets.items()}
-    fragments, pngs, intact = [], {}, {}
+    record, files = res.session_for_job(session_id, generation)
+    config = record.config
+    seed = config.seed
+    settings = PhaseThreeConfig(
+        tuple(request["q"]), tuple(request["kinds"]), request["feather"], request["repeats"]
+    )
+    readout = files.readout()
+    metas = chosen_results(files.saliency_results(), request["channels"], request["saliency"])
+    paths = {c: res.set_paths(s) for c, s in config.sets.items()}
+    fragments: list[ListEntry] = []
+    pngs: dict[str, bytes] = {}
+    intact: dict[str, ListEntry] = {}
     for n, meta in enumerate(metas):
         report("fragments", n / max(len(metas), 1), f"cutting {meta['channel']}'s pair")
-        arrays = read_npz(store.path(session_id, f"saliency/{meta['key']}.npz"))
+        arrays = files.saliency_arrays(meta["key"])
         for category, source, display in (
-            ("object", meta["object"], arrays["display_out"]),
-            ("body", meta["body"], arrays["display_in"]),
+            (meta["x_out_category"], meta["x_out"], arrays["display_out"]),
+            (config.preferred_category, meta["x_in"], arrays["display_in"]),
         ):
             image = np.asarray(Image.open(paths[category][source]).convert("RGB"))
             entry = intact.setdefault(source, ListEntry(source, "intact", source, category, [], {}))
@@ -111,27 +102,27 @@ def build(
                     settings.kinds,
                     seed,
                 )
-                for f in made:
-                    pngs[f.id] = encode_png(f.image)
+                for cut in made:
+                    pngs[cut.id] = encode_png(cut.image)
                     fragments.append(
                         ListEntry(
-                            f.id,
-                            f.kind,
+                            cut.id,
+                            cut.kind,
                             source,
                             category,
                             [meta["channel"]],
                             {},
-                            f.q,
-                            f.area,
-                            f.foreground_area,
-                            f.seed,
-                            f.stream,
+                            cut.q,
+                            cut.area,
+                            cut.foreground_area,
+                            cut.seed,
+                            cut.stream,
                             meta["key"],
-                            hashlib.sha256(pngs[f.id]).hexdigest(),
+                            hashlib.sha256(pngs[cut.id]).hexdigest(),
                         )
                     )
     report("predicting", 0.5, f"maps of {len(fragments)} fragments")
-    model = res.backbone(config["backbone"])
+    model = res.backbone(config.backbone)
     ids = [f.stimulus for f in fragments]
 
     def compute(positions: list[int]) -> np.ndarray:
@@ -148,45 +139,30 @@ def build(
     predicted = readout.predict(frag_maps) if fragments else np.zeros((0, len(readout.channels)))
     for f, row in zip(fragments, predicted):
         f.predicted = {f.channels[0]: float(row[readout.channels.index(f.channels[0])])}
-    for category, set_id in sets.items():
+    for category, set_id in config.sets.items():
         own = [e for e in intact.values() if e.source_category == category]
         if own:
-            _, maps = res.maps(config["backbone"], set_id, [e.source for e in own])
+            _, maps = res.maps(config.backbone, set_id, [e.source for e in own])
             for e, row in zip(own, readout.predict(maps)):
                 e.predicted = {c: float(row[readout.channels.index(c)]) for c in e.channels}
-    selection = read_json(store.path(session_id, "selection.json"))
-    stability = selection["phase_two"]["stability_bodies"]
+    stability = files.selection()["phase_two"]["stability_images"]
     plan = build_list([*fragments, *intact.values()], stability, settings, seed)
     report("writing", 0.9, "the list, the images and the zip")
     listed = plan.to_dict()
     images = {e.stimulus: pngs[e.stimulus] for e in fragments}
     for e in intact.values():
         images[e.source] = paths[e.source_category][e.source].read_bytes()
-    body_paths = paths["body"]
-    for body in stability:
-        images.setdefault(body, body_paths[body].read_bytes())
+    preferred_paths = paths[config.preferred_category]
+    for image in stability:
+        images.setdefault(image, preferred_paths[image].read_bytes())
     archive = stimuli_zip(plan.stimuli, images, listed["entries"])
     prov = provenance(config, readout.weights_sha256)
-    with res.fenced(session_id, generation) as rec:
-        folder = store.path(session_id, "phase3")
-        if folder.is_dir():  # a new list: the old one's images, trials and analysis are void
-            shutil.rmtree(folder)
-            store.path(session_id, "phase3.npz").unlink(missing_ok=True)
-            rec["uploads"].pop("phase3", None)
-        for fid, png in pngs.items():
-            write_atomic(folder / "images" / f"{fid}.png", png)
-        write_atomic(folder / "stimuli.zip", archive)
-        write_json(folder / "list.json", {**listed, "key": key, "request": request, **prov})
-        rec["phase3"] = {"key": key, "images": len(plan.stimuli)}
-        rec["history"].append(
-            {
-                "time": now(),
-                "event": "phase3 list ready",
-                "state": rec["state"],
-                "generation": generation,
-                "images": len(plan.stimuli),
-            }
-        )
+    with res.fenced(session_id, record.generation) as rec:
+        stored = {**listed, "key": key, "request": request, **prov}
+        if files.write_phase_three(stored, pngs, archive):
+            rec.uploads.pop("phase3", None)  # the old list's trials went with it
+        rec.phase3 = PhaseThreeInfo(key=key, images=len(plan.stimuli))
+        note(rec, "phase3 list ready", images=len(plan.stimuli))
     report("done", 1.0, "phase-three list ready")
     return {"fragments": len(fragments), "images": len(plan.stimuli)}
 
@@ -222,51 +198,35 @@ def analyse(
 ) -> dict[str, Any]:
     """Analyse the stored phase-three trials against the list; written only if neither the
     session's generation nor the trials changed meanwhile."""
-    store = res.store
-    record, generation = res.session_for_job(session_id, generation)
-    config = record["config"]
-    sha = record["uploads"]["phase3"]["sha256"]
-    windows = windows_of(config)
-    channels = config["channels"]
-    listed = read_json(store.path(session_id, "phase3/list.json"))
+    record, files = res.session_for_job(session_id, generation)
+    config = record.config
+    sha = record.uploads["phase3"].sha256
+    listed = files.phase_three_list()
     plan = list_from_dict(listed)
 
-    def table(name: str):
-        return response_table(
-            trials_from_columns(read_npz(store.path(session_id, name)), windows),
-            channels=channels,
-        )
+    def table(phase: Phase):
+        return response_table(files.trials(phase, config.windows), channels=config.channels)
 
     report("analysing", 0.2, "retained responses and tests per channel")
-    p2 = table("phase2.npz") if store.path(session_id, "phase2.npz").is_file() else None
-    analysis_cfg = config.get("analysis", {})
     result = analyse_phase_three(
-        table("phase3.npz"),
+        table("phase3"),
         plan,
-        table("phase1.npz"),
-        p2,
-        alpha=float(analysis_cfg.get("alpha", 0.05)),
-        min_stability=float(analysis_cfg.get("min_stability", 0.60)),
+        table("phase1"),
+        table("phase2") if files.has_trials("phase2") else None,
+        alpha=config.analysis.alpha,
+        min_stability=config.analysis.min_stability,
     )
-    with res.fenced(session_id, generation) as rec:
-        now_sha = (rec["uploads"].get("phase3") or {}).get("sha256")
+    with res.fenced(session_id, record.generation) as rec:
+        now_sha = rec.uploads["phase3"].sha256 if "phase3" in rec.uploads else None
         if now_sha != sha:
             raise StaleJobError(
                 f"the phase-three trials of session {session_id} were replaced during the "
                 "analysis: it writes nothing"
             )
-        write_json(
-            store.path(session_id, "phase3/analysis.json"),
-            {**result.to_dict(), "trials_sha256": sha, "provenance": listed["provenance"]},
+        files.write_phase_three_analysis(
+            {**result.to_dict(), "trials_sha256": sha, "provenance": listed["provenance"]}
         )
-        rec["phase3"] = {**(rec.get("phase3") or {}), "error": None}
-        rec["history"].append(
-            {
-                "time": now(),
-                "event": "phase3 analysed",
-                "state": rec["state"],
-                "generation": generation,
-            }
-        )
+        rec.phase3 = (rec.phase3 or PhaseThreeInfo()).model_copy(update={"error": None})
+        note(rec, "phase3 analysed")
     report("done", 1.0, "phase-three analysis ready")
     return result.summary

@@ -22,13 +22,13 @@ def precompute(
 def warm_session(res: Resources, session_id: str, report: Report = quiet) -> dict[str, Any]:
     """Load (computing misses) every map the session's turnaround needs, reporting each set's
     progress: the candidates (kept in memory), the bodies and their silhouettes."""
-    config = res.store.get_session(session_id)["config"]
-    for key, category in (("object_set", "object"), ("control_body_set", "control_body")):
-        report("warming", 0.0, f"loading {config[key]}")
-        res.candidates(config["backbone"], config[key], category, report=report)
-    ids, _ = res.maps(config["backbone"], config["body_set"], report=report, stage="warming")
-    if config["fit"].get("silhouettes", True):
-        report("warming", 0.0, "silhouette maps of the bodies")
-        res.silhouette_maps(config["backbone"], config["body_set"], ids, report=report)
+    config = res.store.get_session(session_id).config
+    for c in config.candidate_sets:
+        report("warming", 0.0, f"loading {c.set}")
+        res.candidates(config.backbone, c.set, c.category, report=report)
+    ids, _ = res.maps(config.backbone, config.preferred_set, report=report, stage="warming")
+    if config.fit.silhouettes:
+        report("warming", 0.0, "silhouette maps of the preferred set")
+        res.silhouette_maps(config.backbone, config.preferred_set, ids, report=report)
     report("done", 1.0, "candidates warm")
     return {"warm": True}

@@ -1,17 +1,42 @@
-"""The queue seen from the API: connect, enqueue by dotted name, read a job's status, cancel.
+"""The queue: the table of job kinds, and what the API does with jobs (connect, enqueue a
+kind, read a job's status, the keys of cancelling and liveness).
 
-Torch-free: the API process never imports the science; workers import ``stimloop.worker.jobs``.
+Torch-free: the API imports this module alone of ``stimloop.worker``; the functions the table
+names run in workers (``stimloop.worker.jobs``), which RQ imports there by name.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from redis import Redis
 from rq import Queue
 from rq.job import Job, JobStatus
 
 from stimloop.runtime.settings import Settings
+
+JobKind = Literal["activations", "warm", "fit", "analysis", "saliency", "phase3", "phase3_analysis"]
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A kind of job: the worker function that runs it, and where a finished session job's
+    result is read (under ``/v1/sessions/{id}/``; None: nothing to read)."""
+
+    func: str
+    result: str | None
+
+
+JOBS: dict[JobKind, Kind] = {
+    "activations": Kind("stimloop.worker.jobs.run_precompute", None),
+    "warm": Kind("stimloop.worker.jobs.run_warm", None),
+    "fit": Kind("stimloop.worker.jobs.run_fit", "selection"),
+    "analysis": Kind("stimloop.worker.jobs.run_analysis", "analysis"),
+    "saliency": Kind("stimloop.worker.jobs.run_saliency", "saliency"),
+    "phase3": Kind("stimloop.worker.jobs.run_phase3", "phase3"),
+    "phase3_analysis": Kind("stimloop.worker.jobs.run_phase3_analysis", "phase3/analysis"),
+}
 
 
 def connect(settings: Settings) -> Redis:
@@ -31,16 +56,16 @@ def get_queue(settings: Settings, redis: Redis) -> Queue:
 def enqueue(
     settings: Settings,
     redis: Redis,
-    kind: str,
-    func: str,
+    kind: JobKind,
     *args: Any,
     session: str | None = None,
     owner: str | None = None,
 ) -> Job:
-    """Enqueue ``func`` on this deployment's queue. The job's meta names its deployment (the
-    key prefix: another deployment on the same Redis never sees it) and who started it."""
+    """Enqueue a job of ``kind`` (its function from ``JOBS``) on this deployment's queue. The
+    job's meta names its deployment (the key prefix: another deployment on the same Redis
+    never sees it) and who started it."""
     job = get_queue(settings, redis).enqueue(
-        func,
+        JOBS[kind].func,
         *args,
         job_timeout=settings.job_timeout_s,
         result_ttl=7 * 86400,
@@ -83,7 +108,8 @@ def job_status(job: Job, settings: Settings) -> dict[str, Any]:
     state = status.value if isinstance(status, JobStatus) else str(status)
     error = None
     if state == "failed":
-        error = _last_line(job.latest_result().exc_string if job.latest_result() else "")
+        latest = job.latest_result()
+        error = _last_line((latest.exc_string if latest else "") or "")
     elif state == "started" and not job.connection.exists(beat_key(settings, job.id)):
         state = "failed"
         error = (

@@ -23,12 +23,12 @@ from PIL import Image
 from stimloop import __version__
 from stimloop.runtime.settings import Settings
 from stimloop.science.backbone import Backbone, extract_features, load_backbone
-from stimloop.science.configs import Windows
 from stimloop.science.selection import Candidates, cell_major
 from stimloop.science.stimuli import encode_png, silhouette
 from stimloop.storage import session_states
 from stimloop.storage.cache import ActivationCache
 from stimloop.storage.registry import load_registry
+from stimloop.storage.session import SessionConfig, SessionFiles, SessionRecord
 from stimloop.storage.store import Store
 
 log = logging.getLogger("stimloop.worker")
@@ -38,10 +38,6 @@ StopCheck = Callable[[], bool]
 
 def quiet(stage: str, progress: float, message: str) -> None:
     log.debug("%s %.2f %s", stage, progress, message)
-
-
-def windows_of(config: dict[str, Any]) -> Windows:
-    return Windows.from_dict(config.get("windows"))
 
 
 class Resources:
@@ -65,7 +61,7 @@ class Resources:
             self.lease(confirm=confirm)
 
     @contextmanager
-    def fenced(self, session_id: str, generation: int | None) -> Iterator[dict[str, Any]]:
+    def fenced(self, session_id: str, generation: int | None) -> Iterator[SessionRecord]:
         """``Store.fenced`` for the running job: nothing is written unless the job was started
         for the session's current generation and its heartbeat never lapsed."""
         with self.store.fenced(session_id, generation) as record:
@@ -88,12 +84,17 @@ class Resources:
 
     def session_for_job(
         self, session_id: str, generation: int | None
-    ) -> tuple[dict[str, Any], int]:
-        """The session's record and its generation, checked to be the one the job was started
-        for (``StaleJobError`` otherwise; ``None`` accepts any): how every use case opens."""
+    ) -> tuple[SessionRecord, SessionFiles]:
+        """The session's record and folder, the record checked to be of the generation the job
+        was started for (``StaleJobError`` otherwise; ``None`` accepts any): how every use case
+        opens."""
         record = self.store.get_session(session_id)
         session_states.check_generation(record, generation)
-        return record, session_states.generation(record)
+        return record, self.store.files(session_id)
+
+    def set_paths(self, set_id: str) -> dict[str, Path]:
+        """A registered set's image files by id."""
+        return self.image_paths(self.store.get_set(set_id))
 
     def image_paths(self, record: dict[str, Any]) -> dict[str, Path]:
         base = Path(record["images_dir"])
@@ -182,13 +183,13 @@ class Resources:
         return self.warm[key]
 
 
-def provenance(config: dict[str, Any], weights_sha256: str) -> dict[str, Any]:
+def provenance(config: SessionConfig, weights_sha256: str) -> dict[str, Any]:
     """What every stored result carries: version, seed, backbone, weights' and torch's."""
     return {
         "provenance": {
             "stimloop_version": __version__,
-            "seed": config["seed"],
-            "backbone": config["backbone"],
+            "seed": config.seed,
+            "backbone": config.backbone,
             "weights_sha256": weights_sha256,
             "torch_version": torch.__version__,
         }

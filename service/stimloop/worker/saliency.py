@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from stimloop.reports.figures import PairPanel, pair_figure
 from stimloop.science import saliency as sal
 from stimloop.science.backbone import load_input
+from stimloop.science.readout import FittedReadout
 from stimloop.science.responses import response_table
-from stimloop.storage.atomic import write_atomic
-from stimloop.storage.store import read_npz, write_json, write_npz
-from stimloop.worker.fitting import load_readout, trials_from_columns
-from stimloop.worker.resources import Report, Resources, provenance, quiet, windows_of
+from stimloop.storage.session import SessionConfig, SessionFiles
+from stimloop.worker.resources import Report, Resources, provenance, quiet
 
 
 def saliency(
@@ -22,24 +23,26 @@ def saliency(
     report: Report = quiet,
     generation: int | None = None,
 ) -> dict[str, Any]:
-    store = res.store
-    record, generation = res.session_for_job(session_id, generation)
-    config = record["config"]
-    readout = load_readout(store.session_dir(session_id))
+    """Eq. (4)-(7) for a channel's pair: ``x_out`` an image of another category (an object),
+    ``x_in`` one of the preferred set (a body); sec. 5.2's default pair when neither is
+    named. Stored under the fence, so the maps of a replaced upload never land."""
+    record, files = res.session_for_job(session_id, generation)
+    config = record.config
+    readout = files.readout()
     channel = request["channel"]
     j = readout.channels.index(channel)
-    obj, body = request.get("object"), request.get("body")
-    if obj is None or body is None:
-        obj, body = default_pair(res, session_id, config, readout, channel)
-    backbone = res.backbone(config["backbone"])
-    objects = res.image_paths(store.get_set(config["object_set"]))
-    bodies = res.image_paths(store.get_set(config["body_set"]))
-    x_out, x_in = load_input(objects[obj]), load_input(bodies[body])
+    x_out_id, x_in_id = request.get("x_out"), request.get("x_in")
+    if x_out_id is None or x_in_id is None:
+        x_out_id, x_in_id = default_pair(res, files, config, readout, channel)
+    backbone = res.backbone(config.backbone)
+    others = {i: p for c in config.others for i, p in res.set_paths(c.set).items()}
+    preferred = res.set_paths(config.preferred_set)
+    x_out, x_in = load_input(others[x_out_id]), load_input(preferred[x_in_id])
     cfg = sal.SaliencyConfig(
         method=request.get("method", sal.SETTINGS.method),
         coverage=request.get("coverage", sal.SETTINGS.coverage),
         sigma=request.get("sigma", sal.SETTINGS.sigma),
-        seed=config["seed"],
+        seed=config.seed,
     )
     result = sal.parallel_backprop(
         backbone.model,
@@ -52,20 +55,20 @@ def saliency(
             "saliency", done / max(total, 1), f"{done}/{total} feature gradients"
         ),
     )
-    folder = store.path(session_id, "saliency")
     meta = {
         "key": key,
         "channel": channel,
-        "object": obj,
-        "body": body,
-        "default_pair": request.get("object") is None,
+        "x_out": x_out_id,
+        "x_out_category": category_of(config, x_out_id, res),
+        "x_in": x_in_id,
+        "default_pair": request.get("x_out") is None,
         **result.metadata(),
         **provenance(config, readout.weights_sha256),
     }
     panel = PairPanel(
         channel,
-        obj,
-        body,
+        x_out_id,
+        x_in_id,
         x_out.permute(1, 2, 0).numpy(),
         x_in.permute(1, 2, 0).numpy(),
         result.display_out,
@@ -75,50 +78,62 @@ def saliency(
         result.norm_in,
     )
     figure = pair_figure(panel)
-    with res.fenced(session_id, generation):  # maps of a replaced upload never land
-        write_npz(
-            folder / f"{key}.npz",
-            {
-                "map_out": result.map_out,
-                "map_in": result.map_in,
-                "display_out": result.display_out,
-                "display_in": result.display_in,
-                "beta": result.beta,
-                "features": result.features,
-            },
-        )
-        write_atomic(folder / f"{key}.png", figure)
-        write_json(folder / f"{key}.json", meta)
+    arrays = {
+        "map_out": result.map_out,
+        "map_in": result.map_in,
+        "display_out": result.display_out,
+        "display_in": result.display_in,
+        "beta": result.beta,
+        "features": result.features,
+    }
+    with res.fenced(session_id, record.generation):
+        files.write_saliency(key, arrays, figure, meta)
     return meta
 
 
+def category_of(config: SessionConfig, image: str, res: Resources) -> str:
+    """The category of the other-category candidate set that holds ``image``."""
+    for c in config.others:
+        if image in res.set_paths(c.set):
+            return c.category
+    raise KeyError(image)
+
+
 def default_pair(
-    res: Resources, session_id: str, config: dict[str, Any], readout, channel: str
+    res: Resources,
+    files: SessionFiles,
+    config: SessionConfig,
+    readout: FittedReadout,
+    channel: str,
 ) -> tuple[str, str]:
-    """Sec. 5.2: the top-5 recorded objects (phase two) and top-15 bodies (phase one)."""
-    windows = windows_of(config)
-    p1 = response_table(
-        trials_from_columns(read_npz(res.store.path(session_id, "phase1.npz")), windows)
-    )
-    object_set = {e["id"] for e in res.store.get_set(config["object_set"])["entries"]}
-    p2_path = res.store.path(session_id, "phase2.npz")
-    if not p2_path.is_file():
+    """Sec. 5.2: among the top-5 recorded images of the other categories (phase two's
+    objects) and the top-15 recorded images of the preferred set (phase one's bodies), the
+    pair with the highest similarity."""
+    p1 = response_table(files.trials("phase1", config.windows))
+    if not files.has_trials("phase2"):
         raise ValueError(
-            "the default pair needs phase two's recorded objects; upload phase two "
-            "or name the object and the body"
+            "the default pair needs phase two's recorded responses to the other categories; "
+            "upload phase two or name x_out and x_in"
         )
-    p2 = response_table(trials_from_columns(read_npz(p2_path), windows))
-    objects = [s for s in p2.stimuli if s in object_set]
-    if not objects:
-        raise ValueError("phase two recorded no objects; name the object and the body")
-    top_bodies = sal.top_recorded(p1.mean[p1.channel_index(channel)], p1.stimuli, 15)
+    p2 = response_table(files.trials("phase2", config.windows))
+    sets = {c.set: {e["id"] for e in res.store.get_set(c.set)["entries"]} for c in config.others}
+    shown = {s: [i for i in p2.stimuli if i in ids] for s, ids in sets.items()}
+    if not any(shown.values()):
+        raise ValueError("phase two recorded no images of other categories; name x_out and x_in")
+    top_in = sal.top_recorded(p1.mean[p1.channel_index(channel)], p1.stimuli, 15)
     c2 = p2.channel_index(channel)
-    top_objects = sal.top_recorded(p2.means_for(objects)[c2], objects, 5)
+    recorded = [i for ids in shown.values() for i in ids]
+    top_out = sal.top_recorded(p2.means_for(recorded)[c2], recorded, 5)
     j = readout.channels.index(channel)
-    _, obj_maps = res.maps(config["backbone"], config["object_set"], top_objects)
-    _, body_maps = res.maps(config["backbone"], config["body_set"], top_bodies)
+    out_maps = [
+        res.maps(config.backbone, s, [i for i in top_out if i in ids])[1]
+        for s, ids in shown.items()
+        if any(i in ids for i in top_out)
+    ]
+    order = [i for s, ids in shown.items() for i in top_out if i in ids]
+    _, in_maps = res.maps(config.backbone, config.preferred_set, top_in)
     one = readout.select([channel])
-    a_obj = one.features(obj_maps)[:, 0].numpy()
-    a_body = one.features(body_maps)[:, 0].numpy()
-    obj, body, _ = sal.default_pair(a_obj, a_body, readout.w[j], top_objects, top_bodies)
-    return obj, body
+    a_out = one.features(np.concatenate(out_maps))[:, 0].numpy()
+    a_in = one.features(in_maps)[:, 0].numpy()
+    x_out, x_in, _ = sal.default_pair(a_out, a_in, readout.w[j], order, top_in)
+    return x_out, x_in

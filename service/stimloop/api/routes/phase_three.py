@@ -15,13 +15,13 @@ from redis import Redis
 
 from stimloop.api.deps import READ, Caller, redis, settings, store
 from stimloop.api.errors import ApiError, problem_responses
-from stimloop.api.routes.sessions import add_upload_route
-from stimloop.api.schemas import Accepted, JobInfo, PhaseThreeRequest
-from stimloop.api.session_jobs import job_pending
+from stimloop.api.jobs import job_info
+from stimloop.api.schemas import Accepted, PhaseThreeRequest
+from stimloop.api.session_jobs import add_upload_route, job_pending
 from stimloop.runtime.settings import Settings
-from stimloop.storage import session_states
-from stimloop.storage.store import Store, read_json
-from stimloop.worker.queue import enqueue, job_status
+from stimloop.storage.session import PhaseThreeInfo
+from stimloop.storage.store import Store
+from stimloop.worker.queue import enqueue
 
 router = APIRouter(prefix="/v1/sessions", tags=["phase three"], responses=problem_responses())
 
@@ -34,15 +34,15 @@ def request_key(req: PhaseThreeRequest) -> str:
 def check_request(st: Store, session_id: str, req: PhaseThreeRequest) -> None:
     """4xx, saying what to do, unless every channel and saliency result asked for exists."""
     record = st.get_session(session_id)
-    if not st.path(session_id, "readouts.json").is_file():
+    files = st.files(session_id)
+    if not files.has_channels():
         raise ApiError(
             409,
             "Conflict",
-            f"no fitted models yet (state {record['state']}); phase three "
+            f"no fitted models yet (state {record.state}); phase three "
             "needs phase one's readouts and saliency maps",
         )
-    folder = st.path(session_id, "saliency")
-    metas = [read_json(p) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+    metas = files.saliency_results()
     if not metas:
         raise ApiError(
             409,
@@ -50,9 +50,7 @@ def check_request(st: Store, session_id: str, req: PhaseThreeRequest) -> None:
             "phase three cuts fragments from saliency maps and this session has none; "
             "POST .../saliency for each channel first (the rig's `stimloop-rig saliency`)",
         )
-    fitted = {
-        row["channel"]: row for row in read_json(st.path(session_id, "channels.json"))["channels"]
-    }
+    fitted = {row["channel"]: row for row in files.channels()["channels"]}
     with_maps = {m["channel"] for m in metas}
     for channel in req.channels or []:
         if channel not in fitted:
@@ -105,14 +103,15 @@ def build(
         "list": f"/v1/sessions/{session_id}/phase3",
         "stimuli": f"/v1/sessions/{session_id}/phase3/stimuli.zip",
     }
+    files = st.files(session_id)
     with st.locked(session_id) as rec:
-        current = rec.get("phase3") or {}
-        built = st.path(session_id, "phase3/list.json").is_file()
-        if current.get("key") == key and built:
+        current = rec.phase3.key if rec.phase3 else None
+        built = files.has_phase_three_list()
+        if current == key and built:
             done = Accepted(session=session_id, status="done", links=links)
             return JSONResponse(done.model_dump(), status_code=200)
         busy = built or job_pending(rec, "phase3", r)  # a failed build blocks nothing
-        if current.get("key") not in (None, key) and busy and not replace:
+        if current not in (None, key) and busy and not replace:
             raise ApiError(
                 409,
                 "Conflict",
@@ -120,30 +119,26 @@ def build(
                 "?replace=true to build this one instead, which discards the other list's "
                 "trials and analysis",
             )
-        generation = session_states.generation(rec)
         job = enqueue(
             cfg,
             r,
             "phase3",
-            "stimloop.worker.jobs.run_phase3",
             session_id,
             req.model_dump(mode="json"),
             key,
-            generation,
+            rec.generation,
             session=session_id,
             owner=caller.id,
         )
-        rec["phase3"] = {"key": key, "job": job.id}
-        rec["jobs"]["phase3"] = job.id
+        rec.phase3 = PhaseThreeInfo(key=key, job=job.id)
+        rec.jobs["phase3"] = job.id
     links["job"] = f"/v1/jobs/{job.id}"
-    body = Accepted(
-        job=JobInfo(**job_status(job, cfg)), session=session_id, status="queued", links=links
-    )
+    body = Accepted(job=job_info(job, cfg), session=session_id, status="queued", links=links)
     return JSONResponse(body.model_dump(), status_code=202)
 
 
 def stored_list(st: Store, session_id: str) -> dict[str, Any]:
-    return st.read_result(session_id, "phase3/list.json", "phase-three list")
+    return st.files(session_id).phase_three_list()
 
 
 @router.get(
@@ -177,10 +172,10 @@ def get_list(
             ]
         )
     listed = {e["stimulus"] for e in data["entries"]}
-    for body in data["stability_bodies"]:
-        if body not in listed:
+    for image in data["stability_images"]:
+        if image not in listed:
             order += 1
-            writer.writerow([order, body, "stability", "", body, "", ""])
+            writer.writerow([order, image, "stability", "", image, "", ""])
     return Response(buffer.getvalue(), media_type="text/csv")
 
 
@@ -192,7 +187,7 @@ def get_list(
 )
 def stimuli(session_id: str, st: Store = Depends(store)) -> Response:
     stored_list(st, session_id)  # 404 saying why when there is no list
-    return FileResponse(st.path(session_id, "phase3/stimuli.zip"), media_type="application/zip")
+    return FileResponse(st.files(session_id).phase_three_zip, media_type="application/zip")
 
 
 add_upload_route(
@@ -209,4 +204,4 @@ add_upload_route(
     summary="Retained response per fragment kind, the tests, predicted vs recorded, stability",
 )
 def analysis(session_id: str, st: Store = Depends(store)) -> JSONResponse:
-    return JSONResponse(st.read_result(session_id, "phase3/analysis.json", "phase-three analysis"))
+    return JSONResponse(st.files(session_id).phase_three_analysis())

@@ -14,12 +14,13 @@ from fastapi.responses import FileResponse, JSONResponse
 from stimloop.api.archives import ZipLimits, checked_members, read_member
 from stimloop.api.deps import READ, RIG, body_bytes, settings, store
 from stimloop.api.errors import ApiError, problem_responses
-from stimloop.api.schemas import ID, Category, StimulusSetCreate, StimulusSetInfo
+from stimloop.api.schemas import CATEGORY, ID, StimulusSetCreate, StimulusSetInfo
 from stimloop.runtime.settings import Settings
 from stimloop.storage.atomic import write_atomic
 from stimloop.storage.image_checks import ImageRefusedError, check_image
+from stimloop.storage.session_states import now
 from stimloop.storage.stimulus_sets import IMAGE_ID, IMAGE_SUFFIXES, read_stimulus_set
-from stimloop.storage.store import Store, now
+from stimloop.storage.store import Store
 
 router = APIRouter(
     prefix="/v1/stimulus-sets", tags=["stimulus sets"], responses=problem_responses()
@@ -162,7 +163,11 @@ def zip_images(data: bytes, cfg: Settings) -> dict[str, tuple[str, bytes]]:
 async def upload(
     request: Request,
     id: str = Query(pattern=ID),
-    category: Category = Query(),
+    category: str = Query(
+        pattern=CATEGORY,
+        description="What the images are: body, object, control_body in the paper; any other "
+        "as 1-32 lowercase letters, digits and '_'",
+    ),
     cfg: Settings = Depends(settings),
     st: Store = Depends(store),
 ) -> JSONResponse:

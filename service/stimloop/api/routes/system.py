@@ -3,27 +3,25 @@
 from __future__ import annotations
 
 import json
-import re
 
 from fastapi import APIRouter, Depends
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Worker
-from rq.exceptions import NoSuchJobError
-from rq.job import Job
 
 from stimloop import __version__
+from stimloop.api.checks import require_backbone
 from stimloop.api.deps import READ, RIG, Caller, redis, settings, store
 from stimloop.api.errors import ApiError, problem_responses
+from stimloop.api.jobs import fetch_job, job_info
 from stimloop.api.schemas import Accepted, ActivationsRequest, JobInfo
 from stimloop.runtime.settings import Settings
 from stimloop.science.backbone_spec import BackboneError
 from stimloop.storage.registry import load_registry
 from stimloop.storage.store import Store
-from stimloop.worker.queue import alive_key, cancel_key, enqueue, get_queue, job_status
+from stimloop.worker.queue import alive_key, cancel_key, enqueue, get_queue
 
 router = APIRouter(prefix="/v1", responses=problem_responses())
-JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 @router.get("/health", summary="Version, device, Redis, workers and backbones")
@@ -71,15 +69,6 @@ def health(cfg: Settings = Depends(settings), r: Redis = Depends(redis)) -> dict
     }
 
 
-def require_backbone(cfg: Settings, name: str) -> None:
-    """400 unless ``name`` is in the registry (the message lists the known ones)."""
-    registry = load_registry(cfg.registry_path)
-    if name not in registry:
-        raise ApiError(
-            400, "Unknown backbone", f"backbone {name!r} is not in the registry: {sorted(registry)}"
-        )
-
-
 def backbone_list(cfg: Settings) -> list[dict]:
     out = []
     for spec in load_registry(cfg.registry_path).values():
@@ -117,42 +106,8 @@ def activations(
 ) -> Accepted:
     require_backbone(cfg, req.backbone)
     st.get_set(req.stimulus_set)
-    job = enqueue(
-        cfg, r, "activations", "stimloop.worker.jobs.run_precompute", req.backbone, req.stimulus_set
-    )
-    return Accepted(
-        job=JobInfo(**job_status(job, cfg)), status="queued", links={"job": f"/v1/jobs/{job.id}"}
-    )
-
-
-def fetch_job(job_id: str, r: Redis, cfg: Settings) -> Job:
-    """This deployment's job ``job_id``; 404 for another deployment's (other key prefix)."""
-    missing = ApiError(404, "Not found", f"job {job_id!r} does not exist (or expired)")
-    if not JOB_ID.fullmatch(job_id):
-        raise missing
-    try:
-        job = Job.fetch(job_id, connection=r)
-    except NoSuchJobError:
-        raise missing from None
-    if job.meta.get("prefix") != cfg.key_prefix:
-        raise missing
-    return job
-
-
-def job_info(job: Job, cfg: Settings) -> JobInfo:
-    info = job_status(job, cfg)
-    link = None
-    if info["state"] == "finished" and info["session"]:
-        link = {
-            "fit": "selection",
-            "analysis": "analysis",
-            "warm": None,
-            "saliency": "saliency",
-            "phase3": "phase3",
-            "phase3_analysis": "phase3/analysis",
-        }.get(info["kind"] or "")
-        link = f"/v1/sessions/{info['session']}/{link}" if link else None
-    return JobInfo(**info, result_link=link)
+    job = enqueue(cfg, r, "activations", req.backbone, req.stimulus_set)
+    return Accepted(job=job_info(job, cfg), status="queued", links={"job": f"/v1/jobs/{job.id}"})
 
 
 @router.get(

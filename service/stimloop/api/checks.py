@@ -1,0 +1,118 @@
+"""What a request must satisfy before anything is stored or queued: a known backbone, and a
+session's sets (registered, of distinct categories, sharing no ids, enough preferred images
+for the fit's split). Each refusal says what to do."""
+
+from __future__ import annotations
+
+from stimloop.api.errors import ApiError
+from stimloop.api.schemas import SessionCreate
+from stimloop.runtime.settings import Settings
+from stimloop.storage.registry import load_registry
+from stimloop.storage.session import CandidateSet, SessionConfig
+from stimloop.storage.store import Store
+
+
+def require_backbone(cfg: Settings, name: str) -> None:
+    """400 unless ``name`` is in the registry (the message lists the known ones)."""
+    registry = load_registry(cfg.registry_path)
+    if name not in registry:
+        raise ApiError(
+            400, "Unknown backbone", f"backbone {name!r} is not in the registry: {sorted(registry)}"
+        )
+
+
+def is_preferred(category: str, preferred_category: str) -> bool:
+    """The default of a candidate set's ``preferred``: its category is the preferred one, or
+    that one's controls (``control_body`` for ``body``)."""
+    return category in (preferred_category, f"control_{preferred_category}")
+
+
+def session_config(st: Store, req: SessionCreate) -> SessionConfig:
+    """The session's config with each set's category read from its registration; 4xx unless
+    the sets exist, the paper's form names sets of its categories, the candidate sets'
+    categories differ, no two sets share an image id, and the preferred set holds the split."""
+    preferred_id, requested = req.sets()
+    records = {s: st.get_set(s) for s in [preferred_id, *(c.set for c in requested)]}
+    for set_id, category in req.paper_categories().items():
+        if records[set_id]["category"] != category:
+            field = {"body": "body_set", "object": "object_set"}.get(category, "control_body_set")
+            raise ApiError(
+                400,
+                "Wrong category",
+                f"{field} {set_id!r} holds {records[set_id]['category']} images, not "
+                f"{category}; name a {category} set, or use preferred_set and candidate_sets",
+            )
+    preferred_category = records[preferred_id]["category"]
+    candidates = [
+        CandidateSet(
+            set=c.set,
+            category=records[c.set]["category"],
+            preferred=(
+                c.preferred
+                if c.preferred is not None
+                else is_preferred(records[c.set]["category"], preferred_category)
+            ),
+        )
+        for c in requested
+    ]
+    categories = [c.category for c in candidates]
+    repeated = sorted({c for c in categories if categories.count(c) > 1})
+    if repeated:
+        raise ApiError(
+            422,
+            "Categories repeat",
+            f"candidate sets {[c.set for c in candidates if c.category in repeated]} are all "
+            f"of category {repeated[0]!r}; the phase-two list names picks by category, so "
+            "merge them into one set or register them under distinct categories",
+        )
+    if all(c.preferred for c in candidates):
+        raise ApiError(
+            422,
+            "No other category",
+            "every candidate set is of the preferred category; the selectivity test needs a "
+            "candidate set of another category (objects in the paper)",
+        )
+    refuse_shared_ids(records)
+    count = records[preferred_id]["count"]
+    if sum(req.fit.split) > count:
+        raise ApiError(
+            400,
+            "Split too large",
+            f"the fit split {list(req.fit.split)} (train, validation, test) needs "
+            f"{sum(req.fit.split)} images of the preferred set; {preferred_id!r} has {count}",
+        )
+    return SessionConfig(
+        backbone=req.backbone,
+        preferred_set=preferred_id,
+        preferred_category=preferred_category,
+        candidate_sets=candidates,
+        channels=req.channels,
+        fit=req.fit,
+        inclusion=req.inclusion,
+        selection=req.selection,
+        analysis=req.analysis,
+        windows=req.windows,
+        seed=req.seed,
+    )
+
+
+def refuse_shared_ids(records: dict[str, dict]) -> None:
+    """422 when two of the session's sets share image ids.
+
+    Every table of a session (phase-two list, trials, analysis) names images by id alone, so
+    an object and a control body with one id could not be told apart.
+    """
+    ids = {s: {e["id"] for e in r["entries"]} for s, r in records.items()}
+    names = list(ids)
+    for i, first in enumerate(names):
+        for second in names[i + 1 :]:
+            shared = sorted(ids[first] & ids[second])
+            if shared:
+                raise ApiError(
+                    422,
+                    "Stimulus ids shared between sets",
+                    f"sets {first!r} and {second!r} share {len(shared)} image ids, e.g. "
+                    f"{shared[:10]}; a session names images by id alone, so give the images "
+                    "of each set distinct ids (a manifest.json with an 'id' per file) and "
+                    "register the set again",
+                )

@@ -1,0 +1,392 @@
+"""A session: its typed record and its folder, the one module that names the session's files.
+
+Layout of ``sessions/<id>/``::
+
+    session.json                      the record: config, state, generation, history, uploads
+    phase1.npz, phase2.npz, phase3.npz    the uploaded trials (columns)
+    readouts.npz, readouts.json       the fitted models (arrays; config, seed, weights sha256)
+    channels.json                     inclusion statistics and fit metrics per channel
+    selection.json                    the picks per channel and the phase-two list
+    analysis.json                     stability, selectivity, generalisation
+    saliency/<key>.npz|json|png       saliency results: arrays, metadata, figure
+    phase3/list.json, stimuli.zip, images/<id>.png, analysis.json    phase three
+
+Categories are data: a session names its preferred set (the readouts are trained on it;
+bodies in the paper) and its candidate sets, each of one category; candidate sets of the
+preferred category (the paper's control bodies) are compared against every other category
+(objects) in the selectivity test.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from stimloop.science.configs import (
+    AnalysisConfig,
+    InclusionConfig,
+    ReadoutConfig,
+    SelectionConfig,
+    Windows,
+)
+from stimloop.storage.atomic import read_json, read_npz, write_atomic, write_json, write_npz
+
+if TYPE_CHECKING:  # torch and scipy stay out of the API process: imported where used
+    from stimloop.science.readout import FittedReadout
+    from stimloop.science.responses import Trials
+
+Phase = Literal["phase1", "phase2", "phase3"]
+PHASES: tuple[Phase, ...] = ("phase1", "phase2", "phase3")
+SCHEMA = 2  # 1: the three fixed sets of the paper (body_set, object_set, control_body_set)
+
+
+class NotFoundError(KeyError):
+    """A stored thing that does not exist; the message names it."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "not found"
+
+
+class OutdatedSessionError(NotFoundError):
+    """A session stored by an earlier version of stimloop, which this one cannot read."""
+
+
+class CandidateSet(BaseModel):
+    """A candidate set of the session, its category and whether it is of the preferred one."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    set: str
+    category: str
+    preferred: bool  # of the preferred category: tested against every other category
+
+
+class SessionConfig(BaseModel):
+    """What a session was created with: backbone, sets, channels, every setting, seed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backbone: str
+    preferred_set: str
+    preferred_category: str
+    candidate_sets: list[CandidateSet]
+    channels: list[str]
+    fit: ReadoutConfig = ReadoutConfig()
+    inclusion: InclusionConfig = InclusionConfig()
+    selection: SelectionConfig = SelectionConfig()
+    analysis: AnalysisConfig = AnalysisConfig()
+    windows: Windows = Windows()
+    seed: int = 0
+
+    @property
+    def others(self) -> list[CandidateSet]:
+        """The candidate sets of other categories (objects), in the session's order."""
+        return [c for c in self.candidate_sets if not c.preferred]
+
+    @property
+    def preferred_candidates(self) -> list[CandidateSet]:
+        """The candidate sets of the preferred category (control bodies)."""
+        return [c for c in self.candidate_sets if c.preferred]
+
+    def set_of(self, category: str) -> str:
+        """The set holding a category's images (the preferred set for its own category)."""
+        if category == self.preferred_category:
+            return self.preferred_set
+        for c in self.candidate_sets:
+            if c.category == category:
+                return c.set
+        raise NotFoundError(f"the session has no {category!r} images")
+
+    @property
+    def sets(self) -> dict[str, str]:
+        """Category -> set id, the preferred set under the preferred category."""
+        out = {c.category: c.set for c in self.candidate_sets}
+        return {self.preferred_category: self.preferred_set, **out}
+
+
+class UploadInfo(BaseModel):
+    sha256: str
+    trials: int
+
+
+class PhaseThreeInfo(BaseModel):
+    """Phase three beside the state: the list's request key and image count, the building
+    job, and the last phase-three job's error (None when it succeeded)."""
+
+    key: str | None = None
+    images: int | None = None
+    job: str | None = None
+    error: str | None = None
+
+
+class SessionRecord(BaseModel):
+    """``session.json``: the state machine's record (``session_states``) and what it holds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = SCHEMA
+    id: str
+    created: str
+    state: str = "created"
+    generation: int = 0
+    config: SessionConfig
+    provenance: dict[str, Any] = Field(default_factory=dict)
+    uploads: dict[Phase, UploadInfo] = Field(default_factory=dict)
+    jobs: dict[str, str] = Field(default_factory=dict)
+    error: str | None = None
+    failed_in: str | None = None
+    history: list[dict[str, Any]] = Field(default_factory=list)
+    phase3: PhaseThreeInfo | None = None
+
+
+# What each upload makes stale when it is replaced.
+_DERIVED: dict[Phase, tuple[str, ...]] = {
+    "phase1": (
+        "readouts.npz",
+        "readouts.json",
+        "selection.json",
+        "channels.json",
+        "phase2.npz",
+        "analysis.json",
+        "saliency",
+        "phase3",
+        "phase3.npz",
+    ),
+    "phase2": ("analysis.json", "saliency", "phase3", "phase3.npz"),
+    "phase3": ("phase3/analysis.json",),
+}
+
+
+def save_readout(folder: Path, fit: FittedReadout) -> None:
+    """A readout's two files in ``folder``: ``readouts.npz`` (arrays) and ``readouts.json``
+    (config, seed, weights sha256, split); a session's, or ``stimloop fit --out``'s."""
+    write_npz(Path(folder) / "readouts.npz", fit.arrays())
+    write_atomic(Path(folder) / "readouts.json", json.dumps(fit.metadata(), indent=1).encode())
+
+
+def load_readout(folder: Path) -> FittedReadout:
+    from stimloop.science.readout import FittedReadout
+
+    return FittedReadout.from_arrays(
+        read_npz(Path(folder) / "readouts.npz"), read_json(Path(folder) / "readouts.json")
+    )
+
+
+class SessionFiles:
+    """The files of one session's folder, read and written by what they hold."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self.id = self.folder.name
+
+    # ------------------------------------------------------------------ the record
+
+    @property
+    def record_path(self) -> Path:
+        return self.folder / "session.json"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.folder / ".lock"
+
+    def exists(self) -> bool:
+        return self.record_path.is_file()
+
+    def record(self) -> SessionRecord:
+        if not self.exists():
+            raise NotFoundError(f"session {self.id!r} does not exist")
+        data = read_json(self.record_path)
+        if data.get("schema_version", 1) != SCHEMA:
+            raise OutdatedSessionError(
+                f"session {self.id!r} was stored by an earlier version of stimloop (one body, "
+                "object and control-body set) and cannot be read by this one; create a new "
+                "session and upload its trials again (they are in "
+                f"{self.folder}/phase1.npz and phase2.npz)"
+            )
+        return SessionRecord.model_validate(data)
+
+    def write_record(self, record: SessionRecord) -> None:
+        write_json(self.record_path, record.model_dump(mode="json"))
+
+    def missing(self, what: str) -> NotFoundError:
+        """Not there yet, saying in which state the session is."""
+        try:
+            state = self.record().state
+        except NotFoundError as exc:
+            return exc
+        return NotFoundError(f"session {self.id} has no {what} yet (state: {state})")
+
+    # ------------------------------------------------------------------ trials
+
+    def _trials_path(self, phase: Phase) -> Path:
+        return self.folder / f"{phase}.npz"
+
+    def has_trials(self, phase: Phase) -> bool:
+        return self._trials_path(phase).is_file()
+
+    def trial_columns(self, phase: Phase) -> dict[str, np.ndarray]:
+        if not self.has_trials(phase):
+            raise self.missing(f"{phase} trials")
+        return read_npz(self._trials_path(phase))
+
+    def write_trials(self, phase: Phase, columns: dict[str, np.ndarray]) -> None:
+        write_npz(self._trials_path(phase), columns)
+
+    def trials(self, phase: Phase, windows: Windows) -> Trials:
+        """The trials of ``phase`` as net rates, counts cut with the session's ``windows``."""
+        from stimloop.science.responses import trials_from_columns
+
+        return trials_from_columns(self.trial_columns(phase), windows)
+
+    def discard_derived(self, upload: Phase) -> list[str]:
+        """Delete what was derived from ``upload`` (replaced); returns what was removed."""
+        removed = []
+        for name in _DERIVED[upload]:
+            path = self.folder / name
+            if path.is_dir():
+                shutil.rmtree(path)
+                removed.append(name)
+            elif path.exists():
+                path.unlink()
+                removed.append(name)
+        return removed
+
+    # ------------------------------------------------------------------ the fit
+
+    def has_readouts(self) -> bool:
+        return (self.folder / "readouts.npz").is_file()
+
+    @property
+    def readouts_npz(self) -> Path:
+        return self.folder / "readouts.npz"
+
+    def readouts_meta(self) -> dict[str, Any] | None:
+        path = self.folder / "readouts.json"
+        return read_json(path) if path.is_file() else None
+
+    def readout(self) -> FittedReadout:
+        if not self.has_readouts():
+            raise self.missing("fitted models")
+        return load_readout(self.folder)
+
+    def save_readout(self, fit: FittedReadout) -> None:
+        save_readout(self.folder, fit)
+
+    def has_channels(self) -> bool:
+        return (self.folder / "channels.json").is_file()
+
+    def channels(self) -> dict[str, Any]:
+        """Inclusion statistics and fit metrics per channel (``{"channels": [...], ...}``)."""
+        return self._result("channels.json", "fit")
+
+    def write_channels(self, data: dict[str, Any]) -> None:
+        write_json(self.folder / "channels.json", data)
+
+    def has_selection(self) -> bool:
+        return (self.folder / "selection.json").is_file()
+
+    def selection(self) -> dict[str, Any]:
+        return self._result("selection.json", "selection")
+
+    def write_selection(self, data: dict[str, Any]) -> None:
+        write_json(self.folder / "selection.json", data)
+
+    # ------------------------------------------------------------------ the analysis
+
+    def has_analysis(self) -> bool:
+        return (self.folder / "analysis.json").is_file()
+
+    def analysis(self) -> dict[str, Any]:
+        return self._result("analysis.json", "analysis")
+
+    def write_analysis(self, data: dict[str, Any]) -> None:
+        write_json(self.folder / "analysis.json", data)
+
+    # ------------------------------------------------------------------ saliency
+
+    def saliency_results(self) -> list[dict[str, Any]]:
+        """Every stored saliency result's metadata, by key."""
+        folder = self.folder / "saliency"
+        return [read_json(p) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+
+    def saliency_file(self, key: str, suffix: Literal["json", "npz", "png"]) -> Path | None:
+        """A saliency result's file; ``None`` unless ``key`` is a stored result's (keys are
+        looked up, never used as paths)."""
+        if not key.isalnum():
+            return None
+        path = self.folder / "saliency" / f"{key}.{suffix}"
+        return path if path.is_file() else None
+
+    def saliency_arrays(self, key: str) -> dict[str, np.ndarray]:
+        path = self.saliency_file(key, "npz")
+        if path is None:
+            raise NotFoundError(f"no saliency result {key!r}")
+        return read_npz(path)
+
+    def write_saliency(
+        self, key: str, arrays: dict[str, np.ndarray], png: bytes, meta: dict[str, Any]
+    ) -> None:
+        folder = self.folder / "saliency"
+        write_npz(folder / f"{key}.npz", arrays)
+        write_atomic(folder / f"{key}.png", png)
+        write_json(folder / f"{key}.json", meta)  # last: the result exists once it is there
+
+    # ------------------------------------------------------------------ phase three
+
+    def has_phase_three_list(self) -> bool:
+        return (self.folder / "phase3" / "list.json").is_file()
+
+    def phase_three_list(self) -> dict[str, Any]:
+        return self._result("phase3/list.json", "phase-three list")
+
+    @property
+    def phase_three_zip(self) -> Path:
+        return self.folder / "phase3" / "stimuli.zip"
+
+    def phase_three_image(self, stimulus: str) -> Path:
+        return self.folder / "phase3" / "images" / f"{stimulus}.png"
+
+    def write_phase_three(
+        self, listed: dict[str, Any], pngs: dict[str, bytes], archive: bytes
+    ) -> bool:
+        """A new phase-three list with its fragment images and zip; the old list, its trials
+        and analysis are void (returns whether there was one)."""
+        folder = self.folder / "phase3"
+        replaced = folder.is_dir()
+        if replaced:
+            shutil.rmtree(folder)
+            self._trials_path("phase3").unlink(missing_ok=True)
+        for fid, png in pngs.items():
+            write_atomic(self.phase_three_image(fid), png)
+        write_atomic(self.phase_three_zip, archive)
+        write_json(folder / "list.json", listed)
+        return replaced
+
+    def has_phase_three_analysis(self) -> bool:
+        return (self.folder / "phase3" / "analysis.json").is_file()
+
+    def phase_three_analysis(self) -> dict[str, Any]:
+        return self._result("phase3/analysis.json", "phase-three analysis")
+
+    def write_phase_three_analysis(self, data: dict[str, Any]) -> None:
+        write_json(self.folder / "phase3" / "analysis.json", data)
+
+    # ------------------------------------------------------------------
+
+    def _result(self, name: str, what: str) -> Any:
+        path = self.folder / name
+        if not path.is_file():
+            raise self.missing(what)
+        return read_json(path)
+
+
+def walk(folder: Path) -> Iterator[Path]:
+    """Every session folder below ``folder`` with a record."""
+    if folder.is_dir():
+        yield from (p.parent for p in sorted(folder.glob("*/session.json")))
