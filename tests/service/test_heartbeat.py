@@ -11,13 +11,12 @@ import subprocess
 import time
 import uuid
 
-import numpy as np
 import pytest
 from redis import Redis
 
 from tests.conftest import REGISTRY
 from tests.service.conftest import cleanup, redis_test_url
-from tests.service.test_processes import STIMLOOP
+from tests.service.test_processes import STIMLOOP, phase_one
 
 STALE_S = 3.0
 
@@ -152,15 +151,7 @@ def test_a_frozen_worker_is_found_dead_in_time_and_writes_nothing_once_resumed(w
     )
     assert r.status_code == 201, r.text
     sid = r.json()["id"]
-    rng = np.random.default_rng(0)
-    trials = {"stimulus": [], "channel": [], "rate": []}
-    for ch in ("x", "y"):
-        base = rng.normal(20, 8, 16)
-        for i in range(16):
-            for _ in range(4):
-                trials["stimulus"].append(f"body_{i:04d}")
-                trials["channel"].append(ch)
-                trials["rate"].append(float(base[i] + rng.normal(0, 1)))
+    trials = phase_one(["x", "y"], [f"body_{i:04d}" for i in range(16)], seed=0)
     r = client.put(f"/v1/sessions/{sid}/phase1", headers=rig, json=trials)
     assert r.status_code == 202, r.text
     job = r.json()["job"]["id"]
