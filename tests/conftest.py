@@ -28,9 +28,9 @@ def random_backbone(random_spec, tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_stimuli():
     """4 bodies, 3 objects, 2 control bodies for seed 0."""
-    from stimloop.science.stimuli import generate_set
+    from stimloop.science import stimuli as st
 
-    return generate_set(4, 3, 2, seed=0)
+    return st.generate_bodies(4, 0) + st.generate_objects(3, 0) + st.generate_control_bodies(2, 0)
 
 
 @pytest.fixture(scope="session")

@@ -119,4 +119,4 @@ def test_the_wheel_installs_the_two_packages_by_their_folder_names(tmp_path):
     assert "stimloop_rig/api.py" in names and "stimloop/science/readout.py" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
-    assert "stimloop.cli:app" in text and "stimloop_rig.cli:app" in text
+    assert "stimloop.cli:app" in text and "stimloop_rig.cli:main" in text

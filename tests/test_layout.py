@@ -15,12 +15,12 @@ ENTRY_POINTS = ("__init__.py", "cli.py", "serve.py", "demo.py")
 # which layer may import which (besides itself); the README's import map
 ALLOWED = {
     "science": set(),
-    "storage": {"science"},
+    "storage": {"science", "client"},
     "worker": {"science", "storage", "runtime", "reports"},
     "reports": {"science", "storage", "client"},
     "api": {"science", "storage", "runtime", "reports", "client", "worker.queue"},
     "runtime": {"storage", "worker.queue"},
-    "client": {"api.schemas", "science.configs"},
+    "client": {"science.configs"},
 }
 
 

@@ -18,27 +18,41 @@ from typing import Any
 
 import httpx
 import numpy as np
-from stimloop.api.schemas import Accepted, JobInfo, SessionInfo, StimulusSetInfo
 
+from stimloop_rig.contract import (
+    Accepted,
+    Analysis,
+    BackboneInfo,
+    Health,
+    JobInfo,
+    Models,
+    PhaseThreeAnalysis,
+    PhaseThreeList,
+    SaliencyResult,
+    Selection,
+    SessionInfo,
+    StimulusSetInfo,
+)
+from stimloop_rig.errors import (
+    JobFailedError,
+    JobWaitTimeoutError,
+    ProblemError,
+    ServiceTimeoutError,
+    ServiceUnreachableError,
+    StimloopError,
+)
 from stimloop_rig.readers import read_trials
 
+__all__ = ["JobFailedError", "JobInfo", "RigClient", "StimloopError"]
 ProgressCallback = Callable[[JobInfo], None]
 
 
-class StimloopError(Exception):
-    """The service refused a request; ``status`` and ``detail`` come from its problem+json."""
-
-    def __init__(self, status: int, title: str, detail: str) -> None:
-        super().__init__(f"{status} {title}: {detail}")
-        self.status, self.title, self.detail = status, title, detail
-
-
-class JobFailedError(StimloopError):
-    """A job ended failed or cancelled."""
-
-
 class RigClient:
-    """A client bound to one server URL and token."""
+    """A client bound to one server URL and token. Every failure raises a ``StimloopError``
+    (``stimloop_rig.errors``): the server's refusals as ``ProblemError`` with its status and
+    detail, an unreachable or silent server as ``ServiceUnreachableError`` or
+    ``ServiceTimeoutError`` once the retries are spent. Retries stop after ``retry_budget``
+    seconds (the backoff doubles from ``backoff``)."""
 
     def __init__(
         self,
@@ -48,13 +62,19 @@ class RigClient:
         timeout: float = 60.0,
         retries: int = 5,
         backoff: float = 0.5,
+        retry_budget: float = 30.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.url = url.rstrip("/")
         self.http = httpx.Client(
-            base_url=url.rstrip("/"), headers=headers, timeout=timeout, transport=transport
+            base_url=self.url,
+            headers=headers,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+            transport=transport,
         )
-        self.retries, self.backoff = retries, backoff
+        self.timeout = timeout
+        self.retries, self.backoff, self.retry_budget = retries, backoff, retry_budget
 
     def close(self) -> None:
         self.http.close()
@@ -70,35 +90,37 @@ class RigClient:
     def request(
         self, method: str, path: str, *, idempotent: bool | None = None, **kwargs: Any
     ) -> httpx.Response:
-        """Send; raise ``StimloopError`` on 4xx and 5xx. Connection errors and 5xx are retried
-        for idempotent requests (``idempotent``; default: GET, PUT, DELETE and requests with
-        an ``Idempotency-Key``), a POST that starts work is sent once."""
+        """Send; raise ``ProblemError`` on 4xx and 5xx answers. Connection errors and 5xx are
+        retried for idempotent requests (``idempotent``; default: GET, PUT, DELETE and
+        requests with an ``Idempotency-Key``) within the retry budget; a POST that starts
+        work is sent once."""
         if idempotent is None:
             keyed = "Idempotency-Key" in (kwargs.get("headers") or {})
             idempotent = method in ("GET", "HEAD", "PUT", "DELETE") or keyed
         retries = self.retries if idempotent else 0
-        delay = self.backoff
+        delay, started = self.backoff, time.monotonic()
         for attempt in range(retries + 1):
+            last = attempt == retries or time.monotonic() - started + delay > self.retry_budget
             try:
                 response = self.http.request(method, path, **kwargs)
-            except httpx.TransportError:
-                if attempt == retries:
-                    raise
+            except httpx.TimeoutException:
+                if last:
+                    raise ServiceTimeoutError(self.url, self.timeout) from None
+            except httpx.TransportError as exc:
+                if last:
+                    raise ServiceUnreachableError(self.url, _reason(exc)) from None
             else:
-                if response.status_code < 500 or attempt == retries:
+                if response.status_code < 500 or last:
                     break
             time.sleep(delay)
             delay *= 2
         if response.status_code >= 400:
             try:
                 body = response.json()
-                raise StimloopError(
-                    response.status_code,
-                    body.get("title", "error"),
-                    body.get("detail", response.text),
-                )
+                title, detail = body.get("title", "error"), body.get("detail", response.text)
             except ValueError:
-                raise StimloopError(response.status_code, "error", response.text) from None
+                title, detail = "error", response.text[:500]
+            raise ProblemError(response.status_code, str(title), str(detail))
         return response
 
     def json(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -106,11 +128,11 @@ class RigClient:
 
     # ------------------------------------------------------------------ resources
 
-    def health(self) -> dict[str, Any]:
-        return self.json("GET", "/v1/health")
+    def health(self) -> Health:
+        return Health.model_validate(self.json("GET", "/v1/health"))
 
-    def backbones(self) -> list[dict[str, Any]]:
-        return self.json("GET", "/v1/backbones")
+    def backbones(self) -> list[BackboneInfo]:
+        return [BackboneInfo.model_validate(b) for b in self.json("GET", "/v1/backbones")]
 
     def register_set(self, set_id: str, category: str, directory: str) -> StimulusSetInfo:
         body = {"id": set_id, "category": category, "directory": directory}
@@ -125,7 +147,7 @@ class RigClient:
                 idempotent=True,  # the same zip again is answered 200
                 params={"id": set_id, "category": category},
                 content=zip_bytes,
-                headers={"content-type": "application/zip"},
+                headers={"content-type": "application/octet-stream"},
             )
         )
 
@@ -158,7 +180,7 @@ class RigClient:
                 path,
                 content=buffer.getvalue(),
                 params={"replace": "true"} if replace else None,
-                headers={"content-type": "application/x-npz"},
+                headers={"content-type": "application/octet-stream"},
             )
         )
 
@@ -189,8 +211,9 @@ class RigClient:
     ) -> JobInfo:
         """Poll a job until it ends, calling ``progress(job)`` each time. Waits as long as the
         job is alive (the server judges that by its worker's heartbeat, not by progress);
-        ``JobFailedError`` when the server reports it failed or cancelled, ``TimeoutError``
-        after ``timeout`` seconds (the job goes on on the server)."""
+        ``JobFailedError`` when the server reports it failed or cancelled,
+        ``JobWaitTimeoutError`` (a ``TimeoutError``) after ``timeout`` seconds (the job goes
+        on on the server)."""
         start = time.monotonic()
         while True:
             info = self.job(job_id)
@@ -201,22 +224,25 @@ class RigClient:
             if info.state in ("failed", "canceled", "stopped"):
                 raise JobFailedError(409, f"job {info.state}", info.error or info.state)
             if timeout is not None and time.monotonic() - start > timeout:
-                raise TimeoutError(f"job {job_id} still {info.state} after {timeout} s")
+                raise JobWaitTimeoutError(job_id, info.state, timeout)
             time.sleep(poll)
 
-    def selection(self, session_id: str) -> dict[str, Any]:
-        return self.json("GET", f"/v1/sessions/{session_id}/selection")
+    def selection(self, session_id: str) -> Selection:
+        return Selection.model_validate(self.json("GET", f"/v1/sessions/{session_id}/selection"))
 
     def selection_csv(self, session_id: str) -> str:
-        return self.request(
-            "GET", f"/v1/sessions/{session_id}/selection", params={"format": "csv"}
-        ).text
+        return self.request("GET", f"/v1/sessions/{session_id}/selection.csv").text
 
-    def analysis(self, session_id: str) -> dict[str, Any]:
-        return self.json("GET", f"/v1/sessions/{session_id}/analysis")
+    def analysis(self, session_id: str) -> Analysis:
+        return Analysis.model_validate(self.json("GET", f"/v1/sessions/{session_id}/analysis"))
 
-    def models(self, session_id: str) -> dict[str, Any]:
-        return self.json("GET", f"/v1/sessions/{session_id}/models")
+    def models(self, session_id: str) -> Models:
+        return Models.model_validate(self.json("GET", f"/v1/sessions/{session_id}/models"))
+
+    def saliency_result(self, session_id: str, key: str) -> SaliencyResult:
+        return SaliencyResult.model_validate(
+            self.json("GET", f"/v1/sessions/{session_id}/saliency/{key}")
+        )
 
     def saliency(
         self,
@@ -228,7 +254,8 @@ class RigClient:
     ) -> Accepted:
         """Ask for a channel's saliency maps: ``x_out`` an image of another category (an
         object), ``x_in`` one of the preferred set (a body), or neither: sec. 5.2's pair."""
-        request = {"channel": channel, "x_out": x_out, "x_in": x_in, **options}
+        pair = {"x_out": x_out, "x_in": x_in} if x_out is not None or x_in is not None else {}
+        request = {"channel": channel, **pair, **options}
         return Accepted(**self.json("POST", f"/v1/sessions/{session_id}/saliency", json=request))
 
     def phase_three(self, session_id: str, replace: bool = False, **request: Any) -> Accepted:
@@ -244,23 +271,31 @@ class RigClient:
             )
         )
 
-    def phase_three_list(self, session_id: str) -> dict[str, Any]:
-        return self.json("GET", f"/v1/sessions/{session_id}/phase3")
+    def phase_three_list(self, session_id: str) -> PhaseThreeList:
+        return PhaseThreeList.model_validate(self.json("GET", f"/v1/sessions/{session_id}/phase3"))
 
     def phase_three_csv(self, session_id: str) -> str:
-        return self.request(
-            "GET", f"/v1/sessions/{session_id}/phase3", params={"format": "csv"}
-        ).text
+        return self.request("GET", f"/v1/sessions/{session_id}/phase3.csv").text
 
     def phase_three_stimuli(self, session_id: str) -> bytes:
         """The zip of the phase-three images with its ``manifest.json``."""
         return self.download(f"/v1/sessions/{session_id}/phase3/stimuli.zip")
 
-    def phase_three_analysis(self, session_id: str) -> dict[str, Any]:
-        return self.json("GET", f"/v1/sessions/{session_id}/phase3/analysis")
+    def phase_three_analysis(self, session_id: str) -> PhaseThreeAnalysis:
+        return PhaseThreeAnalysis.model_validate(
+            self.json("GET", f"/v1/sessions/{session_id}/phase3/analysis")
+        )
 
     def download(self, path: str) -> bytes:
         return self.request("GET", path).content
 
     def report(self, session_id: str) -> str:
         return self.request("GET", f"/v1/sessions/{session_id}/report").text
+
+
+def _reason(exc: httpx.TransportError) -> str:
+    """The root cause of a transport error, in a few words."""
+    cause: BaseException = exc
+    while cause.__cause__ is not None or cause.__context__ is not None:
+        cause = cause.__cause__ or cause.__context__  # type: ignore[assignment]
+    return str(cause) or type(cause).__name__

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 from pathlib import Path
 
 import typer
@@ -13,7 +14,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from stimloop_rig.api import JobInfo, RigClient, StimloopError
+from stimloop_rig.api import JobInfo, RigClient
+from stimloop_rig.contract import PhaseThreeList, Selection
+from stimloop_rig.errors import JobWaitTimeoutError, StimloopError
 from stimloop_rig.readers import TrialFileError
 from stimloop_rig.tables import analysis_rows, phase_three_rows
 
@@ -35,13 +38,43 @@ TIMEOUT = typer.Option(
 )
 
 
-def _client(url: str, token: str | None) -> RigClient:
-    return RigClient(url, token)
+DEBUG = {"on": False}  # --debug: tracebacks instead of one line
+
+
+@app.callback()
+def options(
+    debug: bool = typer.Option(
+        False, "--debug", envvar="STIMLOOP_DEBUG", help="Show tracebacks of errors."
+    ),
+) -> None:
+    """stimloop at the rig. Every error is one line saying what went wrong and what to do,
+    and a non-zero exit status (2); --debug shows the traceback too."""
+    DEBUG["on"] = debug
+
+
+def _client(url: str, token: str | None, retry_budget: float = 30.0) -> RigClient:
+    return RigClient(url, token, retry_budget=retry_budget)
 
 
 def _fail(message: str) -> typer.Exit:
-    console.print(f"[red]error:[/red] {escape(message)}")
+    """One line on the console, and the exit to raise; with --debug the error being handled
+    is raised instead, traceback and all."""
+    if DEBUG["on"] and sys.exc_info()[1] is not None:
+        raise
+    console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
     return typer.Exit(code=2)
+
+
+def main() -> None:
+    """``stimloop-rig``: the commands, with every ``StimloopError`` (and a rig file's
+    ``TrialFileError``) printed as one line and exit status 2, unless ``--debug``."""
+    try:
+        app()
+    except (StimloopError, TrialFileError) as exc:
+        if DEBUG["on"]:
+            raise
+        console.print(f"[red]error:[/red] {escape(str(getattr(exc, 'detail', exc)))}")
+        raise SystemExit(2) from None
 
 
 def _wait(client: RigClient, job_id: str, label: str, timeout: float | None = None) -> JobInfo:
@@ -62,17 +95,18 @@ def _wait(client: RigClient, job_id: str, label: str, timeout: float | None = No
 
         try:
             return client.wait(job_id, progress=show, timeout=timeout)
-        except TimeoutError:
-            raise _fail(
-                f"{label} is still running after {timeout:.0f} s; it goes on on the server: "
-                f"`stimloop-rig job {job_id}` shows it, `--wait` follows it"
-            ) from None
+        except JobWaitTimeoutError as exc:
+            raise _fail(exc.detail) from None
 
 
 @app.command()
 def health(url: str = URL, token: str | None = TOKEN) -> None:
-    """Is the server up; its workers, devices and backbones."""
-    console.print_json(json.dumps(_client(url, token).health()))
+    """Is the server up; its workers, devices and backbones (gives up within seconds)."""
+    try:
+        answer = _client(url, token, retry_budget=2.0).health()
+    except StimloopError as exc:
+        raise _fail(exc.detail) from None
+    console.print_json(answer.model_dump_json())
 
 
 @app.command()
@@ -204,12 +238,14 @@ def _floats(text: str) -> list[float]:
         raise typer.BadParameter(f"give comma-separated numbers, not {text!r}") from None
 
 
-def _write_list_files(data: dict, json_out: Path | None, sequence: Path | None) -> None:
+def _write_list_files(
+    data: Selection | PhaseThreeList, json_out: Path | None, sequence: Path | None
+) -> None:
     """A list's full JSON and its presentation sequence (one id a line), where asked for."""
     if json_out:
-        json_out.write_text(json.dumps(data, indent=1))
+        json_out.write_text(data.model_dump_json(indent=1))
     if sequence:
-        sequence.write_text("\n".join(data["sequence"]) + "\n")
+        sequence.write_text("\n".join(data.sequence) + "\n")
 
 
 @app.command("phase-three-list")
@@ -250,11 +286,11 @@ def phase_three_list(
     except StimloopError as exc:
         raise _fail(exc.detail) from None
     _write_list_files(data, json_out, sequence)
-    fragments = sum(e["kind"] not in ("intact",) for e in data["entries"])
+    fragments = sum(e.kind != "intact" for e in data.entries)
     console.print(
         f"wrote {out}: {fragments} fragments, "
-        f"{sum(e['kind'] == 'intact' for e in data['entries'])} intact sources, "
-        f"{len(data['stability_images'])} stability bodies"
+        f"{sum(e.kind == 'intact' for e in data.entries)} intact sources, "
+        f"{len(data.stability_images)} stability images"
         + (f"; images in {stimuli}" if stimuli else "")
     )
 
@@ -276,10 +312,10 @@ def phase_two_list(
     except StimloopError as exc:
         raise _fail(exc.detail) from None
     _write_list_files(data, json_out, sequence)
-    n = len(data["phase_two"]["entries"])
+    n = len(data.phase_two.entries)
     console.print(
         f"wrote {out}: {n} selected images + "
-        f"{len(data['phase_two']['stability_images'])} stability bodies"
+        f"{len(data.phase_two.stability_images)} stability images"
     )
 
 
@@ -297,7 +333,8 @@ def analysis(
         data = client.analysis(session) if phase == 2 else client.phase_three_analysis(session)
     except StimloopError as exc:
         raise _fail(exc.detail) from None
-    rows = analysis_rows(data) if phase == 2 else phase_three_rows(data)
+    dumped = data.model_dump(mode="json")
+    rows = analysis_rows(dumped) if phase == 2 else phase_three_rows(dumped)
     table = Table(*rows[0].keys()) if rows else Table()
     for row in rows:
         table.add_row(

@@ -225,7 +225,7 @@ def run_demo(
         started = time.monotonic()
         _wait(client, accepted.job, "fit and select", console)
         console.print(f"phase-two list ready {time.monotonic() - started:.1f} s after the upload")
-        selection = client.selection(session.id)
+        selection = client.selection(session.id).model_dump(mode="json")
         (out / "phase_two_list.csv").write_text(client.selection_csv(session.id))
         entries = selection["phase_two"]["entries"]
         shown = {
@@ -236,7 +236,7 @@ def run_demo(
         shown[preferred.name] = selection["phase_two"]["stability_images"]
         accepted = client.upload_phase(session.id, 2, record(shown, seed + 100))
         _wait(client, accepted.job, "analysis", console)
-        analysis = reader.analysis(session.id)
+        analysis = reader.analysis(session.id).model_dump(mode="json")
         best = sorted(
             (c for c in analysis["channels"] if c["generalisation"].get("object")),
             key=lambda c: -(c["generalisation"]["object"]["r"] or -2),
@@ -293,7 +293,7 @@ def _phase_three(
     _, cols = sy.simulate_counts(rates, [m["id"] for m in manifest], channels, seed=seed + 200)
     accepted = client.upload_phase(session_id, 3, cols)
     _wait(client, accepted.job, "phase-three analysis", console)
-    return client.phase_three_analysis(session_id)
+    return client.phase_three_analysis(session_id).model_dump(mode="json")
 
 
 def _phase_three_summary(console: Console, analysis: dict) -> None:
@@ -406,7 +406,7 @@ class _EmbeddedService:
         client = RigClient(base, retries=0)
         for _ in range(200):
             try:
-                if client.health()["workers"] >= 1:
+                if client.health().workers >= 1:
                     break
             except Exception:
                 pass

@@ -51,7 +51,9 @@ def test_shape_gray_border_and_a_foreground(maker):
 
 
 def test_categories_ids_and_kinds():
-    stimuli = st.generate_set(3, 5, 4, seed=0)
+    stimuli = (
+        st.generate_bodies(3, 0) + st.generate_objects(5, 0) + st.generate_control_bodies(4, 0)
+    )
     assert [s.category for s in stimuli] == ["body"] * 3 + ["object"] * 5 + ["control_body"] * 4
     assert stimuli[0].id == "body_0000" and stimuli[3].id == "object_0000"
     assert {s.params["kind"] for s in stimuli[3:8]} == set(st.OBJECT_KINDS)

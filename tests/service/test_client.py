@@ -7,6 +7,7 @@ import httpx
 import numpy as np
 import pytest
 from stimloop_rig.api import RigClient, StimloopError
+from stimloop_rig.errors import ServiceUnreachableError
 
 from tests.service.test_loop import CHANNELS, loop, simulate  # noqa: F401  (module fixture)
 
@@ -62,7 +63,7 @@ def test_dropped_upload_is_retried_and_stored_once(service, loop, fresh_session)
     service.work()
     job = client.wait(accepted.job.id, progress=seen.append, poll=0.01)
     assert job.state == "finished" and seen and seen[-1].progress == 1.0
-    assert client.selection(fresh_session)["phase_two"]["entries"]
+    assert client.selection(fresh_session).phase_two.entries
 
 
 def test_client_errors_carry_the_problem(service, fresh_session):
@@ -74,7 +75,7 @@ def test_client_errors_carry_the_problem(service, fresh_session):
             1,
             {"stimulus": np.array(["nope"]), "channel": np.array(["ch1"]), "rate": np.array([1.0])},
         )
-    assert info.value.status == 400 and "nope" in info.value.detail
+    assert info.value.status == 422 and "nope" in info.value.detail
 
 
 class DropFirstCreate(httpx.BaseTransport):
@@ -111,8 +112,8 @@ def test_a_create_retried_after_a_dropped_answer_makes_one_session(service, loop
     )
     after = {s["id"] for s in service.client.get("/v1/sessions", headers=service.rig).json()}
     assert transport.creates == 2 and after - before == {session.id}
-    # a POST that starts work is sent once, not retried
-    with pytest.raises(httpx.ReadError):
+    # a POST that starts work is sent once, not retried; the dropped answer is one error
+    with pytest.raises(ServiceUnreachableError, match="connection dropped"):
         client.refit(session.id)
     assert transport.starts == 1
 
@@ -178,5 +179,5 @@ def test_waiting_has_an_overall_timeout_that_leaves_the_job_alone(service, monke
     waited = runner.invoke(cli.app, ["job", job.id, "--wait", "--timeout", "1"])
     assert waited.exit_code == 2, waited.output
     said = " ".join(waited.output.split())
-    assert "still running after 1 s" in said and f"stimloop-rig job {job.id}" in said
+    assert "still queued after 1 s" in said and f"stimloop-rig job {job.id}" in said
     assert client.cancel(job.id).state == "canceled"

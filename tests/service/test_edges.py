@@ -76,7 +76,7 @@ def test_stimulus_root_confinement(service):
             headers=service.rig,
             json={"id": "x", "category": "object", "directory": "missing"},
         ),
-        400,
+        404,
     )
 
 
@@ -154,8 +154,8 @@ BAD = [
         422,
         "rate",
     ),
-    ("unknown stimulus", {"json": trials(stimuli=("body_0000", "mystery_9"))}, 400, "mystery_9"),
-    ("unknown channel", {"json": trials(channel="zz")}, 400, "zz"),
+    ("unknown stimulus", {"json": trials(stimuli=("body_0000", "mystery_9"))}, 422, "mystery_9"),
+    ("unknown channel", {"json": trials(channel="zz")}, 422, "zz"),
     ("no response column", {"json": {"stimulus": ["body_0000"], "channel": ["a"]}}, 422, "rate"),
     (
         "negative counts",
@@ -179,7 +179,7 @@ BAD = [
     (
         "malformed NPZ",
         {"content": b"PK\x03\x04garbage", "headers": {"content-type": "application/x-npz"}},
-        400,
+        422,
         "NPZ",
     ),
     (
@@ -190,7 +190,7 @@ BAD = [
             ),
             "headers": {"content-type": "application/x-npz"},
         },
-        400,
+        422,
         "1-D",
     ),
     (
@@ -201,7 +201,7 @@ BAD = [
             ),
             "headers": {"content-type": "application/x-npz"},
         },
-        400,
+        422,
         "NaN",
     ),
 ]
@@ -266,7 +266,7 @@ def test_bad_session_requests(service):
                 "fit": {"split": [1, 2, 3]},
             },
         ),
-        400,
+        409,
     )
     is_problem(
         c.post(
@@ -280,7 +280,7 @@ def test_bad_session_requests(service):
                 "channels": ["a"],
             },
         ),
-        400,
+        409,
     )  # 475-body split, 8 bodies
     is_problem(c.get("/v1/sessions/0123456789ab", headers=service.rig), 404)
     is_problem(c.get("/v1/sessions/../../etc", headers=service.rig), 404)
@@ -359,7 +359,7 @@ def test_a_session_whose_sets_share_ids_is_refused_listing_them(service):
             "fit": {"split": [2, 2, 3]},
         },
     )
-    detail = is_problem(r, 422)["detail"]
+    detail = is_problem(r, 409)["detail"]
     assert "share 2 image ids" in detail and objects[0].id in detail
     assert sorted(p.name for p in service.settings.sessions_dir.glob("*")) == before
 

@@ -121,9 +121,18 @@ def test_hostile_zip_uploads_are_refused_and_change_nothing(service, hsession, r
     assert snapshot(service) == before
 
 
-def test_a_250_character_image_name_is_stored_not_a_500(service, hsession):
-    r = upload_zip(service, zip_of({"y" * 246 + ".png": png()}), "long-names")
+def test_image_ids_are_bounded_so_that_every_name_made_from_one_fits(service, hsession):
+    """Ids are 1-128 safe characters: the longest id with the longest channel, kind and q
+    still makes a fragment file name within the file system's 255 bytes."""
+    from stimloop.science.fragments import fragment_id
+
+    r = upload_zip(service, zip_of({"y" * 128 + ".png": png()}), "long-names")
     assert r.status_code == 201, r.text
+    longest = fragment_id("y" * 128, "c" * 64, "complement", 0.123456) + ".png"
+    assert len(longest.encode()) <= 255, len(longest.encode())
+    for name in ("y" * 129, "with space", "-dash-first", "ümlaut"):
+        r = upload_zip(service, zip_of({f"{name}.png": png()}), "bad-names")
+        assert "1-128 letters" in is_problem(r, 400)["detail"], name
 
 
 def stimulus_folder(service, name: str, manifest: dict | None = None) -> Path:
@@ -157,16 +166,16 @@ def test_hostile_stimulus_folders_are_refused_and_change_nothing(service, hsessi
     gif_folder = stimulus_folder(service, "f-gif")
     (gif_folder / "c.png").write_bytes(gif())
     rows = {
-        "symlink out of the folder": ("f-link", 400, "resolves outside"),
-        "manifest path with ..": ("f-dotdot", 400, "resolves outside"),
-        "manifest sha256 wrong": ("f-sha", 400, "does not match"),
-        "manifest missing keys": ("f-keys", 400, "needs string 'id' and 'file'"),
-        "manifest not JSON": ("f-json", 400, "not valid JSON"),
-        "gif named png": ("f-gif", 400, "not a PNG or JPEG"),
+        "symlink out of the folder": ("f-link", 422, "resolves outside"),
+        "manifest path with ..": ("f-dotdot", 422, "resolves outside"),
+        "manifest sha256 wrong": ("f-sha", 422, "does not match"),
+        "manifest missing keys": ("f-keys", 422, "needs string 'id' and 'file'"),
+        "manifest not JSON": ("f-json", 422, "not valid JSON"),
+        "gif named png": ("f-gif", 422, "not a PNG or JPEG"),
         "the root itself": (".", 403, "below the stimulus root"),
         "outside the root": ("../..", 403, "below the stimulus root"),
         "NUL byte": ("f-link\x00x", 422, "directory"),
-        "part over 255 bytes": ("x" * 300, 422, "longer than 255"),
+        "part over 255 bytes": ("x" * 300, 404, "longer than 255"),
     }
     for row, (directory, status, words) in rows.items():
         before = snapshot(service)
@@ -224,15 +233,15 @@ def test_hostile_trial_uploads_are_refused_and_change_nothing(service, hsession)
         archive.writestr("stimulus.npy", _npy(stim))
         archive.writestr("notes.txt", b"hello")
     rows = {
-        "10^12 rows declared": (npz_with_header(10**12), "application/x-npz", 400, "'rate'"),
-        "non-array member": (with_text.getvalue(), "application/x-npz", 400, "'notes.txt'"),
+        "10^12 rows declared": (npz_with_header(10**12), "application/x-npz", 422, "'rate'"),
+        "non-array member": (with_text.getvalue(), "application/x-npz", 422, "'notes.txt'"),
         "object column": (
             npz_bytes(
                 {"stimulus": stim, "channel": chan, "rate": np.array([1, 2], dtype=object)},
                 compressed=False,
             ).replace(b"allow_pickle", b"allow_pickle"),
             "application/x-npz",
-            400,
+            422,
             "dtype",
         ),
         "npz bomb": (
@@ -245,7 +254,7 @@ def test_hostile_trial_uploads_are_refused_and_change_nothing(service, hsession)
                 }
             ),
             "application/x-npz",
-            400,
+            422,
             "'junk'",
         ),
         "same trial twice": (
@@ -264,7 +273,7 @@ def test_hostile_trial_uploads_are_refused_and_change_nothing(service, hsession)
         "plain names in messages": (
             json.dumps({"stimulus": s, "channel": ["ch99", "ch1"], "rate": [1.0, 2.0]}).encode(),
             "application/json",
-            400,
+            422,
             "['ch99']",
         ),
         "no token, malformed JSON": (b"{nope", "application/json", 401, "Bearer"),
@@ -300,7 +309,7 @@ def test_sizes_are_checked_on_the_stream_and_before_the_token_nothing_is_read(se
         "/v1/sessions", content=b"{nope", headers={"Content-Type": "application/json"}
     )
     is_problem(r, 401)
-    is_problem(service.client.get("/v1/jobs/a.b", headers=service.rig), 404)
+    is_problem(service.client.get("/v1/jobs/a.b", headers=service.rig), 422)  # not an id
     assert snapshot(service) == before
 
 

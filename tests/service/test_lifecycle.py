@@ -235,11 +235,11 @@ def test_health_answers_quickly_while_a_32_mib_upload_is_processed(service, sess
 def test_a_failed_phase_three_job_is_shown_with_the_session(service):
     """Phase three has no state of its own: its job's failure is kept beside the session and
     in its history, and a stale one's is not."""
-    from stimloop.api.schemas import PhaseThreeRequest
     from stimloop.storage.cache import ActivationCache
     from stimloop.storage.session import NotFoundError
     from stimloop.worker import jobs
     from stimloop.worker.resources import Resources
+    from stimloop_rig.contract import PhaseThreeRequest
 
     # A session of its own, never fitted (the module's session may hold readouts by now).
     session = new_session(

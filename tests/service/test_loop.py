@@ -186,7 +186,7 @@ def test_the_whole_loop(service, loop):
     assert selection["phase_two"] == direct["phase_two"]
     assert selection["channels"] == direct["channels"]
 
-    csv_text = c.get(f"/v1/sessions/{sid}/selection?format=csv", headers=service.rig).text
+    csv_text = c.get(f"/v1/sessions/{sid}/selection.csv", headers=service.rig).text
     listed = [e["stimulus"] for e in selection["phase_two"]["entries"]]
     assert csv_text.splitlines()[0] == "order,stimulus,category,reasons"
     assert len(csv_text.splitlines()) == 1 + len(listed) + 10
@@ -197,7 +197,7 @@ def test_the_whole_loop(service, loop):
     models = c.get(f"/v1/sessions/{sid}/models", headers=service.analyst).json()
     assert {row["channel"] for row in models["channels"]} == set(CHANNELS)
     npz = np.load(
-        io.BytesIO(c.get(f"/v1/sessions/{sid}/models?format=npz", headers=service.analyst).content)
+        io.BytesIO(c.get(f"/v1/sessions/{sid}/models.npz", headers=service.analyst).content)
     )
     assert npz["w"].shape[1] == 2048
 
@@ -253,7 +253,8 @@ def test_the_whole_loop(service, loop):
     arrays = np.load(io.BytesIO(c.get(links["arrays"], headers=service.analyst).content))
     assert arrays["map_out"].shape == (3, 224, 224)
     png = c.get(links["png"], headers=service.analyst)
-    assert png.headers["content-type"] == "image/png" and png.content[:4] == b"\x89PNG"
+    assert png.headers["content-type"] == "application/octet-stream"  # as the document says
+    assert png.content[:4] == b"\x89PNG"
     again = c.post(
         f"/v1/sessions/{sid}/saliency",
         json={"channel": included[0], "coverage": 0.05},
@@ -352,7 +353,7 @@ def test_phase_three(service, loop, monkeypatch):
     assert sorted(plan["sequence"]) == sorted(stimuli * 2)
     assert all(a != b for a, b in zip(plan["sequence"], plan["sequence"][1:]))
     assert plan["provenance"]["seed"] == 3
-    csv_text = c.get(url, params={"format": "csv"}, headers=service.rig).text
+    csv_text = c.get(f"{url}.csv", headers=service.rig).text
     assert csv_text.splitlines()[0] == "order,stimulus,kind,channels,source,q,predicted"
     assert len(csv_text.splitlines()) == 1 + len(stimuli)
 
@@ -378,7 +379,7 @@ def test_phase_three(service, loop, monkeypatch):
         json={"stimulus": ["x"], "channel": ["ch1"], "rate": [1.0]},
         headers=service.rig,
     )
-    assert r.status_code == 400 and "phase-three list" in r.json()["detail"]
+    assert r.status_code == 422 and "phase-three list" in r.json()["detail"]
     r = c.put(f"{url}/trials", json=as_json(cols), headers=service.rig)
     assert r.status_code == 202 and r.json()["status"] == "queued", r.text
     service.work()

@@ -162,7 +162,7 @@ def test_a_zip_bomb_and_an_npz_bomb_are_refused_without_growing_the_api(api):
         headers={**rig, "Content-Type": "application/x-npz"},
         timeout=60,
     )
-    assert warm.status_code == 400, warm.text
+    assert warm.status_code == 422, warm.text
     before = tree_rss(proc.pid)
     r = httpx.post(
         f"{base}/v1/stimulus-sets/upload?id=bomb&category=object",
@@ -177,5 +177,5 @@ def test_a_zip_bomb_and_an_npz_bomb_are_refused_without_growing_the_api(api):
         headers={**rig, "Content-Type": "application/x-npz"},
         timeout=60,
     )
-    assert r.status_code == 400 and "'junk'" in r.json()["detail"], r.text
+    assert r.status_code == 422 and "'junk'" in r.json()["detail"], r.text
     assert tree_rss(proc.pid) - before < 50 * MIB

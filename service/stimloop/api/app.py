@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from redis import Redis
 
 from stimloop import __version__
-from stimloop.api import errors
+from stimloop.api import errors, openapi
 from stimloop.api.routes import phase_three, sessions, sets, system
 from stimloop.api.uploads import UploadPool
 from stimloop.api.walls import Walls
@@ -38,6 +38,7 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
 
     app = FastAPI(
         lifespan=lifespan,
+        generate_unique_id_function=openapi.operation_id,
         title="stimloop",
         version=__version__,
         description="Closed-loop stimulus selection: fit readouts on phase one, return the "
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
     app.state.uploads = uploads  # decodes and checks uploads in a process of its own
 
     errors.install(app)
+    openapi.install(app)
     app.add_middleware(Walls, settings=settings)  # token and size, before any body is read
     app.include_router(system.router)
     app.include_router(sets.router)

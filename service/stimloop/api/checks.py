@@ -4,8 +4,9 @@ for the fit's split). Each refusal says what to do."""
 
 from __future__ import annotations
 
+from stimloop_rig.contract import AnySessionCreate, PaperSessionCreate
+
 from stimloop.api.errors import ApiError
-from stimloop.api.schemas import SessionCreate
 from stimloop.runtime.settings import Settings
 from stimloop.storage.registry import load_registry
 from stimloop.storage.session import CandidateSet, SessionConfig
@@ -13,11 +14,11 @@ from stimloop.storage.store import Store
 
 
 def require_backbone(cfg: Settings, name: str) -> None:
-    """400 unless ``name`` is in the registry (the message lists the known ones)."""
+    """404 unless ``name`` is in the registry (the message lists the known ones)."""
     registry = load_registry(cfg.registry_path)
     if name not in registry:
         raise ApiError(
-            400, "Unknown backbone", f"backbone {name!r} is not in the registry: {sorted(registry)}"
+            404, "Unknown backbone", f"backbone {name!r} is not in the registry: {sorted(registry)}"
         )
 
 
@@ -27,21 +28,35 @@ def is_preferred(category: str, preferred_category: str) -> bool:
     return category in (preferred_category, f"control_{preferred_category}")
 
 
-def session_config(st: Store, req: SessionCreate) -> SessionConfig:
-    """The session's config with each set's category read from its registration; 4xx unless
-    the sets exist, the paper's form names sets of its categories, the candidate sets'
-    categories differ, no two sets share an image id, and the preferred set holds the split."""
+def session_config(st: Store, req: AnySessionCreate) -> SessionConfig:
+    """The session's config with each set's category read from its registration. 404 for a
+    set that does not exist; 409 unless the sets are distinct, the paper's form names sets
+    of its categories, the candidate sets' categories differ, one is of another category than
+    the preferred, no two sets share an image id, and the preferred set holds the split."""
     preferred_id, requested = req.sets()
-    records = {s: st.get_set(s) for s in [preferred_id, *(c.set for c in requested)]}
-    for set_id, category in req.paper_categories().items():
-        if records[set_id]["category"] != category:
-            field = {"body": "body_set", "object": "object_set"}.get(category, "control_body_set")
-            raise ApiError(
-                400,
-                "Wrong category",
-                f"{field} {set_id!r} holds {records[set_id]['category']} images, not "
-                f"{category}; name a {category} set, or use preferred_set and candidate_sets",
-            )
+    named = [preferred_id, *(c.set for c in requested)]
+    if len(set(named)) != len(named):
+        raise ApiError(
+            409,
+            "Sets repeat",
+            f"each set may appear once among the session's sets; named: {named}",
+        )
+    records = {s: st.get_set(s) for s in named}
+    if isinstance(req, PaperSessionCreate):
+        for field, category in (
+            ("body_set", "body"),
+            ("object_set", "object"),
+            ("control_body_set", "control_body"),
+        ):
+            set_id = getattr(req, field)
+            if records[set_id]["category"] != category:
+                raise ApiError(
+                    409,
+                    "Wrong category",
+                    f"{field} {set_id!r} holds {records[set_id]['category']} images, not "
+                    f"{category}; name a {category} set, or name the sets as preferred_set "
+                    "and candidate_sets",
+                )
     preferred_category = records[preferred_id]["category"]
     candidates = [
         CandidateSet(
@@ -59,7 +74,7 @@ def session_config(st: Store, req: SessionCreate) -> SessionConfig:
     repeated = sorted({c for c in categories if categories.count(c) > 1})
     if repeated:
         raise ApiError(
-            422,
+            409,
             "Categories repeat",
             f"candidate sets {[c.set for c in candidates if c.category in repeated]} are all "
             f"of category {repeated[0]!r}; the phase-two list names picks by category, so "
@@ -67,7 +82,7 @@ def session_config(st: Store, req: SessionCreate) -> SessionConfig:
         )
     if all(c.preferred for c in candidates):
         raise ApiError(
-            422,
+            409,
             "No other category",
             "every candidate set is of the preferred category; the selectivity test needs a "
             "candidate set of another category (objects in the paper)",
@@ -76,7 +91,7 @@ def session_config(st: Store, req: SessionCreate) -> SessionConfig:
     count = records[preferred_id]["count"]
     if sum(req.fit.split) > count:
         raise ApiError(
-            400,
+            409,
             "Split too large",
             f"the fit split {list(req.fit.split)} (train, validation, test) needs "
             f"{sum(req.fit.split)} images of the preferred set; {preferred_id!r} has {count}",
@@ -109,7 +124,7 @@ def refuse_shared_ids(records: dict[str, dict]) -> None:
             shared = sorted(ids[first] & ids[second])
             if shared:
                 raise ApiError(
-                    422,
+                    409,
                     "Stimulus ids shared between sets",
                     f"sets {first!r} and {second!r} share {len(shared)} image ids, e.g. "
                     f"{shared[:10]}; a session names images by id alone, so give the images "

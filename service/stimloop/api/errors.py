@@ -12,6 +12,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from stimloop.storage.session import NotFoundError, OutdatedSessionError
 
@@ -47,19 +48,6 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
-PROBLEM_SCHEMA = {
-    "type": "object",
-    "title": "Problem",
-    "description": "RFC 9457 problem details; detail says what was wrong and how to fix it.",
-    "properties": {
-        "type": {"type": "string"},
-        "title": {"type": "string"},
-        "status": {"type": "integer"},
-        "detail": {"type": "string"},
-        "instance": {"anyOf": [{"type": "string"}, {"type": "null"}]},
-    },
-    "required": ["title", "status", "detail"],
-}
 MEANING = {
     400: "Bad input (a file, an id, a value), named in the detail",
     401: "No known bearer token",
@@ -75,15 +63,24 @@ MEANING = {
 
 
 def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI responses for ``codes`` (all of ``MEANING`` when none): problem+json."""
-    return {
-        code: {"description": MEANING[code], "content": {PROBLEM: {"schema": PROBLEM_SCHEMA}}}
-        for code in (codes or MEANING)
-    }
+    """OpenAPI responses for ``codes`` (all of ``MEANING`` when none); ``api.openapi`` gives
+    each the one ``Problem`` component as its problem+json body."""
+    return {code: {"description": MEANING[code]} for code in (codes or MEANING)}
 
 
 def _location(loc: tuple) -> str:
     return ".".join(str(p) for p in loc if p != "body") or "request"
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """The methods the OpenAPI document lists for the request's path (a path may be served
+    by several routes, one per method)."""
+    methods: set[str] = set()
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        regex, _, _ = compile_path(template)
+        if regex.match(request.url.path):
+            methods |= {m.upper() for m in operations}
+    return sorted(methods)
 
 
 def install(app: FastAPI) -> None:
@@ -106,7 +103,13 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         title = "Payload too large" if exc.status_code == 413 else "HTTP error"
-        return problem(exc.status_code, title, str(exc.detail), request.url.path)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # Allow: every method of the path (RFC 9110), all routes
+            allowed = _allowed_methods(request)
+            headers["Allow"] = ", ".join(allowed)
+            detail = f"{request.method} is not allowed here; use {' or '.join(allowed)}"
+            return problem(405, "Method not allowed", detail, request.url.path, headers)
+        return problem(exc.status_code, title, str(exc.detail), request.url.path, headers)
 
     @app.exception_handler(RedisError)
     async def redis_down(request: Request, exc: RedisError) -> JSONResponse:

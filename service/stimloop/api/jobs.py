@@ -9,13 +9,13 @@ from typing import cast
 from redis import Redis
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
+from stimloop_rig.contract import JobInfo
 
 from stimloop.api.errors import ApiError
-from stimloop.api.schemas import JobInfo
 from stimloop.runtime.settings import Settings
 from stimloop.worker.queue import JOBS, JobKind, job_status
 
-JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 def fetch_job(job_id: str, r: Redis, cfg: Settings) -> Job:

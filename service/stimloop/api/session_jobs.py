@@ -8,21 +8,22 @@ already received is a 409 unless ``?replace=true``, which discards what was deri
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from redis import Redis
 from redis.exceptions import RedisError
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
+from stimloop_rig.contract import Accepted
 
 from stimloop.api.deps import RIG, body_bytes, redis, settings, store
 from stimloop.api.errors import ApiError
 from stimloop.api.jobs import job_info
-from stimloop.api.schemas import Accepted, TrialUpload
+from stimloop.api.media import BINARY, body
 from stimloop.api.uploads import JOB_OF, Upload, expected_ids
 from stimloop.runtime.settings import Settings
 from stimloop.storage import session_states
-from stimloop.storage.session import Phase, SessionRecord
+from stimloop.storage.session import SESSION_ID, Phase, SessionRecord
 from stimloop.storage.store import Store
 from stimloop.worker.queue import JobKind, enqueue, job_status
 
@@ -161,23 +162,27 @@ async def receive_phase(
     return await run_in_threadpool(start_phase_job, phase, new, rerun, record, cfg, st, r)
 
 
-UPLOAD_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {"schema": TrialUpload.model_json_schema()},
-            "application/x-npz": {"schema": {"type": "string", "format": "binary"}},
-        },
-    }
-}
+UPLOAD_BODY = body(
+    BINARY,
+    "The trials as JSON columns (TrialUpload) or as an NPZ file of the same columns "
+    "(application/octet-stream; application/x-npz is accepted too). 422 unless the columns "
+    "are of equal length with either rate or both window counts, every stimulus is one the "
+    "phase may show (phase one: the preferred set; phase two and three: every image of their "
+    "list, each with trials) and every channel the session's, and no two rows share a "
+    "(stimulus, channel, repeat). Other trials for a phase already received: 409 unless "
+    "replace=true.",
+    {"$ref": "#/components/schemas/TrialUpload"},
+)
 
 
-def add_upload_route(router: APIRouter, path: str, phase: Phase, summary: str) -> None:
+def add_upload_route(
+    router: APIRouter, path: str, phase: Phase, operation: str, summary: str
+) -> None:
     """``PUT path``: one phase's trials (JSON columns or NPZ) by the one upload path."""
 
     async def upload(
-        session_id: str,
         request: Request,
+        session_id: str = Path(pattern=SESSION_ID.pattern),
         replace: bool = Query(False),
         cfg: Settings = Depends(settings),
         st: Store = Depends(store),
@@ -185,7 +190,7 @@ def add_upload_route(router: APIRouter, path: str, phase: Phase, summary: str) -
     ) -> Accepted:
         return await receive_phase(phase, session_id, request, replace, cfg, st, r)
 
-    upload.__name__ = phase  # the OpenAPI operation's name
+    upload.__name__ = operation  # the OpenAPI operation's id
     router.put(
         path,
         status_code=202,

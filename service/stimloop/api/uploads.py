@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 from pydantic import ValidationError
+from stimloop_rig.contract import TrialUpload
 from stimloop_rig.readers import (
     DuplicateTrialsError,
     TrialFileError,
@@ -25,15 +26,13 @@ from stimloop_rig.readers import (
 )
 
 from stimloop.api.errors import ApiError
-from stimloop.api.schemas import TrialUpload
+from stimloop.api.media import NPZ_TYPES
 from stimloop.runtime.process_ties import watch_parent
 from stimloop.runtime.settings import Settings
 from stimloop.storage.session import Phase, SessionRecord, UploadInfo
 from stimloop.storage.session_states import IllegalTransitionError, note, transition
 from stimloop.storage.store import Store
 from stimloop.worker.queue import JobKind
-
-NPZ_TYPES = ("application/x-npz", "application/octet-stream", "application/npz")
 
 
 @dataclass(frozen=True)
@@ -71,7 +70,7 @@ def decode_trials(kind: str, data: bytes, max_unpacked: int = 2 * 2**30) -> dict
         except DuplicateTrialsError as exc:
             raise ApiError(422, "Duplicate trials", str(exc)) from None
         except TrialFileError as exc:
-            raise ApiError(400, "Invalid trials", str(exc)) from None
+            raise ApiError(422, "Invalid trials", str(exc)) from None
     raise ApiError(
         415,
         "Unsupported media type",
@@ -93,12 +92,12 @@ def digest(columns: dict[str, np.ndarray]) -> str:
 
 
 def check_ids(columns: dict[str, np.ndarray], expected: Expected) -> None:
-    """400 naming unknown channels or stimuli, or listed images without trials."""
+    """422 naming unknown channels or stimuli, or listed images without trials."""
     channels = list(expected.channels)
     unknown_c = sorted(set(np.unique(columns["channel"]).tolist()) - set(channels))
     if unknown_c:
         raise ApiError(
-            400,
+            422,
             "Unknown channels",
             f"{len(unknown_c)} channels are not in the "
             f"session, e.g. {unknown_c[:5]}; the session has {channels[:5]}...",
@@ -107,14 +106,14 @@ def check_ids(columns: dict[str, np.ndarray], expected: Expected) -> None:
     unknown_s = sorted(shown - expected.allowed)
     if unknown_s:
         raise ApiError(
-            400,
+            422,
             "Unknown stimuli",
             f"{len(unknown_s)} stimulus ids are not {expected.what}, e.g. {unknown_s[:5]}",
         )
     missing = [s for s in expected.required if s not in shown]
     if missing:
         raise ApiError(
-            400,
+            422,
             "Incomplete phase two",
             f"no trials for {len(missing)} images of the phase-two list, e.g. {missing[:10]}",
         )

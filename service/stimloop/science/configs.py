@@ -47,7 +47,12 @@ class ReadoutConfig:
     epochs: Annotated[int, Ge(1), Le(100_000)] = 2500
     l_half_weight: Annotated[float, Ge(0)] = 0.1  # weight of the smoothed L_{1/2} penalty
     l_half_eps: Annotated[float, Gt(0)] = 1e-6  # smoothing: sum_i (w_i^2 + eps)^(1/4)
-    split: tuple[int, int, int] = (400, 50, 25)  # train / validation / test bodies
+    # train / validation / test images of the preferred set (bodies); each bound in the schema
+    split: tuple[Annotated[int, Ge(1)], Annotated[int, Ge(2)], Annotated[int, Ge(3)]] = (
+        400,
+        50,
+        25,
+    )
     batch_size: Annotated[int, Ge(1)] = 64  # not given in the paper
     jitter: Annotated[float, Ge(0)] = 0.1  # std of the location noise, [-1, 1] map units
     silhouettes: bool = True  # augment training with the bodies' silhouettes (sec. 4)
@@ -120,8 +125,15 @@ class Windows:
 
     __pydantic_config__ = STRICT
 
-    baseline: tuple[float, float] = (-0.075, 0.025)
-    response: tuple[float, float] = (0.050, 0.250)
+    # (start, end) in seconds from onset; end > start (a rule no schema can state: 422)
+    baseline: tuple[Annotated[float, Ge(-10), Le(10)], Annotated[float, Ge(-10), Le(10)]] = (
+        -0.075,
+        0.025,
+    )
+    response: tuple[Annotated[float, Ge(-10), Le(10)], Annotated[float, Ge(-10), Le(10)]] = (
+        0.050,
+        0.250,
+    )
 
     def __post_init__(self) -> None:
         for name, (start, end) in (("baseline", self.baseline), ("response", self.response)):

@@ -20,6 +20,7 @@ preferred category (the paper's control bodies) are compared against every other
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,22 +28,24 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-
-from stimloop.science.configs import (
-    AnalysisConfig,
-    InclusionConfig,
-    ReadoutConfig,
-    SelectionConfig,
-    Windows,
+from stimloop_rig.contract import (
+    CandidateSet,
+    Phase,
+    PhaseThreeInfo,
+    SessionConfig,
+    UploadInfo,
 )
+
 from stimloop.storage.atomic import read_json, read_npz, write_atomic, write_json, write_npz
 
 if TYPE_CHECKING:  # torch and scipy stay out of the API process: imported where used
+    from stimloop.science.configs import Windows
     from stimloop.science.readout import FittedReadout
     from stimloop.science.responses import Trials
 
-Phase = Literal["phase1", "phase2", "phase3"]
 PHASES: tuple[Phase, ...] = ("phase1", "phase2", "phase3")
+SESSION_ID = re.compile(r"^[0-9a-f]{12}$")  # a session's id: 12 hex digits
+__all__ = ["CandidateSet", "PhaseThreeInfo", "SessionConfig", "SessionRecord", "UploadInfo"]
 SCHEMA = 2  # 1: the three fixed sets of the paper (body_set, object_set, control_body_set)
 
 
@@ -55,74 +58,6 @@ class NotFoundError(KeyError):
 
 class OutdatedSessionError(NotFoundError):
     """A session stored by an earlier version of stimloop, which this one cannot read."""
-
-
-class CandidateSet(BaseModel):
-    """A candidate set of the session, its category and whether it is of the preferred one."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    set: str
-    category: str
-    preferred: bool  # of the preferred category: tested against every other category
-
-
-class SessionConfig(BaseModel):
-    """What a session was created with: backbone, sets, channels, every setting, seed."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    backbone: str
-    preferred_set: str
-    preferred_category: str
-    candidate_sets: list[CandidateSet]
-    channels: list[str]
-    fit: ReadoutConfig = ReadoutConfig()
-    inclusion: InclusionConfig = InclusionConfig()
-    selection: SelectionConfig = SelectionConfig()
-    analysis: AnalysisConfig = AnalysisConfig()
-    windows: Windows = Windows()
-    seed: int = 0
-
-    @property
-    def others(self) -> list[CandidateSet]:
-        """The candidate sets of other categories (objects), in the session's order."""
-        return [c for c in self.candidate_sets if not c.preferred]
-
-    @property
-    def preferred_candidates(self) -> list[CandidateSet]:
-        """The candidate sets of the preferred category (control bodies)."""
-        return [c for c in self.candidate_sets if c.preferred]
-
-    def set_of(self, category: str) -> str:
-        """The set holding a category's images (the preferred set for its own category)."""
-        if category == self.preferred_category:
-            return self.preferred_set
-        for c in self.candidate_sets:
-            if c.category == category:
-                return c.set
-        raise NotFoundError(f"the session has no {category!r} images")
-
-    @property
-    def sets(self) -> dict[str, str]:
-        """Category -> set id, the preferred set under the preferred category."""
-        out = {c.category: c.set for c in self.candidate_sets}
-        return {self.preferred_category: self.preferred_set, **out}
-
-
-class UploadInfo(BaseModel):
-    sha256: str
-    trials: int
-
-
-class PhaseThreeInfo(BaseModel):
-    """Phase three beside the state: the list's request key and image count, the building
-    job, and the last phase-three job's error (None when it succeeded)."""
-
-    key: str | None = None
-    images: int | None = None
-    job: str | None = None
-    error: str | None = None
 
 
 class SessionRecord(BaseModel):

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stimloop_rig.contract import STIMULUS_ID
+
 from stimloop.science.stimuli import Stimulus
 from stimloop.storage.atomic import write_atomic
 from stimloop.storage.image_checks import check_image
@@ -56,7 +58,12 @@ def write_stimulus_set(
     return entries
 
 
-IMAGE_ID = re.compile(r"^[^/\\\x00-\x1f\x7f]{1,250}$")  # no slashes or control characters
+IMAGE_ID = re.compile(STIMULUS_ID)  # 1-128 safe characters: every derived name fits 255 bytes
+ID_RULE = (
+    "ids are 1-128 letters, digits, '_', '.', '+' or '-', starting with a letter or digit (so "
+    "that every name made from one fits a file name); rename the files, or give each an "
+    "'id' in a manifest.json"
+)
 
 
 def read_stimulus_set(
@@ -88,10 +95,7 @@ def read_stimulus_set(
     for item in listed:
         image_id, file = item["id"], item["file"]
         if not IMAGE_ID.match(image_id):
-            raise ValueError(
-                f"image id {image_id[:80]!r} (file {file[:80]!r}) has a slash, a control "
-                "character or over 250 characters"
-            )
+            raise ValueError(f"image id {image_id[:80]!r} (file {file[:80]!r}): {ID_RULE}")
         if image_id in seen:
             raise ValueError(f"image ids in {folder} are not unique: {image_id!r} twice")
         seen.add(image_id)

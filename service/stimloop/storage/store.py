@@ -26,6 +26,7 @@ from typing import Any
 from stimloop.storage import session_states
 from stimloop.storage.atomic import read_json, write_atomic, write_json
 from stimloop.storage.session import (
+    SESSION_ID,
     NotFoundError,
     OutdatedSessionError,
     SessionConfig,
@@ -80,7 +81,7 @@ class Store:
 
     def files(self, session_id: str) -> SessionFiles:
         """The session's folder (``NotFoundError`` for an id that cannot be a session's)."""
-        if not re.fullmatch(r"[0-9a-f]{12}", session_id):
+        if not SESSION_ID.fullmatch(session_id):
             raise NotFoundError(f"session {session_id!r} does not exist")
         return SessionFiles(self.sessions / session_id)
 

@@ -9,21 +9,28 @@ import io
 import json
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import FileResponse, JSONResponse, Response
 from redis import Redis
+from stimloop_rig.contract import (
+    Accepted,
+    PhaseThreeAnalysis,
+    PhaseThreeList,
+    PhaseThreeRequest,
+)
 
 from stimloop.api.deps import READ, Caller, redis, settings, store
 from stimloop.api.errors import ApiError, problem_responses
 from stimloop.api.jobs import job_info
-from stimloop.api.schemas import Accepted, PhaseThreeRequest
+from stimloop.api.media import BINARY, CSV, answer
 from stimloop.api.session_jobs import add_upload_route, job_pending
 from stimloop.runtime.settings import Settings
-from stimloop.storage.session import PhaseThreeInfo
+from stimloop.storage.session import SESSION_ID, PhaseThreeInfo
 from stimloop.storage.store import Store
 from stimloop.worker.queue import enqueue
 
 router = APIRouter(prefix="/v1/sessions", tags=["phase three"], responses=problem_responses())
+SessionId = Path(pattern=SESSION_ID.pattern, description="A session's id (12 hex digits)")
 
 
 def request_key(req: PhaseThreeRequest) -> str:
@@ -86,11 +93,12 @@ def check_request(st: Store, session_id: str, req: PhaseThreeRequest) -> None:
     "/{session_id}/phase3",
     status_code=202,
     response_model=Accepted,
+    responses={200: {"model": Accepted, "description": "Already built for this request"}},
     summary="Build the phase-three list: fragments of the visualised pairs (a job)",
 )
-def build(
-    session_id: str,
+def build_phase_three(
     req: PhaseThreeRequest,
+    session_id: str = SessionId,
     replace: bool = Query(False, description="Replace a list built for another request"),
     cfg: Settings = Depends(settings),
     st: Store = Depends(store),
@@ -143,16 +151,23 @@ def stored_list(st: Store, session_id: str) -> dict[str, Any]:
 
 @router.get(
     "/{session_id}/phase3",
+    response_model=PhaseThreeList,
     dependencies=[Depends(READ)],
-    responses={200: {"content": {"application/json": {}, "text/csv": {}}}},
-    summary="The phase-three list and its sequence (JSON, or CSV for the stimulus program)",
+    summary="The phase-three list and its presentation sequence",
 )
-def get_list(
-    session_id: str, format: str = Query("json", pattern="^(json|csv)$"), st: Store = Depends(store)
-) -> Response:
+def get_phase_three_list(session_id: str = SessionId, st: Store = Depends(store)) -> dict:
+    return stored_list(st, session_id)
+
+
+@router.get(
+    "/{session_id}/phase3.csv",
+    dependencies=[Depends(READ)],
+    response_class=Response,
+    responses=answer(CSV, "The list for the stimulus program: order, id, kind, channels, why"),
+    summary="The phase-three list as CSV, for the stimulus program",
+)
+def get_phase_three_csv(session_id: str = SessionId, st: Store = Depends(store)) -> Response:
     data = stored_list(st, session_id)
-    if format == "json":
-        return JSONResponse(data)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["order", "stimulus", "kind", "channels", "source", "q", "predicted"])
@@ -176,32 +191,35 @@ def get_list(
         if image not in listed:
             order += 1
             writer.writerow([order, image, "stability", "", image, "", ""])
-    return Response(buffer.getvalue(), media_type="text/csv")
+    return Response(buffer.getvalue(), media_type=CSV)
 
 
 @router.get(
     "/{session_id}/phase3/stimuli.zip",
     dependencies=[Depends(READ)],
-    responses={200: {"content": {"application/zip": {}}}},
+    response_class=Response,
+    responses=answer(BINARY, "A zip of every image of the list with its manifest.json"),
     summary="The phase-three images with a manifest.json, for the stimulus program",
 )
-def stimuli(session_id: str, st: Store = Depends(store)) -> Response:
+def get_phase_three_stimuli(session_id: str = SessionId, st: Store = Depends(store)) -> Response:
     stored_list(st, session_id)  # 404 saying why when there is no list
-    return FileResponse(st.files(session_id).phase_three_zip, media_type="application/zip")
+    return FileResponse(st.files(session_id).phase_three_zip, media_type=BINARY)
 
 
 add_upload_route(
     router,
     "/{session_id}/phase3/trials",
     "phase3",
+    "upload_phase_three",
     "Upload phase three's trials (JSON columns or NPZ); starts their analysis",
 )
 
 
 @router.get(
     "/{session_id}/phase3/analysis",
+    response_model=PhaseThreeAnalysis,
     dependencies=[Depends(READ)],
     summary="Retained response per fragment kind, the tests, predicted vs recorded, stability",
 )
-def analysis(session_id: str, st: Store = Depends(store)) -> JSONResponse:
-    return JSONResponse(st.files(session_id).phase_three_analysis())
+def get_phase_three_analysis(session_id: str = SessionId, st: Store = Depends(store)) -> dict:
+    return st.files(session_id).phase_three_analysis()

@@ -10,26 +10,38 @@ import csv
 import hashlib
 import io
 import json
-from pathlib import Path
+from pathlib import Path as FilePath
 
 import numpy as np
-from fastapi import APIRouter, Depends, Header, Query
+from fastapi import APIRouter, Depends, Header, Path
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from redis import Redis
+from stimloop_rig.contract import (
+    Accepted,
+    Analysis,
+    AnySessionCreate,
+    Models,
+    SaliencyRequest,
+    SaliencyResult,
+    Selection,
+    SessionInfo,
+)
 
 from stimloop import __version__
 from stimloop.api.checks import require_backbone, session_config
 from stimloop.api.deps import ANALYST, READ, RIG, Caller, redis, settings, store
 from stimloop.api.errors import ApiError, problem_responses
 from stimloop.api.jobs import job_info
-from stimloop.api.schemas import Accepted, SaliencyRequest, SessionCreate, SessionInfo
+from stimloop.api.media import BINARY, CSV, answer
 from stimloop.api.session_jobs import add_upload_route, observed, resubmit_fit
 from stimloop.runtime.settings import Settings
 from stimloop.storage.atomic import read_json
+from stimloop.storage.session import SESSION_ID
 from stimloop.storage.store import Store
 from stimloop.worker.queue import enqueue
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"], responses=problem_responses())
+SessionId = Path(pattern=SESSION_ID.pattern, description="A session's id (12 hex digits)")
 
 
 @router.post(
@@ -38,8 +50,8 @@ router = APIRouter(prefix="/v1/sessions", tags=["sessions"], responses=problem_r
     response_model=SessionInfo,
     summary="Create a session (warms its candidates' activations on a worker)",
 )
-def create(
-    req: SessionCreate,
+def create_session(
+    req: AnySessionCreate,
     cfg: Settings = Depends(settings),
     st: Store = Depends(store),
     r: Redis = Depends(redis),
@@ -66,14 +78,21 @@ def create(
     return SessionInfo.of(record)
 
 
-@router.get("", response_model=list[SessionInfo], dependencies=[Depends(READ)])
+@router.get(
+    "", response_model=list[SessionInfo], dependencies=[Depends(READ)], summary="Every session"
+)
 def list_sessions(st: Store = Depends(store)) -> list[SessionInfo]:
     return [SessionInfo.of(r) for r in st.list_sessions()]
 
 
-@router.get("/{session_id}", response_model=SessionInfo, dependencies=[Depends(READ)])
-def get(
-    session_id: str,
+@router.get(
+    "/{session_id}",
+    response_model=SessionInfo,
+    dependencies=[Depends(READ)],
+    summary="A session: its config, state, uploads, jobs and history",
+)
+def get_session(
+    session_id: str = SessionId,
     cfg: Settings = Depends(settings),
     st: Store = Depends(store),
     r: Redis = Depends(redis),
@@ -91,8 +110,8 @@ def get(
     dependencies=[Depends(RIG)],
     summary="Run fit-and-select again (after a failure)",
 )
-def refit(
-    session_id: str,
+def refit_session(
+    session_id: str = SessionId,
     cfg: Settings = Depends(settings),
     st: Store = Depends(store),
     r: Redis = Depends(redis),
@@ -104,10 +123,15 @@ add_upload_route(
     router,
     "/{session_id}/phase1",
     "phase1",
+    "upload_phase_one",
     "Upload phase one's trials (JSON columns or NPZ); starts fit-and-select",
 )
 add_upload_route(
-    router, "/{session_id}/phase2", "phase2", "Upload phase two's trials; starts the analysis"
+    router,
+    "/{session_id}/phase2",
+    "phase2",
+    "upload_phase_two",
+    "Upload phase two's trials; starts the analysis",
 )
 
 
@@ -116,16 +140,23 @@ add_upload_route(
 
 @router.get(
     "/{session_id}/selection",
+    response_model=Selection,
     dependencies=[Depends(READ)],
-    responses={200: {"content": {"application/json": {}, "text/csv": {}}}},
-    summary="Per-channel selections and the phase-two list (JSON, or CSV for the rig)",
+    summary="Per-channel picks and the phase-two list with its presentation sequence",
 )
-def selection(
-    session_id: str, format: str = Query("json", pattern="^(json|csv)$"), st: Store = Depends(store)
-) -> Response:
+def get_selection(session_id: str = SessionId, st: Store = Depends(store)) -> dict:
+    return st.files(session_id).selection()
+
+
+@router.get(
+    "/{session_id}/selection.csv",
+    dependencies=[Depends(READ)],
+    response_class=Response,
+    responses=answer(CSV, "The phase-two list for the stimulus program: order, id, category, why"),
+    summary="The phase-two list as CSV, for the stimulus program",
+)
+def get_selection_csv(session_id: str = SessionId, st: Store = Depends(store)) -> Response:
     data = st.files(session_id).selection()
-    if format == "json":
-        return JSONResponse(data)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["order", "stimulus", "category", "reasons"])
@@ -138,34 +169,43 @@ def selection(
     for image in data["phase_two"]["stability_images"]:
         order += 1
         writer.writerow([order, image, category, "stability"])
-    return Response(buffer.getvalue(), media_type="text/csv")
+    return Response(buffer.getvalue(), media_type=CSV)
 
 
 @router.get(
     "/{session_id}/analysis",
+    response_model=Analysis,
     dependencies=[Depends(READ)],
     summary="Stability, selectivity and generalisation per channel, and the summary",
 )
-def analysis(session_id: str, st: Store = Depends(store)) -> JSONResponse:
-    return JSONResponse(st.files(session_id).analysis())
+def get_analysis(session_id: str = SessionId, st: Store = Depends(store)) -> dict:
+    return st.files(session_id).analysis()
 
 
 @router.get(
     "/{session_id}/models",
+    response_model=Models,
     dependencies=[Depends(READ)],
-    responses={200: {"content": {"application/json": {}, "application/x-npz": {}}}},
-    summary="Per-channel readouts and metrics (JSON, or the arrays as NPZ)",
+    summary="Per-channel inclusion statistics and fit metrics, and the readouts' settings",
 )
-def models(
-    session_id: str, format: str = Query("json", pattern="^(json|npz)$"), st: Store = Depends(store)
-) -> Response:
+def get_models(session_id: str = SessionId, st: Store = Depends(store)) -> dict:
     files = st.files(session_id)
-    channels = files.channels()
-    if format == "npz":
-        if not files.has_readouts():
-            raise ApiError(404, "Not found", "no channel was included, so no readout was fitted")
-        return FileResponse(files.readouts_npz, media_type="application/x-npz")
-    return JSONResponse({**channels, "readouts": files.readouts_meta()})
+    return {**files.channels(), "readouts": files.readouts_meta()}
+
+
+@router.get(
+    "/{session_id}/models.npz",
+    dependencies=[Depends(READ)],
+    response_class=Response,
+    responses=answer(BINARY, "The readouts' arrays as NPZ: channels, mu, w, b, metrics"),
+    summary="The fitted readouts' arrays (NPZ)",
+)
+def get_models_npz(session_id: str = SessionId, st: Store = Depends(store)) -> Response:
+    files = st.files(session_id)
+    files.channels()  # 404 saying why before the fit
+    if not files.has_readouts():
+        raise ApiError(404, "Not found", "no channel was included, so no readout was fitted")
+    return FileResponse(files.readouts_npz, media_type=BINARY)
 
 
 def saliency_key(req: SaliencyRequest) -> str:
@@ -177,11 +217,12 @@ def saliency_key(req: SaliencyRequest) -> str:
     "/{session_id}/saliency",
     status_code=202,
     response_model=Accepted,
+    responses={200: {"model": Accepted, "description": "Already computed: the result's links"}},
     summary="Shared-feature saliency maps for a channel and a pair (a job)",
 )
-def saliency(
-    session_id: str,
+def request_saliency(
     req: SaliencyRequest,
+    session_id: str = SessionId,
     cfg: Settings = Depends(settings),
     st: Store = Depends(store),
     r: Redis = Depends(redis),
@@ -202,21 +243,23 @@ def saliency(
             f"({names[req.channel]['reason']}), so it has no fitted model",
         )
     config = record.config
-    if req.x_out is not None:
+    pair = req.pair()
+    if pair is not None:
+        x_out, x_in = pair
         others = {e["id"] for c in config.others for e in st.get_set(c.set)["entries"]}
         preferred = {e["id"] for e in st.get_set(config.preferred_set)["entries"]}
-        if req.x_out not in others:
+        if x_out not in others:
             raise ApiError(
                 404,
                 "Unknown image",
-                f"x_out {req.x_out!r} is not in the candidate sets of other categories "
+                f"x_out {x_out!r} is not in the candidate sets of other categories "
                 f"({', '.join(c.set for c in config.others)})",
             )
-        if req.x_in not in preferred:
+        if x_in not in preferred:
             raise ApiError(
                 404,
                 "Unknown image",
-                f"x_in {req.x_in!r} is not in the preferred set {config.preferred_set!r}",
+                f"x_in {x_in!r} is not in the preferred set {config.preferred_set!r}",
             )
     elif "phase2" not in record.uploads:
         raise ApiError(
@@ -227,8 +270,8 @@ def saliency(
         )
     key = saliency_key(req)
     links = {
-        k: f"/v1/sessions/{session_id}/saliency/{key}{s}"
-        for k, s in (("metadata", ""), ("arrays", ".npz"), ("png", ".png"))
+        k: f"/v1/sessions/{session_id}/saliency/{key}{suffix}"
+        for k, suffix in (("metadata", ""), ("arrays", ".npz"), ("png", ".png"))
     }
     if files.saliency_file(key, "json") is not None:
         return JSONResponse(
@@ -250,26 +293,50 @@ def saliency(
     return JSONResponse(body.model_dump(), status_code=202)
 
 
-@router.get(
-    "/{session_id}/saliency/{name}",
-    dependencies=[Depends(READ)],
-    responses={
-        200: {"content": {"application/json": {}, "application/x-npz": {}, "image/png": {}}}
-    },
-    summary="A saliency result: metadata (no suffix), arrays (.npz) or figure (.png)",
-)
-def saliency_result(session_id: str, name: str, st: Store = Depends(store)) -> Response:
-    key, _, suffix = name.partition(".")
-    if suffix not in ("", "npz", "png"):
-        raise ApiError(404, "Not found", f"no saliency result {name!r}")
-    path = st.files(session_id).saliency_file(key, suffix or "json")  # type: ignore[arg-type]
+KEY = Path(pattern=r"^[0-9a-f]{16}$", description="A saliency result's key")
+
+
+def _saliency_file(st: Store, session_id: str, key: str, suffix: str) -> FilePath:
+    path = st.files(session_id).saliency_file(key, suffix)  # type: ignore[arg-type]
     if path is None:
-        raise ApiError(404, "Not found", f"no saliency result {name!r} (yet)")
-    if suffix == "npz":
-        return FileResponse(path, media_type="application/x-npz")
-    if suffix == "png":
-        return FileResponse(path, media_type="image/png")
-    return JSONResponse(read_json(path))
+        raise ApiError(404, "Not found", f"no saliency result {key!r} (yet)")
+    return path
+
+
+@router.get(
+    "/{session_id}/saliency/{key}.npz",
+    dependencies=[Depends(READ)],
+    response_class=Response,
+    responses=answer(BINARY, "The maps as NPZ: map_out, map_in, display maps, beta, features"),
+    summary="A saliency result's arrays (NPZ)",
+)
+def get_saliency_arrays(
+    session_id: str = SessionId, key: str = KEY, st: Store = Depends(store)
+) -> Response:
+    return FileResponse(_saliency_file(st, session_id, key, "npz"), media_type=BINARY)
+
+
+@router.get(
+    "/{session_id}/saliency/{key}.png",
+    dependencies=[Depends(READ)],
+    response_class=Response,
+    responses=answer(BINARY, "The pair with its maps, as a figure: PNG bytes"),
+    summary="A saliency result's figure (PNG)",
+)
+def get_saliency_figure(
+    session_id: str = SessionId, key: str = KEY, st: Store = Depends(store)
+) -> Response:
+    return FileResponse(_saliency_file(st, session_id, key, "png"), media_type=BINARY)
+
+
+@router.get(
+    "/{session_id}/saliency/{key}",
+    response_model=SaliencyResult,
+    dependencies=[Depends(READ)],
+    summary="A saliency result's metadata: the pair, s, the maps' norms, coverage",
+)
+def get_saliency(session_id: str = SessionId, key: str = KEY, st: Store = Depends(store)) -> dict:
+    return read_json(_saliency_file(st, session_id, key, "json"))
 
 
 @router.get(
@@ -278,7 +345,7 @@ def saliency_result(session_id: str, name: str, st: Store = Depends(store)) -> R
     response_class=HTMLResponse,
     summary="The session report: one self-contained HTML page",
 )
-def report(session_id: str, st: Store = Depends(store)) -> HTMLResponse:
+def get_report(session_id: str = SessionId, st: Store = Depends(store)) -> HTMLResponse:
     from PIL import Image
 
     from stimloop.reports.report import build_report
@@ -287,7 +354,7 @@ def report(session_id: str, st: Store = Depends(store)) -> HTMLResponse:
 
     def loaders(set_id: str) -> dict:
         record = st.get_set(set_id)
-        base = Path(record["images_dir"])
+        base = FilePath(record["images_dir"])
         return {
             e["id"]: (lambda f=base / e["file"]: np.asarray(Image.open(f).convert("RGB")))
             for e in record["entries"]

@@ -8,18 +8,26 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
+from stimloop_rig.contract import (
+    CATEGORY,
+    ID,
+    STIMULUS_ID,
+    StimulusSetCreate,
+    StimulusSetInfo,
+)
 
 from stimloop.api.archives import ZipLimits, checked_members, read_member
 from stimloop.api.deps import READ, RIG, body_bytes, settings, store
 from stimloop.api.errors import ApiError, problem_responses
-from stimloop.api.schemas import CATEGORY, ID, StimulusSetCreate, StimulusSetInfo
+from stimloop.api.media import BINARY, ZIP_TYPES, answer, body
 from stimloop.runtime.settings import Settings
 from stimloop.storage.atomic import write_atomic
 from stimloop.storage.image_checks import ImageRefusedError, check_image
 from stimloop.storage.session_states import now
-from stimloop.storage.stimulus_sets import IMAGE_ID, IMAGE_SUFFIXES, read_stimulus_set
+from stimloop.storage.stimulus_sets import ID_RULE, IMAGE_ID, IMAGE_SUFFIXES, read_stimulus_set
 from stimloop.storage.store import Store
 
 router = APIRouter(
@@ -65,21 +73,30 @@ def save_idempotent(st: Store, record: dict, write_images=None) -> JSONResponse:
 
 @router.post(
     "",
+    status_code=201,
+    response_model=StimulusSetInfo,
     summary="Register a directory below the stimulus root",
-    responses={201: {"model": StimulusSetInfo}, 200: {"model": StimulusSetInfo}},
+    responses={200: {"model": StimulusSetInfo, "description": "The same images again"}},
     dependencies=[Depends(RIG)],
 )
-def register(
+def register_stimulus_set(
     req: StimulusSetCreate, cfg: Settings = Depends(settings), st: Store = Depends(store)
 ) -> JSONResponse:
     """Every image is resolved (links followed) and must lie in the set's own folder below
     the stimulus root; each is checked by content and size, a manifest's sha256 verified."""
     root = cfg.stimulus_root.resolve()
+    if any(len(part.encode()) > 255 for part in req.directory.split("/")):
+        raise ApiError(
+            404,
+            "No such directory",
+            f"{req.directory[:200]!r}: a folder name is longer than 255 bytes, so no such "
+            "folder can exist below the stimulus root",
+        )
     try:
         folder = (root / req.directory).resolve()
     except (OSError, ValueError):
         raise ApiError(
-            400, "Bad directory", f"{req.directory[:200]!r} is not a usable path"
+            404, "No such directory", f"{req.directory[:200]!r} is not a usable path"
         ) from None
     if not folder.is_relative_to(root) or folder == root:
         raise ApiError(
@@ -90,14 +107,14 @@ def register(
         )
     if not folder.is_dir():
         raise ApiError(
-            400,
+            404,
             "No such directory",
             f"{req.directory[:200]!r} is not a directory below the stimulus root",
         )
     try:
         entries = read_stimulus_set(folder, verify=True, max_pixels=cfg.max_image_pixels)
     except (FileNotFoundError, ValueError) as exc:
-        raise ApiError(400, "Not a stimulus folder", str(exc)) from None
+        raise ApiError(422, "Not a stimulus folder", str(exc)) from None
     record = {
         "id": req.id,
         "category": req.category,
@@ -129,8 +146,7 @@ def zip_images(data: bytes, cfg: Settings) -> dict[str, tuple[str, bytes]]:
             raise ApiError(
                 400,
                 "Bad image id",
-                f"zip entry {member.filename[:200]!r}: "
-                "ids (file names) may not hold control characters or pass 250 characters",
+                f"zip entry {member.filename[:200]!r}: {ID_RULE}",
             )
         if name.stem in images:
             raise ApiError(400, "Duplicate id", f"two images in the zip are named {name.stem!r}")
@@ -147,20 +163,20 @@ def zip_images(data: bytes, cfg: Settings) -> dict[str, tuple[str, bytes]]:
 
 @router.post(
     "/upload",
+    status_code=201,
+    response_model=StimulusSetInfo,
     summary="Register the images of an uploaded zip",
-    responses={201: {"model": StimulusSetInfo}, 200: {"model": StimulusSetInfo}},
+    responses={200: {"model": StimulusSetInfo, "description": "The same images again"}},
     dependencies=[Depends(RIG)],
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                kind: {"schema": {"type": "string", "format": "binary"}}
-                for kind in ("application/zip", "application/octet-stream")
-            },
-        }
-    },
+    openapi_extra=body(
+        BINARY,
+        "A zip of PNG or JPEG images (application/octet-stream; application/zip is accepted "
+        "too): each name becomes an id (its stem, 1-128 letters, digits, '_', '.', '+', '-'). "
+        "Entries with '..', absolute paths, links, repeated ids, other formats, too many "
+        "pixels, or sizes and ratios beyond the limits are refused (400, 413).",
+    ),
 )
-async def upload(
+async def upload_stimulus_set(
     request: Request,
     id: str = Query(pattern=ID),
     category: str = Query(
@@ -171,11 +187,8 @@ async def upload(
     cfg: Settings = Depends(settings),
     st: Store = Depends(store),
 ) -> JSONResponse:
-    if request.headers.get("content-type", "").split(";")[0] not in (
-        "application/zip",
-        "application/octet-stream",
-    ):
-        raise ApiError(415, "Unsupported media type", "send the zip as application/zip")
+    if request.headers.get("content-type", "").split(";")[0] not in ZIP_TYPES:
+        raise ApiError(415, "Unsupported media type", "send the zip as application/octet-stream")
     data = await body_bytes(request, cfg)
     return await run_in_threadpool(register_zip, data, id, category, cfg, st)
 
@@ -204,24 +217,41 @@ def register_zip(data: bytes, set_id: str, category: str, cfg: Settings, st: Sto
     return save_idempotent(st, record, write_images)
 
 
-@router.get("", response_model=list[StimulusSetInfo], dependencies=[Depends(READ)])
-def list_sets(st: Store = Depends(store)) -> list[StimulusSetInfo]:
+@router.get(
+    "",
+    response_model=list[StimulusSetInfo],
+    dependencies=[Depends(READ)],
+    summary="Every registered stimulus set",
+)
+def list_stimulus_sets(st: Store = Depends(store)) -> list[StimulusSetInfo]:
     return [info(r) for r in st.list_sets()]
 
 
-@router.get("/{set_id}", response_model=StimulusSetInfo, dependencies=[Depends(READ)])
-def get_set(set_id: str, st: Store = Depends(store)) -> StimulusSetInfo:
+SetId = PathParam(pattern=ID, description="A stimulus set's id")
+
+
+@router.get(
+    "/{set_id}",
+    response_model=StimulusSetInfo,
+    dependencies=[Depends(READ)],
+    summary="A stimulus set: its category, ids and sha256s",
+)
+def get_stimulus_set(set_id: str = SetId, st: Store = Depends(store)) -> StimulusSetInfo:
     return info(st.get_set(set_id))
 
 
 @router.get(
     "/{set_id}/images/{image_id}",
-    summary="The image file",
+    summary="An image of a set, as stored (PNG or JPEG bytes)",
     dependencies=[Depends(READ)],
-    response_class=FileResponse,
-    responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}},
+    response_class=Response,
+    responses=answer(BINARY, "The image file, PNG or JPEG by its content"),
 )
-def image(set_id: str, image_id: str, st: Store = Depends(store)) -> FileResponse:
+def get_stimulus_image(
+    set_id: str = SetId,
+    image_id: str = PathParam(pattern=STIMULUS_ID, description="The image's id in its set"),
+    st: Store = Depends(store),
+) -> Response:
     record = st.get_set(set_id)
     folder = Path(record["images_dir"]).resolve()
     for entry in record["entries"]:
@@ -229,6 +259,5 @@ def image(set_id: str, image_id: str, st: Store = Depends(store)) -> FileRespons
             path = (folder / entry["file"]).resolve()
             if not path.is_relative_to(folder) or not path.is_file():  # also for old records
                 raise ApiError(404, "Not found", f"image {image_id!r} is not in its set's folder")
-            kind = "image/png" if path.suffix.lower() == ".png" else "image/jpeg"
-            return FileResponse(path, media_type=kind)
+            return FileResponse(path, media_type=BINARY)
     raise ApiError(404, "Not found", f"set {set_id!r} has no image {image_id!r}")

@@ -4,27 +4,33 @@ from __future__ import annotations
 
 import json
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Path
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Worker
+from stimloop_rig.contract import Accepted, ActivationsRequest, BackboneInfo, Health, JobInfo
 
 from stimloop import __version__
 from stimloop.api.checks import require_backbone
 from stimloop.api.deps import READ, RIG, Caller, redis, settings, store
 from stimloop.api.errors import ApiError, problem_responses
-from stimloop.api.jobs import fetch_job, job_info
-from stimloop.api.schemas import Accepted, ActivationsRequest, JobInfo
+from stimloop.api.jobs import JOB_ID, fetch_job, job_info
 from stimloop.runtime.settings import Settings
 from stimloop.science.backbone_spec import BackboneError
 from stimloop.storage.registry import load_registry
 from stimloop.storage.store import Store
 from stimloop.worker.queue import alive_key, cancel_key, enqueue, get_queue
 
-router = APIRouter(prefix="/v1", responses=problem_responses())
+router = APIRouter(prefix="/v1", tags=["system"], responses=problem_responses())
+JobId = Path(pattern=JOB_ID.pattern, description="A job's id")
 
 
-@router.get("/health", summary="Version, device, Redis, workers and backbones")
+@router.get(
+    "/health",
+    response_model=Health,
+    summary="Version, device, Redis, workers and backbones",
+    openapi_extra={"security": []},  # answers without a token
+)
 def health(cfg: Settings = Depends(settings), r: Redis = Depends(redis)) -> dict:
     """Always 200: what is wrong (Redis, workers, registry) is listed in ``problems``, each
     saying what to fix, and ``status`` is ``degraded`` while any is listed."""
@@ -86,8 +92,13 @@ def backbone_list(cfg: Settings) -> list[dict]:
     return out
 
 
-@router.get("/backbones", summary="The registry's backbones", dependencies=[Depends(READ)])
-def backbones(cfg: Settings = Depends(settings)) -> list[dict]:
+@router.get(
+    "/backbones",
+    response_model=list[BackboneInfo],
+    summary="The registry's backbones, and whether their weights are present",
+    dependencies=[Depends(READ)],
+)
+def list_backbones(cfg: Settings = Depends(settings)) -> list[dict]:
     return backbone_list(cfg)
 
 
@@ -98,7 +109,7 @@ def backbones(cfg: Settings = Depends(settings)) -> list[dict]:
     summary="Precompute and cache a stimulus set's activations (a job)",
     dependencies=[Depends(RIG)],
 )
-def activations(
+def precompute_activations(
     req: ActivationsRequest,
     cfg: Settings = Depends(settings),
     st: Store = Depends(store),
@@ -116,13 +127,15 @@ def activations(
     summary="A job's state and progress",
     dependencies=[Depends(READ)],
 )
-def get_job(job_id: str, cfg: Settings = Depends(settings), r: Redis = Depends(redis)) -> JobInfo:
+def get_job(
+    job_id: str = JobId, cfg: Settings = Depends(settings), r: Redis = Depends(redis)
+) -> JobInfo:
     return job_info(fetch_job(job_id, r, cfg), cfg)
 
 
 @router.delete("/jobs/{job_id}", response_model=JobInfo, summary="Cancel a job")
 def cancel_job(
-    job_id: str,
+    job_id: str = JobId,
     cfg: Settings = Depends(settings),
     r: Redis = Depends(redis),
     caller: Caller = Depends(READ),

@@ -1,0 +1,84 @@
+"""One family of exceptions, one line for a person: the client's errors against a server that
+is not there, one that refuses, and one that does not answer in time."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from stimloop_rig.api import RigClient
+from stimloop_rig.errors import (
+    ProblemError,
+    ServiceTimeoutError,
+    ServiceUnreachableError,
+    StimloopError,
+)
+
+RIG = str(Path(sys.executable).with_name("stimloop-rig"))
+
+
+def test_health_of_a_stopped_server_is_one_line_and_a_non_zero_exit_within_seconds():
+    started = time.monotonic()
+    result = subprocess.run(
+        [RIG, "health", "--url", "http://127.0.0.1:9"], capture_output=True, text=True
+    )
+    took = time.monotonic() - started
+    assert result.returncode != 0 and took < 5, (result.returncode, took)
+    said = (result.stdout + result.stderr).strip()
+    assert len(said.splitlines()) == 1 and "Traceback" not in said, said
+    assert "cannot reach the stimloop server at http://127.0.0.1:9" in said
+    assert "--url or STIMLOOP_URL" in said
+    debug = subprocess.run(
+        [RIG, "--debug", "health", "--url", "http://127.0.0.1:9"], capture_output=True, text=True
+    )
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_every_failure_is_a_stimloop_error_with_one_line_detail():
+    def refuse(request: httpx.Request) -> httpx.Response:
+        body = {"title": "Not found", "status": 404, "detail": "session 'x' does not exist"}
+        return httpx.Response(404, json=body, headers={"content-type": "application/problem+json"})
+
+    def silent(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("no answer", request=request)
+
+    def broken(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection reset", request=request)
+
+    for handler, kind, words in (
+        (refuse, ProblemError, "does not exist"),
+        (silent, ServiceTimeoutError, "did not answer within"),
+        (broken, ServiceUnreachableError, "connection reset"),
+    ):
+        client = RigClient(
+            "http://rig.test", transport=httpx.MockTransport(handler), backoff=0.01, timeout=3
+        )
+        with pytest.raises(StimloopError) as info:
+            client.session("0123456789ab")
+        assert isinstance(info.value, kind) and words in info.value.detail
+        assert "\n" not in info.value.detail
+    assert info.type is ServiceUnreachableError
+
+
+def test_retries_stop_within_the_budget():
+    calls = []
+
+    def broken(request: httpx.Request) -> httpx.Response:
+        calls.append(time.monotonic())
+        raise httpx.ConnectError("refused", request=request)
+
+    client = RigClient(
+        "http://rig.test",
+        transport=httpx.MockTransport(broken),
+        retries=50,
+        backoff=0.05,
+        retry_budget=0.5,
+    )
+    started = time.monotonic()
+    with pytest.raises(ServiceUnreachableError):
+        client.health()
+    assert time.monotonic() - started < 1.0 and 2 <= len(calls) <= 6
