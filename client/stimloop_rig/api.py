@@ -41,7 +41,7 @@ from stimloop_rig.errors import (
     ServiceUnreachableError,
     StimloopError,
 )
-from stimloop_rig.readers import read_trials
+from stimloop_rig.readers import TrialFileError, read_trials
 
 __all__ = ["JobFailedError", "JobInfo", "RigClient", "StimloopError"]
 ProgressCallback = Callable[[JobInfo], None]
@@ -187,11 +187,30 @@ class RigClient:
     def upload_file(
         self, session_id: str, phase: int, path: Path, replace: bool = False
     ) -> tuple[dict[str, np.ndarray], Accepted]:
-        """Read a rig file (trial table, spike times, NWB) and upload it. Spike times are cut
-        with the session's own baseline and response windows, read from the session."""
-        windows = self.session(session_id).config.windows
+        """Read a rig file (trial table, spike times, NWB), check it against the session, and
+        upload it. Spike times are cut with the session's own baseline and response windows.
+        A trial naming a stimulus the phase does not show, or a channel the session does not
+        have, is refused here, naming the file and the row (``TrialFileError``)."""
+        config = self.session(session_id).config
+        windows = config.windows
         columns = read_trials(path, baseline=windows.baseline, response=windows.response)
+        shown, what = self.phase_stimuli(session_id, phase)
+        check_trial_ids(path, columns, shown, what, config.channels)
         return columns, self.upload_phase(session_id, phase, columns, replace=replace)
+
+    def phase_stimuli(self, session_id: str, phase: int) -> tuple[set[str], str]:
+        """The stimuli a phase's trials may name, and where they come from (in words)."""
+        if phase == 1:
+            preferred = self.session(session_id).config.preferred_set
+            ids = self.json("GET", f"/v1/stimulus-sets/{preferred}")["ids"]
+            return set(ids), f"in the preferred set {preferred!r}"
+        if phase == 2:
+            listed = self.selection(session_id).phase_two
+            ids = [e.stimulus for e in listed.entries] + listed.stability_images
+            return set(ids), "on the phase-two list (`stimloop-rig phase-two-list`)"
+        plan = self.phase_three_list(session_id)
+        ids = [e.stimulus for e in plan.entries] + plan.stability_images
+        return set(ids), "on the phase-three list (`stimloop-rig phase-three-list`)"
 
     def refit(self, session_id: str) -> Accepted:
         return Accepted(**self.json("POST", f"/v1/sessions/{session_id}/fit"))
@@ -299,3 +318,28 @@ def _reason(exc: httpx.TransportError) -> str:
     while cause.__cause__ is not None or cause.__context__ is not None:
         cause = cause.__cause__ or cause.__context__  # type: ignore[assignment]
     return str(cause) or type(cause).__name__
+
+
+def check_trial_ids(
+    path: Path,
+    columns: dict[str, np.ndarray],
+    stimuli: set[str],
+    what: str,
+    channels: list[str],
+) -> None:
+    """``TrialFileError`` naming the file, the first row and how many rows name a stimulus
+    not in ``stimuli`` or a channel not in ``channels``."""
+    for column, allowed, where in (
+        ("channel", set(channels), "a channel of the session"),
+        ("stimulus", stimuli, what),
+    ):
+        values = np.asarray(columns[column]).astype(str)
+        bad = np.flatnonzero(~np.isin(values, list(allowed)))
+        if len(bad):
+            first = int(bad[0])
+            others = f" (and {len(bad) - 1} more rows)" if len(bad) > 1 else ""
+            raise TrialFileError(
+                f"{path}: row {first + 1}{others}: {column} {str(values[first])!r} is not "
+                f"{where}; "
+                "fix the file (or the stimulus program's codes) and upload it again"
+            )

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import sys
 from pathlib import Path
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -18,7 +18,9 @@ from stimloop_rig.api import JobInfo, RigClient
 from stimloop_rig.contract import PhaseThreeList, Selection
 from stimloop_rig.errors import JobWaitTimeoutError, StimloopError
 from stimloop_rig.readers import TrialFileError
-from stimloop_rig.tables import analysis_rows, phase_three_rows
+from stimloop_rig.settings_file import SettingsFileError, session_settings
+from stimloop_rig.tables import analysis_rows, key_columns, phase_three_rows
+from stimloop_rig.wording import in_cli_words
 
 app = typer.Typer(
     help="stimloop at the rig: create a session, upload phase one, get the "
@@ -28,6 +30,11 @@ app = typer.Typer(
 console = Console()
 URL = typer.Option("http://127.0.0.1:8000", envvar="STIMLOOP_URL", help="The stimloop server.")
 TOKEN = typer.Option(None, envvar="STIMLOOP_TOKEN", help="Bearer token (rig or analyst role).")
+BACKBONE = typer.Option(
+    "resnet50_robust_l2_eps3",
+    envvar="STIMLOOP_BACKBONE",
+    help="The sessions' backbone (resnet50_random: the stand-in, for a trial run).",
+)
 TIMEOUT = typer.Option(
     None,
     "--timeout",
@@ -61,7 +68,7 @@ def _fail(message: str) -> typer.Exit:
     is raised instead, traceback and all."""
     if DEBUG["on"] and sys.exc_info()[1] is not None:
         raise
-    console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
+    console.print(f"[red]error:[/red] {escape(in_cli_words(message))}", soft_wrap=True)
     return typer.Exit(code=2)
 
 
@@ -73,7 +80,8 @@ def main() -> None:
     except (StimloopError, TrialFileError) as exc:
         if DEBUG["on"]:
             raise
-        console.print(f"[red]error:[/red] {escape(str(getattr(exc, 'detail', exc)))}")
+        said = in_cli_words(str(getattr(exc, "detail", exc)))
+        console.print(f"[red]error:[/red] {escape(said)}", soft_wrap=True)
         raise SystemExit(2) from None
 
 
@@ -131,6 +139,104 @@ def job(
         raise _fail(info.error)
 
 
+sets_app = typer.Typer(
+    help="Stimulus sets: register a folder below the server's stimulus root (or upload a "
+    "zip), list them, cache their maps before a session.",
+    no_args_is_help=True,
+)
+app.add_typer(sets_app, name="sets")
+
+
+@sets_app.command("register")
+def sets_register(
+    set_id: str = typer.Argument(..., help="The set's id, e.g. bodies."),
+    category: str = typer.Option(
+        ..., help="What the images are: body, object, control_body; face, ... for other labs."
+    ),
+    directory: str | None = typer.Option(
+        None, help="Its folder below the server's stimulus root (default: the set's id)."
+    ),
+    url: str = URL,
+    token: str | None = TOKEN,
+) -> None:
+    """Register a folder of PNG/JPEG images below the server's stimulus root as a set."""
+    try:
+        info = _client(url, token).register_set(set_id, category, directory or set_id)
+    except StimloopError as exc:
+        raise _fail(exc.detail) from None
+    console.print(f"set {info.id}: {info.count} {info.category} images")
+
+
+@sets_app.command("upload")
+def sets_upload(
+    set_id: str = typer.Argument(..., help="The set's id, e.g. bodies."),
+    archive: Path = typer.Argument(..., help="A zip of PNG/JPEG images."),
+    category: str = typer.Option(..., help="What the images are: body, object, ..."),
+    url: str = URL,
+    token: str | None = TOKEN,
+) -> None:
+    """Register the images of a zip as a set (for a server that cannot see the rig's disk)."""
+    try:
+        info = _client(url, token).upload_set(set_id, category, archive.read_bytes())
+    except OSError as exc:
+        raise _fail(f"{archive}: cannot read it ({exc})") from None
+    except StimloopError as exc:
+        raise _fail(exc.detail) from None
+    console.print(f"set {info.id}: {info.count} {info.category} images")
+
+
+@sets_app.command("list")
+def sets_list(url: str = URL, token: str | None = TOKEN) -> None:
+    """The registered sets: id, category, number of images."""
+    try:
+        found = _client(url, token).stimulus_sets()
+    except StimloopError as exc:
+        raise _fail(exc.detail) from None
+    table = Table("set", "category", "images", "source")
+    for info in found:
+        table.add_row(info.id, info.category, str(info.count), info.source)
+    console.print(table)
+
+
+@sets_app.command("precompute")
+def sets_precompute(
+    set_ids: list[str] = typer.Argument(..., help="One or more set ids."),
+    backbone: str = BACKBONE,
+    timeout: float | None = TIMEOUT,
+    url: str = URL,
+    token: str | None = TOKEN,
+) -> None:
+    """Cache the sets' maps for a backbone (a job each, followed), so that a session's
+    turnaround reads them instead of computing them."""
+    client = _client(url, token)
+    try:
+        for set_id in set_ids:
+            job_info = client.precompute(backbone, set_id)
+            _wait(client, job_info.id, f"maps of {set_id}", timeout)
+            console.print(f"maps of {set_id} cached for {backbone}")
+    except StimloopError as exc:
+        raise _fail(exc.detail) from None
+
+
+@app.command()
+def refit(
+    session: str,
+    wait: bool = typer.Option(True, help="Follow the fit until the list is ready."),
+    timeout: float | None = TIMEOUT,
+    url: str = URL,
+    token: str | None = TOKEN,
+) -> None:
+    """Run fit-and-select again after a failed or cancelled fit."""
+    client = _client(url, token)
+    try:
+        accepted = client.refit(session)
+        if wait and accepted.job is not None:
+            _wait(client, accepted.job.id, "fit and select", timeout)
+    except StimloopError as exc:
+        raise _fail(exc.detail) from None
+    console.print(f"fit of session {session}: {accepted.status}")
+
+
 @app.command("create-session")
 def create_session(
     channels: str = typer.Option(..., help="Comma-separated channel names, e.g. ch01,ch02"),
@@ -146,15 +252,29 @@ def create_session(
     control_body_set: str | None = typer.Option(
         None, help="The paper's form: the control-body set."
     ),
-    backbone: str = typer.Option("resnet50_robust_l2_eps3"),
+    backbone: str = BACKBONE,
     seed: int = typer.Option(0),
-    config: Path | None = typer.Option(None, help="JSON with fit/inclusion/selection settings."),
+    split: str | None = typer.Option(
+        None,
+        help="Train,validation,test images of the preferred set for the fit, e.g. 80,20,20 "
+        "(the paper's 400,50,25 needs 475).",
+    ),
+    epochs: int | None = typer.Option(None, min=1, help="Fit epochs (the paper's 2500)."),
+    lr: float | None = typer.Option(None, help="Fit learning rate (the paper's 1e-4)."),
+    config: Path | None = typer.Option(
+        None,
+        help="A JSON or TOML file of the session's settings: fit, inclusion, selection, "
+        "analysis, windows (see the README); --split, --epochs and --lr override its fit.",
+    ),
     url: str = URL,
     token: str | None = TOKEN,
 ) -> None:
     """Create a session; prints its id (the server starts loading the candidates). Name the
     sets as --preferred-set and --candidate-sets, or as the paper's three sets."""
-    extra = json.loads(config.read_text()) if config else {}
+    try:
+        extra = session_settings(config, split=split, epochs=epochs, lr=lr)
+    except SettingsFileError as exc:
+        raise _fail(str(exc)) from None
     if preferred_set or candidate_sets:
         sets: dict = {
             "preferred_set": preferred_set,
@@ -174,10 +294,10 @@ def create_session(
         )
     except StimloopError as exc:
         raise _fail(exc.detail) from None
-    console.print(
+    Console(stderr=True).print(
         f"session [bold]{session.id}[/bold] created ({len(session.config.channels)} channels)"
     )
-    print(session.id)
+    print(session.id)  # alone on standard output: SESSION=$(stimloop-rig create-session ...)
 
 
 def _upload(
@@ -322,12 +442,14 @@ def phase_two_list(
 @app.command()
 def analysis(
     session: str,
-    out: Path | None = typer.Option(None, help="CSV of the table."),
+    out: Path | None = typer.Option(None, help="CSV of every column."),
     phase: int = typer.Option(2, min=2, max=3, help="2: after phase two; 3: phase three."),
+    wide: bool = typer.Option(False, help="Every column on screen, not only the key ones."),
     url: str = URL,
     token: str | None = TOKEN,
 ) -> None:
-    """The per-channel statistics, each with its p-value."""
+    """The per-channel statistics, each with its p-value: the key columns on screen, every
+    column with --wide or in --out's CSV."""
     client = _client(url, token)
     try:
         data = client.analysis(session) if phase == 2 else client.phase_three_analysis(session)
@@ -335,15 +457,24 @@ def analysis(
         raise _fail(exc.detail) from None
     dumped = data.model_dump(mode="json")
     rows = analysis_rows(dumped) if phase == 2 else phase_three_rows(dumped)
-    table = Table(*rows[0].keys()) if rows else Table()
+    shown = list(rows[0]) if rows and wide else key_columns(rows)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for name in shown:  # long names wrap rather than lose their ends
+        table.add_column(name.replace("_", " "), overflow="fold")
+    digits = ".3g" if wide else ".2g"
     for row in rows:
         table.add_row(
             *(
-                "-" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v)
-                for v in row.values()
+                "-" if v is None else f"{v:{digits}}" if isinstance(v, float) else str(v)
+                for v in (row.get(k) for k in shown)
             )
         )
     console.print(table)
+    if rows and not wide and len(shown) < len(rows[0]):
+        console.print(
+            f"{len(rows[0]) - len(shown)} more columns (noise ceilings, U, medians, ...): "
+            "--wide, or --out FILE.csv"
+        )
     if out and rows:
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))

@@ -431,10 +431,15 @@ class WorkerDevice(BaseModel):
 
 
 class BackboneInfo(BaseModel):
+    """A registered backbone; ``ready`` when sessions can use it, else ``problem`` says why
+    (its weights missing, or not the registry's sha256)."""
+
     name: str
     format: str
     weights: str | None
     weights_present: bool
+    ready: bool
+    problem: str | None
     layer: str
     description: str
 

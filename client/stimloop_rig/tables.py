@@ -76,3 +76,19 @@ def phase_three_rows(analysis: dict[str, Any]) -> list[dict[str, Any]]:
         row["stability_r_phase2"] = (c["stability_phase_two"] or {}).get("r")
         rows.append(row)
     return rows
+
+
+def key_columns(rows: list[dict[str, Any]]) -> list[str]:
+    """The columns a terminal shows first: each verdict with its statistic or p-value (the
+    stability r, the selectivity p against each category, the prediction r; phase three's
+    retained responses and test p-values), in the rows' own order."""
+    if not rows:
+        return []
+    keys = list(rows[0])
+    wanted = {"channel", "stability_r", "stable", "selective"}
+    wanted |= {k for k in keys if k.startswith("mw_p_") and not k.startswith("mw_p_greater")}
+    wanted |= {k for k in keys if k.startswith("r_") and not k.startswith("r_normalised")}
+    wanted |= {
+        k for k in keys if k.startswith("retained_") or (k.startswith("vs_") and k.endswith("_p"))
+    }
+    return [k for k in keys if k in wanted]

@@ -8,18 +8,23 @@ from stimloop_rig.contract import AnySessionCreate, PaperSessionCreate
 
 from stimloop.api.errors import ApiError
 from stimloop.runtime.settings import Settings
-from stimloop.storage.registry import load_registry
+from stimloop.storage.registry import load_registry, weights_problem
 from stimloop.storage.session import CandidateSet, SessionConfig
 from stimloop.storage.store import Store
 
 
-def require_backbone(cfg: Settings, name: str) -> None:
-    """404 unless ``name`` is in the registry (the message lists the known ones)."""
+def require_backbone(cfg: Settings, name: str, weights: bool = False) -> None:
+    """404 unless ``name`` is in the registry (the message lists the known ones); with
+    ``weights``, 409 unless its weights file is present and matches the registry's sha256,
+    so that a session is refused before the animal works, not after phase one."""
     registry = load_registry(cfg.registry_path)
     if name not in registry:
         raise ApiError(
             404, "Unknown backbone", f"backbone {name!r} is not in the registry: {sorted(registry)}"
         )
+    problem = weights_problem(registry[name], cfg.weights_dir) if weights else None
+    if problem:
+        raise ApiError(409, "Backbone not ready", problem)
 
 
 def is_preferred(category: str, preferred_category: str) -> bool:
@@ -94,7 +99,9 @@ def session_config(st: Store, req: AnySessionCreate) -> SessionConfig:
             409,
             "Split too large",
             f"the fit split {list(req.fit.split)} (train, validation, test) needs "
-            f"{sum(req.fit.split)} images of the preferred set; {preferred_id!r} has {count}",
+            f"{sum(req.fit.split)} images of the preferred set; {preferred_id!r} has {count}: "
+            "give a smaller split (fit.split in the request; stimloop-rig create-session "
+            "--split, e.g. 80,20,20 for 120 images)",
         )
     return SessionConfig(
         backbone=req.backbone,

@@ -67,7 +67,6 @@ def require(*roles: str) -> Callable:
 
 RIG = require("rig")
 READ = require("rig", "analyst")
-ANALYST = require("analyst")
 
 
 async def body_bytes(request: Request, cfg: Settings) -> bytes:

@@ -55,9 +55,30 @@ def dead_job(record: SessionRecord, cfg: Settings, r: Redis) -> tuple[JobKind, s
     return kind, job_id, status["error"]
 
 
+def preparation_error(record: SessionRecord, cfg: Settings, r: Redis) -> str | None:
+    """Why the session's preparation (warming its candidates) failed, if it did."""
+    job_id = record.jobs.get("warm")
+    if record.state != "created" or not job_id:
+        return None
+    try:
+        status = job_status(Job.fetch(job_id, connection=r), cfg)
+    except (NoSuchJobError, RedisError):
+        return None
+    if status["state"] != "failed":
+        return None
+    return (
+        f"preparing the session failed: {status['error']}; phase one can still be uploaded "
+        "(its maps are computed then), but fix the cause first"
+    )
+
+
 def observed(record: SessionRecord, cfg: Settings, r: Redis) -> SessionRecord:
     """The session as a reader should see it: a session whose job died is shown failed, with
-    why. Nothing is written (a GET never writes); ``reconcile`` records it."""
+    why; one whose preparation failed shows that error at once. Nothing is written (a GET
+    never writes); ``reconcile`` records a dead job."""
+    preparing = preparation_error(record, cfg, r)
+    if preparing is not None:
+        return record.model_copy(update={"error": preparing})
     dead = dead_job(record, cfg, r)
     if dead is None:
         return record

@@ -39,6 +39,7 @@ from stimloop.science.backbone_spec import (  # noqa: F401  (re-exported)
     Format,
     NotACheckpointError,
     WeightsNotFoundError,
+    file_sha256,
     parse_layer,
 )
 
@@ -110,15 +111,6 @@ class FeatureExtractor(nn.Module):
 
 
 # --------------------------------------------------------------------------- weights
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def state_dict_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:

@@ -6,8 +6,10 @@ Torch-free, so the API (which never runs a network) can read and validate the re
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -95,3 +97,12 @@ def parse_layer(layer: str) -> tuple[int, int]:
     if stage_i not in blocks_per_stage or not 0 <= block_i < blocks_per_stage[stage_i]:
         raise BackboneError(f"layer {layer!r} does not exist in a ResNet-50")
     return stage_i, block_i
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file (a weights file), read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

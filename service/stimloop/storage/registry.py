@@ -10,7 +10,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from stimloop.science.backbone_spec import BackboneError, BackboneSpec
+from stimloop.science.backbone_spec import BackboneError, BackboneSpec, file_sha256
 
 if TYPE_CHECKING:  # loading weights needs torch; reading the registry does not (the API)
     from stimloop.science.backbone import Backbone
@@ -92,3 +92,33 @@ def open_backbone(
     registry = load_registry(registry_path)
     spec, folder = spec_for(name_or_path, registry)
     return load_backbone(spec, weights_dir if name_or_path in registry else folder, device)
+
+
+_CHECKED: dict[tuple[str, int, float], str] = {}  # (path, size, mtime) -> sha256
+
+
+def weights_problem(spec: BackboneSpec, weights_dir: Path) -> str | None:
+    """Why the backbone's weights cannot be used (missing, or not the sha256 the registry
+    names), in words that say what to do; None when they can (or it needs no file). The
+    file's hash is remembered while the file is unchanged."""
+    if spec.format == "random":
+        return None
+    path = Path(weights_dir) / str(spec.weights)
+    if not path.is_file():
+        return (
+            f"the weights of backbone {spec.name!r} are missing: copy the lab's file to {path} "
+            "(nothing is downloaded; see the README's 'Backbones and weights'), or use "
+            "resnet50_random, the stand-in, for a test"
+        )
+    if spec.sha256:
+        stat = path.stat()
+        key = (str(path), stat.st_size, stat.st_mtime)
+        if key not in _CHECKED:
+            _CHECKED[key] = file_sha256(path)
+        if _CHECKED[key] != spec.sha256.lower():
+            return (
+                f"the weights file {path} of backbone {spec.name!r} has sha256 "
+                f"{_CHECKED[key][:16]}..., not the registry's {spec.sha256[:16]}...: replace it "
+                "with the right file, or correct backbones.toml"
+            )
+    return None

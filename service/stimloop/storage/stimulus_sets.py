@@ -128,6 +128,36 @@ def read_stimulus_set(
     return entries
 
 
+NAMED = re.compile(r"^(?P<category>[a-z][a-z_]*[a-z])_\d+$")  # e.g. object_0007, face_0001
+
+
+def category_mismatch(entries: list[StimulusEntry], category: str) -> str | None:
+    """Why a folder's images are not of ``category``, where its manifest (an entry's
+    ``category``) or its file names (``<category>_<number>``, as ``stimloop stimuli generate``
+    names them) say what they are; None when nothing says otherwise."""
+    said: dict[str, int] = {}
+    for e in entries:
+        named = NAMED.match(e.id)
+        found = e.category or (named.group("category") if named else None)
+        if found:
+            said[found] = said.get(found, 0) + 1
+    if not said or set(said) == {category}:
+        return None
+    counts = ", ".join(f"{n} {c}" for c, n in sorted(said.items()))
+    if len(said) > 1:
+        return (
+            f"the folder mixes categories ({counts}, by its manifest or file names); a set "
+            "holds images of one category: give each its own folder (`stimloop stimuli "
+            "generate` writes one per set) and register each with its category"
+        )
+    (other,) = said
+    return (
+        f"the folder's images are {other} images ({counts}, by its manifest or file names), "
+        f"not {category}: register it with category {other}, or name the folder of the "
+        f"{category} images"
+    )
+
+
 def _manifest_entries(manifest: Path) -> list[dict[str, Any]]:
     """The ``stimuli`` of a manifest, each with a string ``id`` and ``file``."""
     try:

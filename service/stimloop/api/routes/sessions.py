@@ -29,7 +29,7 @@ from stimloop_rig.contract import (
 
 from stimloop import __version__
 from stimloop.api.checks import require_backbone, session_config
-from stimloop.api.deps import ANALYST, READ, RIG, Caller, redis, settings, store
+from stimloop.api.deps import READ, RIG, Caller, redis, settings, store
 from stimloop.api.errors import ApiError, problem_responses
 from stimloop.api.jobs import job_info
 from stimloop.api.media import BINARY, CSV, answer
@@ -63,7 +63,7 @@ def create_session(
         description="Send the same key again (a retry) to get the session it created, once.",
     ),
 ) -> SessionInfo:
-    require_backbone(cfg, req.backbone)
+    require_backbone(cfg, req.backbone, weights=True)
     record, new = st.create_session(
         session_config(st, req),
         {"stimloop_version": __version__, "seed": req.seed},
@@ -226,7 +226,7 @@ def request_saliency(
     cfg: Settings = Depends(settings),
     st: Store = Depends(store),
     r: Redis = Depends(redis),
-    caller: Caller = Depends(ANALYST),
+    caller: Caller = Depends(READ),
 ) -> Response:
     record = st.get_session(session_id)
     files = st.files(session_id)

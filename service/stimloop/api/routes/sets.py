@@ -27,7 +27,14 @@ from stimloop.runtime.settings import Settings
 from stimloop.storage.atomic import write_atomic
 from stimloop.storage.image_checks import ImageRefusedError, check_image
 from stimloop.storage.session_states import now
-from stimloop.storage.stimulus_sets import ID_RULE, IMAGE_ID, IMAGE_SUFFIXES, read_stimulus_set
+from stimloop.storage.stimulus_sets import (
+    ID_RULE,
+    IMAGE_ID,
+    IMAGE_SUFFIXES,
+    StimulusEntry,
+    category_mismatch,
+    read_stimulus_set,
+)
 from stimloop.storage.store import Store
 
 router = APIRouter(
@@ -115,6 +122,9 @@ def register_stimulus_set(
         entries = read_stimulus_set(folder, verify=True, max_pixels=cfg.max_image_pixels)
     except (FileNotFoundError, ValueError) as exc:
         raise ApiError(422, "Not a stimulus folder", str(exc)) from None
+    mismatch = category_mismatch(entries, req.category)
+    if mismatch:
+        raise ApiError(409, "Wrong category", mismatch)
     record = {
         "id": req.id,
         "category": req.category,
@@ -195,6 +205,10 @@ async def upload_stimulus_set(
 
 def register_zip(data: bytes, set_id: str, category: str, cfg: Settings, st: Store):
     images = zip_images(data, cfg)
+    named = [StimulusEntry(id=k, file=f, category=None, sha256="") for k, (f, _) in images.items()]
+    mismatch = category_mismatch(named, category)
+    if mismatch:
+        raise ApiError(409, "Wrong category", mismatch)
     folder = st.set_dir(set_id) / "images"
     entries = [
         {"id": k, "file": f, "sha256": hashlib.sha256(b).hexdigest()}

@@ -17,7 +17,7 @@ from stimloop.api.errors import ApiError, problem_responses
 from stimloop.api.jobs import JOB_ID, fetch_job, job_info
 from stimloop.runtime.settings import Settings
 from stimloop.science.backbone_spec import BackboneError
-from stimloop.storage.registry import load_registry
+from stimloop.storage.registry import load_registry, weights_problem
 from stimloop.storage.store import Store
 from stimloop.worker.queue import alive_key, cancel_key, enqueue, get_queue
 
@@ -76,6 +76,8 @@ def health(cfg: Settings = Depends(settings), r: Redis = Depends(redis)) -> dict
 
 
 def backbone_list(cfg: Settings) -> list[dict]:
+    """Every registered backbone, whether its weights are present, and what keeps it from
+    being used (a missing file, or one whose sha256 is not the registry's)."""
     out = []
     for spec in load_registry(cfg.registry_path).values():
         present = spec.format == "random" or (cfg.weights_dir / (spec.weights or "")).is_file()
@@ -85,6 +87,8 @@ def backbone_list(cfg: Settings) -> list[dict]:
                 "format": spec.format,
                 "weights": spec.weights,
                 "weights_present": present,
+                "ready": weights_problem(spec, cfg.weights_dir) is None,
+                "problem": weights_problem(spec, cfg.weights_dir),
                 "layer": spec.layer,
                 "description": spec.description,
             }
@@ -115,7 +119,7 @@ def precompute_activations(
     st: Store = Depends(store),
     r: Redis = Depends(redis),
 ) -> Accepted:
-    require_backbone(cfg, req.backbone)
+    require_backbone(cfg, req.backbone, weights=True)
     st.get_set(req.stimulus_set)
     job = enqueue(cfg, r, "activations", req.backbone, req.stimulus_set)
     return Accepted(job=job_info(job, cfg), status="queued", links={"job": f"/v1/jobs/{job.id}"})

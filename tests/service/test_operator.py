@@ -1,0 +1,212 @@
+"""The operator's day refuses early, in the operator's words: what a session needs is checked
+when it is created (before the animal works), sets must be of the category they claim, a
+session's failed preparation shows at once, and the rig CLI names options and commands, the
+file and the row, and fits its tables in a terminal."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from stimloop.science.stimuli import generate_bodies, generate_control_bodies, generate_objects
+from stimloop.storage.stimulus_sets import write_stimulus_set
+from stimloop_rig import cli
+from stimloop_rig.api import RigClient
+from typer.testing import CliRunner
+
+from tests.service.conftest import new_session, register_sets
+from tests.service.test_edges import is_problem
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def rig(service, monkeypatch):
+    """The rig CLI against the in-process service, with the rig token."""
+    token = service.rig["Authorization"].split()[1]
+    client = RigClient("http://testserver", token, transport=service.client._transport)
+    monkeypatch.setattr(cli, "_client", lambda url, tok, retry_budget=30.0: client)
+
+    def run(*args: str):
+        result = runner.invoke(cli.app, list(args))
+        return result.exit_code, " ".join(result.output.split())
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def op_sets(service):
+    register_sets(
+        service,
+        {
+            "opb": ("body", generate_bodies(12, seed=8)),
+            "opo": ("object", generate_objects(3, seed=8)),
+            "opc": ("control_body", generate_control_bodies(2, seed=8)),
+        },
+    )
+
+
+def paper(**extra) -> dict:
+    body = {"body_set": "opb", "object_set": "opo", "control_body_set": "opc", "channels": ["a"]}
+    return {"backbone": "resnet50_random", "fit": {"split": [6, 3, 3]}, **body, **extra}
+
+
+def test_a_backbone_without_its_weights_is_refused_at_creation_and_shown_in_health(
+    service, op_sets
+):
+    c = service.client
+    r = c.post("/v1/sessions", headers=service.rig, json=paper(backbone="resnet50_robust_l2_eps3"))
+    detail = is_problem(r, 409)["detail"]
+    assert "weights of backbone 'resnet50_robust_l2_eps3' are missing" in detail
+    assert "imagenet_l2_3_0.pt" in detail and "resnet50_random" in detail
+    health = {b["name"]: b for b in c.get("/v1/health").json()["backbones"]}
+    assert health["resnet50_random"]["ready"] and health["resnet50_random"]["problem"] is None
+    assert not health["resnet50_robust_l2_eps3"]["ready"]
+    assert "missing" in health["resnet50_robust_l2_eps3"]["problem"]
+    r = c.post(
+        "/v1/activations",
+        headers=service.rig,
+        json={"backbone": "resnet50_robust_l2_eps3", "stimulus_set": "opb"},
+    )
+    is_problem(r, 409)
+
+
+def test_weights_that_are_not_the_registrys_are_refused_before_any_work(service, op_sets):
+    registry = service.settings.registry_path
+    original = registry.read_text()
+    weights = service.settings.weights_dir / "other.pt"
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    weights.write_bytes(b"not the lab's file")
+    registry.write_text(
+        original
+        + '\n[backbones.lab]\nformat = "robustness"\nweights = "other.pt"\nsha256 = "'
+        + "0" * 64
+        + '"\n'
+    )
+    try:
+        r = service.client.post("/v1/sessions", headers=service.rig, json=paper(backbone="lab"))
+        detail = is_problem(r, 409)["detail"]
+        assert "not the registry's" in detail and "other.pt" in detail
+    finally:
+        registry.write_text(original)
+        weights.unlink()
+
+
+def test_a_split_the_set_cannot_hold_says_how_to_give_a_smaller_one(service, op_sets, rig):
+    r = service.client.post("/v1/sessions", headers=service.rig, json=paper(fit={}))
+    detail = is_problem(r, 409)["detail"]
+    assert "needs 475 images" in detail and "--split" in detail
+    code, said = rig(
+        "create-session",
+        "--body-set", "opb", "--object-set", "opo", "--control-body-set", "opc",
+        "--channels", "a", "--backbone", "resnet50_random", "--split", "6,3,3",
+    )  # fmt: skip
+    assert code == 0, said
+
+
+def test_a_bad_settings_file_is_one_line_saying_how_to_write_it(tmp_path, rig):
+    bad = tmp_path / "session.toml"
+    bad.write_text("[fit\nsplit = ")
+    code, said = rig(
+        "create-session", "--body-set", "x", "--object-set", "y", "--control-body-set", "z",
+        "--channels", "a", "--config", str(bad),
+    )  # fmt: skip
+    assert code == 2 and "not valid TOML" in said and "Traceback" not in said
+    assert '"split": [80, 20, 20]' in said
+    code, said = rig("create-session", "--preferred-set", "x", "--candidate-sets", "y",
+                     "--channels", "a", "--split", "80,20")  # fmt: skip
+    assert code == 2 and "give three numbers" in said
+
+
+def test_a_mixed_or_mislabelled_folder_is_refused_as_a_set(service):
+    root = service.settings.stimulus_root
+    write_stimulus_set(
+        root / "mixed", generate_bodies(3, seed=1) + generate_objects(2, seed=1), {"seed": 1}
+    )
+    write_stimulus_set(root / "only-objects", generate_objects(2, seed=1))
+    c = service.client
+
+    def register(set_id: str, category: str, folder: str):
+        body = {"id": set_id, "category": category, "directory": folder}
+        return c.post("/v1/stimulus-sets", headers=service.rig, json=body)
+
+    detail = is_problem(register("m", "body", "mixed"), 409)["detail"]
+    assert "mixes categories (3 body, 2 object" in detail and "its own folder" in detail
+    detail = is_problem(register("o", "body", "only-objects"), 409)["detail"]
+    assert "are object images" in detail and "register it with category object" in detail
+    assert register("o", "object", "only-objects").status_code == 201
+
+
+def test_a_failed_preparation_shows_at_once(service):
+    session = new_session(service, "prep", 2, 8, channels=["a"], fit={"split": [2, 2, 3]})
+    record = service.client.get(f"/v1/sessions/{session}", headers=service.rig).json()
+    shutil.rmtree(service.settings.stimulus_root / "prepo")  # the objects' images are gone
+    service.work()  # the warm job fails
+    seen = service.client.get(f"/v1/sessions/{session}", headers=service.rig).json()
+    assert seen["state"] == "created" and seen["error"].startswith("preparing the session failed")
+    assert record["error"] is None
+
+
+def test_the_cli_speaks_its_own_words_and_names_the_file_and_row(service, op_sets, rig, tmp_path):
+    session = new_session(service, "cw", 5, 8, channels=["a", "b"], fit={"split": [2, 2, 3]})
+    table = tmp_path / "phase1.csv"
+    table.write_text(
+        "stimulus,channel,rate\nbody_0000,a,1\nbody_0001,a,2\nnope_1,a,3\nbody_0002,zz,1\n"
+    )
+    code, said = rig("phase1", session, str(table), "--no-wait")
+    assert code == 2 and f"{table}: row 4 (and 0 more rows)" not in said
+    assert f"{table}: row 4: channel 'zz' is not a channel of the session" in said
+    table.write_text("stimulus,channel,rate\nbody_0000,a,1\nnope_1,a,3\nnope_2,b,3\n")
+    code, said = rig("phase1", session, str(table), "--no-wait")
+    assert code == 2 and f"{table}: row 2 (and 1 more rows): stimulus 'nope_1'" in said
+    good = tmp_path / "good.csv"
+    rows = [f"body_{i:04d},{ch},{i + k}" for i in range(8) for ch in "ab" for k in range(2)]
+    good.write_text("stimulus,channel,rate\n" + "\n".join(rows) + "\n")
+    assert rig("phase1", session, str(good), "--no-wait")[0] == 0
+    other = tmp_path / "other.csv"
+    other.write_text("stimulus,channel,rate\n" + "\n".join(r + "1" for r in rows) + "\n")
+    code, said = rig("phase1", session, str(other), "--no-wait")
+    assert code == 2 and "add --replace" in said and "?replace=true" not in said
+    service.work()  # the fit: phase three now waits only for saliency maps
+    code, said = rig("phase-three-list", session, "--out", str(tmp_path / "p3.csv"))
+    assert code == 2 and "`stimloop-rig saliency`" in said and "POST ..." not in said
+
+
+def test_the_analysis_table_fits_a_terminal(service, monkeypatch):
+    """The key columns on an 80-column screen; every column with --wide and in the CSV."""
+    from stimloop_rig.contract import Analysis
+
+    analysis = json.loads(
+        (
+            __import__("pathlib").Path(__file__).parents[1] / "science/data/paper_default.json"
+        ).read_text()
+    )
+    from tests.science.test_paper_default import in_categories
+
+    data = in_categories(analysis)["analysis"]
+    data["categories"] = {
+        "preferred": "body",
+        "preferred_candidates": ["control_body"],
+        "others": ["object"],
+    }
+    data["provenance"] = {
+        "stimloop_version": "x",
+        "seed": 0,
+        "backbone": "resnet50_random",
+        "weights_sha256": "0" * 64,
+        "torch_version": "x",
+    }
+    model = Analysis.model_validate(data)
+
+    class Fake:
+        def analysis(self, session: str):
+            return model
+
+    monkeypatch.setattr(cli, "_client", lambda url, tok, retry_budget=30.0: Fake())
+    narrow = runner.invoke(cli.app, ["analysis", "0123456789ab"], terminal_width=80)
+    assert narrow.exit_code == 0, narrow.output
+    assert "…" not in narrow.output and "more columns" in narrow.output
+    lines = narrow.output.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert "mw p object" in narrow.output and "r body" in narrow.output
