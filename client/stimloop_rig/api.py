@@ -194,14 +194,14 @@ class RigClient:
         config = self.session(session_id).config
         windows = config.windows
         columns = read_trials(path, baseline=windows.baseline, response=windows.response)
-        shown, what = self.phase_stimuli(session_id, phase)
+        shown, what = self.phase_stimuli(session_id, phase, config.preferred_set)
         check_trial_ids(path, columns, shown, what, config.channels)
         return columns, self.upload_phase(session_id, phase, columns, replace=replace)
 
-    def phase_stimuli(self, session_id: str, phase: int) -> tuple[set[str], str]:
-        """The stimuli a phase's trials may name, and where they come from (in words)."""
+    def phase_stimuli(self, session_id: str, phase: int, preferred: str) -> tuple[set[str], str]:
+        """The stimuli a phase's trials may name, and where they come from (in words);
+        ``preferred``: the session's preferred set, which phase one shows."""
         if phase == 1:
-            preferred = self.session(session_id).config.preferred_set
             ids = self.json("GET", f"/v1/stimulus-sets/{preferred}")["ids"]
             return set(ids), f"in the preferred set {preferred!r}"
         if phase == 2:

@@ -5,13 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from redis import Redis
 
 from stimloop.api.auth import role_of
 from stimloop.api.errors import ApiError
 from stimloop.runtime.settings import Settings
+from stimloop.storage.session import SESSION_ID
 from stimloop.storage.store import Store
+
+# a session's id as a path parameter, with the pattern the document states
+SessionId = Path(pattern=SESSION_ID.pattern, description="A session's id (12 hex digits)")
 
 
 def settings(request: Request) -> Settings:

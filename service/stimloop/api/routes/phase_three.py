@@ -9,7 +9,7 @@ import io
 import json
 from typing import Any
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import FileResponse, JSONResponse, Response
 from redis import Redis
 from stimloop_rig.contract import (
@@ -19,18 +19,17 @@ from stimloop_rig.contract import (
     PhaseThreeRequest,
 )
 
-from stimloop.api.deps import READ, Caller, redis, settings, store
+from stimloop.api.deps import READ, Caller, SessionId, redis, settings, store
 from stimloop.api.errors import ApiError, problem_responses
 from stimloop.api.jobs import job_info
 from stimloop.api.media import BINARY, CSV, answer
 from stimloop.api.session_jobs import add_upload_route, job_pending
 from stimloop.runtime.settings import Settings
-from stimloop.storage.session import SESSION_ID, PhaseThreeInfo
+from stimloop.storage.session import PhaseThreeInfo
 from stimloop.storage.store import Store
 from stimloop.worker.queue import enqueue
 
 router = APIRouter(prefix="/v1/sessions", tags=["phase three"], responses=problem_responses())
-SessionId = Path(pattern=SESSION_ID.pattern, description="A session's id (12 hex digits)")
 
 
 def request_key(req: PhaseThreeRequest) -> str:

@@ -29,19 +29,17 @@ from stimloop_rig.contract import (
 
 from stimloop import __version__
 from stimloop.api.checks import require_backbone, session_config
-from stimloop.api.deps import READ, RIG, Caller, redis, settings, store
+from stimloop.api.deps import READ, RIG, Caller, SessionId, redis, settings, store
 from stimloop.api.errors import ApiError, problem_responses
 from stimloop.api.jobs import job_info
 from stimloop.api.media import BINARY, CSV, answer
 from stimloop.api.session_jobs import add_upload_route, observed, resubmit_fit
 from stimloop.runtime.settings import Settings
 from stimloop.storage.atomic import read_json
-from stimloop.storage.session import SESSION_ID
 from stimloop.storage.store import Store
 from stimloop.worker.queue import enqueue
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"], responses=problem_responses())
-SessionId = Path(pattern=SESSION_ID.pattern, description="A session's id (12 hex digits)")
 
 
 @router.post(

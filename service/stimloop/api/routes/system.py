@@ -81,14 +81,15 @@ def backbone_list(cfg: Settings) -> list[dict]:
     out = []
     for spec in load_registry(cfg.registry_path).values():
         present = spec.format == "random" or (cfg.weights_dir / (spec.weights or "")).is_file()
+        problem = weights_problem(spec, cfg.weights_dir)
         out.append(
             {
                 "name": spec.name,
                 "format": spec.format,
                 "weights": spec.weights,
                 "weights_present": present,
-                "ready": weights_problem(spec, cfg.weights_dir) is None,
-                "problem": weights_problem(spec, cfg.weights_dir),
+                "ready": problem is None,
+                "problem": problem,
                 "layer": spec.layer,
                 "description": spec.description,
             }
