@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich import box
@@ -72,6 +75,19 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(code=2)
 
 
+def one_line(command: Callable[..., None]) -> Callable[..., None]:
+    """A command whose ``StimloopError`` or rig-file error ends as one line and exit 2."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> None:
+        try:
+            command(*args, **kwargs)
+        except (StimloopError, TrialFileError) as exc:
+            raise _fail(str(getattr(exc, "detail", exc))) from None
+
+    return run
+
+
 def main() -> None:
     """``stimloop-rig``: the commands, with every ``StimloopError`` (and a rig file's
     ``TrialFileError``) printed as one line and exit status 2, unless ``--debug``."""
@@ -108,16 +124,15 @@ def _wait(client: RigClient, job_id: str, label: str, timeout: float | None = No
 
 
 @app.command()
+@one_line
 def health(url: str = URL, token: str | None = TOKEN) -> None:
     """Is the server up; its workers, devices and backbones (gives up within seconds)."""
-    try:
-        answer = _client(url, token, retry_budget=2.0).health()
-    except StimloopError as exc:
-        raise _fail(exc.detail) from None
+    answer = _client(url, token, retry_budget=2.0).health()
     console.print_json(answer.model_dump_json())
 
 
 @app.command()
+@one_line
 def job(
     job_id: str,
     wait: bool = typer.Option(False, help="Follow it until it ends."),
@@ -127,10 +142,7 @@ def job(
 ) -> None:
     """A job's state, stage and progress (or its error)."""
     client = _client(url, token)
-    try:
-        info = _wait(client, job_id, f"job {job_id}", timeout) if wait else client.job(job_id)
-    except StimloopError as exc:
-        raise _fail(exc.detail) from None
+    info = _wait(client, job_id, f"job {job_id}", timeout) if wait else client.job(job_id)
     console.print(
         f"job {info.id} ({info.kind}): {info.state}, {info.stage or '-'} "
         f"{info.progress:.0%} {escape(info.message or '')}"
@@ -148,6 +160,7 @@ app.add_typer(sets_app, name="sets")
 
 
 @sets_app.command("register")
+@one_line
 def sets_register(
     set_id: str = typer.Argument(..., help="The set's id, e.g. bodies."),
     category: str = typer.Option(
@@ -160,14 +173,12 @@ def sets_register(
     token: str | None = TOKEN,
 ) -> None:
     """Register a folder of PNG/JPEG images below the server's stimulus root as a set."""
-    try:
-        info = _client(url, token).register_set(set_id, category, directory or set_id)
-    except StimloopError as exc:
-        raise _fail(exc.detail) from None
+    info = _client(url, token).register_set(set_id, category, directory or set_id)
     console.print(f"set {info.id}: {info.count} {info.category} images")
 
 
 @sets_app.command("upload")
+@one_line
 def sets_upload(
     set_id: str = typer.Argument(..., help="The set's id, e.g. bodies."),
     archive: Path = typer.Argument(..., help="A zip of PNG/JPEG images."),
@@ -180,18 +191,14 @@ def sets_upload(
         info = _client(url, token).upload_set(set_id, category, archive.read_bytes())
     except OSError as exc:
         raise _fail(f"{archive}: cannot read it ({exc})") from None
-    except StimloopError as exc:
-        raise _fail(exc.detail) from None
     console.print(f"set {info.id}: {info.count} {info.category} images")
 
 
 @sets_app.command("list")
+@one_line
 def sets_list(url: str = URL, token: str | None = TOKEN) -> None:
     """The registered sets: id, category, number of images."""
-    try:
-        found = _client(url, token).stimulus_sets()
-    except StimloopError as exc:
-        raise _fail(exc.detail) from None
+    found = _client(url, token).stimulus_sets()
     table = Table("set", "category", "images", "source")
     for info in found:
         table.add_row(info.id, info.category, str(info.count), info.source)
@@ -199,6 +206,7 @@ def sets_list(url: str = URL, token: str | None = TOKEN) -> None:
 
 
 @sets_app.command("precompute")
+@one_line
 def sets_precompute(
     set_ids: list[str] = typer.Argument(..., help="One or more set ids."),
     backbone: str = BACKBONE,
@@ -209,16 +217,14 @@ def sets_precompute(
     """Cache the sets' maps for a backbone (a job each, followed), so that a session's
     turnaround reads them instead of computing them."""
     client = _client(url, token)
-    try:
-        for set_id in set_ids:
-            job_info = client.precompute(backbone, set_id)
-            _wait(client, job_info.id, f"maps of {set_id}", timeout)
-            console.print(f"maps of {set_id} cached for {backbone}")
-    except StimloopError as exc:
-        raise _fail(exc.detail) from None
+    for set_id in set_ids:
+        job_info = client.precompute(backbone, set_id)
+        _wait(client, job_info.id, f"maps of {set_id}", timeout)
+        console.print(f"maps of {set_id} cached for {backbone}")
 
 
 @app.command()
+@one_line
 def refit(
     session: str,
     wait: bool = typer.Option(True, help="Follow the fit until the list is ready."),
@@ -228,16 +234,14 @@ def refit(
 ) -> None:
     """Run fit-and-select again after a failed or cancelled fit."""
     client = _client(url, token)
-    try:
-        accepted = client.refit(session)
-        if wait and accepted.job is not None:
-            _wait(client, accepted.job.id, "fit and select", timeout)
-    except StimloopError as exc:
-        raise _fail(exc.detail) from None
+    accepted = client.refit(session)
+    if wait and accepted.job is not None:
+        _wait(client, accepted.job.id, "fit and select", timeout)
     console.print(f"fit of session {session}: {accepted.status}")
 
 
 @app.command("create-session")
+@one_line
 def create_session(
     channels: str = typer.Option(..., help="Comma-separated channel names, e.g. ch01,ch02"),
     preferred_set: str | None = typer.Option(
@@ -288,12 +292,9 @@ def create_session(
             "object_set": object_set,
             "control_body_set": control_body_set,
         }
-    try:
-        session = _client(url, token).create_session(
-            backbone=backbone, channels=channels.split(","), seed=seed, **sets, **extra
-        )
-    except StimloopError as exc:
-        raise _fail(exc.detail) from None
+    session = _client(url, token).create_session(
+        backbone=backbone, channels=channels.split(","), seed=seed, **sets, **extra
+    )
     Console(stderr=True).print(
         f"session [bold]{session.id}[/bold] created ({len(session.config.channels)} channels)"
     )
@@ -311,19 +312,12 @@ def _upload(
     token: str | None,
 ) -> None:
     client = _client(url, token)
-    try:
-        columns, accepted = client.upload_file(session, phase, file, replace=replace)
-        console.print(
-            f"phase {phase}: {len(columns['stimulus'])} trials uploaded ({accepted.status})"
-        )
-        if wait and accepted.job is not None:
-            label = {1: "fit and select", 2: "analysis", 3: "phase-three analysis"}[phase]
-            _wait(client, accepted.job.id, label, timeout)
-            console.print(f"[green]{label} done[/green]")
-    except TrialFileError as exc:
-        raise _fail(str(exc)) from None
-    except StimloopError as exc:
-        raise _fail(exc.detail) from None
+    columns, accepted = client.upload_file(session, phase, file, replace=replace)
+    console.print(f"phase {phase}: {len(columns['stimulus'])} trials uploaded ({accepted.status})")
+    if wait and accepted.job is not None:
+        label = {1: "fit and select", 2: "analysis", 3: "phase-three analysis"}[phase]
+        _wait(client, accepted.job.id, label, timeout)
+        console.print(f"[green]{label} done[/green]")
 
 
 def _upload_command(phase: int, doc: str) -> None:
@@ -341,7 +335,7 @@ def _upload_command(phase: int, doc: str) -> None:
         _upload(phase, session, file, replace, wait, timeout, url, token)
 
     command.__doc__ = doc
-    app.command(f"phase{phase}")(command)
+    app.command(f"phase{phase}")(one_line(command))
 
 
 _upload_command(
@@ -369,6 +363,7 @@ def _write_list_files(
 
 
 @app.command("phase-three-list")
+@one_line
 def phase_three_list(
     session: str,
     out: Path = typer.Option(..., help="CSV for the stimulus program."),
@@ -395,16 +390,13 @@ def phase_three_list(
     }
     if channels:
         request["channels"] = [c.strip() for c in channels.split(",") if c.strip()]
-    try:
-        accepted = client.phase_three(session, replace=replace, **request)
-        if accepted.job is not None:
-            _wait(client, accepted.job.id, "phase-three list", timeout)
-        out.write_text(client.phase_three_csv(session))
-        data = client.phase_three_list(session)
-        if stimuli:
-            stimuli.write_bytes(client.phase_three_stimuli(session))
-    except StimloopError as exc:
-        raise _fail(exc.detail) from None
+    accepted = client.phase_three(session, replace=replace, **request)
+    if accepted.job is not None:
+        _wait(client, accepted.job.id, "phase-three list", timeout)
+    out.write_text(client.phase_three_csv(session))
+    data = client.phase_three_list(session)
+    if stimuli:
+        stimuli.write_bytes(client.phase_three_stimuli(session))
     _write_list_files(data, json_out, sequence)
     fragments = sum(e.kind != "intact" for e in data.entries)
     console.print(
@@ -416,6 +408,7 @@ def phase_three_list(
 
 
 @app.command("phase-two-list")
+@one_line
 def phase_two_list(
     session: str,
     out: Path = typer.Option(..., help="CSV for the stimulus program."),
@@ -426,11 +419,8 @@ def phase_two_list(
 ) -> None:
     """Write the phase-two list (and its presentation sequence) for the stimulus program."""
     client = _client(url, token)
-    try:
-        out.write_text(client.selection_csv(session))
-        data = client.selection(session)
-    except StimloopError as exc:
-        raise _fail(exc.detail) from None
+    out.write_text(client.selection_csv(session))
+    data = client.selection(session)
     _write_list_files(data, json_out, sequence)
     n = len(data.phase_two.entries)
     console.print(
@@ -440,6 +430,7 @@ def phase_two_list(
 
 
 @app.command()
+@one_line
 def analysis(
     session: str,
     out: Path | None = typer.Option(None, help="CSV of every column."),
@@ -451,10 +442,7 @@ def analysis(
     """The per-channel statistics, each with its p-value: the key columns on screen, every
     column with --wide or in --out's CSV."""
     client = _client(url, token)
-    try:
-        data = client.analysis(session) if phase == 2 else client.phase_three_analysis(session)
-    except StimloopError as exc:
-        raise _fail(exc.detail) from None
+    data = client.analysis(session) if phase == 2 else client.phase_three_analysis(session)
     dumped = data.model_dump(mode="json")
     rows = analysis_rows(dumped) if phase == 2 else phase_three_rows(dumped)
     shown = list(rows[0]) if rows and wide else key_columns(rows)
@@ -484,6 +472,7 @@ def analysis(
 
 
 @app.command()
+@one_line
 def saliency(
     session: str,
     channel: str = typer.Option(...),
@@ -500,14 +489,11 @@ def saliency(
     """Saliency maps for a channel as PNG: sec. 5.2's default pair unless --x-out and --x-in
     are named."""
     client = _client(url, token)
-    try:
-        accepted = client.saliency(session, channel, x_out, x_in, coverage=coverage)
-        if accepted.job is not None:
-            _wait(client, accepted.job.id, f"saliency {channel}", timeout)
-        out.write_bytes(client.download(accepted.links["png"]))
-        meta = client.json("GET", accepted.links["metadata"])
-    except StimloopError as exc:
-        raise _fail(exc.detail) from None
+    accepted = client.saliency(session, channel, x_out, x_in, coverage=coverage)
+    if accepted.job is not None:
+        _wait(client, accepted.job.id, f"saliency {channel}", timeout)
+    out.write_bytes(client.download(accepted.links["png"]))
+    meta = client.json("GET", accepted.links["metadata"])
     console.print(
         f"wrote {out}: {meta['x_out']} ~ {meta['x_in']}, s = {meta['s']:.3f}, "
         f"|I| = {meta['norm_out']:.3f} / {meta['norm_in']:.3f}"
@@ -515,12 +501,10 @@ def saliency(
 
 
 @app.command()
+@one_line
 def report(
     session: str, out: Path = typer.Option(...), url: str = URL, token: str | None = TOKEN
 ) -> None:
     """The session report, one HTML page."""
-    try:
-        out.write_text(_client(url, token).report(session))
-    except StimloopError as exc:
-        raise _fail(exc.detail) from None
+    out.write_text(_client(url, token).report(session))
     console.print(f"wrote {out}")
