@@ -142,7 +142,9 @@ def _close(got, want, path="") -> None:
         if want is None or (isinstance(want, float) and np.isnan(want)):
             assert got is None or np.isnan(got), path
         else:
-            assert got == pytest.approx(want, rel=1e-6, abs=1e-9), path
+            # float32 products differ in their last bits between CPUs (AMD EPYC, Intel Xeon):
+            # predictions near zero are sums of cancelling terms of about 20 spikes/s
+            assert got == pytest.approx(want, rel=1e-5, abs=1e-4), path
     else:
         assert got == want, path
 
@@ -196,8 +198,32 @@ def in_categories(old: dict) -> dict:
     return old
 
 
+ADDED_SUMMARY = (
+    "fraction_of_oracle_preferred",
+    "fraction_of_oracle",
+    "mean_feve_preferred",
+    "mean_feve",
+)
+
+
+def without_fit_metrics(today: dict) -> dict:
+    """Today's output less what the fit metrics added since the pin (each generalisation's
+    ``metrics``, the summary's oracle fractions and FEVE means, the bootstrap's settings);
+    everything the pin holds must be unchanged."""
+    analysis = today["analysis"]
+    for c in analysis["channels"]:
+        for g in [c["generalisation_preferred"], *c["generalisation"].values()]:
+            if g is not None:
+                assert g.pop("metrics") is not None
+    for key in ADDED_SUMMARY:
+        analysis["summary"].pop(key)
+    for key in ("bootstrap", "confidence"):
+        analysis["config"].pop(key)
+    return today
+
+
 def test_the_paper_default_gives_the_pinned_selection_and_analysis():
-    got = _jsonable(run_today(fixed_session()))
+    got = without_fit_metrics(_jsonable(run_today(fixed_session())))
     want = in_categories(json.loads(PINNED.read_text()))
     _close(got, want)
     # the pinned session is not trivial: picks in both categories, a verdict either way

@@ -18,7 +18,9 @@ bodies) are the *preferred candidates*; every other category (objects) is an *ot
 * Generalisation: Pearson r and p between predicted and recorded responses on the held-out
   images of the preferred set (phase one) and on the phase-two picks of each other category
   (sec. 5.1, Fig. 3a: bodies and objects), with the noise ceiling of those recorded means
-  (split-half r, Spearman-Brown corrected, A.2) and the normalised r = r / sqrt(ceiling).
+  (split-half r, Spearman-Brown corrected, A.2) and the normalised r = r / sqrt(ceiling);
+  beside them the field's fit metrics with bootstrap intervals (``metrics.py``: FEVE, the
+  oracle r, r^2 / ceiling), also on the phase-two picks of the preferred candidates.
 Every verdict comes with its statistic and p-value; the summary gives the fractions of channels
 passing each test, as in Fig. 3a.
 """
@@ -26,13 +28,14 @@ passing each test, as in Fig. 3a.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
 from scipy import stats
 
 from stimloop.science.configs import AnalysisConfig
+from stimloop.science.metrics import FitMetrics, fit_metrics, fraction_of_oracle
 from stimloop.science.readout import FittedReadout, pearson
 from stimloop.science.responses import ResponseTable, spearman_brown, split_half_r
 from stimloop.science.seeds import channel_rng
@@ -52,6 +55,7 @@ class Generalisation(Correlation):
 
     noise_ceiling: float  # Spearman-Brown corrected split-half r of the recorded means
     r_normalised: float  # r / sqrt(noise_ceiling); NaN where the ceiling is not positive
+    metrics: FitMetrics | None = None  # FEVE, oracle r, intervals; None below 3 stimuli
 
 
 @dataclass(frozen=True)
@@ -79,7 +83,7 @@ class ChannelAnalysis:
     selectivity: list[Selectivity]  # one per other category
     selective: bool  # passed against every other category
     generalisation_preferred: Generalisation | None  # held-out preferred images; None: no model
-    generalisation: dict[str, Generalisation]  # per other category; empty without a model
+    generalisation: dict[str, Generalisation]  # per candidate category; empty without a model
 
 
 @dataclass
@@ -143,8 +147,10 @@ def noise_ceiling(values: np.ndarray, splits: int, rng: np.random.Generator) -> 
     """Spearman-Brown corrected mean split-half r of stimulus means (A.2's reliability).
 
     ``values``: ``[S, R]`` NaN-padded trials of one channel for the stimuli a prediction r
-    is computed on. NaN when fewer than 3 stimuli or no split gives a defined r.
+    is computed on; stimuli with a single repeat have no halves and are left out. NaN when
+    fewer than 3 stimuli remain or no split gives a defined r.
     """
+    values = values[np.isfinite(values).sum(1) > 1]
     if values.shape[0] < 3:
         return float("nan")
     rs = split_half_r(values, splits, rng)
@@ -160,6 +166,30 @@ def generalisation(
     base = correlation(pred, recorded, 0.0, alpha)
     normalised = base.r / np.sqrt(ceiling) if np.isfinite(ceiling) and ceiling > 0 else np.nan
     return Generalisation(**asdict(base), noise_ceiling=ceiling, r_normalised=float(normalised))
+
+
+def measured_generalisation(
+    pred: np.ndarray,
+    trials: np.ndarray,
+    config: AnalysisConfig,
+    split_rng: np.random.Generator,
+    boot_rng: np.random.Generator,
+) -> Generalisation:
+    """``generalisation`` with the fit metrics: ``pred`` ``[S]``, ``trials`` ``[S, R]``; the
+    ceiling is the metrics' own (the same split halves as ``noise_ceiling`` draws)."""
+    metrics = fit_metrics(
+        pred,
+        trials,
+        split_rng,
+        boot_rng,
+        splits=config.ceiling_splits,
+        n_boot=config.bootstrap,
+        confidence=config.confidence,
+    )
+    ceiling = metrics.noise_ceiling.value if metrics is not None else float("nan")
+    with np.errstate(invalid="ignore"):
+        recorded = np.nanmean(trials, axis=1)
+    return replace(generalisation(pred, recorded, config.alpha, ceiling), metrics=metrics)
 
 
 def trials_of(table: ResponseTable, channel: int, stimuli: Sequence[str]) -> np.ndarray:
@@ -190,6 +220,7 @@ def analyse(
     test_predictions: np.ndarray | None = None,
     config: AnalysisConfig = AnalysisConfig(),
     seed: int = 0,
+    candidates: Mapping[str, Sequence[str]] | None = None,
 ) -> Analysis:
     """Per-channel stability, selectivity and generalisation.
 
@@ -197,9 +228,12 @@ def analyse(
     picks of the preferred category (control bodies); ``others``: category -> its phase-two
     picks (objects); ``predictions``: category -> ``[len(others[category]), C_fit]``
     predictions of ``readout``; ``test_predictions``: ``[n_test, C_fit]`` for the held-out
-    preferred images ``readout.split_ids["test"]``. Channels are those of phase one. ``seed``
-    draws the split halves of the noise ceilings (per channel, from its name).
+    preferred images ``readout.split_ids["test"]``; ``candidates``: the preferred
+    candidates' picks per category (control bodies), predicted where ``predictions`` has
+    them. Channels are those of phase one. ``seed`` draws the split halves of the noise
+    ceilings and the bootstrap's resamplings (per channel, from its name).
     """
+    candidates = dict(candidates or {})
     shown = [*stability_images, *preferred, *(s for ids in others.values() for s in ids)]
     check_phase_two(phase_two, shown)
     p1_stab = phase_one.means_for(stability_images)
@@ -219,22 +253,19 @@ def analyse(
         if readout is not None and channel in readout.channels:
             j = readout.channels.index(channel)
             rng = channel_rng(seed, channel, "noise-ceiling")
+            boot = channel_rng(seed, channel, "bootstrap")
             if p1_test is not None and test_predictions is not None:
-                ceiling = noise_ceiling(
-                    trials_of(phase_one, c1, test_ids), config.ceiling_splits, rng
+                gen_p = measured_generalisation(
+                    test_predictions[:, j], trials_of(phase_one, c1, test_ids), config, rng, boot
                 )
-                gen_p = generalisation(test_predictions[:, j], p1_test[c1], config.alpha, ceiling)
-            for cat, ids in others.items():
+            for cat, ids in {**others, **candidates}.items():
                 if cat in predictions and len(ids):
-                    ceiling = noise_ceiling(
-                        trials_of(phase_two, c2, ids), config.ceiling_splits, rng
-                    )
-                    gen[cat] = generalisation(
-                        predictions[cat][:, j], p2_other[cat][c2], config.alpha, ceiling
+                    gen[cat] = measured_generalisation(
+                        predictions[cat][:, j], trials_of(phase_two, c2, ids), config, rng, boot
                     )
         selective = bool(tests) and all(t.passed for t in tests)
         results.append(ChannelAnalysis(channel, stability, tests, selective, gen_p, gen))
-    return Analysis(results, summarise(results, list(others)), config)
+    return Analysis(results, summarise(results, [*others, *candidates]), config)
 
 
 def summarise(channels: Sequence[ChannelAnalysis], others: Sequence[str]) -> dict[str, Any]:
@@ -273,7 +304,20 @@ def summarise(channels: Sequence[ChannelAnalysis], others: Sequence[str]) -> dic
             cat: finite_mean([g.r_normalised for g in gens]) for cat, gens in per.items()
         },
         "mean_stability_r": finite_mean([c.stability.r for c in channels]),
+        "fraction_of_oracle_preferred": oracle_fraction(held_out),
+        "fraction_of_oracle": {cat: oracle_fraction(gens) for cat, gens in per.items()},
+        "mean_feve_preferred": finite_mean([g.metrics.feve.value for g in held_out if g.metrics]),
+        "mean_feve": {
+            cat: finite_mean([g.metrics.feve.value for g in gens if g.metrics])
+            for cat, gens in per.items()
+        },
     }
+
+
+def oracle_fraction(gens: Sequence[Generalisation]) -> float:
+    """The channels' fraction of oracle (``metrics.fraction_of_oracle``)."""
+    measured = [g.metrics for g in gens if g.metrics is not None]
+    return fraction_of_oracle([m.r.value for m in measured], [m.oracle_r.value for m in measured])
 
 
 def finite_mean(values: Sequence[float]) -> float:

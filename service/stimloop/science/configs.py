@@ -113,6 +113,8 @@ class AnalysisConfig:
     min_stability: Annotated[float, Ge(-1), Le(1)] = 0.60  # test/retest r above this
     alpha: Annotated[float, Gt(0), Lt(1)] = 0.05  # selectivity and generalisation
     ceiling_splits: Annotated[int, Ge(10), Le(10_000)] = 100  # split halves per noise ceiling
+    bootstrap: Annotated[int, Ge(100), Le(100_000)] = 1000  # resamplings of stimuli per interval
+    confidence: Annotated[float, Ge(0.5), Lt(1)] = 0.95  # the intervals' coverage
 
     def __post_init__(self) -> None:
         check_fields(self)
