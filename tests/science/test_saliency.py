@@ -154,6 +154,21 @@ def test_eq7_bound_beta_sum_and_exact_coverage(seed, mu, coverage):
         assert fewer / positive < coverage  # the fewest
 
 
+def test_max_features_keeps_the_top_features_by_beta_and_says_what_they_cover():
+    x_out, x_in = images(7)
+    w = np.random.default_rng(7).normal(size=6)
+    full = sa.parallel_backprop(NET, x_out, x_in, (0, 0), w, sa.SaliencyConfig(coverage=1.0))
+    assert len(full.features) >= 2
+    two = sa.parallel_backprop(
+        NET, x_out, x_in, (0, 0), w, sa.SaliencyConfig(coverage=1.0, max_features=2)
+    )
+    assert list(two.features) == list(full.features[:2])
+    positive = full.beta[full.beta > 0].astype(np.float64).sum()
+    assert two.covered == pytest.approx(full.beta[full.features[:2]].sum() / positive)
+    with pytest.raises(ValueError, match="max_features"):
+        sa.SaliencyConfig(max_features=0)
+
+
 def test_zero_similarity_gives_zero_maps_not_nan():
     x_out, x_in = images(4)
     result = sa.parallel_backprop(NET, x_out, x_in, (0, 0), np.zeros(6), sa.SaliencyConfig())

@@ -114,10 +114,13 @@ class SaliencyConfig:
     strategy: Strategy = "auto"
     chunk: int = 32  # features per batched vector-Jacobian product
     seed: int = 0  # SmoothGrad noise
+    max_features: int | None = None  # at most this many of the covering features (top beta)
 
     def __post_init__(self) -> None:
         SaliencySettings(self.method, self.coverage, self.sigma)  # their bounds, once
         make_method(self.method, **self.method_options)
+        if self.max_features is not None and self.max_features < 1:
+            raise ValueError("max_features must be at least 1 (None: no limit)")
 
 
 CPU_COVERAGE = 0.95
@@ -313,7 +316,7 @@ def parallel_backprop(
     coverage = config.coverage
     if coverage is None:
         coverage = 1.0 if device.type == "cuda" else CPU_COVERAGE
-    features = covering_features(beta, coverage)
+    features = covering_features(beta, coverage)[: config.max_features]
     positive = float(beta[beta > 0].double().sum())
     covered = float(beta[features].double().sum()) / positive if positive > 0 else 1.0
     method = make_method(config.method, **config.method_options)
