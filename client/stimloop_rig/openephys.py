@@ -1,0 +1,234 @@
+"""An Open Ephys recording in its binary format (GUI 0.6 and later), read by its published
+layout (numpy only, torch-free).
+
+A recording folder holds ``structure.oebin`` (JSON: the continuous, event and spike streams
+with their folders, sample rates and channels) and::
+
+    continuous/<stream>/continuous.dat   int16, [samples, channels] row-major; x bit_volts = uV
+    continuous/<stream>/sample_numbers.npy   int64 [samples]
+    events/<stream>/TTL/sample_numbers.npy   int64, one per line change
+    events/<stream>/TTL/states.npy           int16: +line when a line rises, -line when it falls
+    events/<stream>/TTL/full_words.npy       uint64: the word of all lines after the change
+    spikes/<electrode>/sample_numbers.npy, electrode_indices.npy (and clusters.npy): sorted
+                                             or online-detected spikes, where present
+
+Sample numbers count from the acquisition's start, so events and the continuous data share
+one clock per stream. The continuous data are read in pieces when asked for, never whole.
+Where the TTL words are missing they are rebuilt from the line states (the lines that change
+on one sample form one word).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from stimloop_rig.readers import TrialFileError
+
+
+class SampleFile:
+    """``continuous.dat`` as ``[samples, channels]`` int16 whose slices are read from the file
+    when asked for (not memory-mapped: mapped pages of a long recording would count against
+    the process's memory as the file is read)."""
+
+    def __init__(self, path: Path, channels: int) -> None:
+        self.path, self.channels = path, channels
+        self.shape = (path.stat().st_size // (2 * channels), channels)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        start, stop, step = rows.indices(self.shape[0])
+        if step != 1:
+            raise ValueError("read contiguous samples")
+        count = max(0, stop - start) * self.channels
+        block = np.fromfile(self.path, "<i2", count=count, offset=2 * start * self.channels)
+        return block.reshape(-1, self.channels)
+
+
+@dataclass
+class Continuous:
+    """One continuous stream: ``data`` ``[samples, channels]`` int16, read on demand."""
+
+    name: str
+    sample_rate: float
+    channel_names: list[str]
+    bit_volts: np.ndarray  # [channels] uV per count
+    first_sample: int
+    data: SampleFile
+
+
+@dataclass
+class Events:
+    """One TTL stream: per line change its sample, its line (1-based), whether it rose, and
+    the word of all lines after it."""
+
+    name: str
+    sample_rate: float
+    samples: np.ndarray  # int64 [n]
+    lines: np.ndarray  # int [n]
+    rising: np.ndarray  # bool [n]
+    words: np.ndarray  # uint64 [n]
+
+
+@dataclass
+class Recording:
+    path: Path
+    continuous: list[Continuous]
+    events: list[Events]
+    spikes: dict[str, np.ndarray]  # channel name -> spike sample numbers (sorted)
+    spike_rate: float | None  # the spikes' sample rate
+
+
+def find_oebin(path: Path) -> Path:
+    """The recording's ``structure.oebin``: ``path`` itself, in it, or the one below it."""
+    path = Path(path)
+    if path.is_file() and path.name == "structure.oebin":
+        return path
+    if (path / "structure.oebin").is_file():
+        return path / "structure.oebin"
+    found = sorted(path.rglob("structure.oebin")) if path.is_dir() else []
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise TrialFileError(
+            f"{path}: no structure.oebin: not an Open Ephys recording in the binary format "
+            "(record with the Binary format, or export the trials as a CSV table)"
+        )
+    names = ", ".join(str(p.parent.relative_to(path)) for p in found[:5])
+    raise TrialFileError(f"{path}: holds {len(found)} recordings ({names}); name one of them")
+
+
+def check_settled(paths: list[Path], wait: float, source: str) -> None:
+    """Refuse a recording whose files still grow: two looks ``wait`` seconds apart."""
+    if wait <= 0:
+        return
+    before = {p: p.stat().st_size for p in paths if p.exists()}
+    time.sleep(wait)
+    grown = [p for p, size in before.items() if p.stat().st_size != size]
+    if grown:
+        raise TrialFileError(
+            f"{source}: {grown[0].name} grew in {wait:g} s: the recording is still being "
+            "written; stop the recording (or wait for the GUI to close the files) and try again"
+        )
+
+
+def read_openephys(path: Path, settle: float = 1.0) -> Recording:
+    """The recording at or below ``path`` (``find_oebin``), after checking its files no
+    longer grow (``settle`` seconds apart; 0 skips the check)."""
+    oebin = find_oebin(path)
+    root = oebin.parent
+    source = str(root)
+    try:
+        structure = json.loads(oebin.read_text())
+    except (OSError, ValueError) as exc:
+        raise TrialFileError(f"{oebin}: not readable JSON ({exc})") from None
+    files = [*root.glob("continuous/*/continuous.dat"), *root.glob("events/*/TTL/*.npy")]
+    check_settled(files, settle, source)
+    continuous = [_continuous(root, s, source) for s in structure.get("continuous", [])]
+    events = [
+        _events(root, s, source)
+        for s in structure.get("events", [])
+        if "TTL" in s.get("folder_name", "")
+    ]
+    spikes, spike_rate = _spikes(root, structure.get("spikes", []), source)
+    return Recording(root, continuous, events, spikes, spike_rate)
+
+
+def _inside(root: Path, folder: str, source: str) -> Path:
+    """A stream's folder, which must lie inside the recording (no ``..``, no absolute path)."""
+    path = (root / folder).resolve()
+    if not path.is_relative_to(root.resolve()):
+        raise TrialFileError(f"{source}: structure.oebin names a folder outside it: {folder!r}")
+    return path
+
+
+def _load(path: Path, source: str) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False, mmap_mode="r")
+    except (OSError, ValueError) as exc:
+        raise TrialFileError(f"{source}: {path.name} is not a readable array ({exc})") from None
+
+
+def _continuous(root: Path, stream: dict, source: str) -> Continuous:
+    folder = _inside(root, "continuous/" + stream["folder_name"], source)
+    channels = stream.get("channels", [])
+    n = int(stream.get("num_channels", len(channels)))
+    dat = folder / "continuous.dat"
+    if not dat.is_file():
+        raise TrialFileError(f"{source}: {dat.relative_to(root)} is missing")
+    size = dat.stat().st_size
+    if n <= 0 or size % (2 * n):
+        raise TrialFileError(
+            f"{source}: {dat.relative_to(root)} holds {size} bytes, not a whole number of "
+            f"samples of {n} int16 channels"
+        )
+    data = SampleFile(dat, n)
+    first = 0
+    if (folder / "sample_numbers.npy").is_file():
+        numbers = _load(folder / "sample_numbers.npy", source)
+        if len(numbers) != len(data):
+            raise TrialFileError(
+                f"{source}: {len(numbers)} sample numbers for {len(data)} samples in "
+                f"{stream['folder_name']}"
+            )
+        first = int(numbers[0]) if len(numbers) else 0
+    names = [c.get("channel_name", f"CH{k + 1}") for k, c in enumerate(channels)] or [
+        f"CH{k + 1}" for k in range(n)
+    ]
+    volts = np.array([float(c.get("bit_volts", 1.0)) for c in channels] or [1.0] * n)
+    return Continuous(
+        str(stream.get("stream_name", stream["folder_name"])).strip("/"),
+        float(stream["sample_rate"]),
+        names,
+        volts,
+        first,
+        data,
+    )
+
+
+def _events(root: Path, stream: dict, source: str) -> Events:
+    folder = _inside(root, "events/" + stream["folder_name"], source)
+    samples = np.asarray(_load(folder / "sample_numbers.npy", source), np.int64)
+    states = np.asarray(_load(folder / "states.npy", source), np.int64)
+    if len(samples) != len(states):
+        raise TrialFileError(f"{source}: {len(samples)} event samples for {len(states)} states")
+    words_path = folder / "full_words.npy"
+    if words_path.is_file():
+        words = np.asarray(_load(words_path, source), np.uint64)
+    else:  # rebuild the word from the line changes
+        words = np.zeros(len(states), np.uint64)
+        word = 0
+        for k, state in enumerate(states):
+            bit = 1 << (abs(int(state)) - 1)
+            word = word | bit if state > 0 else word & ~bit
+            words[k] = word
+    return Events(
+        str(stream.get("stream_name", stream["folder_name"])).strip("/"),
+        float(stream.get("sample_rate", 0.0)),
+        samples,
+        np.abs(states),
+        states > 0,
+        words,
+    )
+
+
+def _spikes(
+    root: Path, streams: list[dict], source: str
+) -> tuple[dict[str, np.ndarray], float | None]:
+    """Spike samples per channel of the spike streams (by the electrode's channel names)."""
+    out: dict[str, list[np.ndarray]] = {}
+    rate = None
+    for stream in streams:
+        folder = _inside(root, "spikes/" + stream["folder_name"], source)
+        samples = np.asarray(_load(folder / "sample_numbers.npy", source), np.int64)
+        names = [c.get("channel_name", "") for c in stream.get("source_channels", [])]
+        name = names[0] if len(names) == 1 else str(stream.get("name", stream["folder_name"]))
+        out.setdefault(name.strip("/"), []).append(samples)
+        rate = float(stream.get("sample_rate", rate or 0.0)) or rate
+    return {k: np.sort(np.concatenate(v)) for k, v in out.items()}, rate

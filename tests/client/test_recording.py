@@ -1,0 +1,259 @@
+"""Open Ephys recordings to trials: against today's spike-times NPZ of the same spikes (to the
+spike), threshold crossings against planted spikes, and every refusal."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from stimloop_rig.mua import MuaSettings, threshold_crossings
+from stimloop_rig.openephys import read_openephys
+from stimloop_rig.readers import TrialFileError, read_spike_npz
+from stimloop_rig.recording import RecordingSettings, check_sequence, read_recording
+
+from tests.client.openephys_files import RATE, planted_signal, write_recording
+from tests.client.plexon_files import write_plx
+
+STIMULI = ["body_0000", "body_0001", "body_0002", "body_0003"]
+
+
+def session_like(tmp_path, photodiode_pulses: bool = True, **options):
+    """12 presentations of 4 stimuli (codes 1-4), a photodiode pulse 17 ms after each code,
+    three channels' sorted spikes, 20 s at 30 kHz; and the codes file."""
+    rng = np.random.default_rng(0)
+    order = [k % 4 for k in range(12)]
+    code_samples = 30000 + np.arange(12) * 45000 + 1000
+    onsets = code_samples + 500
+    spikes = {
+        f"CH{c + 1}": np.sort(rng.choice(np.arange(1000, 601000), 3000, replace=False))
+        for c in range(3)
+    }
+    signal = np.zeros((600000, 3), np.int16)
+    planned = write_recording(
+        tmp_path,
+        signal,
+        code_samples,
+        [k + 1 for k in order],
+        onsets if photodiode_pulses else onsets[:0],
+        spikes=spikes,
+        **options,
+    )
+    codes = tmp_path / "codes.csv"
+    codes.write_text("code,stimulus\n" + "".join(f"{k + 1},{s}\n" for k, s in enumerate(STIMULI)))
+    return planned, codes, order
+
+
+def spike_npz(path, planned, order: list[int], names: list[str]):
+    """Today's spike-times NPZ of a written recording's spikes and photodiode onsets, its
+    channels named ``names`` (in the recording's order)."""
+    np.savez(
+        path,
+        event_times=planned.onsets / RATE,
+        event_codes=np.array(order),
+        code_ids=np.array(STIMULI),
+        **{f"spikes_{n}": v / RATE for n, v in zip(names, planned.spikes.values())},
+    )
+    return path
+
+
+def test_sorted_spikes_with_photodiode_onsets_count_as_the_spike_npz(tmp_path):
+    planned, codes, order = session_like(tmp_path)
+    got = read_recording(tmp_path, RecordingSettings(codes=codes, photodiode=8, settle=0))
+    want = read_spike_npz(spike_npz(tmp_path / "same.npz", planned, order, list(planned.spikes)))
+    for k in want:
+        assert got.columns[k].tolist() == want[k].tolist(), k
+    assert got.sequence == [STIMULI[k] for k in order]
+    assert [row["trials"] for row in got.channels] == [12, 12, 12]
+    assert all(row["repeats_min"] == row["repeats_max"] == 3 for row in got.channels)
+
+
+def test_without_full_words_the_codes_come_from_the_line_states(tmp_path):
+    _planned, codes, order = session_like(tmp_path, words=False)
+    got = read_recording(tmp_path, RecordingSettings(codes=codes, photodiode=8, settle=0))
+    assert got.sequence == [STIMULI[k] for k in order]
+
+
+def test_without_a_photodiode_the_code_is_the_onset(tmp_path):
+    _planned, codes, _ = session_like(tmp_path)
+    rec = read_openephys(tmp_path, settle=0)
+    assert rec.continuous[0].first_sample == 1000
+    with_pd = read_recording(tmp_path, RecordingSettings(codes=codes, photodiode=8, settle=0))
+    # the photodiode's pulses are words of their own (128) unless its line is named
+    with pytest.raises(TrialFileError, match="code 128 at"):
+        read_recording(tmp_path, RecordingSettings(codes=codes, settle=0))
+    _planned, codes_b, _ = session_like(tmp_path / "no_pd", photodiode_pulses=False)
+    without = read_recording(tmp_path / "no_pd", RecordingSettings(codes=codes_b, settle=0))
+    # 17 ms earlier: some baseline and response counts differ
+    assert with_pd.columns["response_count"].tolist() != without.columns["response_count"].tolist()
+
+
+def test_threshold_crossings_find_planted_spikes():
+    """30 s, 4 channels at 30 kHz, 10 uV noise, 45 uV troughs at 20 Hz: at least 95% of the
+    planted spikes found within 0.5 ms, under 5% of the crossings false."""
+    signal, planted = planted_signal(30.0, 4, 20.0, 10.0, 45.0, seed=1)
+    found = threshold_crossings(signal, RATE, np.full(4, 0.195), MuaSettings(chunk_s=4.0))
+    for c in range(4):
+        got, truth = found.samples[c], planted[c]
+        nearest = np.abs(got[:, None] - truth[None, :]).min(axis=1)
+        hits = np.abs(truth[:, None] - got[None, :]).min(axis=1) <= 15
+        assert hits.mean() >= 0.95, (c, hits.mean())
+        assert (nearest > 15).mean() < 0.05, (c, (nearest > 15).mean())
+    assert np.allclose(found.threshold_uv, 4 * found.sigma_uv)
+    assert (found.rates() > 15).all() and (found.rates() < 25).all()
+
+
+def test_chunks_do_not_change_the_crossings():
+    signal, _ = planted_signal(6.0, 2, 30.0, 10.0, 60.0, seed=2)
+    one = threshold_crossings(signal, RATE, np.full(2, 0.195), MuaSettings(chunk_s=60.0))
+    many = threshold_crossings(
+        signal, RATE, np.full(2, 0.195), MuaSettings(chunk_s=0.7), sigma_uv=one.sigma_uv
+    )
+    for a, b in zip(one.samples, many.samples):
+        assert a.tolist() == b.tolist()  # the same noise, chunks of 0.7 s: the same crossings
+
+
+def test_refusals_name_the_recording_and_what_to_fix(tmp_path):
+    _planned, codes, _ = session_like(tmp_path / "a")
+    settings = RecordingSettings(codes=codes, photodiode=8, settle=0)
+    few = tmp_path / "few.csv"
+    few.write_text("code,stimulus\n1,body_0000\n")
+    with pytest.raises(TrialFileError, match=r"code 2 at .* has no stimulus in the codes file"):
+        read_recording(tmp_path / "a", RecordingSettings(codes=few, photodiode=8, settle=0))
+    _planned, codes_c, _ = session_like(tmp_path / "c", photodiode_pulses=False)
+    with pytest.raises(TrialFileError, match="no photodiode pulse on line 8 within 200 ms"):
+        read_recording(tmp_path / "c", RecordingSettings(codes=codes_c, photodiode=8, settle=0))
+    with pytest.raises(TrialFileError, match="needs --codes"):
+        read_recording(tmp_path / "a", RecordingSettings(settle=0))
+    # the events on another clock
+    _, codes_b, _ = session_like(tmp_path / "b", event_rate=1000.0)
+    with pytest.raises(TrialFileError, match="sampled at 1000 Hz but the signal at 30000 Hz"):
+        read_recording(tmp_path / "b", RecordingSettings(codes=codes_b, settle=0))
+    # several recordings below one folder, and none
+    with pytest.raises(TrialFileError, match="holds 3 recordings"):
+        read_recording(tmp_path, settings)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TrialFileError, match=r"no structure\.oebin"):
+        read_recording(tmp_path / "empty", settings)
+    with pytest.raises(TrialFileError, match="row 2: code 'x'"):
+        bad = tmp_path / "bad.csv"
+        bad.write_text("code,stimulus\nx,body_0000\n")
+        read_recording(tmp_path / "a", RecordingSettings(codes=bad, settle=0))
+
+
+def test_a_recording_still_being_written_is_refused(tmp_path):
+    planned, codes, _ = session_like(tmp_path)
+    dat = next(planned.root.glob("continuous/*/continuous.dat"))
+    stop = threading.Event()
+
+    def grow() -> None:
+        while not stop.is_set():
+            with open(dat, "ab") as f:
+                f.write(b"\0" * 6)
+            time.sleep(0.05)
+
+    writer = threading.Thread(target=grow)
+    writer.start()
+    try:
+        with pytest.raises(TrialFileError, match="still being written"):
+            read_recording(tmp_path, RecordingSettings(codes=codes, settle=0.3))
+    finally:
+        stop.set()
+        writer.join()
+
+
+def test_a_folder_outside_the_recording_is_refused(tmp_path):
+    planned, codes, _ = session_like(tmp_path)
+    oebin = planned.root / "structure.oebin"
+    oebin.write_text(
+        oebin.read_text().replace('"Acquisition_Board-100.Rhythm Data/"', '"../../x/"', 1)
+    )
+    with pytest.raises(TrialFileError, match="outside"):
+        read_recording(tmp_path, RecordingSettings(codes=codes, settle=0))
+
+
+def test_the_presentation_order_must_be_the_lists():
+    check_sequence(["a", "b"], ["a", "b"], "rec")
+    with pytest.raises(TrialFileError, match="presentation 2 showed 'c' where"):
+        check_sequence(["a", "c"], ["a", "b"], "rec")
+    with pytest.raises(TrialFileError, match="1 presentations recorded"):
+        check_sequence(["a"], ["a", "b"], "rec")
+
+
+# ------------------------------------------------------------------ Plexon, through neo
+
+PLX_RATE = 40000
+
+
+def plexon_like(tmp_path, pulses: bool = True):
+    """A .plx file: ch A with units 1 and 2 (merged: multi-unit), ch B unsorted, ch C silent;
+    12 strobed codes, a photodiode pulse on EVT08 12.5 ms after each; and today's spike NPZ of
+    the same spikes and onsets."""
+    rng = np.random.default_rng(3)
+    order = [k % 4 for k in range(12)]
+    code_ticks = 40000 + np.arange(12) * 60000
+    pulse_ticks = code_ticks + 500
+    units = {
+        "sigA": {
+            1: np.sort(rng.integers(0, 800000, 900)),
+            2: np.sort(rng.integers(0, 800000, 400)),
+        },
+        "sigB": {0: np.sort(rng.integers(0, 800000, 600))},
+    }
+    path = tmp_path / "session.plx"
+    write_plx(
+        path,
+        PLX_RATE,
+        units,
+        [k + 1 for k in order],
+        code_ticks,
+        "EVT08",
+        pulse_ticks if pulses else pulse_ticks[:0],
+        silent=("sigC",),
+    )
+    npz = tmp_path / "same.npz"
+    merged = {n: np.sort(np.concatenate(list(u.values()))) / PLX_RATE for n, u in units.items()}
+    np.savez(
+        npz,
+        event_times=pulse_ticks / PLX_RATE,
+        event_codes=np.array(order),
+        code_ids=np.array(STIMULI),
+        spikes_sigA=merged["sigA"],
+        spikes_sigB=merged["sigB"],
+        spikes_sigC=np.zeros(0),
+    )
+    codes = tmp_path / "codes.csv"
+    codes.write_text("code,stimulus\n" + "".join(f"{k + 1},{s}\n" for k, s in enumerate(STIMULI)))
+    return path, npz, codes, order
+
+
+def test_a_plexon_file_counts_as_its_spike_npz(tmp_path):
+    path, npz, codes, order = plexon_like(tmp_path)
+    got = read_recording(path, RecordingSettings(codes=codes, photodiode="EVT08"))
+    want = read_spike_npz(npz)
+    order_rows = np.lexsort((got.columns["stimulus"], got.columns["channel"]))
+    want_rows = np.lexsort((want["stimulus"], want["channel"]))
+    for k in want:
+        assert got.columns[k][order_rows].tolist() == want[k][want_rows].tolist(), k
+    assert got.sequence == [STIMULI[k] for k in order]
+    assert [row["channel"] for row in got.channels] == ["sigA", "sigB", "sigC"]  # C is silent
+    assert got.channels[2]["mean_net_rate"] == 0.0
+
+
+def test_plexon_refusals_name_the_event_channels(tmp_path):
+    path, _, codes, _ = plexon_like(tmp_path)
+    with pytest.raises(TrialFileError, match="no event channel 'EVT09' for the photodiode"):
+        read_recording(path, RecordingSettings(codes=codes, photodiode="EVT09"))
+    with pytest.raises(TrialFileError, match=r"--code-events \(its event channels: 'EVT08'"):
+        read_recording(path, RecordingSettings(codes=codes, code_events="Codes"))
+    with pytest.raises(TrialFileError, match="3 spike channels"):
+        read_recording(path, RecordingSettings(codes=codes, channels=("a", "b")))
+    (tmp_path / "q").mkdir()
+    quiet, _, codes_q, _ = plexon_like(tmp_path / "q", pulses=False)
+    with pytest.raises(TrialFileError, match="no photodiode pulse on 'EVT08' within 200 ms"):
+        read_recording(quiet, RecordingSettings(codes=codes_q, photodiode="EVT08"))
+    odd = tmp_path / "trials.xyz"
+    odd.write_bytes(b"nothing")
+    with pytest.raises(TrialFileError, match=r"no reader for '\.xyz' files"):
+        read_recording(odd, RecordingSettings(codes=codes))
