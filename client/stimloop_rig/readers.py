@@ -313,8 +313,12 @@ def read_nwb(
 
 def read_trials(path: Path, **windows: tuple[float, float]) -> dict[str, np.ndarray]:
     """Any supported rig file: ``.nwb``; an NPZ of spike times (``event_times`` inside) or of
-    a trial table; a CSV trial table."""
+    a trial table; a MATLAB ``.mat`` trial table (``matfiles``); a CSV trial table."""
     path = Path(path)
+    if path.suffix.lower() == ".mat":
+        from stimloop_rig.matfiles import read_trial_mat
+
+        return read_trial_mat(path)
     if path.suffix.lower() == ".nwb":
         return read_nwb(path, "stimulus", **windows)
     if path.suffix.lower() == ".npz":

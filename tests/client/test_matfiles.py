@@ -1,0 +1,160 @@
+"""MAT-files as trial tables: written by scipy here (and by GNU Octave in tests/test_matlab.py),
+read as the CSV of the same table is; XDream's layout; and the files that must be refused."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from scipy.io import savemat
+from stimloop_rig.matfiles import is_mat, parse_trial_mat, read_trial_mat
+from stimloop_rig.readers import TrialFileError, read_trial_csv, read_trials
+
+TABLE = {
+    "stimulus": ["body_0001", "body_0001", "body_0002", "body_0002"],
+    "channel": ["ch01", "ch02", "ch01", "ch02"],
+    "repeat": [0, 0, 0, 0],
+    "rate": [12.5, 3.0, 7.25, 0.0],
+}
+
+
+def mat_bytes(variables: dict, **options) -> bytes:
+    buffer = io.BytesIO()
+    savemat(buffer, variables, **options)
+    return buffer.getvalue()
+
+
+def cells(values: list) -> np.ndarray:
+    """A MATLAB cell array (an object array for scipy)."""
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
+def same(a: dict, b: dict) -> None:
+    assert sorted(a) == sorted(b)
+    for k in a:
+        assert a[k].tolist() == b[k].tolist(), k
+
+
+def test_a_table_as_variables_or_as_one_struct_reads_as_its_csv(tmp_path):
+    csv = tmp_path / "t.csv"
+    csv.write_text(
+        "stimulus,channel,repeat,rate\n"
+        + "\n".join(",".join(str(TABLE[k][i]) for k in TABLE) for i in range(4))
+    )
+    want = read_trial_csv(csv)
+    columns = {**TABLE, "stimulus": cells(TABLE["stimulus"]), "channel": cells(TABLE["channel"])}
+    (tmp_path / "t.mat").write_bytes(mat_bytes(columns))
+    same(read_trials(tmp_path / "t.mat"), want)
+    same(parse_trial_mat(mat_bytes({"trials": columns}, do_compression=True)), want)
+    # char matrices (one id per row) read as the same text
+    chars = {
+        **columns,
+        "stimulus": np.array(TABLE["stimulus"]),
+        "channel": np.array(TABLE["channel"]),
+    }
+    same(parse_trial_mat(mat_bytes(chars)), want)
+
+
+def test_whole_number_ids_become_text():
+    got = parse_trial_mat(mat_bytes({"stimulus": [3, 4], "channel": [1, 1], "rate": [1.0, 2.0]}))
+    assert got["stimulus"].tolist() == ["3", "4"] and got["channel"].tolist() == ["1", "1"]
+
+
+@pytest.mark.parametrize("orientation", ["channels x presentations", "presentations x channels"])
+def test_xdreams_layout_becomes_one_trial_per_channel_and_presentation(orientation):
+    shown = ["a", "b", "a"]  # image a twice: repeats 0 and 1
+    evoked = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])  # 2 channels x 3 presentations
+    data = evoked if orientation.startswith("channels") else evoked.T
+    got = parse_trial_mat(mat_bytes({"stimulusID": cells(shown), "tEvokedResp": data}))
+    assert got["stimulus"].tolist() == shown * 2
+    assert got["channel"].tolist() == ["ch01"] * 3 + ["ch02"] * 3
+    assert got["repeat"].tolist() == [0, 0, 1] * 2
+    assert got["rate"].tolist() == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    named = parse_trial_mat(
+        mat_bytes(
+            {"stimulusID": cells(shown), "tEvokedResp": data, "channelNames": cells(["p1", "p2"])}
+        )
+    )
+    assert named["channel"].tolist() == ["p1"] * 3 + ["p2"] * 3
+
+
+def v73_file() -> bytes:
+    header = b"MATLAB 7.3 MAT-file, Platform: GLNXA64".ljust(116, b" ")
+    return header + b"\0" * 8 + b"\x00\x02IM" + b"\0" * 384 + b"\x89HDF\r\n\x1a\n" + b"\0" * 64
+
+
+def bomb() -> bytes:
+    """A valid v5 file whose one compressed variable inflates to 8 MiB of zeros."""
+    return mat_bytes({"stimulus": np.zeros(2**20)}, do_compression=True)
+
+
+def truncated() -> bytes:
+    data = mat_bytes({"stimulus": cells(["a"]), "channel": cells(["c"]), "rate": [1.0]})
+    return data[:-20]
+
+
+def declared_huge() -> bytes:
+    """A matrix element whose tag declares 2 GiB in a 200-byte file."""
+    data = bytearray(mat_bytes({"rate": [1.0]}))
+    kind, _ = struct.unpack("<II", data[128:136])
+    data[128:136] = struct.pack("<II", kind, 2**31)
+    return bytes(data)
+
+
+def nested() -> bytes:
+    return mat_bytes(
+        {
+            "stimulus": cells([cells(["a", "b"]), "c"]),
+            "channel": cells(["x", "y"]),
+            "rate": [1.0, 2.0],
+        }
+    )
+
+
+def damaged_stream() -> bytes:
+    data = bytearray(mat_bytes({"rate": [1.0, 2.0]}, do_compression=True))
+    data[140:150] = b"\xff" * 10
+    return bytes(data)
+
+
+ROWS = {
+    "v7.3 (HDF5)": (v73_file, "'-v7'"),
+    "decompression bomb": (bomb, "decompression bomb"),
+    "truncated": (truncated, "file ends"),
+    "a tag declaring 2 GiB": (declared_huge, "file ends"),
+    "nested cells": (nested, "nested cells or structs"),
+    "damaged compressed stream": (damaged_stream, "damaged"),
+    "not a MAT-file": (lambda: b"PK\x03\x04 an npz", "not a MAT-file"),
+    "no trial columns": (lambda: mat_bytes({"x": [1.0]}), "expected the columns"),
+    "XDream with the wrong length": (
+        lambda: mat_bytes({"stimulusID": cells(["a", "b"]), "tEvokedResp": np.ones((3, 3))}),
+        "one axis must be the 2 presentations",
+    ),
+}
+
+
+@pytest.mark.parametrize("row", list(ROWS))
+def test_hostile_mat_files_are_refused_with_what_is_wrong(row):
+    make, words = ROWS[row]
+    with pytest.raises(TrialFileError) as caught:
+        parse_trial_mat(make(), "upload.mat", max_bytes=2**20)
+    assert words in str(caught.value), str(caught.value)
+    assert str(caught.value).startswith("upload.mat")
+
+
+def test_the_header_tells_a_mat_file_from_an_npz():
+    assert is_mat(mat_bytes({"rate": [1.0]})) and is_mat(v73_file())
+    assert not is_mat(b"PK\x03\x04" + b"\0" * 600)
+    assert zlib.decompress(zlib.compress(b"x")) == b"x"  # zlib present: compressed files read
+
+
+def test_read_trial_mat_names_the_file(tmp_path):
+    path = tmp_path / "phase1.mat"
+    path.write_bytes(b"MATLAB 5.0 MAT-file" + b"\0" * 10)
+    with pytest.raises(TrialFileError, match=r"phase1\.mat"):
+        read_trial_mat(path)
