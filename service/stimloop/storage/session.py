@@ -9,6 +9,7 @@ Layout of ``sessions/<id>/``::
     selection.json                    the picks per channel and the phase-two list
     analysis.json                     stability, selectivity, generalisation
     saliency/<key>.npz|json|png       saliency results: arrays, metadata, figure
+    saliency/sanity/<key>.json|png    their sanity checks: similarities, verdicts, cascade strip
     phase3/list.json, stimuli.zip, images/<id>.png, analysis.json    phase three
 
 Categories are data: a session names its preferred set (the readouts are trained on it;
@@ -111,6 +112,17 @@ def load_readout(folder: Path) -> FittedReadout:
     return FittedReadout.from_arrays(
         read_npz(Path(folder) / "readouts.npz"), read_json(Path(folder) / "readouts.json")
     )
+
+
+SANITY_VERDICT = (
+    "passed",
+    "model_passed",
+    "data_passed",
+    "metric",
+    "max_similarity",
+    "model_similarity",
+    "data_similarity",
+)
 
 
 class SessionFiles:
@@ -257,6 +269,29 @@ class SessionFiles:
             return None
         path = self.folder / "saliency" / f"{key}.{suffix}"
         return path if path.is_file() else None
+
+    def saliency_meta(self, key: str) -> dict[str, Any]:
+        path = self.saliency_file(key, "json")
+        if path is None:
+            raise NotFoundError(f"no saliency result {key!r}")
+        return read_json(path)
+
+    def sanity_file(self, key: str, suffix: Literal["json", "png"]) -> Path | None:
+        """A saliency result's sanity checks (``saliency/sanity/<key>.json|png``); ``None``
+        until they are computed."""
+        if not key.isalnum():
+            return None
+        path = self.folder / "saliency" / "sanity" / f"{key}.{suffix}"
+        return path if path.is_file() else None
+
+    def write_sanity(self, key: str, summary: dict[str, Any], png: bytes) -> None:
+        """The checks of result ``key``, and their verdict in the result's metadata."""
+        folder = self.folder / "saliency" / "sanity"
+        write_atomic(folder / f"{key}.png", png)
+        write_json(folder / f"{key}.json", summary)
+        meta = self.saliency_meta(key)
+        meta["sanity"] = {k: summary[k] for k in SANITY_VERDICT}
+        write_json(self.folder / "saliency" / f"{key}.json", meta)
 
     def saliency_arrays(self, key: str) -> dict[str, np.ndarray]:
         path = self.saliency_file(key, "npz")

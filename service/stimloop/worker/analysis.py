@@ -26,17 +26,21 @@ def analyse(
     entries = selection.phase_two.entries
     preferred = {c.category for c in config.preferred_candidates}
     preferred_picks = [e.stimulus for e in entries if e.category in preferred]
-    others = {
-        c.category: [e.stimulus for e in entries if e.category == c.category] for c in config.others
-    }
+
+    def picks(category: str) -> list[str]:
+        return [e.stimulus for e in entries if e.category == category]
+
+    others = {c.category: picks(c.category) for c in config.others}
+    candidates = {c.category: picks(c.category) for c in config.preferred_candidates}
     readout = None
     predictions, test_pred = {}, None
     if files.has_readouts():
         readout = files.readout()
         report("predicting", 0.3, "predictions for the phase-two picks and held-out images")
-        for c in config.others:
-            if others[c.category]:
-                _, maps = res.maps(config.backbone, c.set, others[c.category])
+        shown = {**others, **candidates}
+        for c in [*config.others, *config.preferred_candidates]:
+            if shown[c.category]:
+                _, maps = res.maps(config.backbone, c.set, shown[c.category])
                 predictions[c.category] = readout.predict(maps)
         test_ids = readout.split_ids["test"]
         _, test_maps = res.maps(config.backbone, config.preferred_set, test_ids)
@@ -53,6 +57,7 @@ def analyse(
         test_pred,
         config.analysis,
         seed=config.seed,
+        candidates=candidates,
     )
     weights = readout.weights_sha256 if readout else res.backbone(config.backbone).weights_sha256
     with res.fenced(session_id, record.generation) as rec:

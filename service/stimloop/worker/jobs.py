@@ -32,7 +32,7 @@ from stimloop.runtime.settings import Settings
 from stimloop.storage.cache import ActivationCache
 from stimloop.storage.session import PhaseThreeInfo
 from stimloop.storage.session_states import StaleJobError, note, transition
-from stimloop.worker import analysis, fit_select, phase_three, precompute, saliency
+from stimloop.worker import analysis, fit_select, phase_three, precompute, saliency, sanity
 from stimloop.worker.heartbeat import Heartbeat, JobLostError
 from stimloop.worker.queue import beat_key, cancel_key, connect, get_queue
 from stimloop.worker.resources import Resources
@@ -168,6 +168,17 @@ def run_saliency(
     try:
         return saliency.saliency(
             resources(), session_id, request, key, _reporter(get_current_job()), generation
+        )
+    except StaleJobError as exc:
+        return _stale(exc)
+
+
+def run_sanity(
+    session_id: str, key: str, options: dict[str, Any], generation: int | None = None
+) -> dict[str, Any]:
+    try:
+        return sanity.check_saliency(
+            resources(), session_id, key, options, _reporter(get_current_job()), generation
         )
     except StaleJobError as exc:
         return _stale(exc)

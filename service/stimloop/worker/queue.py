@@ -16,7 +16,9 @@ from rq.job import Job, JobStatus
 
 from stimloop.runtime.settings import Settings
 
-JobKind = Literal["activations", "warm", "fit", "analysis", "saliency", "phase3", "phase3_analysis"]
+JobKind = Literal[
+    "activations", "warm", "fit", "analysis", "saliency", "sanity", "phase3", "phase3_analysis"
+]
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ JOBS: dict[JobKind, Kind] = {
     "fit": Kind("stimloop.worker.jobs.run_fit", "selection"),
     "analysis": Kind("stimloop.worker.jobs.run_analysis", "analysis"),
     "saliency": Kind("stimloop.worker.jobs.run_saliency", "saliency"),
+    "sanity": Kind("stimloop.worker.jobs.run_sanity", "saliency"),
     "phase3": Kind("stimloop.worker.jobs.run_phase3", "phase3"),
     "phase3_analysis": Kind("stimloop.worker.jobs.run_phase3_analysis", "phase3/analysis"),
 }

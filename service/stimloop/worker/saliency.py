@@ -13,6 +13,7 @@ from stimloop.science.readout import FittedReadout
 from stimloop.science.responses import response_table
 from stimloop.storage.session import SessionConfig, SessionFiles
 from stimloop.worker.resources import Report, Resources, provenance, quiet
+from stimloop.worker.sanity import check_saliency
 
 
 def saliency(
@@ -88,6 +89,8 @@ def saliency(
     }
     with res.fenced(session_id, record.generation):
         files.write_saliency(key, arrays, figure, meta)
+    if request.get("sanity"):
+        meta["sanity"] = check_saliency(res, session_id, key, {}, report, record.generation)
     return meta
 
 

@@ -6,15 +6,10 @@ uploads and jobs, the store for results) and shapes the answer.
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
-import json
 from pathlib import Path as FilePath
 
-import numpy as np
 from fastapi import APIRouter, Depends, Header, Path
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, Response
 from redis import Redis
 from stimloop_rig.contract import (
     Accepted,
@@ -31,8 +26,9 @@ from stimloop import __version__
 from stimloop.api.checks import require_backbone, session_config
 from stimloop.api.deps import READ, RIG, Caller, SessionId, redis, settings, store
 from stimloop.api.errors import ApiError, problem_responses
-from stimloop.api.jobs import job_info
+from stimloop.api.exports import report_html, selection_csv
 from stimloop.api.media import BINARY, CSV, answer
+from stimloop.api.saliency_jobs import start_saliency
 from stimloop.api.session_jobs import add_upload_route, observed, resubmit_fit
 from stimloop.runtime.settings import Settings
 from stimloop.storage.atomic import read_json
@@ -154,20 +150,7 @@ def get_selection(session_id: str = SessionId, st: Store = Depends(store)) -> di
     summary="The phase-two list as CSV, for the stimulus program",
 )
 def get_selection_csv(session_id: str = SessionId, st: Store = Depends(store)) -> Response:
-    data = st.files(session_id).selection()
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["order", "stimulus", "category", "reasons"])
-    order = 0
-    for entry in data["phase_two"]["entries"]:
-        order += 1
-        reasons = ";".join(f"{r['channel']}:{r['role']}" for r in entry["reasons"])
-        writer.writerow([order, entry["stimulus"], entry["category"], reasons])
-    category = st.get_session(session_id).config.preferred_category
-    for image in data["phase_two"]["stability_images"]:
-        order += 1
-        writer.writerow([order, image, category, "stability"])
-    return Response(buffer.getvalue(), media_type=CSV)
+    return Response(selection_csv(st, session_id), media_type=CSV)
 
 
 @router.get(
@@ -206,11 +189,6 @@ def get_models_npz(session_id: str = SessionId, st: Store = Depends(store)) -> R
     return FileResponse(files.readouts_npz, media_type=BINARY)
 
 
-def saliency_key(req: SaliencyRequest) -> str:
-    text = json.dumps(req.model_dump(mode="json"), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
 @router.post(
     "/{session_id}/saliency",
     status_code=202,
@@ -226,69 +204,7 @@ def request_saliency(
     r: Redis = Depends(redis),
     caller: Caller = Depends(READ),
 ) -> Response:
-    record = st.get_session(session_id)
-    files = st.files(session_id)
-    if not files.has_channels():
-        raise ApiError(409, "Conflict", f"no fitted models yet (state {record.state})")
-    names = {row["channel"]: row for row in files.channels()["channels"]}
-    if req.channel not in names:
-        raise ApiError(404, "Unknown channel", f"channel {req.channel!r} is not in the session")
-    if not names[req.channel]["included"]:
-        raise ApiError(
-            409,
-            "No model",
-            f"channel {req.channel!r} was excluded "
-            f"({names[req.channel]['reason']}), so it has no fitted model",
-        )
-    config = record.config
-    pair = req.pair()
-    if pair is not None:
-        x_out, x_in = pair
-        others = {e["id"] for c in config.others for e in st.get_set(c.set)["entries"]}
-        preferred = {e["id"] for e in st.get_set(config.preferred_set)["entries"]}
-        if x_out not in others:
-            raise ApiError(
-                404,
-                "Unknown image",
-                f"x_out {x_out!r} is not in the candidate sets of other categories "
-                f"({', '.join(c.set for c in config.others)})",
-            )
-        if x_in not in preferred:
-            raise ApiError(
-                404,
-                "Unknown image",
-                f"x_in {x_in!r} is not in the preferred set {config.preferred_set!r}",
-            )
-    elif "phase2" not in record.uploads:
-        raise ApiError(
-            409,
-            "Conflict",
-            "the default pair needs phase two's recorded responses to the other categories; "
-            "upload phase two, or name x_out and x_in",
-        )
-    key = saliency_key(req)
-    links = {
-        k: f"/v1/sessions/{session_id}/saliency/{key}{suffix}"
-        for k, suffix in (("metadata", ""), ("arrays", ".npz"), ("png", ".png"))
-    }
-    if files.saliency_file(key, "json") is not None:
-        return JSONResponse(
-            Accepted(session=session_id, status="done", links=links).model_dump(), status_code=200
-        )
-    job = enqueue(
-        cfg,
-        r,
-        "saliency",
-        session_id,
-        req.model_dump(mode="json"),
-        key,
-        record.generation,
-        session=session_id,
-        owner=caller.id,
-    )
-    links["job"] = f"/v1/jobs/{job.id}"
-    body = Accepted(job=job_info(job, cfg), session=session_id, status="queued", links=links)
-    return JSONResponse(body.model_dump(), status_code=202)
+    return start_saliency(req, session_id, cfg, st, r, caller)
 
 
 KEY = Path(pattern=r"^[0-9a-f]{16}$", description="A saliency result's key")
@@ -344,19 +260,4 @@ def get_saliency(session_id: str = SessionId, key: str = KEY, st: Store = Depend
     summary="The session report: one self-contained HTML page",
 )
 def get_report(session_id: str = SessionId, st: Store = Depends(store)) -> HTMLResponse:
-    from PIL import Image
-
-    from stimloop.reports.report import build_report
-
-    config = st.get_session(session_id).config
-
-    def loaders(set_id: str) -> dict:
-        record = st.get_set(set_id)
-        base = FilePath(record["images_dir"])
-        return {
-            e["id"]: (lambda f=base / e["file"]: np.asarray(Image.open(f).convert("RGB")))
-            for e in record["entries"]
-        }
-
-    images = {category: loaders(set_id) for category, set_id in config.sets.items()}
-    return HTMLResponse(build_report(st, session_id, images))
+    return HTMLResponse(report_html(st, session_id))
