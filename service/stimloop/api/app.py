@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 from redis import Redis
 
 from stimloop import __version__
 from stimloop.api import errors, openapi
-from stimloop.api.routes import phase_three, sessions, sets, system
+from stimloop.api.routes import phase_three, sanity, sessions, sets, system
+from stimloop.api.ui import pages as ui_pages
+from stimloop.api.ui.signin import UiHeaders
 from stimloop.api.uploads import UploadPool
 from stimloop.api.walls import Walls
 from stimloop.runtime.settings import Settings
@@ -18,6 +22,7 @@ from stimloop.storage.registry import ensure_registry
 from stimloop.storage.store import Store
 
 log = logging.getLogger("stimloop.api")
+UI_STATIC = Path(__file__).parent / "ui" / "static"
 
 
 def create_app(settings: Settings | None = None, redis: Redis | None = None) -> FastAPI:
@@ -57,5 +62,9 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
     app.include_router(system.router)
     app.include_router(sets.router)
     app.include_router(sessions.router)
+    app.include_router(sanity.router)
     app.include_router(phase_three.router)
+    app.include_router(ui_pages.router)
+    app.mount("/ui/static", StaticFiles(directory=UI_STATIC), name="ui-static")
+    app.add_middleware(UiHeaders)
     return app

@@ -3,9 +3,7 @@ read their analysis. The list is cut from the session's saliency results (eq. 6 
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 from typing import Any
 
@@ -21,6 +19,7 @@ from stimloop_rig.contract import (
 
 from stimloop.api.deps import READ, Caller, SessionId, redis, settings, store
 from stimloop.api.errors import ApiError, problem_responses
+from stimloop.api.exports import phase_three_csv
 from stimloop.api.jobs import job_info
 from stimloop.api.media import BINARY, CSV, answer
 from stimloop.api.session_jobs import add_upload_route, job_pending
@@ -166,31 +165,7 @@ def get_phase_three_list(session_id: str = SessionId, st: Store = Depends(store)
     summary="The phase-three list as CSV, for the stimulus program",
 )
 def get_phase_three_csv(session_id: str = SessionId, st: Store = Depends(store)) -> Response:
-    data = stored_list(st, session_id)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["order", "stimulus", "kind", "channels", "source", "q", "predicted"])
-    order = 0
-    for e in data["entries"]:
-        order += 1
-        predicted = ";".join(f"{c}:{v:.4g}" for c, v in e["predicted"].items())
-        writer.writerow(
-            [
-                order,
-                e["stimulus"],
-                e["kind"],
-                ";".join(e["channels"]),
-                e["source"],
-                e["q"] or "",
-                predicted,
-            ]
-        )
-    listed = {e["stimulus"] for e in data["entries"]}
-    for image in data["stability_images"]:
-        if image not in listed:
-            order += 1
-            writer.writerow([order, image, "stability", "", image, "", ""])
-    return Response(buffer.getvalue(), media_type=CSV)
+    return Response(phase_three_csv(stored_list(st, session_id)), media_type=CSV)
 
 
 @router.get(

@@ -1,0 +1,90 @@
+"""What a session's results look like as files for the rig and the analysts: the phase-two
+and phase-three lists as CSV for the stimulus program, and the HTML report. The same text
+for ``/v1`` and the live pages."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+
+from stimloop.storage.store import Store
+
+
+def selection_csv(st: Store, session_id: str) -> str:
+    """order, stimulus, category, reasons (channel:role; ``stability`` for the repeats)."""
+    data = st.files(session_id).selection()
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["order", "stimulus", "category", "reasons"])
+    order = 0
+    for entry in data["phase_two"]["entries"]:
+        order += 1
+        reasons = ";".join(f"{r['channel']}:{r['role']}" for r in entry["reasons"])
+        writer.writerow([order, entry["stimulus"], entry["category"], reasons])
+    category = st.get_session(session_id).config.preferred_category
+    for image in data["phase_two"]["stability_images"]:
+        order += 1
+        writer.writerow([order, image, category, "stability"])
+    return buffer.getvalue()
+
+
+def rows_csv(rows: list[dict]) -> str:
+    """Table rows (e.g. ``stimloop_rig.tables.analysis_rows``) as CSV, one column per key."""
+    buffer = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def phase_three_csv(data: dict) -> str:
+    """order, stimulus, kind, channels, source, q, predicted (channel:rate) of a phase-three
+    list, then its stability images."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["order", "stimulus", "kind", "channels", "source", "q", "predicted"])
+    order = 0
+    for e in data["entries"]:
+        order += 1
+        predicted = ";".join(f"{c}:{v:.4g}" for c, v in e["predicted"].items())
+        writer.writerow(
+            [
+                order,
+                e["stimulus"],
+                e["kind"],
+                ";".join(e["channels"]),
+                e["source"],
+                e["q"] or "",
+                predicted,
+            ]
+        )
+    listed = {e["stimulus"] for e in data["entries"]}
+    for image in data["stability_images"]:
+        if image not in listed:
+            order += 1
+            writer.writerow([order, image, "stability", "", image, "", ""])
+    return buffer.getvalue()
+
+
+def report_html(st: Store, session_id: str) -> str:
+    """The session report (``reports.report``), its images read from the registered sets."""
+    from PIL import Image
+
+    from stimloop.reports.report import build_report
+
+    config = st.get_session(session_id).config
+
+    def loaders(set_id: str) -> dict:
+        record = st.get_set(set_id)
+        base = Path(record["images_dir"])
+        return {
+            e["id"]: (lambda f=base / e["file"]: np.asarray(Image.open(f).convert("RGB")))
+            for e in record["entries"]
+        }
+
+    images = {category: loaders(set_id) for category, set_id in config.sets.items()}
+    return build_report(st, session_id, images)
