@@ -81,3 +81,20 @@ def synthetic_dataset(random_backbone):
         "table": response_table(trials, stimuli=body_ids, channels=channels),
         "weights_sha256": random_backbone.weights_sha256,
     }
+
+
+@pytest.fixture(scope="module")
+def neurons():
+    """The synthetic channels' tools and the stand-in backbone's maps of PIL images (for the
+    tests that drive a real server as a rig does)."""
+    from stimloop.science import synthetic as sy
+    from stimloop.science.backbone import extract_features, image_to_tensor, load_backbone
+    from stimloop.storage.registry import default_registry_path, load_registry
+
+    spec = load_registry(default_registry_path())["resnet50_random"]
+    model = load_backbone(spec, Path(), "cpu")
+
+    def maps(images: list) -> object:  # PIL images -> [N, 2048, 7, 7] maps
+        return extract_features(model, [image_to_tensor(i.convert("RGB")) for i in images])
+
+    return sy, maps

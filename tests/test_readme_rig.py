@@ -5,6 +5,7 @@ list names, from set registration to the phase-three analysis and the report."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -77,22 +79,6 @@ class Rig:
         return result.stdout
 
 
-@pytest.fixture(scope="module")
-def neurons():
-    """Synthetic body-selective channels over the stand-in backbone, and what they see."""
-    from stimloop.science import synthetic as sy
-    from stimloop.science.backbone import extract_features, image_to_tensor, load_backbone
-    from stimloop.storage.registry import default_registry_path, load_registry
-
-    spec = load_registry(default_registry_path())["resnet50_random"]
-    model = load_backbone(spec, Path(), "cpu")
-
-    def maps(images: list[Image.Image]) -> np.ndarray:
-        return extract_features(model, [image_to_tensor(i.convert("RGB")) for i in images])
-
-    return sy, maps
-
-
 def record(folder: Path, sy, maps, ids: list[str], images: list[Image.Image], cells, name: str):
     """A recording of exactly ``ids`` (8 repeats), written as the README's trial CSV."""
     rates = sy.true_responses(cells, maps(images))
@@ -103,13 +89,14 @@ def record(folder: Path, sy, maps, ids: list[str], images: list[Image.Image], ce
         writer.writerows(zip(*(cols[k].tolist() for k in cols)))
 
 
-def test_the_readme_rig_section_runs_as_written_with_one_rig_token(tmp_path, neurons):
-    sy, maps = neurons
-    server_dir, rig_dir = tmp_path / "server", tmp_path / "rig"
+@contextlib.contextmanager
+def served(tmp_path: Path) -> Iterator[tuple[str, str, Path, dict[str, str]]]:
+    """The README's server commands in a fresh folder with its default paths: a rig token,
+    procedural stimuli (60 bodies, 12 objects, 8 control bodies), `stimloop serve` with one
+    worker. Yields the address, the token, the server's folder and the user's environment."""
+    server_dir = tmp_path / "server"
     server_dir.mkdir()
-    rig_dir.mkdir()
     env = {**user_env(), "PATH": f"{BIN}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
-    # the server: the README's commands, in a fresh folder with its default paths
     made = subprocess.run(
         ["stimloop", "token", "create", "--role", "rig"],
         cwd=server_dir,
@@ -149,21 +136,44 @@ def test_the_readme_rig_section_runs_as_written_with_one_rig_token(tmp_path, neu
                 pass
             assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
             time.sleep(0.5)
-        stimuli = server_dir / "stimuli"
-        images = {
-            folder: {p.stem: Image.open(p) for p in sorted((stimuli / folder).glob("*.png"))}
-            for folder in ("bodies", "objects", "controls")
-        }
-        cells = sy.make_neurons(
-            np.concatenate(
-                [maps(list(images["bodies"].values())), maps(list(images["controls"].values()))]
-            ),
-            maps(list(images["objects"].values())),
-            CHANNELS,
-            seed=4,
-            config=sy.SyntheticConfig(peak=120.0),
-        )
-        everything = {k: v for folder in images.values() for k, v in folder.items()}
+        yield url, token, server_dir, env
+    finally:
+        serve.terminate()
+        serve.wait(timeout=60)
+        log.close()
+        shutil.rmtree(server_dir / "models_store" / "redis", ignore_errors=True)
+
+
+def stimulus_images(server_dir: Path) -> dict[str, dict[str, Image.Image]]:
+    stimuli = server_dir / "stimuli"
+    return {
+        folder: {p.stem: Image.open(p) for p in sorted((stimuli / folder).glob("*.png"))}
+        for folder in ("bodies", "objects", "controls")
+    }
+
+
+def synthetic_cells(sy, maps, images: dict) -> tuple[list, dict[str, Image.Image]]:
+    """Body-selective synthetic channels (``CHANNELS``) over the served stimuli (bodies and
+    control bodies preferred, objects not), and every served image by id."""
+    cells = sy.make_neurons(
+        np.concatenate(
+            [maps(list(images["bodies"].values())), maps(list(images["controls"].values()))]
+        ),
+        maps(list(images["objects"].values())),
+        CHANNELS,
+        seed=4,
+        config=sy.SyntheticConfig(peak=120.0),
+    )
+    return cells, {k: v for folder in images.values() for k, v in folder.items()}
+
+
+def test_the_readme_rig_section_runs_as_written_with_one_rig_token(tmp_path, neurons):
+    sy, maps = neurons
+    rig_dir = tmp_path / "rig"
+    rig_dir.mkdir()
+    with served(tmp_path) as (url, token, server_dir, env):
+        images = stimulus_images(server_dir)
+        cells, everything = synthetic_cells(sy, maps, images)
         (rig_dir / "session.toml").write_text(
             "[fit]\nsplit = [40, 10, 10]\nepochs = 40\nlr = 0.001\n"
             "[selection]\nstability_images = 10\nrepeats = 2\n"
@@ -190,8 +200,10 @@ def test_the_readme_rig_section_runs_as_written_with_one_rig_token(tmp_path, neu
         listed = [row["stimulus"] for row in csv.DictReader(table)]
         shown = sorted(set(listed))
         record(rig_dir, sy, maps, shown, [everything[s] for s in shown], cells, "phase2.csv")
-        rig.run(steps["4"] + steps["5"])
+        said = " ".join(rig.run(steps["4"] + steps["5"]).split())  # the terminal wraps lines
+        assert "model randomisation" in said and "data randomisation" in said, said
         assert (rig_dir / "ch03.png").read_bytes()[:4] == b"\x89PNG"
+        assert (rig_dir / "ch03.sanity.png").read_bytes()[:4] == b"\x89PNG"  # the checks' strip
         archive = zipfile.ZipFile(rig_dir / "phase3_stimuli.zip")
         manifest = __import__("json").loads(archive.read("manifest.json"))
         fragments = [Image.open(io.BytesIO(archive.read(m["file"]))) for m in manifest]
@@ -201,7 +213,3 @@ def test_the_readme_rig_section_runs_as_written_with_one_rig_token(tmp_path, neu
         assert header.startswith("channel,retained_salient")
         assert "r_body" in (rig_dir / "analysis.csv").read_text().splitlines()[0]
         assert "Phase three" in (rig_dir / "session.html").read_text()
-    finally:
-        serve.terminate()
-        serve.wait(timeout=60)
-        shutil.rmtree(server_dir / "models_store" / "redis", ignore_errors=True)

@@ -29,6 +29,7 @@ from stimloop_rig.contract import (
     PhaseThreeAnalysis,
     PhaseThreeList,
     SaliencyResult,
+    SanityChecks,
     Selection,
     SessionInfo,
     StimulusSetInfo,
@@ -42,6 +43,12 @@ from stimloop_rig.errors import (
     StimloopError,
 )
 from stimloop_rig.readers import TrialFileError, read_trials
+from stimloop_rig.recording import (
+    RecordedTrials,
+    RecordingSettings,
+    check_sequence,
+    read_recording,
+)
 
 __all__ = ["JobFailedError", "JobInfo", "RigClient", "StimloopError"]
 ProgressCallback = Callable[[JobInfo], None]
@@ -198,6 +205,34 @@ class RigClient:
         check_trial_ids(path, columns, shown, what, config.channels)
         return columns, self.upload_phase(session_id, phase, columns, replace=replace)
 
+    def recorded_trials(
+        self,
+        session_id: str,
+        phase: int,
+        path: Path,
+        settings: RecordingSettings,
+        any_order: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> RecordedTrials:
+        """An acquisition system's recording (``recording.read_recording``) as the session's
+        trials, checked before anything is uploaded: the session's windows cut the counts,
+        every stimulus and channel is the session's, and in phases two and three the
+        presentation order is the list's sequence (unless ``any_order``)."""
+        config = self.session(session_id).config
+        found = read_recording(
+            path,
+            settings,
+            baseline=config.windows.baseline,
+            response=config.windows.response,
+            progress=progress,
+        )
+        shown, what = self.phase_stimuli(session_id, phase, config.preferred_set)
+        check_trial_ids(path, found.columns, shown, what, config.channels)
+        if phase > 1 and not any_order:
+            listed = self.selection(session_id) if phase == 2 else self.phase_three_list(session_id)
+            check_sequence(found.sequence, listed.sequence, found.source)
+        return found
+
     def phase_stimuli(self, session_id: str, phase: int, preferred: str) -> tuple[set[str], str]:
         """The stimuli a phase's trials may name, and where they come from (in words);
         ``preferred``: the session's preferred set, which phase one shows."""
@@ -261,6 +296,23 @@ class RigClient:
     def saliency_result(self, session_id: str, key: str) -> SaliencyResult:
         return SaliencyResult.model_validate(
             self.json("GET", f"/v1/sessions/{session_id}/saliency/{key}")
+        )
+
+    def saliency_results(self, session_id: str) -> list[SaliencyResult]:
+        """Every saliency result of the session, with its sanity verdict where checked."""
+        found = self.json("GET", f"/v1/sessions/{session_id}/saliency")
+        return [SaliencyResult.model_validate(m) for m in found]
+
+    def sanity(self, session_id: str, key: str, **options: Any) -> Accepted:
+        """Ask for the sanity checks of saliency result ``key`` (``SanityRequest`` fields:
+        metric, max_similarity, max_features)."""
+        return Accepted(
+            **self.json("POST", f"/v1/sessions/{session_id}/saliency/{key}/sanity", json=options)
+        )
+
+    def sanity_result(self, session_id: str, key: str) -> SanityChecks:
+        return SanityChecks.model_validate(
+            self.json("GET", f"/v1/sessions/{session_id}/saliency/{key}/sanity")
         )
 
     def saliency(

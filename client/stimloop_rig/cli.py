@@ -20,9 +20,11 @@ from rich.table import Table
 from stimloop_rig.api import JobInfo, RigClient
 from stimloop_rig.contract import PhaseThreeList, Selection
 from stimloop_rig.errors import JobWaitTimeoutError, StimloopError
+from stimloop_rig.mua import MuaSettings
 from stimloop_rig.readers import TrialFileError
+from stimloop_rig.recording import RecordedTrials, RecordingSettings, is_recording
 from stimloop_rig.settings_file import SettingsFileError, session_settings
-from stimloop_rig.tables import analysis_rows, key_columns, phase_three_rows
+from stimloop_rig.tables import analysis_rows, key_columns, phase_three_rows, sanity_by_channel
 from stimloop_rig.wording import in_cli_words
 
 app = typer.Typer(
@@ -310,14 +312,50 @@ def _upload(
     timeout: float | None,
     url: str,
     token: str | None,
+    recording: RecordingSettings,
+    any_order: bool,
 ) -> None:
     client = _client(url, token)
-    columns, accepted = client.upload_file(session, phase, file, replace=replace)
+    if is_recording(file):
+        with Progress(console=console, transient=True) as bar:
+            task = bar.add_task("threshold crossings", total=None)
+            found = client.recorded_trials(
+                session,
+                phase,
+                file,
+                recording,
+                any_order,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+        _print_recording(found)
+        columns = found.columns
+        accepted = client.upload_phase(session, phase, columns, replace=replace)
+    else:
+        columns, accepted = client.upload_file(session, phase, file, replace=replace)
     console.print(f"phase {phase}: {len(columns['stimulus'])} trials uploaded ({accepted.status})")
     if wait and accepted.job is not None:
         label = {1: "fit and select", 2: "analysis", 3: "phase-three analysis"}[phase]
         _wait(client, accepted.job.id, label, timeout)
         console.print(f"[green]{label} done[/green]")
+
+
+def _print_recording(found: RecordedTrials) -> None:
+    """Per channel what the recording gave, before anything is uploaded."""
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title=found.source)
+    for name in ("channel", "trials", "repeats", "net rate (spikes/s)", "spikes", "threshold"):
+        table.add_column(name)
+    for row in found.channels:
+        threshold = row["threshold_uv"]
+        table.add_row(
+            str(row["channel"]),
+            str(row["trials"]),
+            f"{row['repeats_min']}-{row['repeats_max']}",
+            f"{row['mean_net_rate']:.1f}",
+            str(row["spikes"]) + ("" if row["rate_hz"] is None else f" ({row['rate_hz']:.0f}/s)"),
+            "-" if threshold is None else f"{threshold:.1f} uV",
+        )
+    console.print(table)
+    console.print(f"{len(found.sequence)} stimulus presentations")
 
 
 def _upload_command(phase: int, doc: str) -> None:
@@ -328,18 +366,52 @@ def _upload_command(phase: int, doc: str) -> None:
         file: Path,
         replace: bool = typer.Option(False),
         wait: bool = typer.Option(True),
+        codes: Path | None = typer.Option(
+            None, help="A recording's code-to-stimulus table (CSV: code,stimulus)."
+        ),
+        photodiode: str | None = typer.Option(
+            None,
+            help="The photodiode: Open Ephys TTL line (1-based) or the file's event channel "
+            "(Plexon, ...); onsets from its pulses.",
+        ),
+        code_events: str | None = typer.Option(
+            None, help="The event channel of the codes in a Plexon/neo file (default: Strobed)."
+        ),
+        spikes: str = typer.Option(
+            "auto", help="auto, sorted or mua (threshold crossings of the raw signal)."
+        ),
+        threshold: float = typer.Option(4.0, help="MUA threshold, multiples of the noise."),
+        band: str = typer.Option("500,5000", help="MUA band-pass, Hz."),
+        channels: str | None = typer.Option(
+            None, help="The session's names of the recording's channels, in order."
+        ),
+        any_order: bool = typer.Option(
+            False, help="Accept a recording whose order is not the list's sequence."
+        ),
         timeout: float | None = TIMEOUT,
         url: str = URL,
         token: str | None = TOKEN,
     ) -> None:
-        _upload(phase, session, file, replace, wait, timeout, url, token)
+        low, high = ([*_floats(band), 0.0, 0.0])[:2]
+        settings = RecordingSettings(
+            codes=codes,
+            photodiode=photodiode,
+            code_events=code_events,
+            spikes=spikes,  # type: ignore[arg-type]
+            channels=tuple(c.strip() for c in channels.split(",")) if channels else (),
+            mua=MuaSettings(band=(low, high), threshold=threshold),
+        )
+        _upload(phase, session, file, replace, wait, timeout, url, token, settings, any_order)
 
     command.__doc__ = doc
     app.command(f"phase{phase}")(one_line(command))
 
 
 _upload_command(
-    1, "Upload phase one (CSV/NPZ trial table, spike-times NPZ, or NWB) and wait for the list."
+    1,
+    "Upload phase one (CSV/NPZ/MAT trial table, spike-times NPZ, NWB, or the rig's recording "
+    "with --codes: an Open Ephys folder, a Plexon .plx or another file neo reads) and wait "
+    "for the list.",
 )
 _upload_command(2, "Upload phase two and wait for the analysis.")
 _upload_command(3, "Upload phase three (the fragments' trials) and wait for its analysis.")
@@ -444,7 +516,11 @@ def analysis(
     client = _client(url, token)
     data = client.analysis(session) if phase == 2 else client.phase_three_analysis(session)
     dumped = data.model_dump(mode="json")
-    rows = analysis_rows(dumped) if phase == 2 else phase_three_rows(dumped)
+    if phase == 2:
+        checked = [m.model_dump(mode="json") for m in client.saliency_results(session)]
+        rows = analysis_rows(dumped, sanity=sanity_by_channel(checked))
+    else:
+        rows = phase_three_rows(dumped)
     shown = list(rows[0]) if rows and wide else key_columns(rows)
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     for name in shown:  # long names wrap rather than lose their ends
@@ -482,6 +558,11 @@ def saliency(
     ),
     x_in: str | None = typer.Option(None, help="An image of the preferred set (a body)."),
     coverage: float | None = typer.Option(None, help="Fraction of s (0, 1]."),
+    sanity: bool = typer.Option(
+        False,
+        help="Also run the sanity checks of the maps (model and data randomisation); "
+        "their cascade strip goes beside --out as NAME.sanity.png.",
+    ),
     timeout: float | None = TIMEOUT,
     url: str = URL,
     token: str | None = TOKEN,
@@ -489,7 +570,10 @@ def saliency(
     """Saliency maps for a channel as PNG: sec. 5.2's default pair unless --x-out and --x-in
     are named."""
     client = _client(url, token)
-    accepted = client.saliency(session, channel, x_out, x_in, coverage=coverage)
+    options: dict[str, object] = {"coverage": coverage}
+    if sanity:
+        options["sanity"] = True
+    accepted = client.saliency(session, channel, x_out, x_in, **options)
     if accepted.job is not None:
         _wait(client, accepted.job.id, f"saliency {channel}", timeout)
     out.write_bytes(client.download(accepted.links["png"]))
@@ -497,6 +581,60 @@ def saliency(
     console.print(
         f"wrote {out}: {meta['x_out']} ~ {meta['x_in']}, s = {meta['s']:.3f}, "
         f"|I| = {meta['norm_out']:.3f} / {meta['norm_in']:.3f}"
+    )
+    if sanity:
+        _print_sanity(client, session, meta["key"], out.with_suffix(".sanity.png"))
+
+
+@app.command("sanity")
+@one_line
+def sanity_checks(
+    session: str,
+    key: str = typer.Argument(..., help="The saliency result's key (in its metadata)."),
+    out: Path = typer.Option(..., help="The cascade strip, PNG."),
+    max_similarity: float = typer.Option(0.5, help="A check passes below this similarity."),
+    metric: str = typer.Option("spearman", help="spearman, spearman_abs, ssim or hog."),
+    max_features: int | None = typer.Option(None, help="Features per map (CPU default 32)."),
+    timeout: float | None = TIMEOUT,
+    url: str = URL,
+    token: str | None = TOKEN,
+) -> None:
+    """The sanity checks of a saliency result's maps (Adebayo et al. 2018): do they change
+    when the model is randomised from the top, and when the readout is refit on permuted
+    labels?"""
+    client = _client(url, token)
+    options: dict[str, object] = {"max_similarity": max_similarity, "metric": metric}
+    if max_features is not None:
+        options["max_features"] = max_features
+    accepted = client.sanity(session, key, **options)
+    if accepted.job is not None:
+        _wait(client, accepted.job.id, f"sanity {key}", timeout)
+    _print_sanity(client, session, key, out)
+
+
+def _print_sanity(client: RigClient, session: str, key: str, out: Path) -> None:
+    checks = client.sanity_result(session, key)
+    out.write_bytes(client.download(f"/v1/sessions/{session}/saliency/{key}/sanity.png"))
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for name in ("step", "out", "in"):
+        table.add_column(name)
+    steps = [*checks.model_steps, *([checks.data_step] if checks.data_step else [])]
+    for step in steps:
+        table.add_row(
+            step.name,
+            f"{getattr(step.out, checks.metric):.2f}",
+            f"{getattr(step.in_, checks.metric):.2f}",
+        )
+    console.print(table)
+
+    def word(ok: bool | None) -> str:
+        return "not run" if ok is None else "passed" if ok else "FAILED"
+
+    console.print(
+        f"wrote {out}; {checks.metric} similarity to the original maps (passes below "
+        f"{checks.max_similarity:g}): model randomisation {word(checks.model_passed)} "
+        f"({checks.model_similarity:.2f}), data randomisation {word(checks.data_passed)}"
+        + (f" ({checks.data_similarity:.2f})" if checks.data_similarity is not None else "")
     )
 
 

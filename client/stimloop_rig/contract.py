@@ -202,6 +202,11 @@ class SaliencyOptions(Strict):
         SALIENCY.coverage, description="Fraction of s; None: device default"
     )
     sigma: Sigma = SALIENCY.sigma
+    sanity: bool = Field(
+        False,
+        description="Also run the sanity checks of the maps (Adebayo et al. 2018) with their "
+        "defaults (see SanityRequest)",
+    )
 
     def pair(self) -> tuple[str, str] | None:
         return None
@@ -226,6 +231,23 @@ class NamedPairRequest(SaliencyOptions):
 
 
 SaliencyRequest = DefaultPairRequest | NamedPairRequest
+
+SanityMetric = Literal["spearman", "spearman_abs", "ssim", "hog"]
+
+
+class SanityRequest(Strict):
+    """Sanity checks of a saliency result's maps (Adebayo et al. 2018): the model cascade
+    (the readout's w re-drawn, the backbone re-initialised from the top) and the refit on
+    permuted labels. A check passes when its most randomised maps' ``metric`` similarity to
+    the original is below ``max_similarity`` on both images (see the README)."""
+
+    metric: SanityMetric = Field(
+        "spearman", description="The verdict's similarity (all four are reported)"
+    )
+    max_similarity: float = Field(0.5, ge=-1, le=1)
+    max_features: int | None = Field(
+        None, ge=1, le=4096, description="Features per map; None: 32 on a CPU, all on a GPU"
+    )
 
 
 PHASE_THREE = PhaseThreeConfig()
@@ -525,9 +547,34 @@ class Correlation(BaseModel):
     passed: bool
 
 
+class Estimate(BaseModel):
+    """A value and its bootstrap percentile interval over stimuli."""
+
+    value: float | None
+    low: float | None
+    high: float | None
+
+
+class FitMetrics(BaseModel):
+    """The field's fit metrics with intervals (formulas in the README's "Fit metrics")."""
+
+    n_stimuli: int
+    mean_repeats: float
+    r: Estimate
+    noise_ceiling: Estimate
+    r2_over_ceiling: Estimate
+    r2_over_ceiling_unclipped: float | None
+    oracle_r: Estimate
+    fev: float | None
+    feve: Estimate
+    n_boot: int
+    confidence: float
+
+
 class Generalisation(Correlation):
     noise_ceiling: float | None
     r_normalised: float | None
+    metrics: FitMetrics | None = None
 
 
 class Selectivity(BaseModel):
@@ -581,6 +628,18 @@ class Models(BaseModel):
     readouts: dict[str, Any] | None
 
 
+class SanityVerdict(BaseModel):
+    """The sanity checks' verdicts in a saliency result (the details: its ``/sanity``)."""
+
+    passed: bool
+    model_passed: bool
+    data_passed: bool | None
+    metric: str
+    max_similarity: float
+    model_similarity: float
+    data_similarity: float | None
+
+
 class SaliencyResult(BaseModel):
     """A saliency result's metadata: the pair, s, the maps' norms (eq. 7: each <= s), the
     fraction of s the features used cover, the method."""
@@ -599,6 +658,37 @@ class SaliencyResult(BaseModel):
     norm_in: float
     method: str
     config: dict[str, Any]
+    provenance: Provenance
+    sanity: SanityVerdict | None = None
+
+
+class SanitySimilarity(BaseModel):
+    spearman_abs: float
+    spearman: float
+    ssim: float
+    hog: float
+
+
+class SanityStep(BaseModel):
+    name: str
+    out: SanitySimilarity
+    in_: SanitySimilarity = Field(alias="in")
+
+
+class SanityChecks(SanityVerdict):
+    """A saliency result's sanity checks: the verdicts, and the similarity of each randomised
+    map to the original, per step of the model cascade and for the permuted-label refit."""
+
+    key: str
+    channel: str
+    x_out: str
+    x_in: str
+    method: str
+    model_steps: list[SanityStep]
+    data_step: SanityStep | None
+    seed: int
+    max_features: int | None
+    permutation_seed: int
     provenance: Provenance
 
 
@@ -639,6 +729,7 @@ class KindResult(BaseModel):
     recorded_retained: float | None
     predicted_retained: float | None
     retained_n: int
+    recorded_retained_sd: float | None = None
 
 
 class Comparison(BaseModel):

@@ -171,7 +171,7 @@ def test_a_face_session_through_the_api_and_the_rig_cli(service, faces, monkeypa
     assert report.exit_code == 0, report.output
     html = (tmp_path / "r.html").read_text()
     assert "preferred category face" in html and "control_face (monkeys, preferred)" in html
-    assert "p two-sided vs body" in html
+    assert "Mann-Whitney p, two-sided (vs body)" in html
 
 
 def test_a_sessions_sets_are_checked_before_it_is_created(service, faces):

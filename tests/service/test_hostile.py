@@ -385,3 +385,67 @@ def test_hostile_phase_three_requests_are_refused_and_change_nothing(service, hs
             r = service.client.get(path, headers=headers)
         assert words in is_problem(r, status)["detail"], (row, r.text)
         assert snapshot(service) == before, row
+
+
+def test_hostile_sanity_requests_are_refused_and_change_nothing(service, hsession):
+    """Sanity checks of maps that do not exist, odd keys and values, no token: 4xx, nothing
+    stored or queued."""
+    base = f"/v1/sessions/{hsession}/saliency"
+    key = "0123456789abcdef"
+    rows = {
+        "no such result": ("POST", f"{base}/{key}/sanity", {}, 404, "ask for the maps first"),
+        "key as a path": ("POST", f"{base}/..%2f..%2fsession/sanity", {}, 404, ""),
+        "short key": ("POST", f"{base}/abc/sanity", {}, 422, "pattern"),
+        "threshold above 1": (
+            "POST",
+            f"{base}/{key}/sanity",
+            {"max_similarity": 1.5},
+            422,
+            "less than or equal to 1",
+        ),
+        "unknown metric": ("POST", f"{base}/{key}/sanity", {"metric": "eyeball"}, 422, "spearman"),
+        "no features": ("POST", f"{base}/{key}/sanity", {"max_features": 0}, 422, "greater"),
+        "unknown field": ("POST", f"{base}/{key}/sanity", {"steps": 3}, 422, "steps"),
+        "checks not run": ("GET", f"{base}/{key}/sanity", None, 404, "POST"),
+        "strip not drawn": ("GET", f"{base}/{key}/sanity.png", None, 404, "POST"),
+        "unknown session": ("GET", "/v1/sessions/000000000000/saliency", None, 404, ""),
+    }
+    for row, (method, path, body, status, words) in rows.items():
+        before = snapshot(service)
+        if method == "POST":
+            r = service.client.post(path, headers=service.analyst, json=body)
+        else:
+            r = service.client.get(path, headers=service.analyst)
+        assert words in is_problem(r, status)["detail"], (row, r.text)
+        assert snapshot(service) == before, row
+    r = service.client.post(f"{base}/{key}/sanity", json={})
+    assert r.status_code == 401
+
+
+def test_hostile_mat_file_uploads_are_refused_and_change_nothing(service, hsession):
+    """MAT-file bodies (a MATLAB rig's upload): v7.3, a bomb past the upload's limit, nested
+    cells, a tag declaring more than the file, an unknown channel; each under its own media
+    type or as octet-stream (recognised by its header)."""
+    from tests.client import test_matfiles as mf
+
+    good = mf.mat_bytes(
+        {"stimulus": mf.cells(["body_0000"]), "channel": mf.cells(["ch99"]), "rate": [1.0]}
+    )
+    big_zeros = mf.mat_bytes({"stimulus": np.zeros(40 * 2**20)}, do_compression=True)
+    rows = {
+        "v7.3 (HDF5)": (mf.v73_file(), "'-v7'"),
+        "inflates past the limit": (big_zeros, "decompression bomb"),
+        "nested cells": (mf.nested(), "nested cells"),
+        "a tag declaring 2 GiB": (mf.declared_huge(), "file ends"),
+        "unknown channel": (good, "ch99"),
+    }
+    for row, (content, words) in rows.items():
+        for kind in ("application/x-matlab-data", "application/octet-stream"):
+            before = snapshot(service)
+            r = service.client.put(
+                f"/v1/sessions/{hsession}/phase1",
+                headers={**service.rig, "Content-Type": kind},
+                content=content,
+            )
+            assert words in is_problem(r, 422)["detail"], (row, kind, r.text)
+            assert snapshot(service) == before, (row, kind)

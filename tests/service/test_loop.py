@@ -231,6 +231,16 @@ def test_the_whole_loop(service, loop):
         "others": ["object"],
     }
     assert c.get(f"/v1/sessions/{sid}", headers=service.rig).json()["state"] == "analysed"
+    # the fit metrics beside each prediction r, also for the control bodies
+    fitted = [ch for ch in analysis["channels"] if ch["generalisation"]]
+    assert fitted
+    for ch in fitted:
+        assert set(ch["generalisation"]) == {"object", "control_body"}
+        for g in [ch["generalisation_preferred"], *ch["generalisation"].values()]:
+            m = g["metrics"]
+            assert m["r"]["value"] == pytest.approx(g["r"]) and m["n_boot"] == 1000
+            assert m["noise_ceiling"]["value"] == pytest.approx(g["noise_ceiling"], nan_ok=True)
+    assert "fraction_of_oracle" in analysis["summary"]
 
     # phase three needs saliency maps first
     r = c.post(f"/v1/sessions/{sid}/phase3", json={}, headers=service.analyst)
@@ -479,9 +489,13 @@ def test_the_stimulus_zip_names_each_image_by_its_format():
     assert archive.read("images/b.jpg") == images["b"]
 
 
-def assert_renders_in_a_browser(html: str, path) -> None:
-    """Headless Chromium draws the page twice, with and without its images: the figures must
-    change a good part of the picture (a broken image would leave it as without)."""
+ARTIFACTS = __import__("pathlib").Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+def assert_renders_in_a_browser(html: str, path, widths: tuple[int, ...] = (1300,)) -> None:
+    """Headless Chromium draws the page twice at each window width, with and without its
+    images: the figures must change a good part of the picture (a broken image would leave it
+    as without). Each screenshot with its figures is kept in test-artifacts/."""
     import os
     import re
     import shutil
@@ -495,10 +509,10 @@ def assert_renders_in_a_browser(html: str, path) -> None:
             pytest.fail("no chromium in CI; .ci/run should have installed it")
         pytest.skip("no headless browser on this machine")
 
-    def screenshot(page: str, name: str) -> np.ndarray:
+    def screenshot(page: str, name: str, width: int) -> np.ndarray:
         target = path.with_name(name)
         target.write_text(page)
-        shot = target.with_suffix(".png")
+        shot = target.with_suffix(f".{width}.png")
         subprocess.run(
             [
                 browser,
@@ -510,7 +524,7 @@ def assert_renders_in_a_browser(html: str, path) -> None:
                 "--disable-sync",
                 "--no-first-run",
                 f"--user-data-dir={path.parent / 'chr'}",
-                "--window-size=1300,2600",
+                f"--window-size={width},2600",
                 f"--screenshot={shot}",
                 target.as_uri(),
             ],
@@ -520,8 +534,89 @@ def assert_renders_in_a_browser(html: str, path) -> None:
         )
         return np.asarray(Image.open(shot).convert("L"), dtype=np.int16)
 
-    with_figures = screenshot(html, "report.html")
     blank = re.sub(r'src="data:image/png;base64,[^"]*"', 'src=""', html)
-    without = screenshot(blank, "report_blank.html")
-    changed = np.abs(with_figures - without) > 30
-    assert changed.mean() > 0.02, changed.mean()
+    ARTIFACTS.mkdir(exist_ok=True)
+    for width in widths:
+        with_figures = screenshot(html, "report.html", width)
+        without = screenshot(blank, "report_blank.html", width)
+        assert with_figures.shape[1] == width
+        changed = np.abs(with_figures - without) > 30
+        assert changed.mean() > 0.02, (width, changed.mean())
+        shutil.copy(path.with_name(f"report.{width}.png"), ARTIFACTS / f"{path.stem}-{width}.png")
+
+
+def test_sanity_checks_of_the_maps(service, loop, monkeypatch, tmp_path):
+    """Adebayo et al.'s checks of the stored maps, as a job: every cascade step and the
+    permuted-label refit, the verdict in the result, the strip, the list of results."""
+    c, sid = service.client, loop["session"]
+    results = c.get(f"/v1/sessions/{sid}/saliency", headers=service.analyst).json()
+    assert results and all("sanity" not in m or m["sanity"] is None for m in results)
+    key = results[0]["key"]
+    url = f"/v1/sessions/{sid}/saliency/{key}/sanity"
+    missing = c.get(url, headers=service.analyst)
+    assert missing.status_code == 404 and "POST" in missing.json()["detail"]
+    for body, status in (({"max_similarity": 2}, 422), ({"metric": "pixels"}, 422)):
+        assert c.post(url, json=body, headers=service.analyst).status_code == status
+    unknown = c.post(
+        f"/v1/sessions/{sid}/saliency/0123456789abcdef/sanity", json={}, headers=service.analyst
+    )
+    assert unknown.status_code == 404 and "ask for the maps first" in unknown.json()["detail"]
+    r = c.post(url, json={"max_features": 4}, headers=service.analyst)
+    assert r.status_code == 202, r.text
+    service.work()
+    job = c.get(r.json()["links"]["job"], headers=service.analyst).json()
+    assert job["state"] == "finished", job
+    checks = c.get(url, headers=service.analyst).json()
+    assert [s["name"] for s in checks["model_steps"]] == [
+        "readout", "layer4.1", "layer4.0", "layer3", "layer2", "layer1", "stem",
+    ]  # fmt: skip
+    assert checks["data_step"]["name"] == "labels permuted" and checks["max_features"] == 4
+    for step in [*checks["model_steps"], checks["data_step"]]:
+        for side in ("out", "in"):
+            assert all(-1 <= v <= 1 for v in step[side].values()), step
+    # parallel backpropagation's maps change with the model and with the labels
+    assert checks["model_passed"] and checks["data_passed"] and checks["passed"], checks
+    assert checks["metric"] == "spearman" and checks["max_similarity"] == 0.5
+    meta = c.get(f"/v1/sessions/{sid}/saliency/{key}", headers=service.analyst).json()
+    assert meta["sanity"]["passed"] is True
+    assert meta["sanity"]["model_similarity"] == checks["model_similarity"]
+    png = c.get(f"{url}.png", headers=service.analyst)
+    assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
+    again = c.post(url, json={"max_features": 4}, headers=service.analyst)
+    assert again.status_code == 200 and again.json()["status"] == "done"
+
+    # the rig CLI: the stored checks with their strip, and the verdict in the analysis table
+    from stimloop_rig import cli
+    from stimloop_rig.api import RigClient
+    from typer.testing import CliRunner
+
+    token = service.analyst["Authorization"].split()[1]
+    rig = RigClient("http://testserver", token, transport=service.client._transport)
+    monkeypatch.setattr(cli, "_client", lambda url, tok: rig)
+    runner = CliRunner()
+    said = runner.invoke(
+        cli.app, ["sanity", sid, key, "--out", str(tmp_path / "s.png"), "--max-features", "4"]
+    )
+    assert said.exit_code == 0, said.output
+    words = " ".join(said.output.split())  # the terminal wraps long lines
+    assert "model randomisation passed" in words and "labels permuted" in words
+    assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+    table = runner.invoke(cli.app, ["analysis", sid, "--out", str(tmp_path / "a.csv")])
+    assert table.exit_code == 0, table.output
+    rows = list(__import__("csv").DictReader((tmp_path / "a.csv").read_text().splitlines()))
+    checked = {r["channel"]: r["maps_sanity"] for r in rows}
+    assert checked[results[0]["channel"]] == "True" and "feve_object" in rows[0]
+
+    # the report reads without the paper: how to read it, the fit metrics, the checks' strip
+    html = c.get(f"/v1/sessions/{sid}/report", headers=service.analyst).text
+    for words in (
+        "How to read this report",
+        "Fit metrics",
+        "FEVE",
+        "Sanity checks of the maps",
+        "Mann-Whitney p, two-sided",
+        "(spikes/s)",
+    ):
+        assert words in html, words
+    assert 'alt="Sanity checks of ' in html
+    assert_renders_in_a_browser(html, service.root / "analysed-report.html", widths=(1400, 900))

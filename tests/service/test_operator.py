@@ -203,6 +203,9 @@ def test_the_analysis_table_fits_a_terminal(service, monkeypatch):
         def analysis(self, session: str):
             return model
 
+        def saliency_results(self, session: str):
+            return []
+
     monkeypatch.setattr(cli, "_client", lambda url, tok, retry_budget=30.0: Fake())
     narrow = runner.invoke(cli.app, ["analysis", "0123456789ab"], terminal_width=80)
     assert narrow.exit_code == 0, narrow.output

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 from stimloop_rig.contract import TrialUpload
+from stimloop_rig.matfiles import MAT_MEDIA_TYPE, is_mat, parse_trial_mat
 from stimloop_rig.readers import (
     DuplicateTrialsError,
     TrialFileError,
@@ -48,7 +49,8 @@ class Expected:
 
 
 def decode_trials(kind: str, data: bytes, max_unpacked: int = 2 * 2**30) -> dict[str, np.ndarray]:
-    """The trial columns of a JSON or NPZ body (``kind``: its media type)."""
+    """The trial columns of a JSON, NPZ or MAT-file body (``kind``: its media type; a MAT-file
+    is recognised by its header under application/octet-stream too)."""
     if kind == "application/json":
         try:
             upload = TrialUpload.model_validate_json(data)
@@ -64,6 +66,11 @@ def decode_trials(kind: str, data: bytes, max_unpacked: int = 2 * 2**30) -> dict
             raise ApiError(422, "Duplicate trials", str(exc)) from None
         except TrialFileError as exc:
             raise ApiError(422, "Invalid trials", str(exc)) from None
+    if kind == MAT_MEDIA_TYPE or (kind in NPZ_TYPES and is_mat(data)):
+        try:
+            return parse_trial_mat(data, "MAT-file body", max_unpacked)
+        except TrialFileError as exc:
+            raise ApiError(422, "Invalid trials", str(exc)) from None
     if kind in NPZ_TYPES:
         try:
             return parse_trial_npz(data, "NPZ body", max_unpacked)
@@ -74,7 +81,8 @@ def decode_trials(kind: str, data: bytes, max_unpacked: int = 2 * 2**30) -> dict
     raise ApiError(
         415,
         "Unsupported media type",
-        "send trials as application/json (columns) or application/x-npz",
+        "send trials as application/json (columns), application/x-npz or a MAT-file "
+        "(application/x-matlab-data)",
     )
 
 

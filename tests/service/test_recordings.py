@@ -1,0 +1,99 @@
+"""An Open Ephys recording uploaded with `stimloop-rig phase1 SESSION FOLDER --codes ...`:
+the same stored trials as the same spikes and onsets uploaded as today's spike-times NPZ, the
+per-channel summary printed first, and the refusals leaving nothing uploaded."""
+
+from __future__ import annotations
+
+import numpy as np
+from stimloop.api.uploads import digest
+from stimloop_rig.readers import read_spike_npz
+
+from tests.client.test_recording import session_like, spike_npz
+from tests.service.conftest import new_session
+
+CHANNELS = ["ch01", "ch02", "ch03"]
+
+
+def rig_cli(service, monkeypatch):
+    from stimloop_rig import cli
+    from stimloop_rig.api import RigClient
+    from typer.testing import CliRunner
+
+    token = service.rig["Authorization"].split()[1]
+    client = RigClient("http://testserver", token, transport=service.client._transport)
+    monkeypatch.setattr(cli, "_client", lambda url, tok: client)
+    return cli, CliRunner()
+
+
+def test_an_open_ephys_folder_uploads_as_its_spike_npz(service, monkeypatch, tmp_path):
+    sid = new_session(
+        service, "oe", 7, 16, channels=CHANNELS, fit={"split": [10, 3, 3], "epochs": 5}
+    )
+    planned, codes, order = session_like(tmp_path / "rec")
+    cli, runner = rig_cli(service, monkeypatch)
+    folder = tmp_path / "rec" / "Record Node 101"
+    said = runner.invoke(
+        cli.app,
+        [
+            *("phase1", sid, str(folder), "--codes", str(codes), "--photodiode", "8"),
+            *("--channels", ",".join(CHANNELS), "--no-wait"),
+        ],
+    )
+    assert said.exit_code == 0, said.output
+    assert "12 stimulus presentations" in said.output and "sorted" in said.output
+    assert "phase 1: 36 trials uploaded" in said.output
+    stored = service.client.get(f"/v1/sessions/{sid}", headers=service.rig).json()
+    npz = spike_npz(tmp_path / "same.npz", planned, order, CHANNELS)
+    assert stored["uploads"]["phase1"]["sha256"] == digest(read_spike_npz(npz))
+
+
+def test_a_refused_recording_uploads_nothing(service, monkeypatch, tmp_path):
+    sid = new_session(
+        service, "oer", 8, 16, channels=CHANNELS, fit={"split": [10, 3, 3], "epochs": 5}
+    )
+    session_like(tmp_path / "rec")
+    session_like(tmp_path / "no_pd", photodiode_pulses=False)
+    session_like(tmp_path / "clocks", event_rate=1000.0)
+    few = tmp_path / "few.csv"
+    few.write_text("code,stimulus\n1,body_0000\n")
+    codes = str(tmp_path / "rec" / "codes.csv")
+    names = ["--channels", ",".join(CHANNELS)]
+    cli, runner = rig_cli(service, monkeypatch)
+    for folder, args, words in (
+        ("rec", ["--codes", str(few), "--photodiode", "8"], "has no stimulus in the codes file"),
+        ("rec", ["--photodiode", "8"], "needs --codes"),
+        ("rec", ["--codes", codes, "--photodiode", "8"], "channel"),  # CH1.. not the session's
+        ("no_pd", ["--codes", codes, "--photodiode", "8", *names], "no photodiode pulse"),
+        ("clocks", ["--codes", codes, *names], "sampled at 1000 Hz"),
+        ("rec", ["--codes", codes, "--photodiode", "8", "--channels", "ch01"], "1 channel names"),
+        (".", ["--codes", codes], "holds 3 recordings"),
+    ):
+        path = str(tmp_path / folder)
+        said = runner.invoke(cli.app, ["phase1", sid, path, *args, "--no-wait"])
+        assert said.exit_code != 0 and words in " ".join(said.output.split()), (args, said.output)
+    stored = service.client.get(f"/v1/sessions/{sid}", headers=service.rig).json()
+    assert stored["uploads"] == {} and stored["state"] == "created"
+
+
+def test_a_plexon_file_uploads_as_its_spike_npz(service, monkeypatch, tmp_path):
+    from tests.client.test_recording import plexon_like
+
+    sid = new_session(
+        service, "plx", 9, 16, channels=CHANNELS, fit={"split": [10, 3, 3], "epochs": 5}
+    )
+    path, npz, codes, _ = plexon_like(tmp_path)
+    cli, runner = rig_cli(service, monkeypatch)
+    said = runner.invoke(
+        cli.app,
+        [
+            *("phase1", sid, str(path), "--codes", str(codes), "--photodiode", "EVT08"),
+            *("--channels", ",".join(CHANNELS), "--no-wait"),
+        ],
+    )
+    assert said.exit_code == 0, said.output
+    assert "sorted (Plexon)" in said.output and "phase 1: 36 trials uploaded" in said.output
+    stored = service.client.get(f"/v1/sessions/{sid}", headers=service.rig).json()
+    want = read_spike_npz(npz)
+    names = dict(zip(["sigA", "sigB", "sigC"], CHANNELS))
+    want["channel"] = np.array([names[c] for c in want["channel"]])
+    assert stored["uploads"]["phase1"]["sha256"] == digest(want)
