@@ -4,9 +4,9 @@ Procedural stimuli, synthetic category-selective channels with known truth (A.1.
 selective as in the paper, or face-selective with ``--category faces``), the embedded
 service (a private Redis, one worker, the API on a free local port), and ``RigClient`` doing
 what the rig does: phase one, the phase-two list, a simulated phase two of exactly the listed
-images, the analysis, saliency maps for the best channels' default pairs, phase three (the
-fragments of those pairs, shown to the same synthetic neurons, and their analysis), and the
-report.
+images, the analysis, saliency maps for the best channels' default pairs (the best one's
+with their sanity checks), phase three (the fragments of those pairs, shown to the same
+synthetic neurons, and their analysis), and the report.
 The backbone is the seeded random stand-in and the neurons are synthetic: the numbers show the
 machinery, not the science.
 """
@@ -213,6 +213,14 @@ def run_demo(
             seed=seed,
             selection={"stability_images": plan.stability_images},
         )
+        token_file = out / "analyst_token.txt"
+        token_file.write_text(analyst + "\n")
+        token_file.chmod(0o600)
+        live = f"{base}/ui/sessions/{session.id}"
+        console.print(
+            f"follow it live: {live} (sign in with the analyst token in {token_file}; the "
+            "page lives while the demo runs)"
+        )
         _wait(client, session.jobs["warm"], "worker warms the candidates", console)
         console.print(
             f"session {session.id}; phase one: {plan.preferred} {preferred.name} x 8 repeats, "
@@ -241,10 +249,24 @@ def run_demo(
             (c for c in analysis["channels"] if c["generalisation"].get("object")),
             key=lambda c: -(c["generalisation"]["object"]["r"] or -2),
         )
-        for c in best[: plan.saliency_channels]:
-            job = reader.saliency(session.id, c["channel"], coverage=plan.saliency_coverage)
+        for k, c in enumerate(best[: plan.saliency_channels]):
+            # the best channel's maps also get their sanity checks (about a minute on a CPU)
+            job = reader.saliency(
+                session.id, c["channel"], coverage=plan.saliency_coverage, sanity=k == 0
+            )
             if job.job is not None:
-                _wait(reader, job.job, f"saliency {c['channel']}", console)
+                what = "saliency and sanity checks" if k == 0 else "saliency"
+                _wait(reader, job.job, f"{what} {c['channel']}", console)
+        for meta in reader.saliency_results(session.id):
+            if meta.sanity is not None:
+                console.print(
+                    f"sanity checks of {meta.channel}'s maps ({meta.sanity.metric} similarity "
+                    f"after randomising, passes below {meta.sanity.max_similarity:g}): model "
+                    f"{meta.sanity.model_similarity:.2f} "
+                    f"({'passed' if meta.sanity.model_passed else 'FAILED'}), data "
+                    f"{meta.sanity.data_similarity or float('nan'):.2f} "
+                    f"({'passed' if meta.sanity.data_passed else 'FAILED'})"
+                )
         phase_three = _phase_three(
             client, session.id, backbone, neurons, channels, out, seed, console
         )
@@ -255,6 +277,11 @@ def run_demo(
             _phase_three_summary(console, phase_three)
     console.print(f"phase-two list: {out / 'phase_two_list.csv'}")
     console.print(f"[bold]report: {report}[/bold]")
+    console.print(
+        f"live pages: {live} while a service runs on this store, e.g. `STIMLOOP_MODELS_STORE="
+        f"{store} STIMLOOP_STIMULUS_ROOT={root} stimloop serve --port {base.rsplit(':', 1)[1]}`"
+        f"; sign in with the token in {token_file}"
+    )
     console.print("[yellow]Reminder: random stand-in backbone and synthetic neurons.[/yellow]")
     return report
 

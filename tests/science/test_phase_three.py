@@ -108,6 +108,7 @@ def test_the_analysis_equals_scipy_with_enough_pairs():
     kinds = {k.kind: k for k in channel.kinds}
     ratio = [mean[fragment_id(s, "c1", "salient", 0.25)] / mean[s] for s in sources]
     assert kinds["salient"].recorded_retained == pytest.approx(np.mean(ratio))
+    assert kinds["salient"].recorded_retained_sd == pytest.approx(np.std(ratio, ddof=1))
     assert kinds["salient"].predicted_retained == pytest.approx(0.8)
     assert kinds["complement"].predicted_retained == pytest.approx(0.2)
     frags = [e for e in plan.entries if e.kind != "intact"]

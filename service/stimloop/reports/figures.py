@@ -1,16 +1,21 @@
-"""Figures (matplotlib, PNG): saliency pairs as in the paper's Fig. 4, and grids of them."""
+"""Figures (matplotlib, PNG): saliency pairs as in the paper's Fig. 4, grids of them, the
+sanity checks' cascade strip."""
 
 from __future__ import annotations
 
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+
+if TYPE_CHECKING:  # the API draws reports and stays torch-free
+    from stimloop.science.sanity import SanityResult
 
 
 @dataclass(frozen=True)
@@ -40,22 +45,28 @@ def _overlay(ax, image: np.ndarray, saliency: np.ndarray, vmax: float) -> None:
     ax.imshow(overlay, extent=(-0.5, image.shape[1] - 0.5, image.shape[0] - 0.5, -0.5))
 
 
-def _draw_pair(axes, panel: PairPanel, vmax: float) -> None:
+def _draw_pair(axes, panel: PairPanel, vmax: float, fontsize: float = 8) -> None:
     for ax, image, saliency, label in (
-        (axes[0], panel.object_image, panel.display_out, panel.object_id),
-        (axes[1], panel.body_image, panel.display_in, panel.body_id),
+        (axes[0], panel.object_image, panel.display_out, f"x_out: {panel.object_id}"),
+        (axes[1], panel.body_image, panel.display_in, f"x_in: {panel.body_id}"),
     ):
         _overlay(ax, image, saliency, vmax)
-        ax.set_title(label, fontsize=7)
+        ax.set_title(label, fontsize=fontsize)
         ax.set_xticks([])
         ax.set_yticks([])
 
 
 def _title(panel: PairPanel) -> str:
     return (
-        f"{panel.channel}: s = {panel.s:.3f}, |I(obj)| = {panel.norm_out:.3f}, "
-        f"|I(body)| = {panel.norm_in:.3f}"
+        f"{panel.channel}: shared features s = {panel.s:.3f}; map norms "
+        f"{panel.norm_out:.3f} (x_out), {panel.norm_in:.3f} (x_in), each <= s"
     )
+
+
+CAPTION = (
+    "Colour: |I(x)|, where each image drives the features the channel weights and the other "
+    "image shares (eq. 6); one scale for all maps, transparent where zero."
+)
 
 
 def _png(fig) -> bytes:
@@ -70,31 +81,59 @@ def _vmax(panels: Sequence[PairPanel]) -> float:
     return peak if peak > 0 else 1.0
 
 
+def _colour_scale(fig, axes, vmax: float) -> None:
+    """The maps' colour bar: |I(x)| from 0 to ``vmax``."""
+    mappable = plt.cm.ScalarMappable(
+        norm=matplotlib.colors.Normalize(0.0, vmax), cmap=plt.get_cmap("inferno")
+    )
+    bar = fig.colorbar(mappable, ax=axes, fraction=0.025, pad=0.02)
+    bar.set_label("|I(x)| (eq. 6)", fontsize=8)
+    bar.ax.tick_params(labelsize=7)
+
+
 def pair_figure(panel: PairPanel) -> bytes:
     """The object on the left, the body on the right, both maps on one colour scale."""
-    fig, axes = plt.subplots(1, 2, figsize=(5.2, 2.9))
-    _draw_pair(axes, panel, _vmax([panel]))
-    fig.suptitle(_title(panel), fontsize=8)
+    fig, axes = plt.subplots(1, 2, figsize=(6.4, 3.4), layout="constrained")
+    vmax = _vmax([panel])
+    _draw_pair(axes, panel, vmax)
+    _colour_scale(fig, axes, vmax)
+    fig.suptitle(_title(panel), fontsize=9)
     return _png(fig)
 
 
-def grid_figure(panels: Sequence[PairPanel], columns: int = 3) -> bytes:
-    """Several channels' pairs (Fig. 4/5), one shared colour scale so intensities compare."""
+def grid_figure(panels: Sequence[PairPanel], columns: int = 2) -> bytes:
+    """Several channels' pairs (Fig. 4/5), two pairs to a row so that a map stays readable in
+    a 900 px window, one shared colour scale (with its bar) so intensities compare, and a
+    caption in words."""
+    return _png(grid_figure_figure(panels, columns))
+
+
+def grid_figure_figure(panels: Sequence[PairPanel], columns: int = 2):
     if not panels:
         raise ValueError("a grid figure needs at least one saliency result")
+    columns = min(columns, len(panels))
     rows = -(-len(panels) // columns)
-    fig, axes = plt.subplots(rows, 2 * columns, figsize=(4.4 * columns, 2.5 * rows), squeeze=False)
+    fig, axes = plt.subplots(
+        rows,
+        2 * columns,
+        figsize=(5.4 * columns + 0.8, 3.3 * rows + 0.5),
+        squeeze=False,
+        layout="constrained",
+    )
     vmax = _vmax(panels)
     for k in range(rows * columns):
         pair = axes[k // columns, 2 * (k % columns) : 2 * (k % columns) + 2]
         if k < len(panels):
-            _draw_pair(pair, panels[k], vmax)
-            pair[0].text(0, -0.25, _title(panels[k]), transform=pair[0].transAxes, fontsize=7)
+            p = panels[k]
+            _draw_pair(pair, p, vmax)
+            pair[0].set_xlabel(f"{p.channel}: s = {p.s:.3f} (shared features)", fontsize=8)
+            pair[1].set_xlabel(f"|I|: {p.norm_out:.3f} (x_out), {p.norm_in:.3f} (x_in)", fontsize=8)
         else:
             for ax in pair:
                 ax.axis("off")
-    fig.tight_layout()
-    return _png(fig)
+    _colour_scale(fig, axes, vmax)
+    fig.supxlabel(CAPTION, fontsize=8)
+    return fig
 
 
 @dataclass(frozen=True)
@@ -127,5 +166,48 @@ def fragments_figure(rows: Sequence[FragmentRow]) -> bytes:
             ax.set_yticks([])
         for ax in ax_row[1 + len(row.fragments) :]:
             ax.axis("off")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def cascade_figure(
+    result: SanityResult, image_out: np.ndarray, image_in: np.ndarray, channel: str
+) -> bytes:
+    """The sanity checks as Adebayo et al. draw them: per image (rows: x_out, x_in) the image,
+    the original ``|map|`` and the map after each cascade step (the readout, then the blocks
+    from the top down) and after the refit on permuted labels; each map scaled to its own
+    maximum, titled with its similarity to the original (the verdict's metric)."""
+    metric = result.config.metric
+    steps = [*result.model_steps, *([result.data_step] if result.data_step else [])]
+    names = ["original", *(s.name for s in steps)]
+    fig, axes = plt.subplots(
+        2, len(names) + 1, figsize=(1.35 * (len(names) + 1), 3.2), squeeze=False
+    )
+    for row, (image, side) in enumerate(((image_out, "out"), (image_in, "in"))):
+        axes[row, 0].imshow(image)
+        axes[row, 0].set_title("x_out (object)" if side == "out" else "x_in (body)", fontsize=7)
+        for col, name in enumerate(names, start=1):
+            shown = result.maps[name][row]
+            axes[row, col].imshow(shown, cmap="inferno", vmin=0, vmax=float(shown.max()) or 1.0)
+            if name == "original":
+                label = "original" if row == 0 else ""
+            else:
+                step = steps[col - 2]
+                value = getattr(step.out if side == "out" else step.in_, metric)
+                label = f"{name}\n{value:.2f}" if row == 0 else f"{value:.2f}"
+            axes[row, col].set_title(label, fontsize=7)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    verdict = f"model randomisation {'passed' if result.model_passed else 'FAILED'}" + (
+        ""
+        if result.data_passed is None
+        else f", data randomisation {'passed' if result.data_passed else 'FAILED'}"
+    )
+    fig.suptitle(
+        f"{channel}, {result.method}: {metric} similarity to the original under each map "
+        f"(passes below {result.config.max_similarity:g}); {verdict}",
+        fontsize=8,
+    )
     fig.tight_layout()
     return _png(fig)

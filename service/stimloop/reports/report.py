@@ -20,8 +20,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 from scipy import stats
-from stimloop_rig.tables import analysis_rows, categories, phase_three_rows
+from stimloop_rig.tables import analysis_rows, categories, fit_metric_rows, phase_three_rows
 
 from stimloop.reports.figures import FragmentRow, PairPanel, fragments_figure, grid_figure
 from stimloop.science.configs import Windows
@@ -52,11 +53,19 @@ NORMALISED_CAP = 2.0  # Fig. 3a's axis ends here; larger normalised r sit on the
 
 
 def fig3a(analysis: dict[str, Any]) -> str:
+    return _png(fig3a_figure(analysis))
+
+
+def fig3a_figure(analysis: dict[str, Any]) -> Figure:
+    """Fig. 3a: per channel the prediction r on held-out preferred images and on each
+    category's phase-two picks (filled), normalised by the noise ceiling (open), and the
+    test/retest r; each series' mean and p = 0.05 line in its colour, the stability criterion
+    and r = 0 as reference lines, the legend beside the plot."""
     channels = analysis["channels"]
     names = [c["channel"] for c in channels]
     cats = categories(analysis)
     x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(max(5, 0.45 * len(names)), 3.2))
+    fig, ax = plt.subplots(figsize=(max(6.5, 0.45 * len(names) + 3.5), 3.6))
     colors = iter(["tab:orange", "tab:green", "tab:purple", "tab:pink", "tab:olive"])
     series = [
         (
@@ -66,28 +75,40 @@ def fig3a(analysis: dict[str, Any]) -> str:
         ),
         *(
             (other, next(colors, "tab:gray"), [c["generalisation"].get(other) for c in channels])
-            for other in cats["others"]
+            for other in [*cats["others"], *cats["preferred_candidates"]]
+            if any(c["generalisation"].get(other) for c in channels)
         ),
         ("test/retest", "tab:brown", [c["stability"] for c in channels]),
     ]
-    top = 1.0
+    shown = [0.0]
     for label, color, tests in series:
-        r = np.array([t["r"] if t else np.nan for t in tests], float)
-        ax.scatter(x, r, color=color, label=label, s=18, zorder=3)
+        r = np.array([t["r"] if t and t["r"] is not None else np.nan for t in tests], float)
+        ax.scatter(x, r, color=color, label=f"r, {label}", s=22, zorder=3)
+        shown += list(r[np.isfinite(r)])
         if np.isfinite(r).any():
-            ax.axhline(np.nanmean(r), color=color, ls="--", lw=1)
+            mean = float(np.nanmean(r))
+            ax.axhline(mean, color=color, ls="--", lw=1, label=f"mean r, {label} ({mean:.2f})")
         ns = [t["n"] for t in tests if t]
         if ns and label != "test/retest":
-            ax.axhline(critical_r(int(np.median(ns))), color="black", ls="--", lw=0.8)
-            normalised = np.array([t["r_normalised"] if t else np.nan for t in tests], float)
+            n = int(np.median(ns))
+            ax.axhline(
+                critical_r(n), color=color, ls=":", lw=1.2, label=f"p = 0.05, {label} (n = {n})"
+            )
+            normalised = np.array(
+                [
+                    t["r_normalised"] if t and t["r_normalised"] is not None else np.nan
+                    for t in tests
+                ],
+                float,
+            )
             ax.scatter(
                 x,
                 np.where(normalised > NORMALISED_CAP, np.nan, normalised),
                 facecolors="none",
                 edgecolors=color,
-                s=30,
+                s=34,
                 zorder=3,
-                label=f"{label}, r / sqrt(noise ceiling)",
+                label=f"r / sqrt(noise ceiling), {label}",
             )
             over = normalised > NORMALISED_CAP  # a ceiling near 0: shown at the cap, marked
             if over.any():
@@ -96,48 +117,75 @@ def fig3a(analysis: dict[str, Any]) -> str:
                     np.full(over.sum(), NORMALISED_CAP),
                     marker="^",
                     color=color,
-                    s=30,
+                    s=34,
                     zorder=3,
-                    label=f"{label}, normalised r above {NORMALISED_CAP:g}",
+                    label=f"normalised r above {NORMALISED_CAP:g}, {label}",
                 )
-            top = max(top, float(np.nanmax(normalised, initial=1.0)))
-    ax.set_xticks(x, names, rotation=90, fontsize=7)
-    ax.set_ylabel("Pearson r")
-    ax.set_ylim(-1, min(top, NORMALISED_CAP) + 0.05)
-    ax.legend(fontsize=7, loc="lower left")
-    ax.set_title(
-        "Predicted vs recorded: r (filled), normalised r (open); black dashed: p = 0.05",
-        fontsize=9,
+            finite = normalised[np.isfinite(normalised)]
+            shown += list(np.minimum(finite, NORMALISED_CAP))
+    stable = float(analysis.get("config", {}).get("min_stability", 0.6))
+    ax.axhline(
+        stable, color="tab:brown", ls="-.", lw=1.2, label=f"stable: test/retest r > {stable:g}"
     )
-    return _png(fig)
+    ax.axhline(0.0, color="0.4", lw=0.8, label="r = 0")
+    ax.set_xticks(x, names, rotation=90, fontsize=8)
+    ax.set_ylabel("Pearson r")
+    low = max(-1.05, min(min(shown), stable) - 0.1)
+    ax.set_ylim(low, max(1.0, max(shown)) + 0.05)
+    ax.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    ax.set_title("Predicted vs recorded responses, and test/retest stability", fontsize=10)
+    fig.tight_layout()
+    return fig
 
 
 def fig3b(rows: list[dict[str, Any]], preferred: str) -> str:
-    """The visualised x_out's response against the mean of its category and of the preferred
-    set (Fig. 3b: the visualised object against the mean object and the mean body)."""
-    fig, ax = plt.subplots(figsize=(max(4, 0.5 * len(rows)), 3))
+    return _png(fig3b_figure(rows, preferred))
+
+
+def fig3b_figure(rows: list[dict[str, Any]], preferred: str) -> Figure:
+    """Fig. 3b: the visualised x_out's recorded response against its category's and the
+    preferred set's responses (mean with +-1 SD over images), on an axis from zero."""
+    fig, ax = plt.subplots(figsize=(max(5.5, 0.6 * len(rows) + 3.0), 3.2))
     x = np.arange(len(rows))
-    ax.scatter(x, [r["x_out_response"] for r in rows], color="tab:red", label="visualised x_out")
-    ax.scatter(
-        x,
+    ax.errorbar(
+        x - 0.12,
         [r["mean_other"] for r in rows],
+        yerr=[r.get("sd_other", 0.0) for r in rows],
+        fmt="s",
         color="tab:orange",
-        marker="_",
-        s=200,
-        label="mean of its category",
+        capsize=3,
+        label="its category: mean +- SD over images",
+    )
+    ax.errorbar(
+        x + 0.12,
+        [r["mean_preferred"] for r in rows],
+        yerr=[r.get("sd_preferred", 0.0) for r in rows],
+        fmt="o",
+        color="tab:blue",
+        capsize=3,
+        label=f"{preferred}: mean +- SD over images",
     )
     ax.scatter(
-        x,
-        [r["mean_preferred"] for r in rows],
-        color="tab:blue",
-        marker="_",
-        s=200,
-        label=f"mean {preferred}",
-    )
-    ax.set_xticks(x, [r["channel"] for r in rows], rotation=90, fontsize=7)
+        x, [r["x_out_response"] for r in rows], color="tab:red", marker="*", s=90, zorder=3,
+        label="the visualised image (x_out)",
+    )  # fmt: skip
+    values = [
+        v
+        for r in rows
+        for v in (
+            r["x_out_response"],
+            r["mean_other"] - r.get("sd_other", 0.0),
+            r["mean_preferred"] - r.get("sd_preferred", 0.0),
+        )
+    ]
+    ax.axhline(0.0, color="0.4", lw=0.8, label="no response (0 spikes/s)")
+    ax.set_ylim(bottom=min(0.0, min(values) * 1.1))
+    ax.set_xticks(x, [r["channel"] for r in rows], rotation=90, fontsize=8)
     ax.set_ylabel("net response (spikes/s)")
-    ax.legend(fontsize=7)
-    return _png(fig)
+    ax.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    ax.set_title("Responses to the visualised images (phase two)", fontsize=10)
+    fig.tight_layout()
+    return fig
 
 
 def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
@@ -152,7 +200,7 @@ def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
     body = "".join(
         "<tr>" + "".join(f"<td>{cell(r.get(k))}</td>" for k, _ in columns) + "</tr>" for r in rows
     )
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f"<div class=wide><table><tr>{head}</tr>{body}</table></div>"
 
 
 def _means(
@@ -174,41 +222,57 @@ def _means(
     return {s: float(np.mean(v)) for s, v in out.items()}
 
 
+def _sd(values: dict[str, float]) -> float:
+    """SD over images of their mean responses (ddof 1; 0 below two)."""
+    v = list(values.values())
+    return float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
+
+
 def retained_figure(rows: list[dict[str, Any]]) -> str:
-    """Per channel, the recorded retained response of each fragment kind (bars) beside the
-    readout's expectation (black marks)."""
+    return _png(retained_figure_figure(rows))
+
+
+def retained_figure_figure(rows: list[dict[str, Any]]) -> Figure:
+    """Per channel, the recorded retained response of each fragment kind (bars, +-1 SD over
+    its fragments) beside the readout's expectation (black marks); the intact image at 1 and
+    no response at 0 as reference lines; the legend beside the plot."""
     kinds = [k for k in ("salient", "complement", "random") if f"retained_{k}" in rows[0]]
-    fig, ax = plt.subplots(figsize=(max(5.5, 1.5 * len(rows)), 3.2))
+    fig, ax = plt.subplots(figsize=(max(6.5, 1.5 * len(rows) + 3.0), 3.4))
     x = np.arange(len(rows))
     width = 0.8 / max(len(kinds), 1)
     colors = {"salient": "tab:red", "complement": "tab:blue", "random": "tab:gray"}
+
+    def values(key: str) -> list[float]:
+        return [np.nan if r.get(key) is None else r[key] for r in rows]
+
     for n, kind in enumerate(kinds):
         pos = x + (n - (len(kinds) - 1) / 2) * width
-        recorded = [r.get(f"retained_{kind}") for r in rows]
         ax.bar(
             pos,
-            [np.nan if v is None else v for v in recorded],
+            values(f"retained_{kind}"),
             width,
+            yerr=np.nan_to_num(values(f"retained_sd_{kind}")),
+            capsize=3,
             color=colors[kind],
-            label=kind,
+            label=f"{kind}: recorded, mean +- SD over fragments",
         )
-        expected = [r.get(f"predicted_{kind}") for r in rows]
         ax.scatter(
             pos,
-            [np.nan if v is None else v for v in expected],
+            values(f"predicted_{kind}"),
             color="black",
             marker="_",
-            s=120,
+            s=140,
             zorder=3,
+            label="predicted by the readout" if n == 0 else None,
         )
-    ax.axhline(1.0, color="black", lw=0.8, ls="--")
-    ax.set_xticks(x, [r["channel"] for r in rows], rotation=90, fontsize=7)
+    ax.axhline(1.0, color="black", lw=0.8, ls="--", label="the intact image (1)")
+    ax.axhline(0.0, color="0.4", lw=0.8, label="no response (0)")
+    ax.set_xticks(x, [r["channel"] for r in rows], rotation=90, fontsize=8)
     ax.set_ylabel("retained response R(fragment) / R(intact)")
-    ax.legend(fontsize=7)
-    ax.set_title(
-        "Recorded (bars) and predicted (black marks); dashed: the intact image", fontsize=8
-    )
-    return _png(fig)
+    ax.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    ax.set_title("Phase three: how much of the response each fragment keeps", fontsize=10)
+    fig.tight_layout()
+    return fig
 
 
 def phase_three_section(
@@ -287,6 +351,125 @@ def phase_three_section(
     return parts
 
 
+def _sanity_words(verdict: dict[str, Any] | None) -> str:
+    if not verdict:
+        return "not run"
+
+    def word(ok: bool | None) -> str:
+        return "not run" if ok is None else "passed" if ok else "FAILED"
+
+    return f"{word(verdict['model_passed'])}, {word(verdict['data_passed'])}"
+
+
+def sanity_section(files: SessionFiles, metas: list[dict[str, Any]]) -> list[str]:
+    """The cascade strip of every checked saliency result, with what the checks mean."""
+    checked = [m for m in metas if m.get("sanity")]
+    if not checked:
+        return []
+    parts = [
+        "<h3>Sanity checks of the maps (Adebayo et al. 2018)</h3>",
+        "<p>A map that barely changes when the model is randomised shows the method, not the "
+        "neuron. Each strip shows a pair's maps as computed, then after re-drawing the "
+        "readout's weights and re-initialising the backbone block by block from the top "
+        "(model randomisation), and after refitting the readout on phase one with the "
+        "stimulus labels permuted (data randomisation); under each map its similarity to "
+        "the original. A check passes when its most randomised maps fall below the "
+        "threshold on both images. The verdict judges the signed maps by default: their "
+        "magnitude keeps the readout location's receptive field through the cascade, so a "
+        "bright region says where the readout looks more than what it looks for.</p>",
+    ]
+    for meta in checked:
+        path = files.sanity_file(meta["key"], "png")
+        if path is not None:
+            strip = base64.b64encode(path.read_bytes()).decode()
+            parts.append(_img(strip, f"Sanity checks of {meta['channel']}"))
+    return parts
+
+
+FIT_METRICS_TEXT = (
+    "<p>Per channel and predicted image set, with percentile bootstrap {conf:.0%} intervals "
+    "over stimuli ({n_boot} resamplings, seeded). <i>r</i>: Pearson r of predicted and "
+    "recorded means. <i>Noise ceiling</i>: the Spearman-Brown corrected split-half r of the "
+    "recorded means (A.2), the r<sup>2</sup> a perfect model could reach. "
+    "<i>r<sup>2</sup>/ceiling</i>: max(r, 0)<sup>2</sup> / ceiling, clipped to [0, 1] "
+    "(unclipped in the CSV). <i>Oracle r</i>: each trial against the mean of its "
+    "stimulus's other repeats. <i>FEV</i> = 1 &minus; s<sup>2</sup>/Var[y] and "
+    "<i>FEVE</i> = 1 &minus; (MSE &minus; s<sup>2</sup>)/(Var[y] &minus; s<sup>2</sup>), "
+    "with s<sup>2</sup> the mean variance across repeats, Var[y] the variance of all "
+    "trials and MSE the mean squared error of the prediction over trials.</p>"
+)
+
+
+def fit_metrics_section(analysis: dict[str, Any]) -> list[str]:
+    """The fit metrics table (values with their intervals) and the fraction of oracle."""
+    rows = fit_metric_rows(analysis)
+    if not rows:
+        return []
+    config = analysis.get("config", {})
+
+    def interval(row: dict[str, Any], key: str) -> str:
+        value, low, high = row[key], row[f"{key}_low"], row[f"{key}_high"]
+        if value is None or not np.isfinite(value):
+            return "&ndash;"
+        if low is None or not np.isfinite(low):
+            return f"{value:.2f}"
+        return f"{value:.2f} [{low:.2f}, {high:.2f}]"
+
+    head = [
+        "channel",
+        "images",
+        "stimuli x repeats",
+        "r",
+        "noise ceiling",
+        "r<sup>2</sup>/ceiling",
+        "oracle r",
+        "FEV",
+        "FEVE",
+    ]
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f"<td>{cell}</td>"
+            for cell in (
+                html.escape(str(row["channel"])),
+                html.escape(str(row["images"])),
+                f"{row['n_stimuli']} x {row['mean_repeats']:.1f}",
+                interval(row, "r"),
+                interval(row, "noise_ceiling"),
+                interval(row, "r2_over_ceiling"),
+                interval(row, "oracle_r"),
+                "&ndash;" if row["fev"] is None else f"{row['fev']:.2f}",
+                interval(row, "feve"),
+            )
+        )
+        + "</tr>"
+        for row in rows
+    )
+    summary = analysis.get("summary", {})
+    fractions = [
+        f"{html.escape(cat)}: {value:.2f}"
+        for cat, value in [
+            (
+                f"held-out {categories(analysis)['preferred']}",
+                summary.get("fraction_of_oracle_preferred"),
+            ),
+            *summary.get("fraction_of_oracle", {}).items(),
+        ]
+        if value is not None and np.isfinite(value)
+    ]
+    return [
+        "<h2>Fit metrics</h2>",
+        FIT_METRICS_TEXT.format(
+            conf=config.get("confidence", 0.95), n_boot=config.get("bootstrap", 1000)
+        ),
+        "<div class=wide><table><tr>"
+        + "".join(f"<th>{h}</th>" for h in head)
+        + f"</tr>{body}</table></div>",
+        "<p>Fraction of oracle (the slope through the origin of r against oracle r across "
+        "channels, Lurz et al. 2021): " + ("; ".join(fractions) or "&ndash;") + ".</p>",
+    ]
+
+
 def _summary(summary: dict[str, Any]) -> list[str]:
     """The summary's fractions as text, per category where a test is per category."""
     out = []
@@ -304,23 +487,53 @@ def _summary(summary: dict[str, Any]) -> list[str]:
 
 
 def _label(column: str) -> str:
-    """A table heading for an analysis column (``mw_p_object`` -> ``p two-sided (object)``)."""
+    """A table heading for an analysis column, naming its test and unit (``mw_p_object`` ->
+    ``Mann-Whitney p, two-sided (vs object)``)."""
     for prefix, label in (
-        ("mw_u_", "Mann-Whitney U vs {}"),
-        ("mw_p_greater_", "p preferred > {}"),
-        ("mw_p_", "p two-sided vs {}"),
-        ("median_", "median {}"),
-        ("noise_ceiling_", "noise ceiling {}"),
-        ("r_normalised_", "normalised r {}"),
-        ("r_", "r {}"),
-        ("p_", "p {}"),
+        ("mw_u_", "Mann-Whitney U (vs {})"),
+        ("mw_p_greater_", "Mann-Whitney p, one-sided: preferred > {}"),
+        ("mw_p_", "Mann-Whitney p, two-sided (vs {})"),
+        ("median_", "median response, {} (spikes/s)"),
+        ("noise_ceiling_", "noise ceiling, {} (split-half, Spearman-Brown)"),
+        ("r_normalised_", "r / sqrt(noise ceiling), {}"),
+        ("r_", "prediction r (Pearson), {}"),
+        ("p_", "p (Pearson r = 0), {}"),
     ):
         if column.startswith(prefix):
             return label.format(column.removeprefix(prefix).replace("_", " "))
     return {
-        "stable": "stable (r > 0.6)",
-        "selective": "selective (p two-sided < alpha, preferred above, vs every category)",
+        "stability_r": "test/retest r (Pearson, phase 1 vs 2)",
+        "stability_p": "p (Pearson r = 0)",
+        "stable": "stable (test/retest r > 0.6)",
+        "selective": "selective (Mann-Whitney p two-sided < alpha, preferred above, vs every "
+        "category)",
     }.get(column, column.replace("_", " "))
+
+
+HOW_TO_READ = """<section class=howto><h2>How to read this report</h2>
+<p><b>The loop.</b> In phase one the monkey saw the preferred set (bodies in the paper) while
+the probe recorded each channel. For every channel that responded reliably, a readout was fitted:
+a location on the backbone's 7 x 7 feature map and a weight per feature, predicting the
+channel's response to an image (sec. 3.1). Phase two showed images the readouts picked from
+the candidate sets (the best, worst and most similar per channel) and repeated preferred
+images to check that the recording stayed stable (sec. 4).</p>
+<p><b>s, the shared features.</b> For one channel and two images, s is the cosine similarity of
+the two images' features, each weighted by the channel's readout weights (eq. 2-3): 1 when the
+channel sees the two images through the same features, 0 when they share none. The pairs shown
+are an image of another category (x_out, an object) and one of the preferred set (x_in, a body)
+with high s (sec. 5.2).</p>
+<p><b>The maps.</b> Parallel backpropagation (sec. 3.3, eq. 4-7) traces the shared features
+back to the pixels of both images at once: bright where a pixel drives features that the
+channel weights and that the other image shares. A map's size is bounded by s (eq. 7). The
+sanity checks below test whether the maps change when the model is randomised, as they must
+if they explain the model rather than the image.</p>
+<p><b>The fragments.</b> Phase three (the paper's proposal, sec. 6) cut each visualised image
+into its most salient part, the least salient part of the same area and a random part, showed
+them, and measured how much of the intact image's response each kept: if the maps are right,
+the salient fragment keeps the most.</p>
+<p>Tests are named in each column heading; responses are net rates in spikes/s (response
+window minus baseline window, A.2); every p is two-sided unless the heading says otherwise.</p>
+</section>"""
 
 
 def read_image(path) -> np.ndarray:
@@ -354,9 +567,10 @@ def build_report(store: Store, session_id: str, images: dict[str, dict[str, Any]
     ]
     if config.backbone == "resnet50_random":
         parts.append(
-            "<p><b>Backbone resnet50_random is a seeded random-init stand-in, not the "
+            "<p class=warn><b>Backbone resnet50_random is a seeded random-init stand-in, not the "
             "paper's robust ResNet-50.</b></p>"
         )
+    parts.append(HOW_TO_READ)
     provenance: dict[str, Any] = {}
     analysis = files.analysis() if files.has_analysis() else None
     if analysis:
@@ -400,7 +614,9 @@ def build_report(store: Store, session_id: str, images: dict[str, dict[str, Any]
                             "channel": meta["channel"],
                             "x_out_response": others[meta["x_out"]],
                             "mean_other": float(np.mean(list(others.values()))),
+                            "sd_other": _sd(others),
                             "mean_preferred": float(np.mean(list(preferred.values()))),
+                            "sd_preferred": _sd(preferred),
                         }
                     )
         if rows3b:
@@ -409,11 +625,12 @@ def build_report(store: Store, session_id: str, images: dict[str, dict[str, Any]
                 _img(fig3b(rows3b, config.preferred_category), "Figure 3b"),
             ]
         grid = base64.b64encode(grid_figure(panels)).decode()
+        rows = [{**m, "sanity_verdict": _sanity_words(m.get("sanity"))} for m in metas]
         parts += [
             "<h2>Shared-feature saliency (Fig. 4/5)</h2>",
             _img(grid, "Saliency grid"),
             _table(
-                metas,
+                rows,
                 [
                     ("channel", "channel"),
                     ("x_out", "x_out"),
@@ -424,9 +641,11 @@ def build_report(store: Store, session_id: str, images: dict[str, dict[str, Any]
                     ("norm_in", "|I(x_in)|"),
                     ("covered", "fraction of s"),
                     ("method", "method"),
+                    ("sanity_verdict", "sanity checks (model, data)"),
                 ],
             ),
         ]
+        parts += sanity_section(files, metas)
         provenance = provenance or metas[0].get("provenance", {})
 
     parts += phase_three_section(files, config.preferred_category, images)
@@ -441,24 +660,25 @@ def build_report(store: Store, session_id: str, images: dict[str, dict[str, Any]
                 [
                     ("channel", "channel"),
                     ("included", "included"),
-                    ("responsive_statistic", "max mean (spikes/s)"),
-                    ("responsive_p", "p"),
+                    ("responsive_statistic", "best stimulus mean (spikes/s; >= 5)"),
+                    ("responsive_p", "p (Wilcoxon signed-rank, best stimulus > 0)"),
                     ("selective_statistic", "Kruskal-Wallis H"),
-                    ("selective_p", "p"),
-                    ("reliable_statistic", "split-half (SB)"),
-                    ("reliable_p", "p"),
-                    ("r_test", "test r"),
-                    ("p_test", "p"),
+                    ("selective_p", "p (Kruskal-Wallis; < 0.01)"),
+                    ("reliable_statistic", "split-half r, Spearman-Brown (> 0.5)"),
+                    ("reliable_p", "p (Pearson r = 0)"),
+                    ("r_test", "held-out r (Pearson)"),
+                    ("p_test", "p (Pearson r = 0)"),
                     ("reason", "reason"),
                 ],
             ),
         ]
     if analysis:
-        rows = analysis_rows(analysis)
+        rows = analysis_rows(analysis, metrics=False)
         parts += [
             "<h2>Stability, selectivity and generalisation</h2>",
             _table(rows, [(k, _label(k)) for k in rows[0]] if rows else []),
         ]
+        parts += fit_metrics_section(analysis)
     prov = {**record.provenance, **provenance}
     parts.append(
         "<hr><p class=prov>"
@@ -471,6 +691,9 @@ def build_report(store: Store, session_id: str, images: dict[str, dict[str, Any]
         "body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:"
         "collapse;font-size:12px;margin:1em 0}td,th{border:1px solid #bbb;padding:2px 6px}"
         "img{max-width:100%}.prov{font-size:11px;color:#444}"
+        ".wide{overflow-x:auto}.warn{background:#fff3cd;border:1px solid #d39e00;padding:.5em}"
+        ".howto{background:#f4f6f8;padding:.2em 1em;font-size:14px}"
+        "@media print{img{page-break-inside:avoid}table{font-size:10px}}"
     )
     return (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>stimloop "

@@ -126,6 +126,7 @@ class KindResult:
     recorded_retained: float  # mean R(f) / R(source) over fragments with R(source) > 0
     predicted_retained: float  # the same ratio of predictions
     retained_n: int  # fragments whose recorded source response is positive
+    recorded_retained_sd: float = float("nan")  # SD of R(f) / R(source) over those fragments
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,12 @@ class PhaseThreeAnalysis:
             "summary": self.summary,
             "config": {"alpha": self.alpha, "min_stability": self.min_stability},
         }
+
+
+def finite_sd(values: list[float]) -> float:
+    """Sample SD (ddof 1) of the finite values; NaN below two."""
+    finite = np.asarray(values, float)[np.isfinite(values)]
+    return float(np.std(finite, ddof=1)) if len(finite) > 1 else float("nan")
 
 
 def retained(fragment: float, source: float) -> float:
@@ -258,6 +265,7 @@ def analyse_phase_three(
                     finite_mean(kept_rec),
                     finite_mean(kept_pred),
                     int(np.isfinite(kept_rec).sum()),
+                    finite_sd(kept_rec),
                 )
             )
         comparisons = []
