@@ -15,7 +15,7 @@ $(VENV)/.installed-server: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -e '.[server,embedded,nwb,dev]'
+	$(BIN)/python -m pip install -e '.[server,embedded,nwb,rig,dev]'
 	touch $(VENV)/.installed-server $@
 
 demo: $(VENV)/.installed-server
