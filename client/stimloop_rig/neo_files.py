@@ -6,10 +6,14 @@ multi-unit activity) and the event channels (times and labels). neo leaves out a
 spike channel that has no spikes; its name is read from the file's own channel headers
 (PlexHeaders: the 7504-byte file header holds the number of spike channels, each 1020-byte
 channel header begins with its 32-byte name), so a silent channel still gets its zero counts.
+A .nex file has one variable per sorted unit, named by Plexon's convention: the channel's name
+and a unit letter (``sig001a``, ``sig001b``, ``sig001U``); units whose names differ only in
+that last letter after a digit are one channel (``sig001``), any other name is a channel.
 """
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +52,14 @@ def plexon_channel_names(path: Path) -> list[str]:
     return names
 
 
+UNIT_LETTER = re.compile(r"(?<=\d)[A-Za-z]$")  # sig001a -> sig001: Plexon's unit suffix
+
+
+def electrode(unit: str) -> str:
+    """The channel a .nex unit variable belongs to (module docstring)."""
+    return UNIT_LETTER.sub("", unit)
+
+
 def read_neo(path: Path) -> NeoRecording:
     """A file neo can read, as spike trains per channel and event channels."""
     path = Path(path)
@@ -80,6 +92,8 @@ def read_neo(path: Path) -> NeoRecording:
     grouped: dict[str, list[np.ndarray]] = {}
     for train in segment.spiketrains:
         name = str(train.name or train.annotations.get("id", "unit"))
+        if fmt == "NeuroExplorer":
+            name = electrode(name)
         grouped.setdefault(name, []).append(np.asarray(train.times.rescale("s").magnitude))
     spikes = {k: np.sort(np.concatenate(v)) for k, v in grouped.items()}
     channels = list(spikes)

@@ -1,5 +1,6 @@
-"""Open Ephys recordings to trials: against today's spike-times NPZ of the same spikes (to the
-spike), threshold crossings against planted spikes, and every refusal."""
+"""Open Ephys, Plexon and NeuroExplorer recordings to trials: against today's spike-times NPZ
+of the same spikes (to the spike), threshold crossings against planted spikes, and every
+refusal."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ import time
 import numpy as np
 import pytest
 from stimloop_rig.mua import MuaSettings, threshold_crossings
+from stimloop_rig.neo_files import electrode
 from stimloop_rig.openephys import read_openephys
 from stimloop_rig.readers import TrialFileError, read_spike_npz
 from stimloop_rig.recording import RecordingSettings, check_sequence, read_recording
 
+from tests.client.nex_files import EVENT, MARKER, NEURON, Variable, write_nex
 from tests.client.openephys_files import RATE, planted_signal, write_recording
 from tests.client.plexon_files import write_plx
 
@@ -257,3 +260,83 @@ def test_plexon_refusals_name_the_event_channels(tmp_path):
     odd.write_bytes(b"nothing")
     with pytest.raises(TrialFileError, match=r"no reader for '\.xyz' files"):
         read_recording(odd, RecordingSettings(codes=codes))
+
+
+NEX_RATE = 40000.0
+
+
+def nex_like(tmp_path, strobed: str = "Strobed"):
+    """A .nex file as Offline Sorter writes it: units sig001a and sig001b (one electrode:
+    multi-unit), sig002U, a silent sig003a; 12 codes as five-digit markers on ``strobed``, a
+    photodiode event EVT08 10 ms after each; and today's spike NPZ of the same spikes."""
+    rng = np.random.default_rng(5)
+    order = [k % 4 for k in range(12)]
+    code_ticks = 40000 + np.arange(12) * 60000
+    pulse_ticks = code_ticks + 400
+    units = {
+        "sig001a": np.sort(rng.integers(0, 800000, 700)),
+        "sig001b": np.sort(rng.integers(0, 800000, 300)),
+        "sig002U": np.sort(rng.integers(0, 800000, 500)),
+        "sig003a": np.zeros(0, np.int64),
+    }
+    variables = [Variable(NEURON, n, t) for n, t in units.items()]
+    variables += [
+        Variable(EVENT, "EVT08", pulse_ticks),
+        Variable(MARKER, strobed, code_ticks, markers=tuple(f"{k + 1:05d}" for k in order)),
+    ]
+    path = tmp_path / "sorted.nex"
+    write_nex(path, NEX_RATE, variables, end=800000)
+    merged = {
+        "sig001": np.sort(np.concatenate([units["sig001a"], units["sig001b"]])),
+        "sig002": units["sig002U"],
+        "sig003": units["sig003a"],
+    }
+    npz = tmp_path / "same.npz"
+    np.savez(
+        npz,
+        event_times=pulse_ticks / NEX_RATE,
+        event_codes=np.array(order),
+        code_ids=np.array(STIMULI),
+        **{f"spikes_{n}": t / NEX_RATE for n, t in merged.items()},
+    )
+    codes = tmp_path / "codes.csv"
+    codes.write_text("code,stimulus\n" + "".join(f"{k + 1},{s}\n" for k, s in enumerate(STIMULI)))
+    return path, npz, codes, order
+
+
+def test_a_nex_file_counts_as_its_spike_npz_with_units_merged_per_electrode(tmp_path):
+    path, npz, codes, order = nex_like(tmp_path)
+    got = read_recording(path, RecordingSettings(codes=codes, photodiode="EVT08"))
+    want = read_spike_npz(npz)
+    order_rows = np.lexsort((got.columns["stimulus"], got.columns["channel"]))
+    want_rows = np.lexsort((want["stimulus"], want["channel"]))
+    for k in want:
+        assert got.columns[k][order_rows].tolist() == want[k][want_rows].tolist(), k
+    assert got.sequence == [STIMULI[k] for k in order]
+    assert [row["channel"] for row in got.channels] == ["sig001", "sig002", "sig003"]
+    assert got.channels[0]["spikes"] == "sorted (NeuroExplorer)"
+    assert got.channels[2]["mean_net_rate"] == 0.0  # a unit without spikes keeps its channel
+
+
+def test_nex_refusals_name_the_file_and_its_event_channels(tmp_path):
+    path, _, codes, _ = nex_like(tmp_path, strobed="DIO words")
+    with pytest.raises(TrialFileError, match=r"\(NeuroExplorer\): name the event channel") as e:
+        read_recording(path, RecordingSettings(codes=codes, photodiode="EVT08"))
+    assert "'DIO words'" in str(e.value) and str(path) in str(e.value)
+    got = read_recording(
+        path, RecordingSettings(codes=codes, photodiode="EVT08", code_events="DIO words")
+    )
+    assert len(got.sequence) == 12
+    with pytest.raises(TrialFileError, match="the events of 'EVT08' are not numeric codes"):
+        read_recording(path, RecordingSettings(codes=codes, code_events="EVT08"))
+
+
+def test_plexon_unit_letters_name_the_electrode():
+    assert [electrode(n) for n in ["sig001a", "sig001U", "SPK12b", "elec7", "lfp", "a1b2c"]] == [
+        "sig001",
+        "sig001",
+        "SPK12",
+        "elec7",
+        "lfp",
+        "a1b2",
+    ]
