@@ -375,7 +375,9 @@ def _upload_command(phase: int, doc: str) -> None:
             "(Plexon, ...); onsets from its pulses.",
         ),
         code_events: str | None = typer.Option(
-            None, help="The event channel of the codes in a Plexon/neo file (default: Strobed)."
+            None,
+            help="The event channel of the codes in a file read with neo (default: the strobed "
+            "one; Blackrock: digital_input_port).",
         ),
         spikes: str = typer.Option(
             "auto", help="auto, sorted or mua (threshold crossings of the raw signal)."

@@ -4,7 +4,9 @@ channel's spikes (sorted, or threshold crossings of the raw signal: ``mua``) int
 
 Codes: in an Open Ephys recording a TTL word set by the stimulus computer (a code event is
 the word changing to a non-zero value, the photodiode's line masked out); in a file neo reads
-(Plexon, ...) the labels of the strobed event channel (``code_events`` names another).
+(Plexon, ...) the non-zero labels of the strobed event channel, else of Blackrock's
+``digital_input_port`` (whose return to 0 after a code is no code); ``code_events`` names
+another.
 ``codes.csv`` (columns ``code`` and ``stimulus``) says which image each code shows. With
 ``photodiode`` (Open Ephys: a TTL line, 1-based; neo: an event channel's name), a stimulus's
 onset is the photodiode's first pulse within ``max_delay`` (0.2 s) of its code, the paper's
@@ -33,7 +35,7 @@ from stimloop_rig.readers import PAPER_WINDOWS, TrialFileError, counts_from_spik
 class RecordingSettings:
     codes: Path | None = None
     photodiode: int | str | None = None  # Open Ephys: its TTL line (1-based); else its channel
-    code_events: str | None = None  # the event channel of the codes (default: 'Strobed')
+    code_events: str | None = None  # the codes' event channel (default: Strobed, digital port)
     max_delay: float = 0.2  # s from a code to its photodiode pulse
     spikes: Literal["auto", "sorted", "mua"] = "auto"  # auto: sorted spikes where present
     channels: tuple[str, ...] = ()  # the session's names of the recorded channels, in order
@@ -77,6 +79,11 @@ def read_codes(path: Path) -> dict[int, str]:
             raise TrialFileError(
                 f"{path}: row {k}: code {row['code']!r} is not a whole number"
             ) from None
+        if code <= 0:
+            raise TrialFileError(
+                f"{path}: row {k}: code {code}: 0 is the event port at rest, not a code; number "
+                "the stimuli from 1"
+            )
         if code in codes:
             raise TrialFileError(f"{path}: row {k}: code {code} is given twice")
         if not row["stimulus"]:
@@ -253,6 +260,7 @@ def _neo(path: Path, settings: RecordingSettings, codes: dict[int, str]):
     by_name = {e.name: e for e in found.events}
     listed = ", ".join(repr(n) for n in by_name) or "none"
     strobed = [e for e in found.events if "strob" in e.name.lower()]
+    strobed = strobed or [e for e in found.events if e.name == "digital_input_port"]
     name = settings.code_events or (strobed[0].name if len(strobed) == 1 else None)
     if name is None or name not in by_name:
         raise TrialFileError(
@@ -264,6 +272,8 @@ def _neo(path: Path, settings: RecordingSettings, codes: dict[int, str]):
         values = np.array([int(float(v)) for v in channel.labels], np.int64)
     except ValueError:
         raise TrialFileError(f"{source}: the events of {name!r} are not numeric codes") from None
+    coded = values != 0  # a digital port going back to 0 ends a code (Blackrock); not a code
+    code_times, values = channel.times[coded], values[coded]
     pulses = None
     if settings.photodiode is not None:
         pd = str(settings.photodiode)
@@ -274,7 +284,7 @@ def _neo(path: Path, settings: RecordingSettings, codes: dict[int, str]):
             )
         pulses = by_name[pd].times
     onsets, stimuli = stimulus_onsets(
-        channel.times, values, pulses, codes, settings.max_delay, source, repr(settings.photodiode)
+        code_times, values, pulses, codes, settings.max_delay, source, repr(settings.photodiode)
     )
     times = [found.spikes[n] for n in found.channels]
     names = session_names(found.channels, settings.channels, source)

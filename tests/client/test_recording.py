@@ -1,9 +1,10 @@
-"""Open Ephys, Plexon and NeuroExplorer recordings to trials: against today's spike-times NPZ
-of the same spikes (to the spike), threshold crossings against planted spikes, and every
-refusal."""
+"""Open Ephys, Plexon, NeuroExplorer and Blackrock recordings to trials: against today's
+spike-times NPZ of the same spikes (to the spike), threshold crossings against planted spikes,
+and every refusal."""
 
 from __future__ import annotations
 
+import struct
 import threading
 import time
 
@@ -15,6 +16,7 @@ from stimloop_rig.openephys import read_openephys
 from stimloop_rig.readers import TrialFileError, read_spike_npz
 from stimloop_rig.recording import RecordingSettings, check_sequence, read_recording
 
+from tests.client.blackrock_files import write_nev
 from tests.client.nex_files import EVENT, MARKER, NEURON, Variable, write_nex
 from tests.client.openephys_files import RATE, planted_signal, write_recording
 from tests.client.plexon_files import write_plx
@@ -340,3 +342,90 @@ def test_plexon_unit_letters_name_the_electrode():
         "lfp",
         "a1b2",
     ]
+
+
+NEV_RATE = 30000
+
+
+def blackrock_like(tmp_path):
+    """A .nev file: electrode 1 (label elec1) with sorted units 1 and 2 and noise (unit 255,
+    left out), electrode 2 unclassified (unit 0), a silent electrode 3; 12 codes on the
+    digital port, each cleared to 0 after 100 ms; and today's spike NPZ of the same spikes
+    with the codes as onsets (a .nev has no photodiode channel)."""
+    rng = np.random.default_rng(8)
+    order = [k % 4 for k in range(12)]
+    code_ticks = 30000 + np.arange(12) * 45000
+    units = {
+        1: np.sort(rng.integers(0, 600000, 800)),
+        2: np.sort(rng.integers(0, 600000, 300)),
+        255: np.sort(rng.integers(0, 600000, 200)),
+    }
+    unclassified = np.sort(rng.integers(0, 600000, 500))
+    path = tmp_path / "datafile001.nev"
+    words = [w for k in order for w in (k + 1, 0)]
+    ticks = np.sort(np.concatenate([code_ticks, code_ticks + 3000]))
+    electrodes = {"elec1": (1, units), "elec2": (2, {0: unclassified}), "elec3": (3, {})}
+    write_nev(path, NEV_RATE, electrodes, words, ticks)
+    npz = tmp_path / "same.npz"
+    np.savez(
+        npz,
+        event_times=code_ticks / NEV_RATE,
+        event_codes=np.array(order),
+        code_ids=np.array(STIMULI),
+        spikes_elec1=np.sort(np.concatenate([units[1], units[2]])) / NEV_RATE,
+        spikes_elec2=unclassified / NEV_RATE,
+        spikes_elec3=np.zeros(0),
+    )
+    codes = tmp_path / "codes.csv"
+    codes.write_text("code,stimulus\n" + "".join(f"{k + 1},{s}\n" for k, s in enumerate(STIMULI)))
+    return path, npz, codes, order
+
+
+def test_a_blackrock_file_counts_as_its_spike_npz(tmp_path):
+    path, npz, codes, order = blackrock_like(tmp_path)
+    got = read_recording(path, RecordingSettings(codes=codes))  # the digital port's codes
+    want = read_spike_npz(npz)
+    order_rows = np.lexsort((got.columns["stimulus"], got.columns["channel"]))
+    want_rows = np.lexsort((want["stimulus"], want["channel"]))
+    for k in want:
+        assert got.columns[k][order_rows].tolist() == want[k][want_rows].tolist(), k
+    assert got.sequence == [STIMULI[k] for k in order]  # the port's return to 0 is no code
+    assert [row["channel"] for row in got.channels] == ["elec1", "elec2", "elec3"]
+    assert got.channels[0]["spikes"] == "sorted (Blackrock)"
+    assert got.channels[2]["trials"] == 12 and got.channels[2]["mean_net_rate"] == 0.0
+
+
+def test_blackrock_refusals_name_the_format_and_what_to_fix(tmp_path):
+    path, _, codes, _ = blackrock_like(tmp_path)
+    with pytest.raises(TrialFileError, match=r"\(Blackrock\): name the event channel") as e:
+        read_recording(path, RecordingSettings(codes=codes, code_events="Strobed"))
+    assert "'digital_input_port'" in str(e.value) and "'serial_input_port'" in str(e.value)
+    broken = tmp_path / "broken.nev"
+    broken.write_bytes(b"NEURALEV" + b"\x02\x03" + b"\0" * 20)
+    with pytest.raises(TrialFileError, match=r"broken\.nev: the Blackrock reader could not"):
+        read_recording(broken, RecordingSettings(codes=codes))
+    zero = tmp_path / "zero.csv"
+    zero.write_text("code,stimulus\n0,body_0000\n")
+    with pytest.raises(TrialFileError, match="0 is the event port at rest"):
+        read_recording(path, RecordingSettings(codes=zero))
+
+
+def test_damaged_acquisition_files_are_refused_as_trial_file_errors(tmp_path):
+    """Truncated files and headers that declare more than the file holds: a clear refusal
+    naming the file, never another exception."""
+    (tmp_path / "nex").mkdir()
+    nex, _, codes, _ = nex_like(tmp_path / "nex")
+    nev, *_ = blackrock_like(tmp_path)
+    plx, *_ = plexon_like(tmp_path)
+    damaged = {
+        "cut.nex": nex.read_bytes()[:700],  # variable headers cut short
+        "cut.nev": nev.read_bytes()[:400],  # extended headers cut short
+        "cut.plx": plx.read_bytes()[:9000],  # channel headers cut short
+        "many.nev": nev.read_bytes()[:332] + struct.pack("<I", 2**31) + nev.read_bytes()[336:],
+        "many.nex": nex.read_bytes()[:280] + struct.pack("<i", 2**30) + nex.read_bytes()[284:],
+    }
+    for name, data in damaged.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(TrialFileError, match=str(path).replace(".", r"\.")):
+            read_recording(path, RecordingSettings(codes=codes))
