@@ -1,5 +1,5 @@
 """The acquisition systems' own files through neo (the ``rig`` extra): Plexon ``.plx``,
-NeuroExplorer ``.nex``, Blackrock ``.nev`` and whatever else ``neo.io.get_io`` reads.
+NeuroExplorer ``.nex``, Blackrock ``.nev`` and whatever else neo reads by its suffix.
 
 What stimloop takes from them: each channel's spike trains (all units of a channel merged:
 multi-unit activity) and the event channels (times and labels). neo leaves out a Plexon
