@@ -45,9 +45,24 @@ def session_like(tmp_path, photodiode_pulses: bool = True, **options):
         spikes=spikes,
         **options,
     )
-    codes = tmp_path / "codes.csv"
-    codes.write_text("code,stimulus\n" + "".join(f"{k + 1},{s}\n" for k, s in enumerate(STIMULI)))
+    codes = codes_file(tmp_path)
     return planned, codes, order
+
+
+def codes_file(folder):
+    """``codes.csv``: codes 1-4 name the four stimuli."""
+    codes = folder / "codes.csv"
+    codes.write_text("code,stimulus\n" + "".join(f"{k + 1},{s}\n" for k, s in enumerate(STIMULI)))
+    return codes
+
+
+def assert_same_trials(got, npz) -> None:
+    """A recording's trials are, row for row, those of the spike-times NPZ of its spikes."""
+    want = read_spike_npz(npz)
+    order_rows = np.lexsort((got.columns["stimulus"], got.columns["channel"]))
+    want_rows = np.lexsort((want["stimulus"], want["channel"]))
+    for k in want:
+        assert got.columns[k][order_rows].tolist() == want[k][want_rows].tolist(), k
 
 
 def spike_npz(path, planned, order: list[int], names: list[str]):
@@ -228,19 +243,14 @@ def plexon_like(tmp_path, pulses: bool = True):
         spikes_sigB=merged["sigB"],
         spikes_sigC=np.zeros(0),
     )
-    codes = tmp_path / "codes.csv"
-    codes.write_text("code,stimulus\n" + "".join(f"{k + 1},{s}\n" for k, s in enumerate(STIMULI)))
+    codes = codes_file(tmp_path)
     return path, npz, codes, order
 
 
 def test_a_plexon_file_counts_as_its_spike_npz(tmp_path):
     path, npz, codes, order = plexon_like(tmp_path)
     got = read_recording(path, RecordingSettings(codes=codes, photodiode="EVT08"))
-    want = read_spike_npz(npz)
-    order_rows = np.lexsort((got.columns["stimulus"], got.columns["channel"]))
-    want_rows = np.lexsort((want["stimulus"], want["channel"]))
-    for k in want:
-        assert got.columns[k][order_rows].tolist() == want[k][want_rows].tolist(), k
+    assert_same_trials(got, npz)
     assert got.sequence == [STIMULI[k] for k in order]
     assert [row["channel"] for row in got.channels] == ["sigA", "sigB", "sigC"]  # C is silent
     assert got.channels[2]["mean_net_rate"] == 0.0
@@ -301,19 +311,14 @@ def nex_like(tmp_path, strobed: str = "Strobed"):
         code_ids=np.array(STIMULI),
         **{f"spikes_{n}": t / NEX_RATE for n, t in merged.items()},
     )
-    codes = tmp_path / "codes.csv"
-    codes.write_text("code,stimulus\n" + "".join(f"{k + 1},{s}\n" for k, s in enumerate(STIMULI)))
+    codes = codes_file(tmp_path)
     return path, npz, codes, order
 
 
 def test_a_nex_file_counts_as_its_spike_npz_with_units_merged_per_electrode(tmp_path):
     path, npz, codes, order = nex_like(tmp_path)
     got = read_recording(path, RecordingSettings(codes=codes, photodiode="EVT08"))
-    want = read_spike_npz(npz)
-    order_rows = np.lexsort((got.columns["stimulus"], got.columns["channel"]))
-    want_rows = np.lexsort((want["stimulus"], want["channel"]))
-    for k in want:
-        assert got.columns[k][order_rows].tolist() == want[k][want_rows].tolist(), k
+    assert_same_trials(got, npz)
     assert got.sequence == [STIMULI[k] for k in order]
     assert [row["channel"] for row in got.channels] == ["sig001", "sig002", "sig003"]
     assert got.channels[0]["spikes"] == "sorted (NeuroExplorer)"
@@ -376,19 +381,14 @@ def blackrock_like(tmp_path):
         spikes_elec2=unclassified / NEV_RATE,
         spikes_elec3=np.zeros(0),
     )
-    codes = tmp_path / "codes.csv"
-    codes.write_text("code,stimulus\n" + "".join(f"{k + 1},{s}\n" for k, s in enumerate(STIMULI)))
+    codes = codes_file(tmp_path)
     return path, npz, codes, order
 
 
 def test_a_blackrock_file_counts_as_its_spike_npz(tmp_path):
     path, npz, codes, order = blackrock_like(tmp_path)
     got = read_recording(path, RecordingSettings(codes=codes))  # the digital port's codes
-    want = read_spike_npz(npz)
-    order_rows = np.lexsort((got.columns["stimulus"], got.columns["channel"]))
-    want_rows = np.lexsort((want["stimulus"], want["channel"]))
-    for k in want:
-        assert got.columns[k][order_rows].tolist() == want[k][want_rows].tolist(), k
+    assert_same_trials(got, npz)
     assert got.sequence == [STIMULI[k] for k in order]  # the port's return to 0 is no code
     assert [row["channel"] for row in got.channels] == ["elec1", "elec2", "elec3"]
     assert got.channels[0]["spikes"] == "sorted (Blackrock)"
