@@ -4,6 +4,7 @@ models store, from a working directory that is not the repository."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -98,6 +99,12 @@ def test_quick_demo_with_a_relative_output_folder(tmp_path):
     # all three phases: the phase-three list and its section in the report
     assert (tmp_path / "demo" / "phase_three_list.csv").read_text().startswith("order,stimulus")
     assert "Phase three" in (tmp_path / "demo" / "report.html").read_text()
+    # the best channel's maps with their sanity checks, in the output and the report
+    assert re.search(
+        r"sanity checks of ch\d+'s maps .*: model -?[0-9.]+ \((passed|FAILED)\)",
+        " ".join(result.stdout.split()),
+    )
+    assert "Sanity checks of the maps" in (tmp_path / "demo" / "report.html").read_text()
 
 
 def test_the_wheel_installs_the_two_packages_by_their_folder_names(tmp_path):
