@@ -121,7 +121,15 @@ def served(tmp_path: Path) -> Iterator[tuple[str, str, Path, dict[str, str]]]:
     serve = subprocess.Popen(
         ["stimloop", "serve", "--workers", "1", "--port", str(port)],
         cwd=server_dir,
-        env={**env, "STIMLOOP_DEVICE": "cpu", "STIMLOOP_JOB_STALE_S": "120"},
+        # on this CPU the maps cover half of s (95% by default) and the sanity checks map 8
+        # features (32): the README's commands at a fraction of their cost
+        env={
+            **env,
+            "STIMLOOP_DEVICE": "cpu",
+            "STIMLOOP_JOB_STALE_S": "120",
+            "STIMLOOP_SALIENCY_CPU_COVERAGE": "0.5",
+            "STIMLOOP_SANITY_CPU_FEATURES": "8",
+        },
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -204,6 +212,11 @@ def test_the_readme_rig_section_runs_as_written_with_one_rig_token(tmp_path, neu
         assert "model randomisation" in said and "data randomisation" in said, said
         assert (rig_dir / "ch03.png").read_bytes()[:4] == b"\x89PNG"
         assert (rig_dir / "ch03.sanity.png").read_bytes()[:4] == b"\x89PNG"  # the checks' strip
+        stored = server_dir / "models_store" / "sessions" / session / "saliency" / "sanity"
+        checks = [__import__("json").loads(f.read_text()) for f in stored.glob("*.json")]
+        assert [c["max_features"] for c in checks] == [8]  # STIMLOOP_SANITY_CPU_FEATURES
+        metas = [__import__("json").loads(f.read_text()) for f in stored.parent.glob("*.json")]
+        assert [m["coverage_requested"] for m in metas] == [0.5]  # ..._SALIENCY_CPU_COVERAGE
         archive = zipfile.ZipFile(rig_dir / "phase3_stimuli.zip")
         manifest = __import__("json").loads(archive.read("manifest.json"))
         fragments = [Image.open(io.BytesIO(archive.read(m["file"]))) for m in manifest]

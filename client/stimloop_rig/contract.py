@@ -246,7 +246,11 @@ class SanityRequest(Strict):
     )
     max_similarity: float = Field(0.5, ge=-1, le=1)
     max_features: int | None = Field(
-        None, ge=1, le=4096, description="Features per map; None: 32 on a CPU, all on a GPU"
+        None,
+        ge=1,
+        le=4096,
+        description="Features per map; None: all on a GPU, the server's "
+        "STIMLOOP_SANITY_CPU_FEATURES (32) on a CPU",
     )
 
 

@@ -54,6 +54,20 @@ class Settings(BaseSettings):
         "worker every few seconds: a job whose worker is killed, frozen or cut off from Redis "
         "is reported failed this long after its last beat (progress reports play no part).",
     )
+    saliency_cpu_coverage: float = Field(
+        default=0.95,
+        gt=0,
+        le=1,
+        description="Fraction of s the saliency maps cover on a CPU when the request names "
+        "none (the fewest top features by beta; each costs a backward pass; a GPU covers all).",
+    )
+    sanity_cpu_features: int = Field(
+        default=32,
+        ge=1,
+        le=4096,
+        description="Features per map in the sanity checks on a CPU when the request names "
+        "none (each costs a backward pass per map; a GPU maps all of them).",
+    )
     host: str = Field(default="127.0.0.1")
     port: int = Field(default=8000)
 

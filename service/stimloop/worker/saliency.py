@@ -39,9 +39,12 @@ def saliency(
     others = {i: p for c in config.others for i, p in res.set_paths(c.set).items()}
     preferred = res.set_paths(config.preferred_set)
     x_out, x_in = load_input(others[x_out_id]), load_input(preferred[x_in_id])
+    coverage = request.get("coverage", sal.SETTINGS.coverage)
+    if coverage is None and backbone.device.type != "cuda":
+        coverage = res.settings.saliency_cpu_coverage  # each feature costs a backward pass
     cfg = sal.SaliencyConfig(
         method=request.get("method", sal.SETTINGS.method),
-        coverage=request.get("coverage", sal.SETTINGS.coverage),
+        coverage=coverage,
         sigma=request.get("sigma", sal.SETTINGS.sigma),
         seed=config.seed,
     )

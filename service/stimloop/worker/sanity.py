@@ -23,8 +23,6 @@ from stimloop.science.responses import response_table
 from stimloop.storage.session import SessionConfig, SessionFiles
 from stimloop.worker.resources import Report, Resources, provenance, quiet
 
-CPU_MAX_FEATURES = 32  # features per map on a CPU, where each costs a backward pass
-
 
 def check_saliency(
     res: Resources,
@@ -48,7 +46,7 @@ def check_saliency(
     x_in = load_input(res.set_paths(config.preferred_set)[meta["x_in"]])
     max_features = options.get("max_features")
     if max_features is None and backbone.device.type != "cuda":
-        max_features = CPU_MAX_FEATURES
+        max_features = res.settings.sanity_cpu_features  # each costs a backward pass
     cfg = sal.SaliencyConfig(
         method=meta["method"],
         coverage=meta["config"]["coverage"],
