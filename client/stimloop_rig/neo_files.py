@@ -92,8 +92,12 @@ def blackrock_electrodes(path: Path) -> dict[int, str]:
 def open_reader(path: Path):
     """neo's reader of ``path``, trying each IO its suffix admits; the first one's error is
     the message when none reads it."""
-    import neo  # type: ignore[import-untyped]
-
+    try:
+        import neo  # type: ignore[import-untyped]
+    except ImportError:
+        raise TrialFileError(
+            f"{path}: reading {path.suffix or 'these'} files needs neo: pip install 'stimloop[rig]'"
+        ) from None
     try:
         candidates = neo.io.list_candidate_ios(str(path))
     except (OSError, ValueError):  # a suffix no IO claims
@@ -118,12 +122,6 @@ def open_reader(path: Path):
 def read_neo(path: Path) -> NeoRecording:
     """A file neo can read, as spike trains per channel and event channels."""
     path = Path(path)
-    try:
-        import neo  # noqa: F401
-    except ImportError:
-        raise TrialFileError(
-            f"{path}: reading {path.suffix or 'these'} files needs neo: pip install 'stimloop[rig]'"
-        ) from None
     reader = open_reader(path)
     fmt = type(reader).__name__.removesuffix("IO")
     try:

@@ -259,9 +259,12 @@ def _neo(path: Path, settings: RecordingSettings, codes: dict[int, str]):
     source = f"{path} ({found.format})"
     by_name = {e.name: e for e in found.events}
     listed = ", ".join(repr(n) for n in by_name) or "none"
-    strobed = [e for e in found.events if "strob" in e.name.lower()]
-    strobed = strobed or [e for e in found.events if e.name == "digital_input_port"]
-    name = settings.code_events or (strobed[0].name if len(strobed) == 1 else None)
+    strobed = [e.name for e in found.events if "strob" in e.name.lower()] or [
+        e.name
+        for e in found.events
+        if e.name == "digital_input_port"  # Blackrock's codes
+    ]
+    name = settings.code_events or (strobed[0] if len(strobed) == 1 else None)
     if name is None or name not in by_name:
         raise TrialFileError(
             f"{source}: name the event channel of the stimulus codes with --code-events "
