@@ -13,20 +13,20 @@ Two layouts, as MATLAB rigs write them:
   count of its image so far, the rate the evoked response.
 
 Version 7.3 files are HDF5 and refused with how to save them (``-v7``). Before scipy reads
-anything, the file's top-level elements are walked: compressed ones are inflated in bounded
-steps, so a decompression bomb is refused at the limit, not after it.
+anything, the file's element tree is walked (``mat_elements``): nesting, declared sizes and
+counts are checked against what a trial table can need, and compressed elements are inflated
+in bounded steps, so a bomb is refused at the limit, not after it.
 """
 
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from stimloop_rig.mat_elements import walk_mat
 from stimloop_rig.readers import (
     MAX_NPZ_BYTES,
     NPZ_FLOOR,
@@ -38,7 +38,6 @@ from stimloop_rig.readers import (
 MAT_MEDIA_TYPE = "application/x-matlab-data"
 MAT_V5 = b"MATLAB 5.0 MAT-file"
 HDF5 = b"\x89HDF\r\n\x1a\n"
-MI_MATRIX, MI_COMPRESSED = 14, 15
 COLUMNS = ("stimulus", "channel", "repeat", "rate", "baseline_count", "response_count")
 
 
@@ -48,53 +47,11 @@ def is_mat(data: bytes) -> bool:
 
 
 def check_mat_elements(data: bytes, source: str, max_bytes: int) -> None:
-    """Walk the top-level elements after the 128-byte header: each must be a matrix or a
-    compressed matrix whose declared length fits in the file; compressed ones are inflated
-    in bounded steps, and the elements together may hold at most ``max_bytes``."""
-    if len(data) < 128:
-        raise TrialFileError(f"{source}: too short for a MAT-file ({len(data)} bytes)")
-    order = {b"IM": "<", b"MI": ">"}.get(data[126:128])
-    if order is None:
-        raise TrialFileError(f"{source}: not a MAT-file (no byte-order mark in its header)")
+    """Walk the file's element tree before scipy reads it (``mat_elements``): nesting,
+    declared sizes and element counts against what a trial table can need, and at most
+    ``max_bytes`` of variables (fewer for a small file that inflates far beyond itself)."""
     limit = min(max_bytes, max(NPZ_FLOOR, NPZ_RATIO * len(data)))
-    total, pos = 0, 128
-    while pos < len(data):
-        if pos + 8 > len(data):
-            raise TrialFileError(f"{source}: ends inside an element's tag at byte {pos}")
-        kind, size = struct.unpack(order + "II", data[pos : pos + 8])
-        body = pos + 8
-        if kind not in (MI_MATRIX, MI_COMPRESSED):
-            raise TrialFileError(f"{source}: top-level element of type {kind} at byte {pos}")
-        if body + size > len(data):
-            raise TrialFileError(
-                f"{source}: an element declares {size} bytes at byte {pos}, but the file ends "
-                f"{len(data) - body} bytes later"
-            )
-        if kind == MI_COMPRESSED:
-            total += _inflated_size(data[body : body + size], limit - total, source)
-        else:
-            total += size
-        if total > limit:
-            raise TrialFileError(
-                f"{source}: its variables hold more than {limit} bytes (a decompression bomb?)"
-            )
-        pos = body + size + (-(body + size) % 8 if kind == MI_MATRIX else 0)
-
-
-def _inflated_size(stream: bytes, room: int, source: str) -> int:
-    """The inflated size of one compressed element, stopping once past ``room`` bytes."""
-    inflater = zlib.decompressobj()
-    total, pending = 0, stream
-    try:
-        while pending and total <= room:
-            chunk = inflater.decompress(pending, 2**20)
-            total += len(chunk)
-            pending = inflater.unconsumed_tail
-        if total <= room:
-            total += len(inflater.flush())
-    except zlib.error as exc:
-        raise TrialFileError(f"{source}: a compressed variable is damaged ({exc})") from None
-    return total
+    walk_mat(data, limit, lambda reason: TrialFileError(f"{source}: {reason}"))
 
 
 def parse_trial_mat(

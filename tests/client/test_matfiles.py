@@ -13,6 +13,8 @@ from scipy.io import savemat
 from stimloop_rig.matfiles import is_mat, parse_trial_mat, read_trial_mat
 from stimloop_rig.readers import TrialFileError, read_trial_csv, read_trials
 
+from tests.client import mat_bombs
+
 TABLE = {
     "stimulus": ["body_0001", "body_0001", "body_0002", "body_0002"],
     "channel": ["ch01", "ch02", "ch01", "ch02"],
@@ -131,6 +133,27 @@ ROWS = {
     "damaged compressed stream": (damaged_stream, "damaged"),
     "not a MAT-file": (lambda: b"PK\x03\x04 an npz", "not a MAT-file"),
     "no trial columns": (lambda: mat_bytes({"x": [1.0]}), "expected the columns"),
+    "cells nested 20,000 deep (40 KiB)": (
+        lambda: mat_bombs.nested_cells(20_000),
+        "nested deeper than 4 levels",
+    ),
+    "structs nested 5 deep": (lambda: mat_bytes({"a": {"b": {"c": {"d": {"e": 1.0}}}}}), "deeper"),
+    "a 1 x 2^27 cell array in 184 bytes": (
+        lambda: mat_bombs.declared_cells(2**27),
+        "134,217,728 elements; a trial table needs at most 486,400",
+    ),
+    "a cell array declaring more cells than it holds": (
+        lambda: mat_bombs.declared_cells(400_000, held=2),
+        "bytes hold at most",
+    ),
+    "4e6 empty cells (flat cell bomb)": (
+        lambda: mat_bombs.flat_cells(4_000_000),
+        "4,000,000 elements",
+    ),
+    "a sparse matrix": (
+        lambda: mat_bytes({"rate": __import__("scipy.sparse").sparse.eye(3)}),
+        "a sparse matrix",
+    ),
     "XDream with the wrong length": (
         lambda: mat_bytes({"stimulusID": cells(["a", "b"]), "tEvokedResp": np.ones((3, 3))}),
         "one axis must be the 2 presentations",
@@ -145,6 +168,43 @@ def test_hostile_mat_files_are_refused_with_what_is_wrong(row):
         parse_trial_mat(make(), "upload.mat", max_bytes=2**20)
     assert words in str(caught.value), str(caught.value)
     assert str(caught.value).startswith("upload.mat")
+
+
+def test_mat_bombs_are_what_scipy_reads():
+    """The hand-written bombs, at a harmless size, read in scipy as the layout they claim: so
+    the walk refuses real MAT-files, not a private format."""
+    from scipy.io import loadmat
+
+    value = loadmat(io.BytesIO(mat_bombs.nested_cells(6)))["stimulus"]
+    depth = 0
+    while value.dtype == object:
+        value, depth = value[0, 0], depth + 1
+    assert depth == 6 and value.tolist() == [[1.0]]
+    held = loadmat(io.BytesIO(mat_bombs.declared_cells(3, held=3)))["stimulus"]
+    assert held.shape == (1, 3) and [c.item() for c in held.ravel()] == [0.0, 1.0, 2.0]
+    flat = loadmat(io.BytesIO(mat_bombs.flat_cells(1000)))["stimulus"]
+    assert flat.shape == (1, 1000) and all(c.size == 0 for c in flat.ravel())
+
+
+def test_more_cells_in_all_than_two_text_columns_need_are_refused():
+    data = mat_bombs.flat_cells(400_000, (b"stimulus", b"channel", b"x"))
+    with pytest.raises(TrialFileError, match="972,800 elements in all"):
+        parse_trial_mat(data, "upload.mat")
+
+
+def test_a_table_of_the_papers_scale_is_walked_and_read():
+    """A phase-one table of 475 bodies x 8 repeats x 4 channels, its text as cell arrays in a
+    struct, compressed or not, passes the walk and reads whole."""
+    n = 475 * 8 * 4
+    table = {
+        "stimulus": cells([f"body_{k % 475:04d}" for k in range(n)]),
+        "channel": cells([f"ch{k % 4:02d}" for k in range(n)]),
+        "repeat": np.arange(n) // (475 * 4),
+        "rate": np.linspace(0, 50, n),
+    }
+    for compress in (False, True):
+        got = parse_trial_mat(mat_bytes({"T": table}, do_compression=compress))
+        assert len(got["stimulus"]) == n and got["channel"][17] == "ch01"
 
 
 def test_the_header_tells_a_mat_file_from_an_npz():
