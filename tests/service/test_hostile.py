@@ -25,6 +25,7 @@ from PIL import Image
 from stimloop.science.stimuli import generate_objects
 from stimloop.storage.stimulus_sets import write_stimulus_set
 
+from tests.client import mat_bombs
 from tests.service.conftest import new_session
 from tests.service.test_edges import is_problem
 
@@ -437,6 +438,9 @@ def test_hostile_mat_file_uploads_are_refused_and_change_nothing(service, hsessi
         "inflates past the limit": (big_zeros, "decompression bomb"),
         "nested cells": (mf.nested(), "nested cells"),
         "a tag declaring 2 GiB": (mf.declared_huge(), "file ends"),
+        "cells nested 20,000 deep": (mat_bombs.nested_cells(20_000), "nested deeper than 4"),
+        "a 1 x 2^27 cell array": (mat_bombs.declared_cells(2**27), "134,217,728 elements"),
+        "4e6 empty cells": (mat_bombs.flat_cells(4_000_000), "4,000,000 elements"),
         "unknown channel": (good, "ch99"),
     }
     for row, (content, words) in rows.items():

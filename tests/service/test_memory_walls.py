@@ -1,6 +1,8 @@
 """Bodies that would exhaust the API are refused before they grow it: a 2 GiB chunked body
 without a token, a zip bomb and an NPZ bomb, against a real `stimloop serve` process. The API's
-process tree (the upload process included) grows by less than 50 MiB for each."""
+process tree (the upload processes included) grows by less than 50 MiB for each. MAT-files
+built to crash or exhaust their reader are refused, each growing the tree by less than
+256 MiB, and after each a valid upload to another session is stored within 5 s."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from redis import Redis
 from stimloop.science.stimuli import generate_bodies, generate_control_bodies, generate_objects
 from stimloop.storage.stimulus_sets import write_stimulus_set
 
+from tests.client import mat_bombs
 from tests.service.conftest import cleanup, redis_test_url
 from tests.service.test_processes import STIMLOOP, free_port
 from tests.test_fresh_clone import user_env
@@ -83,11 +86,14 @@ ROOTS: dict[int, Path] = {}
 
 
 def make_session(base: str, rig: dict, root: Path) -> str:
+    """A session over three small sets (written and registered by the first call)."""
     for name, items, category in (
         ("b", generate_bodies(8, seed=2), "body"),
         ("o", generate_objects(2, seed=2), "object"),
         ("c", generate_control_bodies(2, seed=2), "control_body"),
     ):
+        if (root / name).exists():
+            continue
         write_stimulus_set(root / name, items)
         r = httpx.post(
             f"{base}/v1/stimulus-sets",
@@ -179,3 +185,41 @@ def test_a_zip_bomb_and_an_npz_bomb_are_refused_without_growing_the_api(api):
     )
     assert r.status_code == 422 and "'junk'" in r.json()["detail"], r.text
     assert tree_rss(proc.pid) - before < 50 * MIB
+
+
+MAT_BOMBS = {
+    "cells nested 20,000 deep (40 KiB)": (lambda: mat_bombs.nested_cells(20_000), "nested"),
+    "a 1 x 2^27 cell array (184 bytes)": (lambda: mat_bombs.declared_cells(2**27), "134,217,728"),
+    "a 1 x 2^31-1 cell array": (lambda: mat_bombs.declared_cells(2**31 - 1), "2,147,483,647"),
+    "4e6 empty cells (flat bomb)": (lambda: mat_bombs.flat_cells(4_000_000), "4,000,000"),
+}
+
+
+def test_mat_bombs_cost_one_request_and_the_next_upload_goes_through(api):
+    """Each bomb: 422 naming the limit, the tree grows by less than 256 MiB, and a valid
+    upload to another session is stored within 5 s, with no restart."""
+    proc, base, rig = api
+    victim = make_session(base, rig, api_root(proc))
+    others = [make_session(base, rig, api_root(proc)) for _ in MAT_BOMBS]
+    valid = {
+        "stimulus": [f"body_{k:04d}" for k in range(8)],
+        "channel": ["x"] * 8,
+        "rate": [float(k) for k in range(8)],
+    }
+    growth = {}
+    for (row, (make, words)), other in zip(MAT_BOMBS.items(), others):
+        before = tree_rss(proc.pid)
+        r = httpx.put(
+            f"{base}/v1/sessions/{victim}/phase1",
+            content=make(),
+            headers={**rig, "Content-Type": "application/x-matlab-data"},
+            timeout=60,
+        )
+        growth[row] = (tree_rss(proc.pid) - before) / MIB
+        assert r.status_code == 422 and words in r.json()["detail"], (row, r.text)
+        started = time.monotonic()
+        r = httpx.put(f"{base}/v1/sessions/{other}/phase1", json=valid, headers=rig, timeout=30)
+        assert r.status_code == 202, (row, r.text)
+        assert time.monotonic() - started < 5, row
+        assert growth[row] < 256, growth
+    print("tree growth per MAT bomb (MiB):", growth)

@@ -33,7 +33,7 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
             raise RuntimeError("set STIMLOOP_REDIS_URL, or start the API with `stimloop serve`")
         # short timeouts: with Redis down a request answers 503 at once instead of hanging
         redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=10)
-    uploads = UploadPool()
+    uploads = UploadPool(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -1,22 +1,20 @@
-"""A trial upload's bytes to checked columns and their hash, in a separate process.
+"""A trial upload's bytes to checked columns and their hash, in separate processes.
 
 Decoding 32 MiB of JSON, turning a million rows into arrays and hashing them holds Python's
 interpreter lock for seconds; in the API's own process that would stall every other request.
-So ``prepare`` (pure, torch-free) runs in a small process pool, and the API only awaits it.
+And a hostile file may crash or exhaust the process that reads it. So ``prepare`` (pure,
+torch-free) runs in a small pool of bounded, replaceable processes, and the API only awaits it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import multiprocessing
-import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 from stimloop_rig.contract import TrialUpload
 from stimloop_rig.matfiles import MAT_MEDIA_TYPE, is_mat, parse_trial_mat
 from stimloop_rig.readers import (
@@ -28,7 +26,7 @@ from stimloop_rig.readers import (
 
 from stimloop.api.errors import ApiError
 from stimloop.api.media import NPZ_TYPES
-from stimloop.runtime.process_ties import watch_parent
+from stimloop.runtime.parse_pool import ParseFailedError, ParsePool
 from stimloop.runtime.settings import Settings
 from stimloop.storage.session import Phase, SessionRecord, UploadInfo
 from stimloop.storage.session_states import IllegalTransitionError, note, transition
@@ -132,12 +130,6 @@ def prepare(kind: str, data: bytes, expected: Expected) -> tuple[dict[str, np.nd
     columns = decode_trials(kind, data, expected.max_unpacked)
     check_ids(columns, expected)
     return columns, digest(columns)
-
-
-def ready() -> bool:
-    """Run once in the upload process when it starts, so its imports are done before the
-    first upload."""
-    return True
 
 
 def store_upload(
@@ -286,28 +278,33 @@ def prepare_and_store(upload: Upload) -> tuple[bool, SessionRecord, bool]:
 
 
 class UploadPool:
-    """One spawned process that runs ``prepare`` for the API: started with the app (its
-    start blocks the caller, which must not be a request), else on first use."""
+    """The processes that run ``prepare_and_store`` for the API (``runtime.parse_pool``):
+    several, each with a memory limit and each upload a deadline, so that a file which
+    crashes, exhausts or holds its reader costs that one request a 422 and every other upload
+    goes on. Started with the app (spawning must not block a request), else on first use."""
 
-    def __init__(self) -> None:
-        self._pool: ProcessPoolExecutor | None = None
+    def __init__(self, settings: Settings) -> None:
+        self.pool = ParsePool(
+            settings.upload_processes,
+            settings.upload_memory_mib * 2**20,
+            settings.upload_timeout_s,
+            warm=__name__,
+        )
 
     def start(self) -> None:
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                1,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=watch_parent,  # the upload process ends with the API
-                initargs=(os.getpid(),),
-            )
-            self._pool.submit(ready)  # spawns the process now; its imports run over there
+        self.pool.start()
 
     async def prepare_and_store(self, upload: Upload) -> tuple[bool, SessionRecord, bool]:
-        self.start()
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, prepare_and_store, upload)
+        try:
+            return await run_in_threadpool(self.pool.run, prepare_and_store, upload)
+        except ParseFailedError as exc:
+            raise ApiError(
+                422,
+                "Unreadable file",
+                f"the file could not be read: {exc}. Check that it is a trial table (CSV, "
+                "NPZ, or a MAT-file saved with -v7) as the README describes; other uploads "
+                "are not affected",
+            ) from None
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
-            self._pool = None
+        self.pool.close()

@@ -40,6 +40,25 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         default=256 * 2**20, ge=1024, description="Largest upload (trials, a zip of images)."
     )
+    upload_processes: int = Field(
+        default=2,
+        ge=1,
+        le=32,
+        description="Processes that read uploaded trial files, each one upload at a time: a "
+        "slow or hostile file holds one of them, never every session's uploads.",
+    )
+    upload_memory_mib: int = Field(
+        default=3072,
+        ge=64,
+        description="Memory one upload's reading may take beyond its process's imports "
+        "(an address-space limit); past it the upload is refused (422) and nothing is stored.",
+    )
+    upload_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="Longest one upload's reading and storing may take; past it its process "
+        "is replaced and the upload refused (422).",
+    )
     max_json_bytes: int = Field(
         default=2**20, ge=1024, description="Largest body of every other request."
     )
