@@ -2,20 +2,24 @@
 layout (numpy only, torch-free).
 
 A recording folder holds ``structure.oebin`` (JSON: the continuous, event and spike streams
-with their folders, sample rates and channels) and::
+with their folders, sample rates and channels, as the GUI writes it and as the schema that
+open-ephys-python-tools ships, ``oebin_schema.json``, names them: a continuous or event
+entry's folder is ``folder_name`` and its channels' ``channel_name``; a spike entry's folder is
+``folder`` and its channels are ``source_channels[].name``) and::
 
     continuous/<stream>/continuous.dat   int16, [samples, channels] row-major; x bit_volts = uV
     continuous/<stream>/sample_numbers.npy   int64 [samples]
     events/<stream>/TTL/sample_numbers.npy   int64, one per line change
     events/<stream>/TTL/states.npy           int16: +line when a line rises, -line when it falls
     events/<stream>/TTL/full_words.npy       uint64: the word of all lines after the change
-    spikes/<electrode>/sample_numbers.npy, electrode_indices.npy (and clusters.npy): sorted
-                                             or online-detected spikes, where present
+    spikes/<detector>/<electrode>/sample_numbers.npy, electrode_indices.npy, clusters.npy:
+                                             the Spike Detector's (or sorted) spikes
 
 Sample numbers count from the acquisition's start, so events and the continuous data share
 one clock per stream. The continuous data are read in pieces when asked for, never whole.
 Where the TTL words are missing they are rebuilt from the line states (the lines that change
-on one sample form one word).
+on one sample form one word). Every folder and file must lie inside the recording, and none
+may be a symbolic link.
 """
 
 from __future__ import annotations
@@ -124,31 +128,74 @@ def read_openephys(path: Path, settle: float = 1.0) -> Recording:
     oebin = find_oebin(path)
     root = oebin.parent
     source = str(root)
+    if oebin.is_symlink():
+        raise TrialFileError(f"{oebin}: a symbolic link; copy the recording itself")
+    if oebin.stat().st_size > 16 * 2**20:
+        raise TrialFileError(f"{oebin}: over 16 MiB, not a structure.oebin the GUI writes")
     try:
         structure = json.loads(oebin.read_text())
-    except (OSError, ValueError) as exc:
-        raise TrialFileError(f"{oebin}: not readable JSON ({exc})") from None
+    except (OSError, ValueError, RecursionError) as exc:
+        raise TrialFileError(f"{oebin}: not readable JSON ({str(exc)[:200]})") from None
+    if not isinstance(structure, dict) or not all(
+        isinstance(structure.get(k, []), list) for k in ("continuous", "events", "spikes")
+    ):
+        raise TrialFileError(
+            f"{oebin}: not the GUI's layout (an object with lists of continuous, events and "
+            "spikes entries)"
+        )
     files = [*root.glob("continuous/*/continuous.dat"), *root.glob("events/*/TTL/*.npy")]
     check_settled(files, settle, source)
     continuous = [_continuous(root, s, source) for s in structure.get("continuous", [])]
     events = [
         _events(root, s, source)
         for s in structure.get("events", [])
-        if "TTL" in s.get("folder_name", "")
+        if "TTL" in str(_entry(s, "folder_name", "events", source))
     ]
     spikes, spike_rate = _spikes(root, structure.get("spikes", []), source)
     return Recording(root, continuous, events, spikes, spike_rate)
 
 
-def _inside(root: Path, folder: str, source: str) -> Path:
-    """A stream's folder, which must lie inside the recording (no ``..``, no absolute path)."""
-    path = (root / folder).resolve()
+def _entry(stream: object, key: str, kind: str, source: str) -> object:
+    """``stream[key]`` of a ``kind`` entry of structure.oebin, refused by name when absent."""
+    if not isinstance(stream, dict) or key not in stream:
+        raise TrialFileError(
+            f"{source}: structure.oebin has a {kind} entry without {key!r}; the file is damaged "
+            "or not written by the Open Ephys GUI (0.6 or later)"
+        )
+    return stream[key]
+
+
+def _inside(root: Path, folder: object, source: str) -> Path:
+    """A stream's folder, which must lie inside the recording (no ``..``, no absolute path,
+    no symbolic link on the way)."""
+    if not isinstance(folder, str):
+        raise TrialFileError(f"{source}: structure.oebin names a folder that is not text")
+    unresolved = root / folder
+    path = unresolved.resolve()
     if not path.is_relative_to(root.resolve()):
         raise TrialFileError(f"{source}: structure.oebin names a folder outside it: {folder!r}")
+    _no_link(root, unresolved, source)
     return path
 
 
+def _no_link(root: Path, path: Path, source: str) -> None:
+    """Refuse ``path`` if it, or a folder between ``root`` and it, is a symbolic link."""
+    here = path
+    while here != root and here != here.parent:
+        if here.is_symlink():
+            raise TrialFileError(
+                f"{source}: {here.relative_to(root)} is a symbolic link; copy the recording "
+                "itself, not links to its files"
+            )
+        here = here.parent
+
+
 def _load(path: Path, source: str) -> np.ndarray:
+    if path.is_symlink():
+        raise TrialFileError(
+            f"{source}: {path.name} is a symbolic link; copy the recording itself, not links "
+            "to its files"
+        )
     try:
         return np.load(path, allow_pickle=False, mmap_mode="r")
     except (OSError, ValueError) as exc:
@@ -156,10 +203,16 @@ def _load(path: Path, source: str) -> np.ndarray:
 
 
 def _continuous(root: Path, stream: dict, source: str) -> Continuous:
-    folder = _inside(root, "continuous/" + stream["folder_name"], source)
+    name = str(_entry(stream, "folder_name", "continuous", source))
+    folder = _inside(root, "continuous/" + name, source)
     channels = stream.get("channels", [])
     n = int(stream.get("num_channels", len(channels)))
     dat = folder / "continuous.dat"
+    if dat.is_symlink():
+        raise TrialFileError(
+            f"{source}: continuous.dat is a symbolic link; copy the recording itself, not "
+            "links to its files"
+        )
     if not dat.is_file():
         raise TrialFileError(f"{source}: {dat.relative_to(root)} is missing")
     size = dat.stat().st_size
@@ -174,8 +227,9 @@ def _continuous(root: Path, stream: dict, source: str) -> Continuous:
         numbers = _load(folder / "sample_numbers.npy", source)
         if len(numbers) != len(data):
             raise TrialFileError(
-                f"{source}: {len(numbers)} sample numbers for {len(data)} samples in "
-                f"{stream['folder_name']}"
+                f"{source}: {len(numbers)} sample numbers for {len(data)} samples in {name}, "
+                "so the recording is still open: stop it in the GUI (or wait until it closes "
+                "its files), then upload again"
             )
         first = int(numbers[0]) if len(numbers) else 0
     names = [c.get("channel_name", f"CH{k + 1}") for k, c in enumerate(channels)] or [
@@ -183,8 +237,8 @@ def _continuous(root: Path, stream: dict, source: str) -> Continuous:
     ]
     volts = np.array([float(c.get("bit_volts", 1.0)) for c in channels] or [1.0] * n)
     return Continuous(
-        str(stream.get("stream_name", stream["folder_name"])).strip("/"),
-        float(stream["sample_rate"]),
+        str(stream.get("stream_name", name)).strip("/"),
+        float(_entry(stream, "sample_rate", "continuous", source)),  # type: ignore[arg-type]
         names,
         volts,
         first,
@@ -193,7 +247,8 @@ def _continuous(root: Path, stream: dict, source: str) -> Continuous:
 
 
 def _events(root: Path, stream: dict, source: str) -> Events:
-    folder = _inside(root, "events/" + stream["folder_name"], source)
+    name = str(_entry(stream, "folder_name", "events", source))
+    folder = _inside(root, "events/" + name, source)
     samples = np.asarray(_load(folder / "sample_numbers.npy", source), np.int64)
     states = np.asarray(_load(folder / "states.npy", source), np.int64)
     if len(samples) != len(states):
@@ -202,6 +257,13 @@ def _events(root: Path, stream: dict, source: str) -> Events:
     if words_path.is_file():
         words = np.asarray(_load(words_path, source), np.uint64)
     else:  # rebuild the word from the line changes
+        bad = np.flatnonzero((states == 0) | (np.abs(states) > 64))
+        if len(bad):
+            raise TrialFileError(
+                f"{source}: states.npy of {name} holds {int(states[bad[0]])} at event "
+                f"{int(bad[0])}; TTL lines are numbered 1 to 64 (+ rising, - falling), and "
+                "without full_words.npy the codes cannot be rebuilt: copy the whole TTL folder"
+            )
         words = np.zeros(len(states), np.uint64)
         word = 0
         for k, state in enumerate(states):
@@ -209,7 +271,7 @@ def _events(root: Path, stream: dict, source: str) -> Events:
             word = word | bit if state > 0 else word & ~bit
             words[k] = word
     return Events(
-        str(stream.get("stream_name", stream["folder_name"])).strip("/"),
+        str(stream.get("stream_name", name)).strip("/"),
         float(stream.get("sample_rate", 0.0)),
         samples,
         np.abs(states),
@@ -221,14 +283,19 @@ def _events(root: Path, stream: dict, source: str) -> Events:
 def _spikes(
     root: Path, streams: list[dict], source: str
 ) -> tuple[dict[str, np.ndarray], float | None]:
-    """Spike samples per channel of the spike streams (by the electrode's channel names)."""
+    """Spike samples per channel of the spike streams: a single electrode by its channel's
+    name, a stereotrode or tetrode by the electrode's name."""
     out: dict[str, list[np.ndarray]] = {}
     rate = None
     for stream in streams:
-        folder = _inside(root, "spikes/" + stream["folder_name"], source)
+        folder_name = str(_entry(stream, "folder", "spikes", source))
+        folder = _inside(root, "spikes/" + folder_name, source)
         samples = np.asarray(_load(folder / "sample_numbers.npy", source), np.int64)
-        names = [c.get("channel_name", "") for c in stream.get("source_channels", [])]
-        name = names[0] if len(names) == 1 else str(stream.get("name", stream["folder_name"]))
+        channels = _entry(stream, "source_channels", "spikes", source)
+        if not isinstance(channels, list):
+            raise TrialFileError(f"{source}: structure.oebin: source_channels must be a list")
+        names = [str(_entry(c, "name", "spike channel", source)) for c in channels]
+        name = names[0] if len(names) == 1 else str(stream.get("name", folder_name))
         out.setdefault(name.strip("/"), []).append(samples)
         rate = float(stream.get("sample_rate", rate or 0.0)) or rate
     return {k: np.sort(np.concatenate(v)) for k, v in out.items()}, rate

@@ -1,6 +1,8 @@
 """Open Ephys binary recordings written by the format's published layout (the GUI's 0.6
-Binary format: structure.oebin, continuous/, events/.../TTL/, spikes/), independently of the
-reader: known signals, spikes, codes and photodiode pulses for the tests."""
+Binary format: structure.oebin, continuous/, events/.../TTL/, spikes/<detector>/<electrode>/),
+with every key the schema of open-ephys-python-tools (``oebin_schema.json``) requires: known
+signals, spikes, codes and photodiode pulses for the tests. ``test_recording`` checks each
+folder with open-ephys-python-tools and neo before the project's reader sees it."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 STREAM = "Acquisition_Board-100.Rhythm Data"
+DETECTOR = "Spike_Detector-102.Rhythm Data"
 RATE = 30000.0
 
 
@@ -91,10 +94,21 @@ def write_recording(
                 "folder_name": STREAM + "/",
                 "sample_rate": RATE,
                 "source_processor_name": "Acquisition Board",
+                "source_processor_id": 100,
                 "stream_name": "Rhythm Data",
+                "recorded_processor": "Acquisition Board",
+                "recorded_processor_id": 100,
                 "num_channels": channels,
                 "channels": [
-                    {"channel_name": name, "bit_volts": bit_volts, "units": "uV"} for name in names
+                    {
+                        "channel_name": name,
+                        "description": "Headstage data channel",
+                        "identifier": "genericdata.continuous",
+                        "history": "Acquisition Board -> Record Node",
+                        "bit_volts": bit_volts,
+                        "units": "uV",
+                    }
+                    for name in names
                 ],
             }
         ],
@@ -102,28 +116,42 @@ def write_recording(
             {
                 "folder_name": STREAM + "/TTL/",
                 "channel_name": "Rhythm Data TTL Input",
+                "description": "TTL events from the acquisition board's digital inputs",
+                "identifier": "acquisitionboard.events",
                 "sample_rate": event_rate,
                 "type": "int16",
-                "num_channels": 8,
+                "source_processor": "Acquisition Board",
+                "stream_name": "Rhythm Data",
+                "initial_state": 0,
             }
         ],
         "spikes": [],
     }
     for k, (name, times) in enumerate((spikes or {}).items()):
-        electrode = f"Spike_Detector-102.Electrode{k + 1}"
+        electrode = f"{DETECTOR}/Electrode {k + 1}"  # the GUI's spikes/<detector>/<electrode>
         where = root / "spikes" / electrode
         where.mkdir(parents=True)
+        n_spikes = len(times)
         np.save(where / "sample_numbers.npy", np.asarray(times, np.int64))
         np.save(where / "timestamps.npy", np.asarray(times) / RATE)
-        np.save(where / "electrode_indices.npy", np.zeros(len(times), np.int16))
-        np.save(where / "clusters.npy", np.zeros(len(times), np.int16))
+        np.save(where / "electrode_indices.npy", np.full(n_spikes, k, np.int16))
+        np.save(where / "clusters.npy", np.zeros(n_spikes, np.int16))
+        np.save(where / "waveforms.npy", np.zeros((n_spikes, 1, 40), np.int16))
         structure["spikes"].append(
             {
-                "folder_name": electrode + "/",
+                "name": f"Electrode {k + 1}",
+                "description": "Single electrode from Spike Detector 102",
+                "identifier": f"100|Rhythm Data|102|Electrode {k + 1}",
+                "source_processor_id": 102,
+                "stream_name": "Rhythm Data",
                 "sample_rate": RATE,
-                "name": f"Electrode{k + 1}",
                 "num_channels": 1,
-                "source_channels": [{"channel_name": name}],
+                "pre_peak_samples": 8,
+                "post_peak_samples": 32,
+                "folder": electrode + "/",
+                "source_channels": [
+                    {"name": name, "local_index": names.index(name), "bit_volts": bit_volts}
+                ],
             }
         )
     (root / "structure.oebin").write_text(json.dumps(structure, indent=1))

@@ -429,3 +429,107 @@ def test_damaged_acquisition_files_are_refused_as_trial_file_errors(tmp_path):
         path.write_bytes(data)
         with pytest.raises(TrialFileError, match=str(path).replace(".", r"\.")):
             read_recording(path, RecordingSettings(codes=codes))
+
+
+def test_the_open_ephys_fixture_is_what_the_vendors_tools_and_neo_read(tmp_path):
+    """The written folder (a Record Node with a Spike Detector, full words absent or not)
+    passes the schema open-ephys-python-tools ships, and that package and neo read back the
+    planted signal, TTL lines and spikes: the fixture is the GUI's layout, not the reader's."""
+    import json
+    from importlib.resources import files
+
+    import jsonschema
+    from neo.rawio import OpenEphysBinaryRawIO
+    from open_ephys.analysis import Session
+
+    planned, _codes, _ = session_like(tmp_path, words=False)
+    schema = json.loads(
+        files("open_ephys.analysis.formats").joinpath("oebin_schema.json").read_text()
+    )
+    jsonschema.validate(json.loads((planned.root / "structure.oebin").read_text()), schema)
+
+    recording = Session(str(tmp_path)).recordnodes[0].recordings[0]
+    assert recording.continuous[0].samples.shape == (600000, 3)
+    assert recording.continuous[0].sample_numbers[0] == 1000
+    events = recording.events
+    rises = events[(events.line == 8) & (events.state == 1)]
+    assert rises.sample_number.tolist() == planned.onsets.tolist()
+    assert sorted(s.metadata.name for s in recording.spikes) == [
+        "Electrode 1",
+        "Electrode 2",
+        "Electrode 3",
+    ]
+    by_name = {s.metadata.name: np.asarray(s.sample_numbers) for s in recording.spikes}
+    for k, times in enumerate(planned.spikes.values()):
+        assert by_name[f"Electrode {k + 1}"].tolist() == times.tolist()
+
+    reader = OpenEphysBinaryRawIO(dirname=str(tmp_path))
+    reader.parse_header()
+    assert reader.get_signal_size(0, 0, 0) == 600000
+    ttl = [
+        k
+        for k in range(reader.event_channels_count())
+        if "TTL" in str(reader.header["event_channels"][k]["name"])
+    ]
+    assert ttl, reader.header["event_channels"]
+    stamps, _durations, _labels = reader.get_event_timestamps(0, 0, ttl[0])
+    ttl_folder = next(planned.root.glob("events/*/TTL"))
+    states = np.load(ttl_folder / "states.npy")
+    rising = np.load(ttl_folder / "sample_numbers.npy")[states > 0]
+    assert np.allclose(reader.rescale_event_timestamp(stamps, "float64", ttl[0]), rising / RATE)
+
+
+def test_a_spike_detector_recording_gives_the_planted_trials(tmp_path):
+    """Spikes as the GUI's Spike Detector writes them (``folder``, ``source_channels[].name``)
+    give, per channel, the trials and counts of the planted spikes."""
+    planned, codes, _ = session_like(tmp_path)
+    got = read_recording(tmp_path, RecordingSettings(codes=codes, photodiode=8, settle=0))
+    assert [row["channel"] for row in got.channels] == ["CH1", "CH2", "CH3"]
+    onsets = planned.onsets / RATE
+    for name, times in planned.spikes.items():
+        seconds = times / RATE
+        rows = got.columns["channel"] == name
+        want = [int(np.sum((seconds >= t + 0.05) & (seconds < t + 0.25))) for t in onsets]
+        assert sorted(got.columns["response_count"][rows].tolist()) == sorted(want), name
+
+
+def test_damaged_open_ephys_folders_are_one_line_naming_the_fix(tmp_path):
+    """A structure.oebin entry without its folder, TTL states of line 0 without full words,
+    a file symlinked into a stream folder, and a recording still open (sample numbers behind
+    the data): each a TrialFileError saying what to do."""
+    import json
+
+    def fresh(name: str, **options):
+        planned, codes, _ = session_like(tmp_path / name, **options)
+        return planned, RecordingSettings(codes=codes, photodiode=8, settle=0)
+
+    planned, settings = fresh("no-folder")
+    oebin = planned.root / "structure.oebin"
+    structure = json.loads(oebin.read_text())
+    del structure["spikes"][0]["folder"]
+    oebin.write_text(json.dumps(structure))
+    with pytest.raises(TrialFileError, match="a spikes entry without 'folder'"):
+        read_recording(planned.root, settings)
+
+    planned, settings = fresh("line-0", words=False)
+    states = next(planned.root.glob("events/*/TTL/states.npy"))
+    values = np.load(states)
+    values[3] = 0
+    np.save(states, values)
+    with pytest.raises(TrialFileError, match="holds 0 at event 3; TTL lines are numbered 1 to 64"):
+        read_recording(planned.root, settings)
+
+    planned, settings = fresh("linked")
+    outside = tmp_path / "elsewhere.npy"
+    target = next(planned.root.glob("spikes/*/*/sample_numbers.npy"))
+    outside.write_bytes(target.read_bytes())
+    target.unlink()
+    target.symlink_to(outside)
+    with pytest.raises(TrialFileError, match=r"sample_numbers\.npy is a symbolic link"):
+        read_recording(planned.root, settings)
+
+    planned, settings = fresh("open")
+    numbers = next(planned.root.glob("continuous/*/sample_numbers.npy"))
+    np.save(numbers, np.load(numbers)[:570000])
+    with pytest.raises(TrialFileError, match="the recording is still open: stop it in the GUI"):
+        read_recording(planned.root, settings)
