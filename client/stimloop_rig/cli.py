@@ -33,6 +33,7 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 console = Console()
+errors = Console(stderr=True)  # errors on standard error: SESSION=$(...) captures no "error:"
 URL = typer.Option("http://127.0.0.1:8000", envvar="STIMLOOP_URL", help="The stimloop server.")
 TOKEN = typer.Option(None, envvar="STIMLOOP_TOKEN", help="Bearer token (rig or analyst role).")
 BACKBONE = typer.Option(
@@ -73,7 +74,7 @@ def _fail(message: str) -> typer.Exit:
     is raised instead, traceback and all."""
     if DEBUG["on"] and sys.exc_info()[1] is not None:
         raise
-    console.print(f"[red]error:[/red] {escape(in_cli_words(message))}", soft_wrap=True)
+    errors.print(f"[red]error:[/red] {escape(in_cli_words(message))}", soft_wrap=True)
     return typer.Exit(code=2)
 
 
@@ -99,7 +100,7 @@ def main() -> None:
         if DEBUG["on"]:
             raise
         said = in_cli_words(str(getattr(exc, "detail", exc)))
-        console.print(f"[red]error:[/red] {escape(said)}", soft_wrap=True)
+        errors.print(f"[red]error:[/red] {escape(said)}", soft_wrap=True)
         raise SystemExit(2) from None
 
 

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import csv
 import io
+import struct
 import zipfile
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +28,86 @@ COUNT_COLUMNS = ("baseline_count", "response_count")
 
 class TrialFileError(ValueError):
     """A trial file cannot be used; the message says where and why."""
+
+
+@contextmanager
+def reading(source: object) -> Iterator[None]:
+    """Whatever goes wrong while reading ``source`` ends as one ``TrialFileError`` naming it:
+    a file no reader here expected (damaged, truncated, written by another program) gives the
+    operator one line, never a traceback (``--debug`` still shows the cause)."""
+    try:
+        yield
+    except TrialFileError:
+        raise
+    except FileNotFoundError as exc:
+        raise TrialFileError(
+            f"{exc.filename or source}: no such file or folder; check the path (a typo? a "
+            "drive not mounted?)"
+        ) from exc
+    except IsADirectoryError as exc:
+        raise TrialFileError(f"{source}: a folder, where a file was expected") from exc
+    except PermissionError as exc:
+        raise TrialFileError(f"{source}: not allowed to read it (check its permissions)") from exc
+    except OSError as exc:
+        raise TrialFileError(f"{source}: cannot be read ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise TrialFileError(
+            f"{source}: not UTF-8 text (byte {exc.start}); save it as 'CSV UTF-8' (Excel) or "
+            "UTF-8 text"
+        ) from exc
+    except RecursionError as exc:
+        raise TrialFileError(f"{source}: nested too deep to be a rig file") from exc
+    except MemoryError as exc:
+        raise TrialFileError(f"{source}: too large to read into memory") from exc
+    except (
+        ValueError,
+        LookupError,
+        TypeError,
+        AttributeError,
+        ArithmeticError,
+        EOFError,
+        csv.Error,
+        struct.error,
+        zlib.error,
+        zipfile.BadZipFile,
+    ) as exc:
+        raise TrialFileError(
+            f"{source}: could not be read ({type(exc).__name__}: {str(exc)[:200]}); is it the "
+            "kind of file its name says, written whole?"
+        ) from exc
+
+
+def read_csv_text(path: Path, limit: int = 512 * 2**20) -> tuple[list[str], list[list[str]], str]:
+    """A CSV file as Excel and other programs write it: UTF-8 with or without a byte-order
+    mark, separated by commas, semicolons or tabs (the header line decides); header names
+    stripped and lower-cased. (header, rows, separator); a row whose field count differs is
+    refused."""
+    path = Path(path)
+    if path.stat().st_size > limit:
+        raise TrialFileError(f"{path}: over {limit // 2**20} MiB, larger than a rig table")
+    text = path.read_bytes().decode("utf-8-sig")
+    lines = text.splitlines()
+    if not lines or not lines[0].strip():
+        raise TrialFileError(f"{path}: empty file or no header row")
+    first = lines[0]
+    delimiter = max((",", ";", "\t"), key=first.count)
+    try:
+        table = list(csv.reader(lines, delimiter=delimiter))
+    except csv.Error as exc:
+        raise TrialFileError(f"{path}: malformed CSV ({exc})") from exc
+    header = [name.strip().lower() for name in table[0]]
+    rows = []
+    for k, row in enumerate(table[1:], start=2):
+        if not row:
+            continue
+        if len(row) != len(header):
+            raise TrialFileError(
+                f"{path}: row {k - 1} (line {k}) has {len(row)} fields, the header "
+                f"{len(header)}; separate "
+                f"the fields with {delimiter!r} as the header does"
+            )
+        rows.append([value.strip() for value in row])
+    return header, rows, delimiter
 
 
 def validate_columns(columns: dict[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
@@ -98,24 +182,20 @@ def _is_number(value: object) -> bool:
 
 
 def read_trial_csv(path: Path) -> dict[str, np.ndarray]:
-    """A CSV trial table with a header row."""
+    """A CSV trial table with a header row (``read_csv_text``); in a semicolon-separated
+    file, numbers may carry a decimal comma (``12,5``), as Excel writes them in many locales."""
     path = Path(path)
-    try:
-        with open(path, newline="") as fh:
-            reader = csv.DictReader(fh)
-            if not reader.fieldnames:
-                raise TrialFileError(f"{path}: empty file or no header row")
-            rows = list(reader)
-    except UnicodeDecodeError as exc:
-        raise TrialFileError(f"{path}: not a text CSV file ({exc})") from exc
-    except csv.Error as exc:
-        raise TrialFileError(f"{path}: malformed CSV ({exc})") from exc
-    columns: dict[str, list[str]] = {name.strip(): [] for name in reader.fieldnames or []}
-    for i, row in enumerate(rows):
-        if None in row or any(v is None for v in row.values()):
-            raise TrialFileError(f"{path}: row {i + 1} has the wrong number of fields")
-        for name, value in row.items():
-            columns[name.strip()].append(value.strip())
+    with reading(path):
+        header, rows, separator = read_csv_text(path)
+    if len(set(header)) != len(header):
+        raise TrialFileError(f"{path}: a column is named twice in the header {header}")
+    columns: dict[str, list[str]] = {
+        name: [row[k] for row in rows] for k, name in enumerate(header)
+    }
+    if separator == ";":
+        for name in ("rate", "repeat", "baseline_count", "response_count"):
+            if name in columns:
+                columns[name] = [v.replace(",", ".") for v in columns[name]]
     return validate_columns({k: np.asarray(v) for k, v in columns.items()}, str(path))
 
 
@@ -313,8 +393,13 @@ def read_nwb(
 
 def read_trials(path: Path, **windows: tuple[float, float]) -> dict[str, np.ndarray]:
     """Any supported rig file: ``.nwb``; an NPZ of spike times (``event_times`` inside) or of
-    a trial table; a MATLAB ``.mat`` trial table (``matfiles``); a CSV trial table."""
-    path = Path(path)
+    a trial table; a MATLAB ``.mat`` trial table (``matfiles``); a CSV trial table. Every
+    failure is a ``TrialFileError`` naming the file (``reading``)."""
+    with reading(path):
+        return _read_trials(Path(path), **windows)
+
+
+def _read_trials(path: Path, **windows: tuple[float, float]) -> dict[str, np.ndarray]:
     if path.suffix.lower() == ".mat":
         from stimloop_rig.matfiles import read_trial_mat
 

@@ -17,7 +17,6 @@ and signal clocks that disagree, and a recording still being written.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,13 @@ import numpy as np
 from stimloop_rig.mua import MuaSettings, threshold_crossings
 from stimloop_rig.neo_files import read_neo
 from stimloop_rig.openephys import Events, Recording, read_openephys
-from stimloop_rig.readers import PAPER_WINDOWS, TrialFileError, counts_from_spike_times
+from stimloop_rig.readers import (
+    PAPER_WINDOWS,
+    TrialFileError,
+    counts_from_spike_times,
+    read_csv_text,
+    reading,
+)
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,41 @@ class RecordedTrials:
 
 
 TABLES = (".csv", ".npz", ".nwb", ".mat")  # the trial files of ``readers`` and ``matfiles``
+# the acquisition systems' files neo reads that the README names (and others neo knows)
+RECORDING_SUFFIXES = frozenset(
+    [
+        ".oebin",
+        ".plx",
+        ".pl2",
+        ".nex",
+        ".nex5",
+        ".nev",
+        ".ns1",
+        ".ns2",
+        ".ns3",
+        ".ns4",
+        ".ns5",
+        ".ns6",
+        ".smr",
+        ".smrx",
+        ".abf",
+        ".rhd",
+        ".rhs",
+        ".bin",
+        ".tev",
+        ".tsq",
+        ".tbk",
+        ".ncs",
+        ".nse",
+        ".ntt",
+        ".nvt",
+        ".edf",
+        ".bdf",
+        ".vhdr",
+        ".xdat",
+        ".dat",
+    ]
+)
 
 
 def is_recording(path: Path) -> bool:
@@ -64,13 +104,16 @@ def is_recording(path: Path) -> bool:
 
 
 def read_codes(path: Path) -> dict[int, str]:
-    """``codes.csv``: a ``code`` and a ``stimulus`` column, each code once."""
-    try:
-        rows = list(csv.DictReader(Path(path).read_text().splitlines()))
-    except OSError as exc:
-        raise TrialFileError(f"{path}: cannot be read ({exc})") from None
-    if not rows or not {"code", "stimulus"} <= set(rows[0]):
-        raise TrialFileError(f"{path}: needs the columns code and stimulus (one row per code)")
+    """``codes.csv``: a ``code`` and a ``stimulus`` column, each code once (as Excel writes
+    it too: ``read_csv_text``); at most 4 MiB, for a few thousand codes."""
+    with reading(path):
+        header, table, _ = read_csv_text(path, limit=4 * 2**20)
+    if not {"code", "stimulus"} <= set(header) or not table:
+        raise TrialFileError(
+            f"{path}: needs the columns code and stimulus and one row per code; found "
+            f"{', '.join(header)}"
+        )
+    rows = [dict(zip(header, row)) for row in table]
     codes: dict[int, str] = {}
     for k, row in enumerate(rows, start=2):
         try:
@@ -200,8 +243,29 @@ def read_recording(
     response: tuple[float, float] = PAPER_WINDOWS.response,
     progress: Callable[[int, int], None] | None = None,
 ) -> RecordedTrials:
-    """The trials of an Open Ephys binary recording, or of a file neo reads (Plexon, ...)."""
+    """The trials of an Open Ephys binary recording, or of a file neo reads (Plexon, ...);
+    every failure a ``TrialFileError`` naming the recording (``reading``)."""
+    with reading(path):
+        return _read_recording(Path(path), settings, baseline, response, progress)
+
+
+def _read_recording(
+    path: Path,
+    settings: RecordingSettings,
+    baseline: tuple[float, float],
+    response: tuple[float, float],
+    progress: Callable[[int, int], None] | None,
+) -> RecordedTrials:
+    if not path.exists():
+        raise TrialFileError(f"{path}: no such file or folder; check the path (a typo?)")
     if settings.codes is None:
+        if path.is_file() and path.suffix.lower() not in RECORDING_SUFFIXES:
+            raise TrialFileError(
+                f"{path}: {path.suffix or 'a name without a suffix'} is not a trial table "
+                f"({', '.join(TABLES)}) nor a recording stimloop knows; name a CSV table "
+                "'.csv', or give a recording (an Open Ephys folder, .plx, .nex, .nev, ...) "
+                "with --codes codes.csv"
+            )
         raise TrialFileError(
             f"{path}: a recording needs --codes codes.csv (which stimulus each event code shows)"
         )

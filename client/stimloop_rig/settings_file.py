@@ -9,6 +9,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+MAX_BYTES = 64 * 1024
 SECTIONS = ("fit", "inclusion", "selection", "analysis", "windows")
 EXAMPLE = '{"fit": {"split": [80, 20, 20], "epochs": 2500}, "selection": {"stability_images": 20}}'
 
@@ -20,7 +21,12 @@ class SettingsFileError(ValueError):
 def read_settings_file(path: Path) -> dict[str, Any]:
     """The settings of a ``.json`` or ``.toml`` file (other names: JSON, then TOML)."""
     try:
-        text = Path(path).read_text()
+        if Path(path).stat().st_size > MAX_BYTES:
+            raise SettingsFileError(
+                f"{path}: over {MAX_BYTES // 1024} KiB; a session's settings take a few lines, "
+                f"e.g. {EXAMPLE}"
+            )
+        text = Path(path).read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise SettingsFileError(f"{path}: cannot read it ({exc})") from None
     suffix = Path(path).suffix
@@ -32,6 +38,8 @@ def read_settings_file(path: Path) -> dict[str, Any]:
             break
         except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
             errors.append(f"not valid {kind}: {exc}")
+        except RecursionError:
+            errors.append(f"{kind} nested too deep (sections hold plain values and lists)")
     else:
         raise SettingsFileError(
             f"{path}: {'; '.join(errors)}. The file holds the session's settings by section, "

@@ -58,7 +58,7 @@ def test_counts_columns(tmp_path):
         ("a.csv", "stimulus,channel\na,c\n", "needs a 'rate' column"),
         ("a.csv", "stimulus,channel,rate\na,c,fast\n", "row 1, column 'rate': 'fast' is not"),
         ("a.csv", "stimulus,channel,rate\na,c,nan\n", "row 1, column 'rate' is NaN"),
-        ("a.csv", "stimulus,channel,rate\na,c,1,2\n", "row 1 has the wrong number"),
+        ("a.csv", "stimulus,channel,rate\na,c,1,2\n", r"row 1 \(line 2\) has 4 fields"),
         ("a.csv", "stimulus,channel,rate\n,c,1\n", "empty stimulus or channel"),
         ("a.csv", "stimulus,channel,baseline_count,response_count\na,c,1.5,2\n", "whole"),
         ("a.csv", "stimulus,channel,rate\n", "no trials"),

@@ -223,3 +223,18 @@ def test_mat_bombs_cost_one_request_and_the_next_upload_goes_through(api):
         assert time.monotonic() - started < 5, row
         assert growth[row] < 256, growth
     print("tree growth per MAT bomb (MiB):", growth)
+
+
+def test_a_token_in_the_query_string_is_refused_and_kept_out_of_the_log(api):
+    proc, base, rig = api
+    token = rig["Authorization"].split()[1]
+    r = httpx.get(f"{base}/v1/sessions?token={token}&access_token=hunter2", timeout=10)
+    assert r.status_code == 401, r.text
+    log_file = api_root(proc).parent / "api.log"
+    for _ in range(50):  # the access log line is written after the answer
+        if "/v1/sessions?" in log_file.read_text():
+            break
+        time.sleep(0.1)
+    written = log_file.read_text()
+    assert "/v1/sessions?token=[redacted]&access_token=[redacted]" in written, written[-2000:]
+    assert token not in written and "hunter2" not in written

@@ -213,3 +213,85 @@ def test_the_analysis_table_fits_a_terminal(service, monkeypatch):
     lines = narrow.output.splitlines()
     assert max(len(line) for line in lines) <= 80
     assert "mw p object" in narrow.output and "r body" in narrow.output
+
+
+def test_files_that_break_a_reader_are_one_line_and_exit_2(service, op_sets, rig, tmp_path):
+    """Files built to hurt the rig's readers, and the ordinary slips, through `stimloop-rig
+    phase1` and `create-session`: each one line naming the file and the fix, exit 2, no
+    traceback."""
+    import numpy as np
+
+    from tests.client import mat_bombs
+    from tests.client.openephys_files import write_recording
+
+    session = new_session(service, "br", 6, 8, channels=["a"], fit={"split": [2, 2, 3]})
+
+    def recording(name: str, **options) -> str:
+        folder = tmp_path / name
+        samples = 30000 + np.arange(4) * 30000
+        planned = write_recording(
+            folder, np.zeros((200000, 1), np.int16), samples, [1, 2, 3, 4], samples + 300,
+            spikes={"CH1": np.arange(1000, 190000, 997)}, **options,
+        )  # fmt: skip
+        return str(planned.root)
+
+    def codes(name: str, content: bytes) -> str:
+        (tmp_path / name).write_bytes(content)
+        return str(tmp_path / name)
+
+    good_codes = codes("codes.csv", b"code,stimulus\n1,body_0000\n2,body_0001\n3,b\n4,c\n")
+    big_cell = codes("big.csv", b"code,stimulus\n1," + b"x" * 200_000 + b"\n")
+    latin = codes("latin.csv", "code,stimulus\n1,k\xf6rper\n".encode("latin-1"))
+    no_folder = recording("no-folder")
+    oebin = next((tmp_path / "no-folder").rglob("structure.oebin"))
+    oebin.write_text(oebin.read_text().replace('"folder_name"', '"folder_nom"', 1))
+    line_zero = recording("line-zero", words=False)
+    states = next((tmp_path / "line-zero").rglob("states.npy"))
+    np.save(states, np.where(np.load(states) == 1, 0, np.load(states)).astype(np.int16))
+    (tmp_path / "nested.mat").write_bytes(mat_bombs.nested_cells(20_000))
+    (tmp_path / "declared.mat").write_bytes(mat_bombs.declared_cells(2**27))
+    (tmp_path / "phase1.cvs").write_text("stimulus,channel,rate\nbody_0000,a,1\n")
+    deep, deeper = tmp_path / "deep.json", tmp_path / "deeper.json"
+    deep.write_text("[" * 20_000 + "]" * 20_000)
+    deeper.write_text("[" * 100_000 + "]" * 100_000)
+    rec = recording("fine")
+    rows = {
+        "nested MAT-file": (["phase1", session, str(tmp_path / "nested.mat")], "nested deeper"),
+        "declared MAT-file": (["phase1", session, str(tmp_path / "declared.mat")], "134,217,728"),
+        "oebin without folder_name": (
+            ["phase1", session, no_folder, "--codes", good_codes],
+            "a continuous entry without 'folder_name'",
+        ),
+        "TTL line 0 without full words": (
+            ["phase1", session, line_zero, "--codes", good_codes],
+            "TTL lines are numbered 1 to 64",
+        ),
+        "a 200 KiB cell in codes.csv": (
+            ["phase1", session, rec, "--codes", big_cell],
+            "malformed CSV",
+        ),
+        "non-UTF-8 codes.csv": (
+            ["phase1", session, rec, "--codes", latin],
+            "not UTF-8 text (byte 17); save it as 'CSV UTF-8'",
+        ),
+        "a mistyped path": (["phase1", session, str(tmp_path / "phase1.csvv")], "no such file"),
+        "a wrong extension": (
+            ["phase1", session, str(tmp_path / "phase1.cvs")],
+            ".cvs is not a trial table (.csv, .npz, .nwb, .mat)",
+        ),
+        "--config nested 20,000 deep": (
+            ["create-session", "--body-set", "opb", "--object-set", "opo",
+             "--control-body-set", "opc", "--channels", "a", "--config", str(deep)],
+            "nested too deep",
+        ),
+        "--config nested 100,000 deep": (
+            ["create-session", "--body-set", "opb", "--object-set", "opo",
+             "--control-body-set", "opc", "--channels", "a", "--config", str(deeper)],
+            "over 64 KiB",
+        ),
+    }  # fmt: skip
+    for row, (args, words) in rows.items():
+        code, said = rig(*args, "--no-wait") if args[0] == "phase1" else rig(*args)
+        assert code == 2, (row, said)
+        assert words in said and "Traceback" not in said, (row, said)
+        assert said.startswith("error:") and len(said) < 600, (row, said)

@@ -11,7 +11,7 @@ from fastapi.staticfiles import StaticFiles
 from redis import Redis
 
 from stimloop import __version__
-from stimloop.api import errors, openapi
+from stimloop.api import access_log, errors, openapi
 from stimloop.api.routes import phase_three, sanity, sessions, sets, system
 from stimloop.api.ui import pages as ui_pages
 from stimloop.api.ui.signin import UiHeaders
@@ -38,6 +38,7 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         uploads.start()  # not during the first upload: spawning blocks the event loop
+        access_log.install()  # after the server configured its loggers
         yield
         uploads.close()
 

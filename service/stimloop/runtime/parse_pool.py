@@ -169,7 +169,7 @@ class ParsePool:
                 self._idle.put(back)
         if status == "error":
             raise value
-        return value  # type: ignore[no-any-return]
+        return value
 
     def _ask(self, worker: _Worker, fn: Callable[[A], T], arg: A) -> tuple[str, Any, str | None]:
         """(status, value, why the process must be replaced, or None)."""
