@@ -6,7 +6,7 @@ from datetime import UTC
 
 import numpy as np
 import pytest
-from stimloop_rig.readers import TrialFileError, read_trial_table
+from stimloop_rig.readers import TrialFileError, read_trial_csv, read_trial_table
 
 
 def test_csv_and_npz_round_trip(tmp_path):
@@ -175,3 +175,19 @@ def test_nwb_round_trip(tmp_path):
     (tmp_path / "bad.nwb").write_bytes(b"not hdf5")
     with pytest.raises(TrialFileError, match="not a readable NWB"):
         read_trials(tmp_path / "bad.nwb")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "\ufeffstimulus,channel,rate\nbody_0001,ch01,12.5\n",  # Excel's "CSV UTF-8"
+        "Stimulus;Channel;Rate\nbody_0001;ch01;12,5\n",  # semicolons and a decimal comma
+        "STIMULUS\tCHANNEL\tRATE\nbody_0001\tch01\t12.5\n",  # tab-separated
+    ],
+)
+def test_csv_tables_as_spreadsheets_write_them_read_alike(tmp_path, content):
+    path = tmp_path / "phase1.csv"
+    path.write_text(content, encoding="utf-8")
+    got = read_trial_csv(path)
+    assert got["stimulus"].tolist() == ["body_0001"] and got["channel"].tolist() == ["ch01"]
+    assert got["rate"].tolist() == [12.5]
