@@ -96,6 +96,7 @@ def service(tmp_path_factory):
     analyst = {"Authorization": f"Bearer {create_token(settings.tokens_path, 'analyst', 'a')}"}
     client = TestClient(create_app(settings, redis), raise_server_exceptions=False)
     yield Service(settings, redis, client, rig, analyst, tmp)
+    client.app.state.uploads.close()  # the upload processes end with the module
     cleanup(redis, settings)
 
 

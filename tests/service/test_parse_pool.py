@@ -83,3 +83,11 @@ def test_a_tasks_own_error_is_raised_as_it_is_and_keeps_the_process(pool):
         pool.run(refuse, "no such column")
     assert {pool.run(pid, None) for _ in range(4)} <= first
     assert pool.replaced == 0
+
+
+def test_a_closed_pool_starts_again_when_asked():
+    pool = ParsePool(1, 256 * MIB, timeout_s=5.0, warm="json")
+    first = pool.run(pid, None)
+    pool.close()
+    assert pool.run(pid, None) != first
+    pool.close()

@@ -112,7 +112,6 @@ class ParsePool:
         self._workers: list[_Worker] = []
         self._lock = threading.Lock()
         self._started = False
-        self._closed = False
         self.replaced = 0  # processes replaced after a crash, a memory error or a deadline
 
     def start(self) -> None:
@@ -165,8 +164,9 @@ class ParsePool:
                 back = self._replace(worker)
                 raise ParseFailedError(failure)
         finally:
-            if not self._closed:
-                self._idle.put(back)
+            with self._lock:
+                if back in self._workers:  # not a process that close() ended meanwhile
+                    self._idle.put(back)
         if status == "error":
             raise value
         return value
@@ -202,10 +202,13 @@ class ParsePool:
         return status, value, None
 
     def close(self) -> None:
-        """Stop every process (the pipes close; a process still busy is killed)."""
-        self._closed = True
+        """Stop every process (the pipes close; a process still busy is killed). A later
+        ``run`` starts the pool again."""
         with self._lock:
             workers, self._workers = self._workers, []
+            self._started = False
+            while not self._idle.empty():
+                self._idle.get_nowait()
         for worker in workers:
             with contextlib.suppress(OSError):
                 worker.conn.close()
