@@ -136,7 +136,10 @@ def main() -> None:
             )
         )
         print(
-            f"{channel}: parallel backprop passed={result.passed}, edge passed={control[-1].passed}"
+            f"{channel}: parallel backprop model check {result.model_verdict}; data check "
+            f"passed={result.data_passed}; eMPRT rise out {result.emprt['out']:+.3f} in "
+            f"{result.emprt['in']:+.3f} (edge detector: {control[-1].model_verdict}; eMPRT "
+            f"{control[-1].emprt['out']:+.3f})"
         )
 
     print(
@@ -163,10 +166,18 @@ def main() -> None:
             + " |"
         )
     print(
+        "\nverdicts at the default (Spearman of |map| and of the signed map both below 0.5):"
         f"\nparallel backpropagation: model check passed {sum(r.model_passed for r in ours)}/"
         f"{len(ours)}, data check {sum(bool(r.data_passed) for r in ours)}/{len(ours)}; "
         f"edge detector: model {sum(r.model_passed for r in control)}/{len(control)}, data "
         f"{sum(bool(r.data_passed) for r in control)}/{len(control)}"
+    )
+    print(
+        "parallel backpropagation's verdicts: "
+        + "; ".join(sorted({r.model_verdict for r in ours}))
+        + f"\neMPRT (mean rise of complexity, both images): parallel backpropagation "
+        f"{np.mean([[r.emprt['out'], r.emprt['in']] for r in ours]):+.3f}, edge detector "
+        f"{np.mean([[r.emprt['out'], r.emprt['in']] for r in control]):+.3f}"
     )
     print(
         f"seconds per channel (refit + 9 map pairs): {np.mean(seconds):.1f} "

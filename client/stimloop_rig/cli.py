@@ -502,6 +502,13 @@ def phase_two_list(
         f"wrote {out}: {n} selected images + "
         f"{len(data.phase_two.stability_images)} stability images"
     )
+    flagged = [
+        (str(c["channel"]), str(c["fit_flag"]))
+        for c in client.models(session).channels
+        if c.get("fit_flag")
+    ]
+    for channel, why in flagged:  # their picks stand in the list's fit_flagged column
+        console.print(f"[red]flagged:[/red] {channel}: {escape(why)}")
 
 
 @app.command()
@@ -596,7 +603,11 @@ def sanity_checks(
     key: str = typer.Argument(..., help="The saliency result's key (in its metadata)."),
     out: Path = typer.Option(..., help="The cascade strip, PNG."),
     max_similarity: float = typer.Option(0.5, help="A check passes below this similarity."),
-    metric: str = typer.Option("spearman", help="spearman, spearman_abs, ssim or hog."),
+    metric: str = typer.Option(
+        "spearman_abs_and_signed",
+        help="spearman_abs_and_signed (both ranks: the default), spearman, spearman_abs, ssim "
+        "or hog.",
+    ),
     max_features: int | None = typer.Option(None, help="Features per map (CPU default 32)."),
     timeout: float | None = TIMEOUT,
     url: str = URL,
@@ -619,14 +630,15 @@ def _print_sanity(client: RigClient, session: str, key: str, out: Path) -> None:
     checks = client.sanity_result(session, key)
     out.write_bytes(client.download(f"/v1/sessions/{session}/saliency/{key}/sanity.png"))
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    for name in ("step", "out", "in"):
-        table.add_column(name)
+    shown = ("spearman_abs", "spearman", "ssim", "hog")
+    table.add_column("step")
+    for name in shown:
+        table.add_column(f"{name} out/in")
     steps = [*checks.model_steps, *([checks.data_step] if checks.data_step else [])]
     for step in steps:
         table.add_row(
             step.name,
-            f"{getattr(step.out, checks.metric):.2f}",
-            f"{getattr(step.in_, checks.metric):.2f}",
+            *(f"{getattr(step.out, n):.2f}/{getattr(step.in_, n):.2f}" for n in shown),
         )
     console.print(table)
 
@@ -636,9 +648,15 @@ def _print_sanity(client: RigClient, session: str, key: str, out: Path) -> None:
     console.print(
         f"wrote {out}; {checks.metric} similarity to the original maps (passes below "
         f"{checks.max_similarity:g}): model randomisation {word(checks.model_passed)} "
-        f"({checks.model_similarity:.2f}), data randomisation {word(checks.data_passed)}"
+        f"({checks.model_similarity:.2f}; {checks.model_verdict or '-'}), data randomisation "
+        f"{word(checks.data_passed)}"
         + (f" ({checks.data_similarity:.2f})" if checks.data_similarity is not None else "")
     )
+    if checks.emprt:
+        console.print(
+            f"eMPRT (complexity rise to the fully randomised model): out "
+            f"{checks.emprt['out']:+.2f}, in {checks.emprt['in']:+.2f}"
+        )
 
 
 @app.command()

@@ -232,17 +232,20 @@ class NamedPairRequest(SaliencyOptions):
 
 SaliencyRequest = DefaultPairRequest | NamedPairRequest
 
-SanityMetric = Literal["spearman", "spearman_abs", "ssim", "hog"]
+SanityMetric = Literal["spearman_abs_and_signed", "spearman", "spearman_abs", "ssim", "hog"]
 
 
 class SanityRequest(Strict):
     """Sanity checks of a saliency result's maps (Adebayo et al. 2018): the model cascade
-    (the readout's w re-drawn, the backbone re-initialised from the top) and the refit on
-    permuted labels. A check passes when its most randomised maps' ``metric`` similarity to
-    the original is below ``max_similarity`` on both images (see the README)."""
+    (the readout's w and mu re-drawn, the backbone re-initialised from the top) and the refit
+    on permuted labels. A check passes when its most randomised maps' ``metric`` similarity to
+    the original is below ``max_similarity`` on both images; the default requires the
+    Spearman r of |map| and of the signed map both below it (see the README)."""
 
     metric: SanityMetric = Field(
-        "spearman", description="The verdict's similarity (all four are reported)"
+        "spearman_abs_and_signed",
+        description="The verdict's similarity (all four are reported); the default: the "
+        "Spearman r of |map| and of the signed map, both",
     )
     max_similarity: float = Field(0.5, ge=-1, le=1)
     max_features: int | None = Field(
@@ -568,6 +571,12 @@ class FitMetrics(BaseModel):
     noise_ceiling: Estimate
     r2_over_ceiling: Estimate
     r2_over_ceiling_unclipped: float | None
+    r2_over_ceiling_brainscore: float | None = Field(
+        None, description="r^2 / ceiling as Brain-Score defines it (r squared, any sign)"
+    )
+    undefined: str | None = Field(
+        None, description="Why the metrics are NaN: constant responses or predictions"
+    )
     oracle_r: Estimate
     fev: float | None
     feve: Estimate
@@ -605,6 +614,11 @@ class ChannelAnalysis(BaseModel):
     selective: bool
     generalisation_preferred: Generalisation | None
     generalisation: dict[str, Generalisation]
+    fit_flag: str | None = Field(
+        None,
+        description="Why the fit should not be trusted: held-out r not significantly "
+        "positive, or its FEVE interval reaching 0 (None: no flag)",
+    )
 
 
 class Categories(BaseModel):
@@ -637,6 +651,12 @@ class SanityVerdict(BaseModel):
 
     passed: bool
     model_passed: bool
+    model_verdict: str = Field(
+        "",
+        description="passed; split (the sign changed, the magnitude did not); or failed, "
+        "naming the statistics that stayed similar",
+    )
+    model_failed_on: list[str] = Field(default_factory=list)
     data_passed: bool | None
     metric: str
     max_similarity: float
@@ -663,6 +683,11 @@ class SaliencyResult(BaseModel):
     method: str
     config: dict[str, Any]
     provenance: Provenance
+    fit_flag: str | None = Field(
+        None,
+        description="Why the channel's fit should not be trusted (held-out r not "
+        "significantly positive); None: no flag",
+    )
     sanity: SanityVerdict | None = None
 
 
@@ -690,6 +715,11 @@ class SanityChecks(SanityVerdict):
     method: str
     model_steps: list[SanityStep]
     data_step: SanityStep | None
+    emprt: dict[str, Any] | None = Field(
+        None,
+        description="eMPRT (Hedstroem et al. 2023): the relative rise in each map's complexity "
+        "from the original to the fully randomised model (out, in), and the complexities",
+    )
     seed: int
     max_features: int | None
     permutation_seed: int

@@ -71,6 +71,7 @@ def analysis_rows(
             row[f"median_{side}"] = t["median_preferred"]
             row[f"median_{other}"] = t["median_other"]
         row["selective"] = c["selective"]
+        row["fit_flag"] = c.get("fit_flag")
         tests = [(names["preferred"], c["generalisation_preferred"])]
         tests += [
             (name, c["generalisation"].get(name))
@@ -112,7 +113,9 @@ def metric_columns(name: str, metrics: dict[str, Any] | None) -> dict[str, Any]:
         row[f"{key}_low_{name}"] = estimate.get("low")
         row[f"{key}_high_{name}"] = estimate.get("high")
     row[f"r2_over_ceiling_unclipped_{name}"] = m.get("r2_over_ceiling_unclipped")
+    row[f"r2_over_ceiling_brainscore_{name}"] = m.get("r2_over_ceiling_brainscore")
     row[f"fev_{name}"] = m.get("fev")
+    row[f"metrics_undefined_{name}"] = m.get("undefined")
     return row
 
 
@@ -139,7 +142,9 @@ def fit_metric_rows(analysis: dict[str, Any]) -> list[dict[str, Any]]:
                 row[f"{key}_low"] = m[key]["low"]
                 row[f"{key}_high"] = m[key]["high"]
             row["r2_over_ceiling_unclipped"] = m["r2_over_ceiling_unclipped"]
+            row["r2_over_ceiling_brainscore"] = m.get("r2_over_ceiling_brainscore")
             row["fev"] = m["fev"]
+            row["undefined"] = m.get("undefined")
             rows.append(row)
     return rows
 
@@ -176,7 +181,7 @@ def key_columns(rows: list[dict[str, Any]]) -> list[str]:
     if not rows:
         return []
     keys = list(rows[0])
-    wanted = {"channel", "stability_r", "stable", "selective", "maps_sanity"}
+    wanted = {"channel", "stability_r", "stable", "selective", "maps_sanity", "fit_flag"}
     wanted |= {k for k in keys if k.startswith("mw_p_") and not k.startswith("mw_p_greater")}
     wanted |= {
         k

@@ -269,7 +269,8 @@ def run_demo(
                     f"sanity checks of {first.channel}'s maps ({verdict.metric} similarity "
                     f"after randomising, passes below {verdict.max_similarity:g}): model "
                     f"{verdict.model_similarity:.2f} "
-                    f"({'passed' if verdict.model_passed else 'FAILED'}), data "
+                    f"({verdict.model_verdict or ('passed' if verdict.model_passed else 'FAILED')}"
+                    "), data "
                     f"{verdict.data_similarity or float('nan'):.2f} "
                     f"({'passed' if verdict.data_passed else 'FAILED'})"
                 )

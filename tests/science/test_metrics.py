@@ -130,3 +130,85 @@ def test_feve_is_unbiased_and_its_intervals_cover_the_truth():
         assert abs(np.mean(got[k]) - TRUTH[k]) < 0.05, k
         low = 0.9 if k in ("feve", "r") else 0.85
         assert low <= covered[k] / reps <= 0.99, (k, covered[k] / reps)
+
+
+def test_constant_responses_give_nan_with_a_reason_not_rounding_residue():
+    rng = np.random.default_rng(4)
+    pred = rng.normal(20, 6, 30)
+    for level in (0.1, 1 / 3, 17.3):
+        trials = np.full((30, 8), level)
+        m = fit_metrics(pred, trials, np.random.default_rng(1), np.random.default_rng(2))
+        assert m is not None and m.undefined is not None and "do not vary" in m.undefined
+        for value in (m.r.value, m.feve.value, m.fev, m.oracle_r.value, m.noise_ceiling.value):
+            assert np.isnan(value), (level, m)
+    _, trials = planted(30, rng)
+    flat = fit_metrics(np.full(30, 7.0), trials, np.random.default_rng(1), np.random.default_rng(2))
+    assert flat is not None and np.isnan(flat.r.value) and np.isnan(flat.r.low)
+    assert flat.undefined is not None and "predictions do not vary" in flat.undefined
+    assert np.isfinite(flat.feve.value)  # FEVE of a constant prediction is defined (and poor)
+
+
+def test_an_infinite_trial_is_an_error_not_a_missing_repeat():
+    pred, trials = planted(10, np.random.default_rng(5))
+    trials[3, 2] = np.inf
+    with pytest.raises(ValueError, match="stimulus 3 has an infinite trial"):
+        fit_metrics(pred, trials, np.random.default_rng(1), np.random.default_rng(2))
+
+
+def test_a_large_offset_changes_no_metric():
+    pred, trials = planted(40, np.random.default_rng(6))
+    base = fit_metrics(pred, trials, np.random.default_rng(1), np.random.default_rng(2))
+    far = fit_metrics(pred + 1e8, trials + 1e8, np.random.default_rng(1), np.random.default_rng(2))
+    assert base is not None and far is not None
+    for name in ("feve", "r", "oracle_r", "noise_ceiling"):
+        assert getattr(far, name).value == pytest.approx(getattr(base, name).value, abs=1e-6)
+    assert far.fev == pytest.approx(base.fev, abs=1e-6)
+
+
+def test_brainscores_ratio_squares_r_whatever_its_sign():
+    pred, trials = planted(40, np.random.default_rng(7))
+    m = fit_metrics(-pred, trials, np.random.default_rng(1), np.random.default_rng(2))
+    assert m is not None and m.r.value < 0
+    assert m.r2_over_ceiling_brainscore == pytest.approx(m.r.value**2 / m.noise_ceiling.value)
+    assert m.r2_over_ceiling.value == 0 and m.r2_over_ceiling_unclipped == 0
+
+
+def test_a_channel_without_signal_is_left_out_of_the_sessions_mean_feve():
+    """200 planted sessions of five channels with signal (FEVE 0.75) and one without: the
+    summary's mean over the channels whose FEV reaches 0.15 is within 0.05 of the truth, and
+    the channel without signal is counted as left out."""
+    from types import SimpleNamespace
+
+    from stimloop.science.analysis import finite_mean, mean_feve
+
+    rng = np.random.default_rng(8)
+    ruled, naive = [], []
+    for _ in range(200):
+        gens = []
+        for _ in range(5):
+            pred, trials = planted(60, rng)
+            gens.append(SimpleNamespace(metrics=fit_metrics(pred, trials, rng, rng, n_boot=20)))
+        silent = 20 + rng.normal(0, SIGMA, (60, R))  # no stimulus dependence
+        noise_pred = rng.normal(20, TAU, 60)
+        gens.append(SimpleNamespace(metrics=fit_metrics(noise_pred, silent, rng, rng, n_boot=20)))
+        summary = mean_feve(gens, 0.15)
+        assert summary["used"] + summary["left_out"] == 6
+        ruled.append(summary["mean"])
+        naive.append(finite_mean([g.metrics.feve.value for g in gens]))
+    assert abs(np.mean(ruled) - TRUTH["feve"]) < 0.05, np.mean(ruled)
+    assert np.median(np.abs(np.array(ruled) - TRUTH["feve"])) < 0.05
+    print("mean FEVE, rule vs naive:", np.mean(ruled), np.mean(naive))
+
+
+def test_the_fit_flag_rule_by_hand():
+    from stimloop.science.metrics import fit_flag
+
+    assert fit_flag(0.6, 0.002, 0.05) is None  # one-sided p 0.001
+    assert fit_flag(0.35, 0.08, 0.05) is None  # one-sided p 0.04 < 0.05
+    assert "not significantly positive" in fit_flag(0.3, 0.12, 0.05)  # one-sided 0.06
+    assert "held-out r -1.00 not significantly positive" in fit_flag(-1.0, 1e-9, 0.05)
+    assert fit_flag(float("nan"), float("nan"), 0.05) == "held-out r undefined"
+    assert fit_flag(0.6, 0.002, 0.05, feve_low=0.1) is None
+    assert fit_flag(0.6, 0.002, 0.05, feve_low=-0.2) == "FEVE interval reaches 0"
+    both = fit_flag(-0.8, 0.001, 0.05, feve_low=float("nan"))
+    assert both is not None and "not significantly positive" in both and "FEVE undefined" in both

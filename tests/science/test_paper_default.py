@@ -203,6 +203,8 @@ ADDED_SUMMARY = (
     "fraction_of_oracle",
     "mean_feve_preferred",
     "mean_feve",
+    "feve_channels_preferred",
+    "feve_channels",
 )
 
 
@@ -212,12 +214,13 @@ def without_fit_metrics(today: dict) -> dict:
     everything the pin holds must be unchanged."""
     analysis = today["analysis"]
     for c in analysis["channels"]:
+        c.pop("fit_flag")  # the fit's flag, added with the fit metrics' verdicts
         for g in [c["generalisation_preferred"], *c["generalisation"].values()]:
             if g is not None:
                 assert g.pop("metrics") is not None
     for key in ADDED_SUMMARY:
         analysis["summary"].pop(key)
-    for key in ("bootstrap", "confidence"):
+    for key in ("bootstrap", "confidence", "fev_floor"):
         analysis["config"].pop(key)
     return today
 

@@ -14,20 +14,27 @@ from stimloop.storage.store import Store
 
 
 def selection_csv(st: Store, session_id: str) -> str:
-    """order, stimulus, category, reasons (channel:role; ``stability`` for the repeats)."""
-    data = st.files(session_id).selection()
+    """order, stimulus, category, reasons (channel:role; ``stability`` for the repeats), and
+    ``fit_flagged``: the channels among its reasons whose fit is flagged (held-out r not
+    significantly positive), so a pick of an untrusted model is seen on the rig."""
+    files = st.files(session_id)
+    data = files.selection()
+    flagged = set()
+    if files.has_channels():
+        flagged = {r["channel"] for r in files.channels()["channels"] if r.get("fit_flag")}
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["order", "stimulus", "category", "reasons"])
+    writer.writerow(["order", "stimulus", "category", "reasons", "fit_flagged"])
     order = 0
     for entry in data["phase_two"]["entries"]:
         order += 1
         reasons = ";".join(f"{r['channel']}:{r['role']}" for r in entry["reasons"])
-        writer.writerow([order, entry["stimulus"], entry["category"], reasons])
+        marked = sorted({r["channel"] for r in entry["reasons"]} & flagged)
+        writer.writerow([order, entry["stimulus"], entry["category"], reasons, ";".join(marked)])
     category = st.get_session(session_id).config.preferred_category
     for image in data["phase_two"]["stability_images"]:
         order += 1
-        writer.writerow([order, image, category, "stability"])
+        writer.writerow([order, image, category, "stability", ""])
     return buffer.getvalue()
 
 

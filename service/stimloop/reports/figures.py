@@ -176,8 +176,9 @@ def cascade_figure(
     """The sanity checks as Adebayo et al. draw them: per image (rows: x_out, x_in) the image,
     the original ``|map|`` and the map after each cascade step (the readout, then the blocks
     from the top down) and after the refit on permuted labels; each map scaled to its own
-    maximum, titled with its similarity to the original (the verdict's metric)."""
-    metric = result.config.metric
+    maximum, titled with its similarity to the original: the Spearman r of ``|map|`` (what the
+    strip shows) and of the signed map, or the verdict's other metric."""
+    names_ = result.statistics
     steps = [*result.model_steps, *([result.data_step] if result.data_step else [])]
     names = ["original", *(s.name for s in steps)]
     fig, axes = plt.subplots(
@@ -193,20 +194,21 @@ def cascade_figure(
                 label = "original" if row == 0 else ""
             else:
                 step = steps[col - 2]
-                value = getattr(step.out if side == "out" else step.in_, metric)
-                label = f"{name}\n{value:.2f}" if row == 0 else f"{value:.2f}"
+                sim = step.out if side == "out" else step.in_
+                value = "/".join(f"{getattr(sim, n):.2f}" for n in names_)
+                label = f"{name}\n{value}" if row == 0 else value
             axes[row, col].set_title(label, fontsize=7)
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
-    verdict = f"model randomisation {'passed' if result.model_passed else 'FAILED'}" + (
+    verdict = f"model randomisation {result.model_verdict}" + (
         ""
         if result.data_passed is None
         else f", data randomisation {'passed' if result.data_passed else 'FAILED'}"
     )
     fig.suptitle(
-        f"{channel}, {result.method}: {metric} similarity to the original under each map "
-        f"(passes below {result.config.max_similarity:g}); {verdict}",
+        f"{channel}, {result.method}: {' / '.join(names_)} similarity to the original under "
+        f"each map (passes below {result.config.max_similarity:g}); {verdict}",
         fontsize=8,
     )
     fig.tight_layout()

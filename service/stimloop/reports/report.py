@@ -358,7 +358,10 @@ def _sanity_words(verdict: dict[str, Any] | None) -> str:
     def word(ok: bool | None) -> str:
         return "not run" if ok is None else "passed" if ok else "FAILED"
 
-    return f"{word(verdict['model_passed'])}, {word(verdict['data_passed'])}"
+    model = verdict.get("model_verdict") or word(verdict["model_passed"])
+    return f"{model if verdict['model_passed'] else 'FAILED (' + model + ')'}, " + word(
+        verdict["data_passed"]
+    )
 
 
 def sanity_section(files: SessionFiles, metas: list[dict[str, Any]]) -> list[str]:
@@ -507,6 +510,8 @@ def _label(column: str) -> str:
         "stable": "stable (test/retest r > 0.6)",
         "selective": "selective (Mann-Whitney p two-sided < alpha, preferred above, vs every "
         "category)",
+        "fit_flag": "fit flagged (held-out r not significantly positive, or FEVE interval "
+        "reaching 0)",
     }.get(column, column.replace("_", " "))
 
 
@@ -668,6 +673,7 @@ def build_report(store: Store, session_id: str, images: dict[str, dict[str, Any]
                     ("reliable_p", "p (Pearson r = 0)"),
                     ("r_test", "held-out r (Pearson)"),
                     ("p_test", "p (Pearson r = 0)"),
+                    ("fit_flag", "fit flagged (held-out r not significantly positive)"),
                     ("reason", "reason"),
                 ],
             ),

@@ -35,7 +35,7 @@ import numpy as np
 from scipy import stats
 
 from stimloop.science.configs import AnalysisConfig
-from stimloop.science.metrics import FitMetrics, fit_metrics, fraction_of_oracle
+from stimloop.science.metrics import FitMetrics, fit_flag, fit_metrics, fraction_of_oracle
 from stimloop.science.readout import FittedReadout, pearson
 from stimloop.science.responses import ResponseTable, spearman_brown, split_half_r
 from stimloop.science.seeds import channel_rng
@@ -84,6 +84,7 @@ class ChannelAnalysis:
     selective: bool  # passed against every other category
     generalisation_preferred: Generalisation | None  # held-out preferred images; None: no model
     generalisation: dict[str, Generalisation]  # per candidate category; empty without a model
+    fit_flag: str | None = None  # metrics.fit_flag on the held-out preferred images
 
 
 @dataclass
@@ -264,13 +265,21 @@ def analyse(
                         predictions[cat][:, j], trials_of(phase_two, c2, ids), config, rng, boot
                     )
         selective = bool(tests) and all(t.passed for t in tests)
-        results.append(ChannelAnalysis(channel, stability, tests, selective, gen_p, gen))
-    return Analysis(results, summarise(results, [*others, *candidates]), config)
+        flag = None
+        if gen_p is not None:
+            low = gen_p.metrics.feve.low if gen_p.metrics is not None else None
+            flag = fit_flag(gen_p.r, gen_p.p, config.alpha, low)
+        results.append(ChannelAnalysis(channel, stability, tests, selective, gen_p, gen, flag))
+    return Analysis(results, summarise(results, [*others, *candidates], config.fev_floor), config)
 
 
-def summarise(channels: Sequence[ChannelAnalysis], others: Sequence[str]) -> dict[str, Any]:
+def summarise(
+    channels: Sequence[ChannelAnalysis], others: Sequence[str], fev_floor: float = 0.15
+) -> dict[str, Any]:
     """Fractions of channels passing each test (Fig. 3a), with the counts behind them; per
-    other category where a test is per category."""
+    other category where a test is per category. The mean FEVE follows the field's rule
+    (Sensorium's reference code): channels whose FEV is below ``fev_floor`` have too little
+    explainable variance for FEVE to mean anything, and are left out and counted."""
 
     def fraction(values: list[bool]) -> dict[str, Any]:
         return {
@@ -306,11 +315,23 @@ def summarise(channels: Sequence[ChannelAnalysis], others: Sequence[str]) -> dic
         "mean_stability_r": finite_mean([c.stability.r for c in channels]),
         "fraction_of_oracle_preferred": oracle_fraction(held_out),
         "fraction_of_oracle": {cat: oracle_fraction(gens) for cat, gens in per.items()},
-        "mean_feve_preferred": finite_mean([g.metrics.feve.value for g in held_out if g.metrics]),
-        "mean_feve": {
-            cat: finite_mean([g.metrics.feve.value for g in gens if g.metrics])
-            for cat, gens in per.items()
-        },
+        "mean_feve_preferred": mean_feve(held_out, fev_floor)["mean"],
+        "mean_feve": {cat: mean_feve(gens, fev_floor)["mean"] for cat, gens in per.items()},
+        "feve_channels_preferred": mean_feve(held_out, fev_floor),
+        "feve_channels": {cat: mean_feve(gens, fev_floor) for cat, gens in per.items()},
+    }
+
+
+def mean_feve(gens: Sequence[Generalisation], fev_floor: float) -> dict[str, Any]:
+    """The mean FEVE over channels whose FEV reaches ``fev_floor`` (finite FEVE), with how
+    many were used and how many left out (FEV below the floor, or undefined)."""
+    measured = [g.metrics for g in gens if g.metrics is not None]
+    used = [m.feve.value for m in measured if m.fev >= fev_floor and np.isfinite(m.feve.value)]
+    return {
+        "mean": finite_mean(used),
+        "used": len(used),
+        "left_out": len(measured) - len(used),
+        "fev_floor": fev_floor,
     }
 
 

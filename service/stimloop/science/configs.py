@@ -115,6 +115,8 @@ class AnalysisConfig:
     ceiling_splits: Annotated[int, Ge(10), Le(10_000)] = 100  # split halves per noise ceiling
     bootstrap: Annotated[int, Ge(100), Le(100_000)] = 1000  # resamplings of stimuli per interval
     confidence: Annotated[float, Ge(0.5), Lt(1)] = 0.95  # the intervals' coverage
+    # a session's mean FEVE leaves out channels whose FEV is below this (Sensorium's rule)
+    fev_floor: Annotated[float, Ge(0), Le(1)] = 0.15
 
     def __post_init__(self) -> None:
         check_fields(self)

@@ -6,8 +6,9 @@ For one channel and one set of stimuli: predictions ``p`` ``[S]`` and the record
 * ``r``: Pearson r of ``p`` against ``ybar`` (the paper's generalisation, sec. 5.1);
 * noise ceiling: the Spearman-Brown corrected mean split-half r of ``ybar`` (A.2), the
   reliability of the recorded means: the r^2 a perfect model could reach;
-* ``r^2 / ceiling``: Brain-Score's ceiling-normalised explained variance, clipped to [0, 1];
-  the unclipped value is kept beside it (a negative r explains nothing: ``max(r, 0)^2``);
+* ``max(r, 0)^2 / ceiling``, clipped to [0, 1] (a negative r explains nothing; the unclipped
+  value is kept beside it), and Brain-Score's own ``r^2 / ceiling`` (r squared whatever its
+  sign, not clipped), named apart;
 * oracle r (Lurz et al. 2021): Pearson r over all trials between each trial and the mean of
   the other repeats of its stimulus (leave one repeat out);
 * FEV and FEVE (Cadena et al. 2019): with ``s2`` the mean over stimuli of the variance across
@@ -17,6 +18,13 @@ For one channel and one set of stimuli: predictions ``p`` ``[S]`` and the record
 
 Intervals: percentile bootstrap over stimuli (each resampled stimulus keeps all its trials),
 ``n_boot`` draws from an explicit generator, so that an interval is reproducible from its seed.
+
+Numerics: the trials and predictions are centred on the trials' mean before any sum (every
+metric is unchanged by a common shift), so the one-pass sums below lose nothing at a large
+offset. Responses whose spread is below ``RELATIVE_TOLERANCE`` of their scale (constant up to
+rounding) leave every metric undefined: NaN with the reason in ``undefined``, never a number
+made of rounding residue; constant predictions leave r and the r^2 ratios undefined. An
+infinite trial is an error, not a missing repeat.
 """
 
 from __future__ import annotations
@@ -27,6 +35,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from stimloop.science.responses import spearman_brown, split_masks
+
+RELATIVE_TOLERANCE = 1e-9  # a spread below this fraction of the values' scale is rounding
+NAN_ESTIMATE_VALUES = (float("nan"), float("nan"), float("nan"))
 
 
 @dataclass(frozen=True)
@@ -53,6 +64,37 @@ class FitMetrics:
     feve: Estimate
     n_boot: int
     confidence: float
+    r2_over_ceiling_brainscore: float = float("nan")  # r^2 / ceiling, Brain-Score's definition
+    undefined: str | None = None  # why the metrics are NaN (constant responses or predictions)
+
+
+def constant(x: np.ndarray) -> bool:
+    """True when the finite values of ``x`` spread by at most ``RELATIVE_TOLERANCE`` of their
+    largest magnitude (or not at all): a constant up to rounding."""
+    finite = np.asarray(x, float)[np.isfinite(x)]
+    if finite.size < 2:
+        return True
+    spread = float(finite.max() - finite.min())
+    return spread == 0.0 or spread <= RELATIVE_TOLERANCE * float(np.abs(finite).max())
+
+
+def undefined_metrics(s: int, mean_repeats: float, n_boot: int, confidence: float, why: str):
+    """Every metric NaN, with the reason (``FitMetrics.undefined``)."""
+    nan = Estimate(*NAN_ESTIMATE_VALUES)
+    return FitMetrics(
+        n_stimuli=s,
+        mean_repeats=mean_repeats,
+        r=nan,
+        noise_ceiling=nan,
+        r2_over_ceiling=nan,
+        r2_over_ceiling_unclipped=float("nan"),
+        oracle_r=nan,
+        fev=float("nan"),
+        feve=nan,
+        n_boot=n_boot,
+        confidence=confidence,
+        undefined=why,
+    )
 
 
 def _rows_pearson(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -180,11 +222,26 @@ def fit_metrics(
     ``n_boot`` resamplings of stimuli.
     """
     p_all, v_all = np.asarray(pred, float), np.asarray(values, float)
+    if np.isinf(v_all).any():
+        k = int(np.flatnonzero(np.isinf(v_all).any(1))[0])
+        raise ValueError(f"stimulus {k} has an infinite trial; a missing repeat is NaN")
     keep = np.isfinite(p_all) & np.isfinite(v_all).any(1)
     p_arr, values = p_all[keep], v_all[keep]
     s = len(p_arr)
     if s < 3:
         return None
+    repeats = float(np.isfinite(values).sum(1).mean())
+    if constant(values):
+        return undefined_metrics(
+            s,
+            repeats,
+            n_boot,
+            confidence,
+            "the responses do not vary (constant up to rounding): no metric is defined",
+        )
+    offset = float(np.nanmean(values))  # centred: the sums below are one-pass
+    p_arr, values = p_arr - offset, values - offset
+    flat_prediction = constant(p_arr + offset)
     paired = np.isfinite(values).sum(1) > 1  # the ceiling needs both halves of a stimulus
     if paired.sum() < 3:  # no ceiling below three stimuli with halves (analysis.noise_ceiling)
         paired[:] = False
@@ -201,9 +258,13 @@ def fit_metrics(
         "ceiling": _ceilings(half1, half2, ones[:, paired])[0],
         "oracle": _oracle(t, ones)[0],
     }
+    if flat_prediction:
+        point["r"] = float("nan")
     feve, fev = _feve_fev(t, ones)
     point["feve"] = feve[0]
     point["r2"] = _r2_over(np.array([point["r"]]), np.array([point["ceiling"]]))[0]
+    with np.errstate(invalid="ignore", divide="ignore"):  # Brain-Score: r squared, any sign
+        brainscore = point["r"] ** 2 / point["ceiling"] if point["ceiling"] > 0 else np.nan
     draws: dict[str, list[np.ndarray]] = {k: [] for k in point}
     for start in range(0, n_boot, chunk):
         b = min(chunk, n_boot - start)
@@ -211,6 +272,8 @@ def fit_metrics(
         w = np.zeros((b, s))
         np.add.at(w, (np.arange(b)[:, None], picks), 1.0)
         r = _rows_pearson(p_arr, ybar, w)
+        if flat_prediction:
+            r[:] = np.nan
         ceiling = _ceilings(half1, half2, w[:, paired])
         draws["r"].append(r)
         draws["ceiling"].append(ceiling)
@@ -234,7 +297,30 @@ def fit_metrics(
         feve=estimate("feve", point["feve"]),
         n_boot=n_boot,
         confidence=confidence,
+        r2_over_ceiling_brainscore=float(brainscore),
+        undefined="the predictions do not vary: r and the r^2 ratios are undefined"
+        if flat_prediction
+        else None,
     )
+
+
+def fit_flag(
+    r: float, p_two_sided: float, alpha: float, feve_low: float | None = None
+) -> str | None:
+    """Why a channel's fit should not be trusted, or None (the rule, fixed in advance: the
+    paper's test of generalisation, sec. 5.1, and the FEVE interval of Cadena et al. 2019):
+    its held-out r is not significantly positive (r <= 0, or the one-sided p = p / 2 at or
+    above ``alpha``), or the lower end of its FEVE interval is at or below 0."""
+    reasons = []
+    if not np.isfinite(r) or not np.isfinite(p_two_sided):
+        reasons.append("held-out r undefined")
+    elif r <= 0 or p_two_sided / 2 >= alpha:  # one-sided test of r > 0
+        reasons.append(
+            f"held-out r {r:.2f} not significantly positive (one-sided p {p_two_sided / 2:.2g})"
+        )
+    if feve_low is not None and not (np.isfinite(feve_low) and feve_low > 0):
+        reasons.append("FEVE interval reaches 0" if np.isfinite(feve_low) else "FEVE undefined")
+    return "; ".join(reasons) or None
 
 
 def fraction_of_oracle(r: Sequence[float], oracle: Sequence[float]) -> float:

@@ -117,6 +117,8 @@ def load_readout(folder: Path) -> FittedReadout:
 SANITY_VERDICT = (
     "passed",
     "model_passed",
+    "model_verdict",
+    "model_failed_on",
     "data_passed",
     "metric",
     "max_similarity",

@@ -81,7 +81,7 @@ def fit_and_select(
     selection = select_for(res, config, result, ids_shown, maps, report)
     prov = provenance(config, backbone.weights_sha256)
     with res.fenced(session_id, generation) as rec:
-        files.write_channels({"channels": channel_rows(result), **prov})
+        files.write_channels({"channels": channel_rows(result, config.analysis.alpha), **prov})
         if result.readout is not None:
             files.save_readout(result.readout)
         files.write_selection({**selection, **prov})

@@ -11,6 +11,8 @@ import io
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from stimloop.science.configs import AnalysisConfig
+from stimloop.science.metrics import fit_flag
 from stimloop.science.readout import FittedReadout, ReadoutConfig, fit_readouts, make_split
 from stimloop.science.responses import (
     ChannelInclusion,
@@ -90,8 +92,9 @@ def fit_recording(
     return FitResult(table, verdicts, fitted)
 
 
-def channel_rows(result: FitResult) -> list[dict[str, object]]:
-    """One row per channel: inclusion statistics and p-values, and the fit's metrics."""
+def channel_rows(result: FitResult, alpha: float = AnalysisConfig.alpha) -> list[dict[str, object]]:
+    """One row per channel: inclusion statistics and p-values, the fit's metrics, and the
+    fit's flag (``metrics.fit_flag``: held-out r not significantly positive at ``alpha``)."""
     rows = []
     fit = result.readout
     for verdict in result.inclusion:
@@ -110,6 +113,7 @@ def channel_rows(result: FitResult) -> list[dict[str, object]]:
                 row[f"r_{split}"] = fit.r[split][j]
                 row[f"p_{split}"] = fit.p[split][j]
                 row[f"mse_{split}"] = fit.loss[split][j]
+            row["fit_flag"] = fit_flag(float(fit.r["test"][j]), float(fit.p["test"][j]), alpha)
         rows.append(row)
     return rows
 

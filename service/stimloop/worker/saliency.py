@@ -59,9 +59,13 @@ def saliency(
             "saliency", done / max(total, 1), f"{done}/{total} feature gradients"
         ),
     )
+    fit_row: dict[str, Any] = next(
+        (row for row in files.channels()["channels"] if row["channel"] == channel), {}
+    )
     meta = {
         "key": key,
         "channel": channel,
+        "fit_flag": fit_row.get("fit_flag"),  # maps of a fit that failed say so
         "x_out": x_out_id,
         "x_out_category": category_of(config, x_out_id, res),
         "x_in": x_in_id,

@@ -62,8 +62,8 @@ def check_saliency(
     report("refitting", 0.0, "the readout on phase one with the stimulus labels permuted")
     refit = permuted_refit(res, files, config, channel, report)
     sanity_config = sn.SanityConfig(
-        metric=options.get("metric", "spearman"),
-        max_similarity=options.get("max_similarity", 0.5),
+        metric=options.get("metric", sn.SanityConfig.metric),
+        max_similarity=options.get("max_similarity", sn.SanityConfig.max_similarity),
         seed=config.seed,
     )
     result = sn.sanity_checks(

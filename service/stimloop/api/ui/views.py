@@ -126,6 +126,7 @@ def session_view(
                 "ceiling": (held_out.get(row["channel"]) or {}).get("noise_ceiling"),
                 "normalised": (held_out.get(row["channel"]) or {}).get("r_normalised"),
                 "cell": f"({_cell(row['mu_x'])}, {_cell(row['mu_y'])})",
+                "flag": row.get("fit_flag"),
             }
             for row in view["inclusion"]
             if row["included"] and "mu_x" in row
