@@ -54,6 +54,9 @@ __all__ = ["JobFailedError", "JobInfo", "RigClient", "StimloopError"]
 ProgressCallback = Callable[[JobInfo], None]
 
 
+CONNECT_BUDGET = 4.0  # seconds a server never reached gets before it is called unreachable
+
+
 class RigClient:
     """A client bound to one server URL and token. Every failure raises a ``StimloopError``
     (``stimloop_rig.errors``): the server's refusals as ``ProblemError`` with its status and
@@ -73,15 +76,17 @@ class RigClient:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.url = url.rstrip("/")
+        # the server's address, not its API's: a URL copied with /v1 at its end works too
+        self.url = url.rstrip("/").removesuffix("/v1")
         self.http = httpx.Client(
             base_url=self.url,
             headers=headers,
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+            timeout=httpx.Timeout(timeout, connect=min(timeout, CONNECT_BUDGET)),
             transport=transport,
         )
         self.timeout = timeout
         self.retries, self.backoff, self.retry_budget = retries, backoff, retry_budget
+        self.reached = False  # has the server answered this client once?
 
     def close(self) -> None:
         self.http.close()
@@ -107,21 +112,39 @@ class RigClient:
         retries = self.retries if idempotent else 0
         delay, started = self.backoff, time.monotonic()
         for attempt in range(retries + 1):
-            last = attempt == retries or time.monotonic() - started + delay > self.retry_budget
+            spent = time.monotonic() - started + delay
+            last = attempt == retries or spent > self.retry_budget
             try:
                 response = self.http.request(method, path, **kwargs)
+            except httpx.ConnectTimeout:
+                if last or not self.reached:  # nothing answers there: say so at once
+                    raise ServiceUnreachableError(self.url, "no answer to connect") from None
             except httpx.TimeoutException:
                 if last:
                     raise ServiceTimeoutError(self.url, self.timeout) from None
+            except httpx.ConnectError as exc:
+                # a server never reached is given CONNECT_BUDGET seconds, not the whole budget
+                if last or (not self.reached and spent > CONNECT_BUDGET):
+                    raise ServiceUnreachableError(self.url, _reason(exc)) from None
             except httpx.TransportError as exc:
                 if last:
                     raise ServiceUnreachableError(self.url, _reason(exc)) from None
             else:
+                self.reached = True
                 if response.status_code < 500 or last:
                     break
             time.sleep(delay)
             delay *= 2
         if response.status_code >= 400:
+            kind = response.headers.get("content-type", "").split(";")[0].strip()
+            if kind not in ("application/problem+json", "application/json"):
+                raise ProblemError(
+                    response.status_code,
+                    "not stimloop",
+                    f"{self.url} answered {response.status_code} with {kind or 'a body'}, not "
+                    "stimloop's API: is --url (STIMLOOP_URL) the stimloop server, e.g. "
+                    "http://host:8000?",
+                )
             try:
                 body = response.json()
                 title, detail = body.get("title", "error"), body.get("detail", response.text)
@@ -369,7 +392,10 @@ def _reason(exc: httpx.TransportError) -> str:
     cause: BaseException = exc
     while cause.__cause__ is not None or cause.__context__ is not None:
         cause = cause.__cause__ or cause.__context__  # type: ignore[assignment]
-    return str(cause) or type(cause).__name__
+    said = str(cause) or type(cause).__name__
+    if "SSL" in said or "TLS" in said:
+        return "it does not speak HTTPS there: use http:// unless the lab put TLS in front"
+    return said
 
 
 def check_trial_ids(

@@ -5,10 +5,11 @@ from __future__ import annotations
 import csv
 import functools
 import io
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich import box
@@ -17,15 +18,15 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from stimloop_rig.api import JobInfo, RigClient
-from stimloop_rig.contract import PhaseThreeList, Selection
-from stimloop_rig.errors import JobWaitTimeoutError, StimloopError
-from stimloop_rig.mua import MuaSettings
-from stimloop_rig.readers import TrialFileError
-from stimloop_rig.recording import RecordedTrials, RecordingSettings, is_recording
+from stimloop_rig.errors import JobWaitTimeoutError, StimloopError, TrialFileError
 from stimloop_rig.settings_file import SettingsFileError, session_settings
 from stimloop_rig.tables import analysis_rows, key_columns, phase_three_rows, sanity_by_channel
 from stimloop_rig.wording import in_cli_words
+
+if TYPE_CHECKING:  # imported where used: `stimloop-rig --help` loads none of them
+    from stimloop_rig.api import JobInfo, RigClient
+    from stimloop_rig.contract import PhaseThreeList, Selection
+    from stimloop_rig.recording import RecordedTrials, RecordingSettings
 
 app = typer.Typer(
     help="stimloop at the rig: create a session, upload phase one, get the "
@@ -66,6 +67,8 @@ def options(
 
 
 def _client(url: str, token: str | None, retry_budget: float = 30.0) -> RigClient:
+    from stimloop_rig.api import RigClient  # here: --help need not load the client
+
     return RigClient(url, token, retry_budget=retry_budget)
 
 
@@ -78,11 +81,21 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(code=2)
 
 
+SESSION_ID = re.compile(r"^[0-9a-f]{12}$")  # as the server names sessions
+
+
 def one_line(command: Callable[..., None]) -> Callable[..., None]:
-    """A command whose ``StimloopError`` or rig-file error ends as one line and exit 2."""
+    """A command whose ``StimloopError`` or rig-file error ends as one line and exit 2; a
+    session argument that cannot be a session id is refused before anything is sent."""
 
     @functools.wraps(command)
     def run(*args: Any, **kwargs: Any) -> None:
+        session = kwargs.get("session")
+        if isinstance(session, str) and not SESSION_ID.match(session):
+            raise _fail(
+                f"{session!r} is not a session id: 12 characters 0-9 and a-f, as "
+                "`stimloop-rig create-session` printed it (the live pages list them)"
+            )
         try:
             command(*args, **kwargs)
         except (StimloopError, TrialFileError) as exc:
@@ -128,10 +141,36 @@ def _wait(client: RigClient, job_id: str, label: str, timeout: float | None = No
 
 @app.command()
 @one_line
-def health(url: str = URL, token: str | None = TOKEN) -> None:
-    """Is the server up; its workers, devices and backbones (gives up within seconds)."""
+def health(
+    url: str = URL,
+    token: str | None = TOKEN,
+    backbone: str = BACKBONE,
+    as_json: bool = typer.Option(False, "--json", help="The server's whole answer as JSON."),
+) -> None:
+    """Can a session with the default settings run now? Then the server's workers, devices,
+    backbones and problems (gives up within seconds)."""
     answer = _client(url, token, retry_budget=2.0).health()
-    console.print_json(answer.model_dump_json())
+    if as_json:
+        console.print_json(answer.model_dump_json())
+        return
+    chosen = next((b for b in answer.backbones if b.name == backbone), None)
+    if chosen is None:
+        verdict = f"[red]no:[/red] the backbone {backbone} is not registered on the server"
+    elif not chosen.ready:
+        verdict = f"[red]no:[/red] {backbone} cannot run: {escape(chosen.problem or '?')}"
+    elif not answer.redis or answer.workers == 0:
+        verdict = "[red]no:[/red] " + ("Redis is down" if not answer.redis else "no worker runs")
+    else:
+        verdict = f"[green]yes:[/green] a session with {backbone} can run now"
+    console.print(verdict)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_header=False)
+    table.add_row("server", f"{answer.status} (stimloop {answer.version}, {answer.device})")
+    table.add_row("workers", ", ".join(w.device for w in answer.worker_devices) or "none")
+    for b in answer.backbones:
+        table.add_row(f"backbone {b.name}", "ready" if b.ready else escape(b.problem or "-"))
+    for problem in answer.problems:
+        table.add_row("problem", escape(problem))
+    console.print(table)
 
 
 @app.command()
@@ -296,7 +335,11 @@ def create_session(
             "control_body_set": control_body_set,
         }
     session = _client(url, token).create_session(
-        backbone=backbone, channels=channels.split(","), seed=seed, **sets, **extra
+        backbone=backbone,
+        channels=[c.strip() for c in channels.split(",") if c.strip()],  # "ch01, ch02" too
+        seed=seed,
+        **sets,
+        **extra,
     )
     Console(stderr=True).print(
         f"session [bold]{session.id}[/bold] created ({len(session.config.channels)} channels)"
@@ -317,6 +360,8 @@ def _upload(
     any_order: bool,
 ) -> None:
     client = _client(url, token)
+    from stimloop_rig.recording import is_recording
+
     if is_recording(file):
         with Progress(console=console, transient=True) as bar:
             task = bar.add_task("threshold crossings", total=None)
@@ -396,6 +441,9 @@ def _upload_command(phase: int, doc: str) -> None:
         token: str | None = TOKEN,
     ) -> None:
         low, high = ([*_floats(band), 0.0, 0.0])[:2]
+        from stimloop_rig.mua import MuaSettings
+        from stimloop_rig.recording import RecordingSettings
+
         settings = RecordingSettings(
             codes=codes,
             photodiode=photodiode,

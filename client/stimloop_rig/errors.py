@@ -55,6 +55,10 @@ class JobFailedError(ProblemError):
     """The server reports the job failed or cancelled; ``detail`` says why."""
 
 
+class TrialFileError(ValueError):
+    """A trial file cannot be used; the message says where and why."""
+
+
 class JobWaitTimeoutError(StimloopError, TimeoutError):
     """Waiting for a job ran past the caller's timeout; the job goes on on the server."""
 

@@ -20,14 +20,12 @@ from pathlib import Path
 import numpy as np
 from stimloop.science.configs import Windows
 
+from stimloop_rig.errors import TrialFileError  # the readers' error (light, for the CLI)
+
 PAPER_WINDOWS = Windows()  # A.2's baseline and response windows, written once in the science
 
 ID_COLUMNS = ("stimulus", "channel")
 COUNT_COLUMNS = ("baseline_count", "response_count")
-
-
-class TrialFileError(ValueError):
-    """A trial file cannot be used; the message says where and why."""
 
 
 @contextmanager

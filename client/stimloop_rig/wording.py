@@ -26,6 +26,10 @@ _PHRASES: tuple[tuple[str, str], ...] = (
     (r"upload phase two", "`stimloop-rig phase2 SESSION FILE`"),
     (r"upload phase one", "`stimloop-rig phase1 SESSION FILE`"),
     (r"name x_out and x_in", "give --x-out and --x-in"),
+    (
+        r"send 'Authorization: Bearer <token>'",
+        "give the token with --token or STIMLOOP_TOKEN",
+    ),
 )
 
 

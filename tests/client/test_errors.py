@@ -82,3 +82,53 @@ def test_retries_stop_within_the_budget():
     with pytest.raises(ServiceUnreachableError):
         client.health()
     assert time.monotonic() - started < 1.0 and 2 <= len(calls) <= 6
+
+
+def test_every_command_gives_up_on_a_stopped_server_within_5_s_on_standard_error():
+    for args in (
+        ["analysis", "0123456789ab"],
+        ["job", "abc"],
+        ["phase-two-list", "0123456789ab", "--out", "/tmp/never.csv"],
+    ):
+        started = time.monotonic()
+        result = subprocess.run(
+            [RIG, *args, "--url", "http://127.0.0.1:9"], capture_output=True, text=True
+        )
+        took = time.monotonic() - started
+        assert result.returncode == 2 and took < 5, (args, result.returncode, took)
+        assert result.stdout == "" and len(result.stderr.strip().splitlines()) == 1, result
+        assert "cannot reach the stimloop server at http://127.0.0.1:9" in result.stderr
+
+
+def test_a_server_that_is_not_stimloop_is_named_not_dumped():
+    def other(request: httpx.Request) -> httpx.Response:
+        page = "<html><body>" + "<p>Not Found</p>" * 200 + "</body></html>"
+        return httpx.Response(404, text=page, headers={"content-type": "text/html"})
+
+    client = RigClient("http://rig.test", transport=httpx.MockTransport(other))
+    with pytest.raises(ProblemError) as info:
+        client.session("0123456789ab")
+    said = info.value.detail
+    assert "<html>" not in said and "not stimloop's API" in said and "--url" in said
+
+
+def test_a_url_copied_with_v1_and_https_against_plain_http_say_what_to_do():
+    seen = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        return httpx.Response(200, json={"id": "x"})
+
+    RigClient("http://rig.test/v1/", transport=httpx.MockTransport(answer)).request(
+        "GET", "/v1/health"
+    )
+    assert seen == ["/v1/health"]
+
+    def tls(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)")
+
+    client = RigClient("https://rig.test", transport=httpx.MockTransport(tls), backoff=0.01)
+    with pytest.raises(ServiceUnreachableError) as info:
+        client.health()
+    assert "does not speak HTTPS there: use http://" in info.value.detail
+    assert "_ssl.c" not in info.value.detail

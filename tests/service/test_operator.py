@@ -290,8 +290,22 @@ def test_files_that_break_a_reader_are_one_line_and_exit_2(service, op_sets, rig
             "over 64 KiB",
         ),
     }  # fmt: skip
+    rows["a mistyped session id"] = (["phase1", session[:-1] + "x", good_codes], "not a session id")
     for row, (args, words) in rows.items():
         code, said = rig(*args, "--no-wait") if args[0] == "phase1" else rig(*args)
         assert code == 2, (row, said)
         assert words in said and "Traceback" not in said, (row, said)
         assert said.startswith("error:") and len(said) < 600, (row, said)
+
+
+def test_channels_with_spaces_and_a_missing_token_in_the_operators_words(service, op_sets, rig):
+    from stimloop_rig.wording import in_cli_words
+
+    code, said = rig(
+        "create-session", "--body-set", "opb", "--object-set", "opo", "--control-body-set",
+        "opc", "--channels", "ch01, ch02", "--backbone", "resnet50_random", "--split", "6,3,3",
+    )  # fmt: skip
+    assert code == 0, said
+    r = service.client.get("/v1/sessions", headers={})
+    words = in_cli_words(is_problem(r, 401)["detail"])
+    assert "give the token with --token or STIMLOOP_TOKEN" in words and "Bearer" not in words

@@ -62,7 +62,8 @@ def require(*roles: str) -> Callable:
             raise ApiError(
                 403,
                 "Forbidden",
-                f"a {entry['role']} token cannot do this; it needs role {' or '.join(roles)}",
+                f"{'an' if entry['role'][:1] in 'aeiou' else 'a'} {entry['role']} token "
+                f"cannot do this; it needs role {' or '.join(roles)}",
             )
         return Caller(entry["role"], entry.get("name", ""), entry["sha256"][:16])
 

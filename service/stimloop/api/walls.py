@@ -106,7 +106,10 @@ class Walls:
                 "`stimloop token create --role rig|analyst`"
             )
         if role_of(self.settings.tokens_path, token.strip()) is None:
-            return "this token is not known to the server"
+            return (
+                "this token is not known to the server: check that it was copied whole, or "
+                "create one on the server with `stimloop token create --role rig|analyst`"
+            )
         return None
 
 
