@@ -134,12 +134,15 @@ def test_the_readme_matlab_block_runs_in_octave(rig):
         resume
         + steps["2"]
         + "fid = fopen('sequence.txt', 'w'); fprintf(fid, '%s\\n', sequence.stimulus{:});"
-        + " fclose(fid);\nfprintf('listed %d\\n', numel(list.stimulus));\n",
+        + " fclose(fid);\nfprintf('listed %d\\n', numel(list.stimulus));\n"
+        + "fprintf('stability %d\\n', sum(strcmp(list.role, 'stability')));\n",
         env,
     )
     assert "phase-two list of" in said and "stimloop: job" in said  # progress was printed
     sequence = (folder / "sequence.txt").read_text().split()
     shown = sorted(set(sequence))
+    # the README's call returns every image to show, the stability images among them
+    assert f"listed {len(shown)}" in said and "stability 10" in said, said
     assert len(sequence) == 2 * len(shown)  # two repeats of each listed image
     recording(shown, "phase2.csv")
     run_octave(folder, CSV_TO_MAT.format(csv="phase2.csv", mat="phase2.mat"), env)
@@ -155,6 +158,18 @@ def test_the_readme_matlab_block_runs_in_octave(rig):
     assert analysis["categories"]["preferred"] == "body"
     stable = analysis["summary"]["stable"]
     assert stable["of"] == 16 and stable["passed"] >= 8, stable
+
+    # other trials for phase one again: 409, in MATLAB's words
+    said = run_octave(
+        folder,
+        resume
+        + "t = struct('stimulus', {{'body_0000', 'body_0001'}}, "
+        + "'channel', {{'ch01', 'ch01'}}, 'rate', [1 2]);\n"
+        + "try\n  stimloop.uploadPhase(s, 1, t);\ncatch err\n"
+        + "  printf('MESSAGE=%s\\n', err.message);\nend\n",
+        env,
+    )
+    assert "pass 'replace', true to stimloop.uploadPhase" in said and "?replace" not in said
 
     # a fitted channel's maps and the report, from Octave
     fitted = next(c["channel"] for c in analysis["channels"] if c["generalisation_preferred"])
@@ -208,6 +223,22 @@ try
 catch err
   printf('ID=%s\\nMESSAGE=%s\\n', err.identifier, err.message);
 end
+try
+  stimloop.waitForJob(s, 'abc', 'tiemout', 1);
+catch err
+  printf('ID=%s\\nMESSAGE=%s\\n', err.identifier, err.message);
+end
+x = 1;
+save('-text', 'octave_text.mat', 'x');
+try
+  stimloop.uploadPhase(s, 1, 'octave_text.mat');
+catch err
+  printf('ID=%s\\nMESSAGE=%s\\n', err.identifier, err.message);
+end
+h = stimloop.health('backbone', 'resnet50_random');
+printf('CAN_RUN=%d\\n', h.can_run);
+h = stimloop.health('backbone', 'no_such_backbone');
+printf('CAN_RUN=%d\\n', h.can_run);
 """
 
 
@@ -220,3 +251,9 @@ def test_a_refused_upload_raises_a_matlab_error_with_the_servers_detail(rig):
     assert ids[0] == "stimloop:http422", said
     assert "ch99" in messages[0] and "channel" in messages[0], messages
     assert ids[1] == "stimloop:http404" and "no selection yet" in messages[1], said
+    # a misspelt option is refused with the known names (inputParser), not ignored
+    assert ids[2] == "stimloop:option" and "timeout, poll" in messages[2], said
+    # Octave's default text format is refused naming -v7
+    assert ids[3] == "stimloop:http422" and "'-v7'" in messages[3], said
+    assert "CAN_RUN=1" in said and "CAN_RUN=0" in said, said
+    assert "no, the backbone no_such_backbone is not registered" in said, said

@@ -63,7 +63,11 @@ def parse_trial_mat(
             f"{source}: a MATLAB v7.3 (HDF5) file; save it as v7 instead: save(file, ..., '-v7')"
         )
     if data[:10] != b"MATLAB 5.0":
-        raise TrialFileError(f"{source}: not a MAT-file (it does not start with {MAT_V5!r})")
+        raise TrialFileError(
+            f"{source}: not a MAT-file stimloop reads (it does not start with {MAT_V5!r}); "
+            "save it with save(file, ..., '-v7') (Octave's default text format and -hdf5 "
+            "are not MAT-files)"
+        )
     check_mat_elements(data, source, max_bytes)
     try:
         from scipy.io import loadmat

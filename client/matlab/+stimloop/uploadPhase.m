@@ -5,12 +5,8 @@ function job = uploadPhase(s, phase, trials, varargin)
 %   of a file the server reads: .mat (v5/v7: the same columns, or XDream's stimulusID and
 %   tEvokedResp) or .npz. 'replace', true replaces trials already uploaded. Safe to retry:
 %   the same trials again are answered with the same job.
-  replace = false;
-  for k = 1:2:numel(varargin)
-    if strcmp(varargin{k}, 'replace')
-      replace = logical(varargin{k + 1});
-    end
-  end
+  opts = stimloop.internal.options(varargin, struct('replace', false));
+  replace = logical(opts.replace);
   path = sprintf('/v1/sessions/%s/phase%d', s.id, phase);
   if phase == 3
     path = [path '/trials'];

@@ -3,16 +3,9 @@ function info = waitForJob(s, job, varargin)
 %   INFO = stimloop.waitForJob(S, JOB) with JOB a job struct (from uploadPhase) or its id.
 %   'timeout', T stops waiting after T seconds (stimloop:waitTimeout; the job goes on on
 %   the server). A failed job raises stimloop:jobFailed with the server's reason.
-  timeout = Inf;
-  poll = 0.5;
-  for k = 1:2:numel(varargin)
-    switch varargin{k}
-      case 'timeout'
-        timeout = varargin{k + 1};
-      case 'poll'
-        poll = varargin{k + 1};
-    end
-  end
+  opts = stimloop.internal.options(varargin, struct('timeout', Inf, 'poll', 0.5));
+  timeout = opts.timeout;
+  poll = opts.poll;
   if isempty(job)
     info = struct('state', 'finished');
     return;

@@ -1,7 +1,8 @@
 function [list, sequence, stability] = waitForList(s, varargin)
 % WAITFORLIST  After phase one: wait for the fit and the selection, then return the
-%   phase-two list and its presentation sequence (see stimloop.phaseTwoList). 'timeout', T
-%   as in stimloop.waitForJob.
+%   phase-two list (every image to show, the stability images included: its 'role' column
+%   says which) and its presentation sequence (see stimloop.phaseTwoList). 'timeout', T as
+%   in stimloop.waitForJob.
   info = stimloop.internal.request(s, 'GET', ['/v1/sessions/' s.id]);
   if isfield(info.jobs, 'fit')
     stimloop.waitForJob(s, info.jobs.fit, varargin{:});

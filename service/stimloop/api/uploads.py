@@ -66,7 +66,7 @@ def decode_trials(kind: str, data: bytes, max_unpacked: int = 2 * 2**30) -> dict
             raise ApiError(422, "Invalid trials", str(exc)) from None
     if kind == MAT_MEDIA_TYPE or (kind in NPZ_TYPES and is_mat(data)):
         try:
-            return parse_trial_mat(data, "MAT-file body", max_unpacked)
+            return parse_trial_mat(data, "the uploaded MAT-file", max_unpacked)
         except TrialFileError as exc:
             raise ApiError(422, "Invalid trials", str(exc)) from None
     if kind in NPZ_TYPES:

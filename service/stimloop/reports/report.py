@@ -475,16 +475,23 @@ def fit_metrics_section(analysis: dict[str, Any]) -> list[str]:
 
 def _summary(summary: dict[str, Any]) -> list[str]:
     """The summary's fractions as text, per category where a test is per category."""
+    def said(v: dict[str, Any]) -> str | None:
+        if "passed" in v:
+            return f"{v['passed']}/{v['of']}"
+        if "used" in v:  # the mean FEVE's channels (FEV floor)
+            return f"{v['used']} used, {v['left_out']} left out (FEV below {v['fev_floor']:g})"
+        return None
+
     out = []
     for key, value in summary.items():
-        name = key.replace("_", " ")
-        if isinstance(value, dict) and "passed" in value:
-            out.append(f"{html.escape(name)}: {value['passed']}/{value['of']}")
+        name = html.escape(key.replace("_", " "))
+        if isinstance(value, dict) and said(value) is not None:
+            out.append(f"{name}: {said(value)}")
         elif isinstance(value, dict):
             out += [
-                f"{html.escape(name)} ({html.escape(cat)}): {v['passed']}/{v['of']}"
+                f"{name} ({html.escape(cat)}): {said(v)}"
                 for cat, v in value.items()
-                if isinstance(v, dict)
+                if isinstance(v, dict) and said(v) is not None
             ]
     return out
 

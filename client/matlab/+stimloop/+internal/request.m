@@ -64,7 +64,11 @@ function [body, status] = request(conn, method, path, varargin)
     message = char(bytes(:)');
     try
       problem = jsondecode(message);
-      message = sprintf('%s (%d): %s', problem.title, status, problem.detail);
+      detail = regexprep(problem.detail, 'PUT \.\.\./phase(\d)\?replace=true', ...
+                         'stimloop.uploadPhase(s, $1, trials, ''replace'', true)');
+      detail = regexprep(detail, 'add \?replace=true', ...
+                         'pass ''replace'', true to stimloop.uploadPhase');
+      message = sprintf('%s (%d): %s', problem.title, status, detail);
     catch
     end
     error(sprintf('stimloop:http%d', status), '%s', message);
