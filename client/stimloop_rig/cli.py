@@ -423,7 +423,8 @@ def _upload_command(phase: int, doc: str) -> None:
         code_events: str | None = typer.Option(
             None,
             help="The event channel of the codes in a file read with neo (default: the strobed "
-            "one; Blackrock: digital_input_port).",
+            "one; Blackrock: digital_input_port); in an Open Ephys recording of several "
+            "streams, the stream whose TTL lines carry the codes (its stream name).",
         ),
         spikes: str = typer.Option(
             "auto", help="auto, sorted or mua (threshold crossings of the raw signal)."

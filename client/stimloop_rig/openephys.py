@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +87,19 @@ class Recording:
     events: list[Events]
     spikes: dict[str, np.ndarray]  # channel name -> spike sample numbers (sorted)
     spike_rate: float | None  # the spikes' sample rate
+    spike_streams: dict[str, str] = field(default_factory=dict)  # channel name -> its stream
+
+    def stream(self, name: str) -> Recording:
+        """The recording narrowed to one stream (its TTL events, continuous data and
+        spikes): sample numbers count on each stream's own clock, so streams never mix."""
+        return Recording(
+            self.path,
+            [c for c in self.continuous if c.name == name],
+            [e for e in self.events if e.name == name],
+            {k: v for k, v in self.spikes.items() if self.spike_streams.get(k) == name},
+            self.spike_rate,
+            {k: v for k, v in self.spike_streams.items() if v == name},
+        )
 
 
 def find_oebin(path: Path) -> Path:
@@ -151,8 +164,8 @@ def read_openephys(path: Path, settle: float = 1.0) -> Recording:
         for s in structure.get("events", [])
         if "TTL" in str(_entry(s, "folder_name", "events", source))
     ]
-    spikes, spike_rate = _spikes(root, structure.get("spikes", []), source)
-    return Recording(root, continuous, events, spikes, spike_rate)
+    spikes, spike_rate, spike_streams = _spikes(root, structure.get("spikes", []), source)
+    return Recording(root, continuous, events, spikes, spike_rate, spike_streams)
 
 
 def _entry(stream: object, key: str, kind: str, source: str) -> object:
@@ -282,10 +295,11 @@ def _events(root: Path, stream: dict, source: str) -> Events:
 
 def _spikes(
     root: Path, streams: list[dict], source: str
-) -> tuple[dict[str, np.ndarray], float | None]:
+) -> tuple[dict[str, np.ndarray], float | None, dict[str, str]]:
     """Spike samples per channel of the spike streams: a single electrode by its channel's
     name, a stereotrode or tetrode by the electrode's name."""
     out: dict[str, list[np.ndarray]] = {}
+    of_stream: dict[str, str] = {}
     rate = None
     for stream in streams:
         folder_name = str(_entry(stream, "folder", "spikes", source))
@@ -297,5 +311,6 @@ def _spikes(
         names = [str(_entry(c, "name", "spike channel", source)) for c in channels]
         name = names[0] if len(names) == 1 else str(stream.get("name", folder_name))
         out.setdefault(name.strip("/"), []).append(samples)
+        of_stream[name.strip("/")] = str(stream.get("stream_name", ""))
         rate = float(stream.get("sample_rate", rate or 0.0)) or rate
-    return {k: np.sort(np.concatenate(v)) for k, v in out.items()}, rate
+    return {k: np.sort(np.concatenate(v)) for k, v in out.items()}, rate, of_stream

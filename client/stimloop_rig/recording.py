@@ -285,6 +285,17 @@ def _openephys(path: Path, settings: RecordingSettings, codes: dict[int, str], p
     source = str(recording.path)
     if not recording.events:
         raise TrialFileError(f"{source}: no TTL events: the stimulus codes are missing")
+    streams = [e.name for e in recording.events]
+    if len(streams) > 1 or settings.code_events is not None:
+        if settings.code_events not in streams:
+            raise TrialFileError(
+                f"{source}: TTL events of {len(streams)} streams ({', '.join(streams)}); "
+                f"name the one with the stimulus codes: --code-events '{streams[0]}'"
+                if settings.code_events is None
+                else f"{source}: no TTL stream {settings.code_events!r}; the streams are "
+                f"{', '.join(streams)}"
+            )
+        recording = recording.stream(settings.code_events)
     events = recording.events[0]
     signal_rate = recording.continuous[0].sample_rate if recording.continuous else None
     if signal_rate is not None and events.sample_rate and events.sample_rate != signal_rate:

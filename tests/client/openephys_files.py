@@ -29,13 +29,19 @@ class Planned:
 
 
 def ttl_events(
-    code_samples: np.ndarray, codes: list[int], onsets: np.ndarray, photodiode: int, width: int
+    code_samples: np.ndarray,
+    codes: list[int],
+    onsets: np.ndarray,
+    photodiode: int,
+    width: int,
+    code_lines: int = 7,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The line changes of codes (lines 1-7, set on one sample, cleared ``width`` samples
-    later) and photodiode pulses (``photodiode``'s line): samples, states, full words."""
+    """The line changes of codes (lines 1 to ``code_lines``, set on one sample, cleared
+    ``width`` samples later) and photodiode pulses (``photodiode``'s line): samples, states,
+    full words."""
     changes: list[tuple[int, int]] = []
     for s, code in zip(code_samples, codes):
-        for bit in range(7):
+        for bit in range(code_lines):
             if code >> bit & 1:
                 changes += [(int(s), bit + 1), (int(s) + width, -(bit + 1))]
     for s in onsets:
@@ -66,6 +72,8 @@ def write_recording(
     bit_volts: float = 0.195,
     words: bool = True,
     event_rate: float = RATE,
+    code_lines: int = 7,
+    second_stream: bool = False,
 ) -> Planned:
     """A recording below ``folder/Record Node 101/experiment1/recording1``: ``signal``
     ``[samples, channels]`` int16; sample numbers start at ``first_sample`` (the given event
@@ -81,7 +89,7 @@ def write_recording(
     np.save(cont / "timestamps.npy", numbers / RATE)
     ttl = root / "events" / STREAM / "TTL"
     ttl.mkdir(parents=True)
-    samples, states, full = ttl_events(code_samples, codes, onsets, photodiode, 30)
+    samples, states, full = ttl_events(code_samples, codes, onsets, photodiode, 30, code_lines)
     np.save(ttl / "sample_numbers.npy", samples)
     np.save(ttl / "states.npy", states)
     np.save(ttl / "timestamps.npy", samples / RATE)
@@ -154,6 +162,8 @@ def write_recording(
                 ],
             }
         )
+    if second_stream:  # a NI-DAQ board beside the headstages: its own clock and TTL lines
+        add_second_stream(root, structure)
     (root / "structure.oebin").write_text(json.dumps(structure, indent=1))
     return Planned(root, np.asarray(onsets), np.asarray(code_samples), codes, spikes or {})
 
@@ -180,3 +190,63 @@ def planted_signal(
             x[s - 30 : s + 60, c] += amplitude_uv * shape
         planted.append(samples)
     return np.clip(np.round(x / volts), -32768, 32767).astype(np.int16), planted
+
+
+SECOND = "NI-DAQmx-102.PXIe-6341"
+
+
+def add_second_stream(root: Path, structure: dict) -> None:
+    """A second stream (a NI-DAQ board at 40 kHz, two analog channels, its own sample
+    numbers) whose TTL line 1 pulses every second: codes the reader must not take."""
+    rate, n = 40000.0, 800000
+    cont = root / "continuous" / SECOND
+    cont.mkdir(parents=True)
+    np.zeros((n, 2), "<i2").tofile(cont / "continuous.dat")
+    numbers = np.arange(n, dtype=np.int64)
+    np.save(cont / "sample_numbers.npy", numbers)
+    np.save(cont / "timestamps.npy", numbers / rate)
+    ttl = root / "events" / SECOND / "TTL"
+    ttl.mkdir(parents=True)
+    rises = np.arange(1, 20) * int(rate)
+    samples = np.sort(np.concatenate([rises, rises + 40]))
+    states = np.tile(np.array([1, -1], np.int16), len(rises))
+    np.save(ttl / "sample_numbers.npy", samples)
+    np.save(ttl / "states.npy", states)
+    np.save(ttl / "timestamps.npy", samples / rate)
+    np.save(ttl / "full_words.npy", (states > 0).astype(np.uint64))
+    structure["continuous"].append(
+        {
+            "folder_name": SECOND + "/",
+            "sample_rate": rate,
+            "source_processor_name": "NI-DAQmx",
+            "source_processor_id": 102,
+            "stream_name": "PXIe-6341",
+            "recorded_processor": "NI-DAQmx",
+            "recorded_processor_id": 102,
+            "num_channels": 2,
+            "channels": [
+                {
+                    "channel_name": f"AI{k}",
+                    "description": "Analog input",
+                    "identifier": "daq.continuous",
+                    "history": "NI-DAQmx -> Record Node",
+                    "bit_volts": 0.0003,
+                    "units": "V",
+                }
+                for k in range(2)
+            ],
+        }
+    )
+    structure["events"].append(
+        {
+            "folder_name": SECOND + "/TTL/",
+            "channel_name": "PXIe-6341 TTL Input",
+            "description": "TTL events from the DAQ's digital inputs",
+            "identifier": "daq.events",
+            "sample_rate": rate,
+            "type": "int16",
+            "source_processor": "NI-DAQmx",
+            "stream_name": "PXIe-6341",
+            "initial_state": 0,
+        }
+    )

@@ -533,3 +533,55 @@ def test_damaged_open_ephys_folders_are_one_line_naming_the_fix(tmp_path):
     np.save(numbers, np.load(numbers)[:570000])
     with pytest.raises(TrialFileError, match="the recording is still open: stop it in the GUI"):
         read_recording(planned.root, settings)
+
+
+def test_code_words_wider_than_8_lines_and_two_streams(tmp_path):
+    """Codes on lines 1-10 (up to 1000), the photodiode on line 12, and a second stream (a
+    NI-DAQ board with TTL pulses of its own): the folder passes the vendor's schema and
+    reader, two streams are refused until --code-events names one, and the named stream's
+    trials are those of the single-stream recording."""
+    import json
+    from importlib.resources import files
+
+    import jsonschema
+    from open_ephys.analysis import Session
+
+    codes_big = [1000, 517, 1000, 517, 3, 3]
+    ids = {1000: "body_0000", 517: "body_0001", 3: "body_0002"}
+    code_samples = 30000 + np.arange(6) * 45000
+    signal = np.zeros((330000, 1), np.int16)
+    spikes = {"CH1": np.arange(1000, 320000, 997)}
+
+    def write(folder, **options):
+        return write_recording(
+            folder, signal, code_samples, codes_big, code_samples + 400, photodiode=12,
+            spikes=spikes, code_lines=10, **options,
+        )  # fmt: skip
+
+    one, two = write(tmp_path / "one"), write(tmp_path / "two", second_stream=True)
+    codes = tmp_path / "codes.csv"
+    codes.write_text("code,stimulus\n" + "".join(f"{c},{s}\n" for c, s in ids.items()))
+    schema = json.loads(
+        files("open_ephys.analysis.formats").joinpath("oebin_schema.json").read_text()
+    )
+    jsonschema.validate(json.loads((two.root / "structure.oebin").read_text()), schema)
+    vendor = Session(str(tmp_path / "two")).recordnodes[0].recordings[0]
+    assert len(vendor.continuous) == 2 and set(vendor.events.stream_name) == {
+        "Rhythm Data",
+        "PXIe-6341",
+    }
+
+    settings = RecordingSettings(codes=codes, photodiode=12, settle=0)
+    single = read_recording(one.root, settings)
+    assert single.sequence == [ids[c] for c in codes_big]
+    with pytest.raises(TrialFileError, match=r"2 streams .*--code-events 'Rhythm Data'"):
+        read_recording(two.root, settings)
+    named = read_recording(
+        two.root, RecordingSettings(codes=codes, photodiode=12, settle=0, code_events="Rhythm Data")
+    )
+    for k in single.columns:
+        assert named.columns[k].tolist() == single.columns[k].tolist(), k
+    with pytest.raises(TrialFileError, match="no TTL stream 'Rhythm'"):
+        read_recording(
+            two.root, RecordingSettings(codes=codes, photodiode=12, settle=0, code_events="Rhythm")
+        )

@@ -475,6 +475,7 @@ def fit_metrics_section(analysis: dict[str, Any]) -> list[str]:
 
 def _summary(summary: dict[str, Any]) -> list[str]:
     """The summary's fractions as text, per category where a test is per category."""
+
     def said(v: dict[str, Any]) -> str | None:
         if "passed" in v:
             return f"{v['passed']}/{v['of']}"
