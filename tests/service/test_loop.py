@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from html import escape
 
 import numpy as np
 import pytest
@@ -191,12 +192,40 @@ def test_the_whole_loop(service, loop):
     listed = [e["stimulus"] for e in selection["phase_two"]["entries"]]
     assert csv_text.splitlines()[0] == "order,stimulus,category,reasons,fit_flagged"
     assert len(csv_text.splitlines()) == 1 + len(listed) + 10
-    # a pick of a channel whose fit is flagged says so in the list the rig reads
-    fitted = c.get(f"/v1/sessions/{sid}/models", headers=service.analyst).json()["channels"]
-    flagged = {r["channel"] for r in fitted if r.get("fit_flag")}
-    for row in list(csv.reader(io.StringIO(csv_text)))[1 : 1 + len(listed)]:
-        reasons = {part.split(":")[0] for part in row[3].split(";")}
-        assert set(filter(None, row[4].split(";"))) == reasons & flagged, row
+    # a channel whose fit is flagged: its picks say so in the list the rig reads, and its row
+    # of the page's fit table (the stored flag is set here by hand to see it shown)
+    from stimloop.storage.store import Store
+
+    files = Store(service.settings.models_store).files(sid)
+    stored = files.channels()
+    picked = {r["channel"] for e in selection["phase_two"]["entries"] for r in e["reasons"]}
+    target = next(r for r in stored["channels"] if r["channel"] in picked and "mu_x" in r)
+    original = target.get("fit_flag")
+    target["fit_flag"] = "held-out r -1.00 not significantly positive (one-sided p 1)"
+    files.write_channels(stored)
+    try:
+        flagged = {r["channel"] for r in stored["channels"] if r.get("fit_flag")}
+        flagged_csv = c.get(f"/v1/sessions/{sid}/selection.csv", headers=service.rig).text
+        rows = list(csv.reader(io.StringIO(flagged_csv)))[1 : 1 + len(listed)]
+        for row in rows:
+            reasons = {part.split(":")[0] for part in row[3].split(";")}
+            assert set(filter(None, row[4].split(";"))) == reasons & flagged, row
+        assert any(target["channel"] in row[4] for row in rows)
+        token = service.rig["Authorization"].split()[1]
+        login = c.post(
+            "/ui/login",
+            data={"token": token},
+            headers={"Origin": "http://testserver"},
+            follow_redirects=False,
+        )
+        assert login.status_code == 303, login.text
+        page = c.get(f"/ui/sessions/{sid}").text
+        c.cookies.clear()
+        assert escape(target["fit_flag"]) in page and 'class="flagged"' in page
+        assert c.get(f"/v1/sessions/{sid}/models", headers=service.analyst).json()["channels"]
+    finally:
+        target["fit_flag"] = original
+        files.write_channels(stored)
     assert sorted(selection["sequence"]) == sorted(
         (listed + selection["phase_two"]["stability_images"]) * 2
     )
