@@ -101,7 +101,7 @@ def test_quick_demo_with_a_relative_output_folder(tmp_path):
     assert "Phase three" in (tmp_path / "demo" / "report.html").read_text()
     # the best channel's maps with their sanity checks, in the output and the report
     assert re.search(
-        r"sanity checks of ch\d+'s maps .*: model -?[0-9.]+ \((passed|FAILED)\)",
+        r"sanity checks of ch\d+'s maps .*: model -?[0-9.]+ \((passed|FAILED, (split|failed))\)",
         " ".join(result.stdout.split()),
     )
     assert "Sanity checks of the maps" in (tmp_path / "demo" / "report.html").read_text()

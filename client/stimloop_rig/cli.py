@@ -96,10 +96,22 @@ def one_line(command: Callable[..., None]) -> Callable[..., None]:
                 f"{session!r} is not a session id: 12 characters 0-9 and a-f, as "
                 "`stimloop-rig create-session` printed it (the live pages list them)"
             )
+        for name in ("out", "json_out", "sequence"):  # outputs: checked before any wait
+            target = kwargs.get(name)
+            if isinstance(target, Path) and not target.parent.is_dir():
+                raise _fail(
+                    f"{target}: the folder {target.parent} does not exist; create it, or "
+                    "write elsewhere"
+                )
         try:
             command(*args, **kwargs)
         except (StimloopError, TrialFileError) as exc:
             raise _fail(str(getattr(exc, "detail", exc))) from None
+        except OSError as exc:  # an output file the command could not write (--out ...)
+            where = exc.filename or "a file"
+            raise _fail(
+                f"{where}: {exc.strerror or exc}; check that its folder exists and can be written"
+            ) from None
 
     return run
 

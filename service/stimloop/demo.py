@@ -265,12 +265,12 @@ def run_demo(
                 _wait(reader, job.job, f"sanity checks {first.channel}", console)
             verdict = reader.saliency_result(session.id, first.key).sanity
             if verdict is not None:
+                kind = verdict.model_verdict.split(":")[0]  # split or failed
+                model = "passed" if verdict.model_passed else f"FAILED, {kind or 'failed'}"
                 console.print(
                     f"sanity checks of {first.channel}'s maps ({verdict.metric} similarity "
                     f"after randomising, passes below {verdict.max_similarity:g}): model "
-                    f"{verdict.model_similarity:.2f} "
-                    f"({verdict.model_verdict or ('passed' if verdict.model_passed else 'FAILED')}"
-                    "), data "
+                    f"{verdict.model_similarity:.2f} ({model}), data "
                     f"{verdict.data_similarity or float('nan'):.2f} "
                     f"({'passed' if verdict.data_passed else 'FAILED'})"
                 )

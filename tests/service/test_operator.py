@@ -290,6 +290,10 @@ def test_files_that_break_a_reader_are_one_line_and_exit_2(service, op_sets, rig
             "over 64 KiB",
         ),
     }  # fmt: skip
+    rows["--out into a missing folder"] = (
+        ["phase-two-list", session, "--out", str(tmp_path / "no-such-folder" / "list.csv")],
+        "no-such-folder does not exist; create it, or write elsewhere",
+    )
     rows["a mistyped session id"] = (["phase1", session[:-1] + "x", good_codes], "not a session id")
     for row, (args, words) in rows.items():
         code, said = rig(*args, "--no-wait") if args[0] == "phase1" else rig(*args)
