@@ -178,11 +178,12 @@ def test_the_live_pages(tmp_path, neurons, browser):
         record(folder, sy, maps, bodies, [everything[b] for b in bodies], cells, "phase1.csv")
         rig.run(f"stimloop-rig phase1 {session} phase1.csv --no-wait")
         page.goto(f"{url}/ui/sessions/{session}")
-        page.evaluate("window.stillHere = true")
         deadline = time.monotonic() + 120
-        while page.inner_text("#state") != "fitting":
+        while page.inner_text("#state") != "fitting":  # a page shown before the fit reloads once
             assert time.monotonic() < deadline, page.inner_text("#live")
             page.wait_for_timeout(300)
+        page.wait_for_load_state()
+        page.evaluate("window.stillHere = true")  # from here, the state stays "fitting"
         first = page.inner_text("#job-percent")
         wait_until(lambda: page.inner_text("#job-percent") != first, 15, page)
         assert page.evaluate("window.stillHere === true")  # moved without a reload
