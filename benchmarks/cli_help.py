@@ -24,7 +24,7 @@ COMMANDS = {
     "import the whole client (api, recording)": [
         sys.executable,
         "-c",
-        "import stimloop_rig.api, stimloop_rig.recording",
+        "import stimloop_rig.rig_client, stimloop_rig.recording",
     ],
 }
 

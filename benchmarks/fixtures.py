@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from stimloop.science.configs import ReadoutConfig
 from stimloop.science.readout import FittedReadout
+from stimloop_contract.configs import ReadoutConfig
 
 
 def random_readout(channels: int, rng: np.random.Generator) -> FittedReadout:

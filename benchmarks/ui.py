@@ -31,11 +31,11 @@ from stimloop.api.auth import create_token
 from stimloop.runtime.settings import Settings
 from stimloop.science import selection as sel
 from stimloop.science.analysis import analyse
-from stimloop.science.configs import ReadoutConfig, SelectionConfig
 from stimloop.science.readout import FittedReadout
 from stimloop.science.responses import ChannelInclusion, response_table, trials_from_rates
 from stimloop.storage.registry import default_registry_path
 from stimloop.storage.store import Store
+from stimloop_contract.configs import ReadoutConfig, SelectionConfig
 
 from benchmarks.fixtures import paper_session, store_phase_one
 from benchmarks.machine import describe

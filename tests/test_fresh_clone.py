@@ -121,9 +121,9 @@ def test_the_wheel_installs_the_two_packages_by_their_folder_names(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names}
     dist_info = next(t for t in tops if t.endswith(".dist-info"))
-    assert tops == {"stimloop", "stimloop_rig", dist_info}, tops
+    assert tops == {"stimloop", "stimloop_contract", "stimloop_rig", dist_info}, tops
     assert "stimloop/defaults/backbones.toml" in names
-    assert "stimloop_rig/api.py" in names and "stimloop/science/readout.py" in names
+    assert "stimloop_rig/rig_client.py" in names and "stimloop/science/readout.py" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "stimloop.cli:app" in text and "stimloop_rig.cli:main" in text

@@ -107,7 +107,7 @@ def test_the_live_pages(tmp_path, neurons, browser):
         rig.run(rig_steps()["0"])
         images = stimulus_images(server_dir)
         cells, everything = synthetic_cells(sy, maps, images)
-        from stimloop_rig.api import RigClient
+        from stimloop_rig.rig_client import RigClient
 
         client = RigClient(url, token)
         session = client.create_session(

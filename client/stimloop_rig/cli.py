@@ -17,16 +17,24 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from stimloop_contract.errors import JobWaitTimeoutError, StimloopError, TrialFileError
+from stimloop_contract.result_tables import (
+    analysis_rows,
+    key_columns,
+    phase_three_rows,
+    sanity_by_channel,
+)
 
-from stimloop_rig.errors import JobWaitTimeoutError, StimloopError, TrialFileError
 from stimloop_rig.settings_file import SettingsFileError, session_settings
-from stimloop_rig.tables import analysis_rows, key_columns, phase_three_rows, sanity_by_channel
 from stimloop_rig.wording import in_cli_words
 
 if TYPE_CHECKING:  # imported where used: `stimloop-rig --help` loads none of them
-    from stimloop_rig.api import JobInfo, RigClient
-    from stimloop_rig.contract import PhaseThreeList, Selection
+    from stimloop_contract.phase_three import PhaseThreeList
+    from stimloop_contract.selection import Selection
+    from stimloop_contract.system import JobInfo
+
     from stimloop_rig.recording import RecordedTrials, RecordingSettings
+    from stimloop_rig.rig_client import RigClient
 
 app = typer.Typer(
     help="stimloop at the rig: create a session, upload phase one, get the "
@@ -67,7 +75,7 @@ def options(
 
 
 def _client(url: str, token: str | None, retry_budget: float = 30.0) -> RigClient:
-    from stimloop_rig.api import RigClient  # here: --help need not load the client
+    from stimloop_rig.rig_client import RigClient  # here: --help need not load the client
 
     return RigClient(url, token, retry_budget=retry_budget)
 

@@ -20,9 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from stimloop_contract.errors import TrialFileError
 
 from stimloop_rig.openephys import SampleFile
-from stimloop_rig.readers import TrialFileError
 
 Progress = Callable[[int, int], None]
 

@@ -24,8 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from stimloop_rig.readers import TrialFileError
+from stimloop_contract.errors import TrialFileError
 
 
 @dataclass

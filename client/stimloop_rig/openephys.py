@@ -30,8 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
-from stimloop_rig.readers import TrialFileError
+from stimloop_contract.errors import TrialFileError
 
 
 class SampleFile:

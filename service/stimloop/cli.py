@@ -23,9 +23,9 @@ from rich.progress import (
 )
 from rich.table import Table
 from rich.text import Text
+from stimloop_contract.configs import ReadoutConfig
 
 from stimloop.runtime.settings import Settings
-from stimloop.science.configs import ReadoutConfig
 
 app = typer.Typer(
     help="stimloop: closed-loop stimulus selection for body-selective neurons.",
@@ -43,7 +43,7 @@ app.add_typer(stimuli_app, name="stimuli")
 app.add_typer(backbone_app, name="backbone")
 app.add_typer(activations_app, name="activations")
 
-PAPER_FIT = ReadoutConfig()  # the paper's defaults, written once in science/configs.py
+PAPER_FIT = ReadoutConfig()  # the paper's defaults, written once in the contract's configs
 console = Console()
 log = logging.getLogger("stimloop")
 
@@ -356,7 +356,8 @@ def fit(
     """Fit one readout per included channel: activations + a trial table in, models out."""
     import json
 
-    from stimloop_rig.readers import TrialFileError, read_trial_table
+    from stimloop_contract.errors import TrialFileError
+    from stimloop_contract.trial_tables import read_trial_table
 
     from stimloop.science.backbone import resolve_device
     from stimloop.science.responses import trials_from_columns

@@ -1,12 +1,12 @@
-"""``stimloop demo``: the whole loop on a laptop, driven over HTTP by the rig client.
+"""``stimloop demo``: the whole loop on a laptop, driven over HTTP as the rig drives it.
 
 Procedural stimuli, synthetic category-selective channels with known truth (A.1.1: body-
 selective as in the paper, or face-selective with ``--category faces``), the embedded
-service (a private Redis, one worker, the API on a free local port), and ``RigClient`` doing
-what the rig does: phase one, the phase-two list, a simulated phase two of exactly the listed
-images, the analysis, saliency maps for the best channels' default pairs (the best one's
-with their sanity checks), phase three (the fragments of those pairs, shown to the same
-synthetic neurons, and their analysis), and the report.
+service (a private Redis, one worker, the API on a free local port), and the contract's
+``ServiceClient`` doing what the rig does: phase one, the phase-two list, a simulated phase
+two of exactly the listed images, the analysis, saliency maps for the best channels' default
+pairs (the best one's with their sanity checks), phase three (the fragments of those pairs,
+shown to the same synthetic neurons, and their analysis), and the report.
 The backbone is the seeded random stand-in and the neurons are synthetic: the numbers show the
 machinery, not the science.
 """
@@ -32,8 +32,9 @@ from PIL import Image
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from stimloop_rig.api import JobInfo, RigClient
-from stimloop_rig.tables import analysis_rows, categories, phase_three_rows
+from stimloop_contract.result_tables import analysis_rows, categories, phase_three_rows
+from stimloop_contract.service_client import ServiceClient
+from stimloop_contract.system import JobInfo
 
 from stimloop.api.auth import create_token
 from stimloop.runtime.settings import Settings, absolute
@@ -197,8 +198,8 @@ def run_demo(
         private_redis(store / "redis") as url,
         _EmbeddedService(settings.model_copy(update={"redis_url": url}), console) as base,
     ):
-        client = RigClient(base, rig)
-        reader = RigClient(base, analyst)
+        client = ServiceClient(base, rig)
+        reader = ServiceClient(base, analyst)
         for d in sets:
             client.register_set(d.name, d.category, d.name)
             _wait(
@@ -294,7 +295,7 @@ def run_demo(
 
 
 def _phase_three(
-    client: RigClient,
+    client: ServiceClient,
     session_id: str,
     backbone,
     neurons: list,
@@ -383,7 +384,7 @@ def _advance(bar: Progress, task: TaskID, done: int, total: int) -> None:
     bar.update(task, completed=done)
 
 
-def _wait(client: RigClient, job: JobInfo | str | None, label: str, console: Console) -> None:
+def _wait(client: ServiceClient, job: JobInfo | str | None, label: str, console: Console) -> None:
     """Follow a job (its info or id) with a progress bar; None: nothing to wait for."""
     if job is None:  # the result was there already
         return
@@ -437,7 +438,7 @@ class _EmbeddedService:
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         base = f"http://127.0.0.1:{self.settings.port}"
-        client = RigClient(base, retries=0)
+        client = ServiceClient(base, retries=0)
         for _ in range(200):
             try:
                 if client.health().workers >= 1:

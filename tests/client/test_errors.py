@@ -10,13 +10,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from stimloop_rig.api import RigClient
-from stimloop_rig.errors import (
+from stimloop_contract.errors import (
     ProblemError,
     ServiceTimeoutError,
     ServiceUnreachableError,
     StimloopError,
 )
+from stimloop_rig.rig_client import RigClient
 
 RIG = str(Path(sys.executable).with_name("stimloop-rig"))
 

@@ -6,7 +6,8 @@ from datetime import UTC
 
 import numpy as np
 import pytest
-from stimloop_rig.readers import TrialFileError, read_trial_csv, read_trial_table
+from stimloop_contract.errors import TrialFileError
+from stimloop_contract.trial_tables import read_trial_csv, read_trial_table
 
 
 def test_csv_and_npz_round_trip(tmp_path):

@@ -10,10 +10,11 @@ import time
 
 import numpy as np
 import pytest
+from stimloop_contract.errors import TrialFileError
 from stimloop_rig.mua import MuaSettings, threshold_crossings
 from stimloop_rig.neo_files import electrode
 from stimloop_rig.openephys import read_openephys
-from stimloop_rig.readers import TrialFileError, read_spike_npz
+from stimloop_rig.readers import read_spike_npz
 from stimloop_rig.recording import RecordingSettings, check_sequence, read_recording
 
 from tests.client.blackrock_files import write_nev

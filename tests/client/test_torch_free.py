@@ -1,4 +1,4 @@
-"""The rig client imports and runs without torch."""
+"""The rig client and the contract import and run without torch."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import sys
 CODE = """
 import sys
 sys.modules['torch'] = None  # any import of torch now fails
-import stimloop_rig.api, stimloop_rig.cli, stimloop_rig.readers
+import stimloop_contract.service_client, stimloop_contract.trial_tables
+import stimloop_rig.rig_client, stimloop_rig.cli, stimloop_rig.readers
 from stimloop_rig.cli import app
 from typer.testing import CliRunner
 result = CliRunner().invoke(app, ['--help'])

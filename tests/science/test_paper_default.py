@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from stimloop.science import selection as sel
 from stimloop.science.analysis import analyse
-from stimloop.science.configs import AnalysisConfig, SelectionConfig
 from stimloop.science.readout import FittedReadout, ReadoutConfig
 from stimloop.science.responses import ChannelInclusion, response_table, trials_from_rates
+from stimloop_contract.configs import AnalysisConfig, SelectionConfig
 
 PINNED = Path(__file__).parent / "data" / "paper_default.json"
 F = 32

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 from stimloop.science import saliency as sa
-from stimloop.science.readout import bilinear_weights
+from stimloop.science.readout_model import bilinear_weights
 from torch import nn
 
 
@@ -247,7 +247,7 @@ def test_a_corner_neuron_looks_at_its_corner(synthetic_dataset, random_backbone)
 def test_the_api_offers_exactly_the_implemented_methods():
     from typing import get_args
 
-    from stimloop.science.configs import SaliencyMethod
+    from stimloop_contract.configs import SaliencyMethod
 
     assert set(get_args(SaliencyMethod)) == set(sa.METHODS)
     with pytest.raises(ValueError, match="coverage"):

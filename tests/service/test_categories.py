@@ -69,7 +69,7 @@ def faces(service):
 
 def test_a_face_session_through_the_api_and_the_rig_cli(service, faces, monkeypatch, tmp_path):
     from stimloop_rig import cli
-    from stimloop_rig.api import RigClient
+    from stimloop_rig.rig_client import RigClient
     from typer.testing import CliRunner
 
     token = service.rig["Authorization"].split()[1]

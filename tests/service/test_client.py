@@ -6,8 +6,8 @@ from __future__ import annotations
 import httpx
 import numpy as np
 import pytest
-from stimloop_rig.api import RigClient, StimloopError
-from stimloop_rig.errors import ServiceUnreachableError
+from stimloop_contract.errors import ServiceUnreachableError, StimloopError
+from stimloop_rig.rig_client import RigClient
 
 from tests.service.test_loop import CHANNELS, loop, simulate  # noqa: F401  (module fixture)
 
@@ -120,8 +120,8 @@ def test_a_create_retried_after_a_dropped_answer_makes_one_session(service, loop
 
 def test_spike_times_are_cut_with_the_sessions_own_windows(service, loop, tmp_path):  # noqa: F811
     from stimloop.reports.report import _means
-    from stimloop.science.configs import Windows
     from stimloop.storage.atomic import read_npz
+    from stimloop_contract.configs import Windows
 
     token = service.rig["Authorization"].split()[1]
     client = RigClient("http://testserver", token, transport=service.client._transport)

@@ -427,7 +427,7 @@ def test_hostile_mat_file_uploads_are_refused_and_change_nothing(service, hsessi
     """MAT-file bodies (a MATLAB rig's upload): v7.3, a bomb past the upload's limit, nested
     cells, a tag declaring more than the file, an unknown channel; each under its own media
     type or as octet-stream (recognised by its header)."""
-    from tests.client import test_matfiles as mf
+    from tests.contract import test_matfiles as mf
 
     good = mf.mat_bytes(
         {"stimulus": mf.cells(["body_0000"]), "channel": mf.cells(["ch99"]), "rate": [1.0]}

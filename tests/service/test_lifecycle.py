@@ -239,7 +239,7 @@ def test_a_failed_phase_three_job_is_shown_with_the_session(service):
     from stimloop.storage.session import NotFoundError
     from stimloop.worker import jobs
     from stimloop.worker.resources import Resources
-    from stimloop_rig.contract import PhaseThreeRequest
+    from stimloop_contract.phase_three import PhaseThreeRequest
 
     # A session of its own, never fitted (the module's session may hold readouts by now).
     session = new_session(

@@ -452,7 +452,7 @@ def test_phase_three(service, loop, monkeypatch):
 
     # the rig's commands: the list, its images and sequence, and the phase-three table
     from stimloop_rig import cli
-    from stimloop_rig.api import RigClient
+    from stimloop_rig.rig_client import RigClient
     from typer.testing import CliRunner
 
     token = service.rig["Authorization"].split()[1]
@@ -631,7 +631,7 @@ def test_sanity_checks_of_the_maps(service, loop, monkeypatch, tmp_path):
 
     # the rig CLI: the stored checks with their strip, and the verdict in the analysis table
     from stimloop_rig import cli
-    from stimloop_rig.api import RigClient
+    from stimloop_rig.rig_client import RigClient
     from typer.testing import CliRunner
 
     token = service.analyst["Authorization"].split()[1]

@@ -12,7 +12,7 @@ import pytest
 from stimloop.science.stimuli import generate_bodies, generate_control_bodies, generate_objects
 from stimloop.storage.stimulus_sets import write_stimulus_set
 from stimloop_rig import cli
-from stimloop_rig.api import RigClient
+from stimloop_rig.rig_client import RigClient
 from typer.testing import CliRunner
 
 from tests.service.conftest import new_session, register_sets
@@ -175,7 +175,7 @@ def test_the_cli_speaks_its_own_words_and_names_the_file_and_row(service, op_set
 
 def test_the_analysis_table_fits_a_terminal(service, monkeypatch):
     """The key columns on an 80-column screen; every column with --wide and in the CSV."""
-    from stimloop_rig.contract import Analysis
+    from stimloop_contract.analysis import Analysis
 
     analysis = json.loads(
         (

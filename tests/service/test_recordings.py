@@ -16,7 +16,7 @@ CHANNELS = ["ch01", "ch02", "ch03"]
 
 def rig_cli(service, monkeypatch):
     from stimloop_rig import cli
-    from stimloop_rig.api import RigClient
+    from stimloop_rig.rig_client import RigClient
     from typer.testing import CliRunner
 
     token = service.rig["Authorization"].split()[1]

@@ -4,7 +4,7 @@ for the fit's split). Each refusal says what to do."""
 
 from __future__ import annotations
 
-from stimloop_rig.contract import AnySessionCreate, PaperSessionCreate
+from stimloop_contract.sessions import AnySessionCreate, PaperSessionCreate
 
 from stimloop.api.errors import ApiError
 from stimloop.runtime.settings import Settings

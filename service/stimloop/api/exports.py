@@ -39,7 +39,8 @@ def selection_csv(st: Store, session_id: str) -> str:
 
 
 def rows_csv(rows: list[dict]) -> str:
-    """Table rows (e.g. ``stimloop_rig.tables.analysis_rows``) as CSV, one column per key."""
+    """Table rows (e.g. ``stimloop_contract.result_tables.analysis_rows``) as CSV, one column
+    per key."""
     buffer = io.StringIO()
     if rows:
         writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))

@@ -9,7 +9,7 @@ from typing import cast
 from redis import Redis
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
-from stimloop_rig.contract import JobInfo
+from stimloop_contract.system import JobInfo
 
 from stimloop.api.errors import ApiError
 from stimloop.runtime.settings import Settings

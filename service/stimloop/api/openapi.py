@@ -9,7 +9,8 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
-from stimloop_rig.contract import Problem, TrialUpload
+from stimloop_contract.system import Problem
+from stimloop_contract.trials import TrialUpload
 
 from stimloop.api.errors import MEANING, PROBLEM
 

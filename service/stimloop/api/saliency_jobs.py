@@ -9,7 +9,8 @@ import json
 
 from fastapi.responses import JSONResponse, Response
 from redis import Redis
-from stimloop_rig.contract import Accepted, SaliencyRequest
+from stimloop_contract.saliency import SaliencyRequest
+from stimloop_contract.system import Accepted
 
 from stimloop.api.deps import Caller
 from stimloop.api.errors import ApiError

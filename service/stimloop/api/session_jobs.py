@@ -14,7 +14,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
-from stimloop_rig.contract import Accepted
+from stimloop_contract.system import Accepted
 
 from stimloop.api.deps import RIG, body_bytes, redis, settings, store
 from stimloop.api.errors import ApiError

@@ -15,14 +15,10 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
-from stimloop_rig.contract import TrialUpload
-from stimloop_rig.matfiles import MAT_MEDIA_TYPE, is_mat, parse_trial_mat
-from stimloop_rig.readers import (
-    DuplicateTrialsError,
-    TrialFileError,
-    parse_trial_npz,
-    validate_columns,
-)
+from stimloop_contract.errors import TrialFileError
+from stimloop_contract.matfiles import MAT_MEDIA_TYPE, is_mat, parse_trial_mat
+from stimloop_contract.trial_tables import DuplicateTrialsError, parse_trial_npz, validate_columns
+from stimloop_contract.trials import TrialUpload
 
 from stimloop.api.errors import ApiError
 from stimloop.api.media import NPZ_TYPES

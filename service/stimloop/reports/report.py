@@ -22,10 +22,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 from scipy import stats
-from stimloop_rig.tables import analysis_rows, categories, fit_metric_rows, phase_three_rows
+from stimloop_contract.configs import Windows
+from stimloop_contract.result_tables import (
+    analysis_rows,
+    categories,
+    fit_metric_rows,
+    phase_three_rows,
+)
 
 from stimloop.reports.figures import FragmentRow, PairPanel, fragments_figure, grid_figure
-from stimloop.science.configs import Windows
 from stimloop.storage.session import SessionFiles
 from stimloop.storage.store import Store
 

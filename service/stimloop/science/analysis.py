@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 from scipy import stats
+from stimloop_contract.configs import AnalysisConfig
 
-from stimloop.science.configs import AnalysisConfig
 from stimloop.science.metrics import FitMetrics, fit_flag, fit_metrics, fraction_of_oracle
 from stimloop.science.readout import FittedReadout, pearson
 from stimloop.science.responses import ResponseTable, spearman_brown, split_half_r

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 from scipy import ndimage
+from stimloop_contract.configs import KINDS, Feather, Fraction, FragmentKind, check_fields
 
-from stimloop.science.configs import KINDS, Feather, Fraction, FragmentKind, check_fields
 from stimloop.science.seeds import channel_rng
 from stimloop.science.stimuli import border_color, foreground_mask
 

@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 from scipy import stats
+from stimloop_contract.configs import KINDS, PhaseThreeConfig
 
 from stimloop.science.analysis import Correlation, correlation, finite_mean
-from stimloop.science.configs import KINDS, PhaseThreeConfig
 from stimloop.science.responses import ResponseTable
 from stimloop.science.selection import presentation_sequence
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import stats
+from stimloop_contract.configs import InclusionConfig, Windows
 
-from stimloop.science.configs import InclusionConfig, Windows
 from stimloop.science.seeds import channel_rng
 
 

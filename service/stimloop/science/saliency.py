@@ -26,11 +26,11 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
+from stimloop_contract.configs import Coverage, SaliencyMethod, SaliencySettings, Sigma
 from torch import nn
 from torch.nn import functional as nnf
 
-from stimloop.science.configs import Coverage, SaliencyMethod, SaliencySettings, Sigma
-from stimloop.science.readout import bilinear_weights
+from stimloop.science.readout_model import bilinear_weights
 from stimloop.science.similarity import pairwise
 
 Strategy = Literal["auto", "loop", "batched"]

@@ -24,9 +24,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from stimloop_contract.configs import SelectionConfig
 
-from stimloop.science.configs import SelectionConfig
-from stimloop.science.readout import FittedReadout, as_tensor, bilinear_weights
+from stimloop.science.readout import FittedReadout, as_tensor
+from stimloop.science.readout_model import bilinear_weights
 from stimloop.science.responses import ChannelInclusion
 from stimloop.science.similarity import weighted_cosine
 

@@ -13,12 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 
-if TYPE_CHECKING:  # the readout module imports this one
-    from stimloop.science.readout import GaussianReadout
+from stimloop.science.readout_model import GaussianReadout, smoothed_l_half
 
 
 @dataclass(frozen=True)
@@ -27,14 +25,6 @@ class LossConfig:
 
     l_half_weight: float
     l_half_eps: float
-
-
-def smoothed_l_half(w: torch.Tensor, eps: float) -> torch.Tensor:
-    """Sec. 4's L_{1/2} penalty, smoothed at 0: ``sum_i (w_i^2 + eps)^(1/4)``.
-
-    ``w``: ``[C, F]`` -> ``[C]``.
-    """
-    return (w.square() + eps).pow(0.25).sum(-1)
 
 
 def readout_loss(

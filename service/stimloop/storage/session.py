@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-from stimloop_rig.contract import (
+from stimloop_contract.sessions import (
     CandidateSet,
     Phase,
     PhaseThreeInfo,
@@ -40,7 +40,8 @@ from stimloop_rig.contract import (
 from stimloop.storage.atomic import read_json, read_npz, write_atomic, write_json, write_npz
 
 if TYPE_CHECKING:  # torch and scipy stay out of the API process: imported where used
-    from stimloop.science.configs import Windows
+    from stimloop_contract.configs import Windows
+
     from stimloop.science.readout import FittedReadout
     from stimloop.science.responses import Trials
 

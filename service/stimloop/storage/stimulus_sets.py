@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stimloop_rig.contract import STIMULUS_ID
+from stimloop_contract.ids import STIMULUS_ID
 
 from stimloop.science.stimuli import Stimulus
 from stimloop.storage.atomic import write_atomic

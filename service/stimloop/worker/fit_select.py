@@ -8,8 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from stimloop_contract.configs import ReadoutConfig
 
-from stimloop.science.configs import ReadoutConfig
 from stimloop.science.readout import FittedReadout
 from stimloop.science.selection import presentation_sequence, select
 from stimloop.storage.activations import Activations

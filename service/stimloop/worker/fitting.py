@@ -11,7 +11,8 @@ import io
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from stimloop.science.configs import AnalysisConfig
+from stimloop_contract.configs import AnalysisConfig
+
 from stimloop.science.metrics import fit_flag
 from stimloop.science.readout import FittedReadout, ReadoutConfig, fit_readouts, make_split
 from stimloop.science.responses import (

@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from stimloop_contract.configs import PhaseThreeConfig
 
 from stimloop.science.backbone import extract_features
-from stimloop.science.configs import PhaseThreeConfig
 from stimloop.science.fragments import FragmentConfig, make_fragments
 from stimloop.science.phase_three import (
     ListEntry,

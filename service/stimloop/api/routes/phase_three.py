@@ -10,12 +10,8 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import FileResponse, JSONResponse, Response
 from redis import Redis
-from stimloop_rig.contract import (
-    Accepted,
-    PhaseThreeAnalysis,
-    PhaseThreeList,
-    PhaseThreeRequest,
-)
+from stimloop_contract.phase_three import PhaseThreeAnalysis, PhaseThreeList, PhaseThreeRequest
+from stimloop_contract.system import Accepted
 
 from stimloop.api.deps import READ, Caller, SessionId, redis, settings, store
 from stimloop.api.errors import ApiError, problem_responses

@@ -9,7 +9,8 @@ from pathlib import Path as FilePath
 from fastapi import APIRouter, Depends, Path
 from fastapi.responses import FileResponse, JSONResponse, Response
 from redis import Redis
-from stimloop_rig.contract import Accepted, SaliencyResult, SanityChecks, SanityRequest
+from stimloop_contract.saliency import SaliencyResult, SanityChecks, SanityRequest
+from stimloop_contract.system import Accepted
 
 from stimloop.api.deps import READ, Caller, SessionId, redis, settings, store
 from stimloop.api.errors import ApiError, problem_responses

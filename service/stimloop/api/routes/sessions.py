@@ -11,16 +11,11 @@ from pathlib import Path as FilePath
 from fastapi import APIRouter, Depends, Header, Path
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from redis import Redis
-from stimloop_rig.contract import (
-    Accepted,
-    Analysis,
-    AnySessionCreate,
-    Models,
-    SaliencyRequest,
-    SaliencyResult,
-    Selection,
-    SessionInfo,
-)
+from stimloop_contract.analysis import Analysis, Models
+from stimloop_contract.saliency import SaliencyRequest, SaliencyResult
+from stimloop_contract.selection import Selection
+from stimloop_contract.sessions import AnySessionCreate, SessionInfo
+from stimloop_contract.system import Accepted
 
 from stimloop import __version__
 from stimloop.api.checks import require_backbone, session_config

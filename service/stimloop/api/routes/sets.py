@@ -11,13 +11,8 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
-from stimloop_rig.contract import (
-    CATEGORY,
-    ID,
-    STIMULUS_ID,
-    StimulusSetCreate,
-    StimulusSetInfo,
-)
+from stimloop_contract.ids import CATEGORY, ID, STIMULUS_ID
+from stimloop_contract.sets import StimulusSetCreate, StimulusSetInfo
 
 from stimloop.api.archives import ZipLimits, checked_members, read_member
 from stimloop.api.deps import READ, RIG, body_bytes, settings, store

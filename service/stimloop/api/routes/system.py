@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Path
 from redis import Redis
-from stimloop_rig.contract import Accepted, ActivationsRequest, BackboneInfo, Health, JobInfo
+from stimloop_contract.system import Accepted, ActivationsRequest, BackboneInfo, Health, JobInfo
 
 from stimloop.api.checks import require_backbone
 from stimloop.api.deps import READ, RIG, Caller, redis, settings, store

@@ -13,8 +13,8 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 from redis import Redis
-from stimloop_rig.contract import DefaultPairRequest
-from stimloop_rig.tables import analysis_rows, phase_three_rows
+from stimloop_contract.result_tables import analysis_rows, phase_three_rows
+from stimloop_contract.saliency import DefaultPairRequest
 
 from stimloop.api.deps import Caller, SessionId, redis, settings, store
 from stimloop.api.errors import ApiError

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 from redis import Redis
-from stimloop_rig.tables import analysis_rows, key_columns, phase_three_rows
+from stimloop_contract.result_tables import analysis_rows, key_columns, phase_three_rows
 
 from stimloop.api.errors import ApiError
 from stimloop.api.jobs import fetch_job, job_info

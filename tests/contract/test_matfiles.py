@@ -10,8 +10,10 @@ import zlib
 import numpy as np
 import pytest
 from scipy.io import savemat
-from stimloop_rig.matfiles import is_mat, parse_trial_mat, read_trial_mat
-from stimloop_rig.readers import TrialFileError, read_trial_csv, read_trials
+from stimloop_contract.errors import TrialFileError
+from stimloop_contract.matfiles import is_mat, parse_trial_mat, read_trial_mat
+from stimloop_contract.trial_tables import read_trial_csv
+from stimloop_rig.readers import read_trials
 
 from tests.client import mat_bombs
 

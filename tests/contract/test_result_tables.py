@@ -3,7 +3,7 @@ session's categories; missing models give None."""
 
 from __future__ import annotations
 
-from stimloop_rig.tables import analysis_rows
+from stimloop_contract.result_tables import analysis_rows
 
 
 def test_rows_carry_statistics_with_p_values_named_for_the_categories():

@@ -1,4 +1,5 @@
-"""The client's one family of exceptions: catch ``StimloopError`` for all of them.
+"""The one family of exceptions of the service client: catch ``StimloopError`` for all of them;
+``TrialFileError`` for a trial file (a table, a recording) that cannot be used.
 
 Each says in one line what went wrong and what to do; ``stimloop-rig`` prints that line and
 exits non-zero (the traceback only with ``--debug``).

@@ -1,4 +1,4 @@
-"""``RigClient``: the stimloop service from the rig and the analysis machines (torch-free).
+"""``ServiceClient``: the stimloop service over HTTP, typed by the contract (torch-free).
 
 One method per operation, typed results, timeouts, and retries with exponential backoff on
 connection errors and 5xx answers, for idempotent requests only: reads, uploads (the server
@@ -13,28 +13,13 @@ import io
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 
-from stimloop_rig.contract import (
-    Accepted,
-    Analysis,
-    BackboneInfo,
-    Health,
-    JobInfo,
-    Models,
-    PhaseThreeAnalysis,
-    PhaseThreeList,
-    SaliencyResult,
-    SanityChecks,
-    Selection,
-    SessionInfo,
-    StimulusSetInfo,
-)
-from stimloop_rig.errors import (
+from stimloop_contract.analysis import Analysis, Models
+from stimloop_contract.errors import (
     JobFailedError,
     JobWaitTimeoutError,
     ProblemError,
@@ -42,24 +27,23 @@ from stimloop_rig.errors import (
     ServiceUnreachableError,
     StimloopError,
 )
-from stimloop_rig.readers import TrialFileError, read_trials
-from stimloop_rig.recording import (
-    RecordedTrials,
-    RecordingSettings,
-    check_sequence,
-    read_recording,
-)
+from stimloop_contract.phase_three import PhaseThreeAnalysis, PhaseThreeList
+from stimloop_contract.saliency import SaliencyResult, SanityChecks
+from stimloop_contract.selection import Selection
+from stimloop_contract.sessions import SessionInfo
+from stimloop_contract.sets import StimulusSetInfo
+from stimloop_contract.system import Accepted, BackboneInfo, Health, JobInfo
 
-__all__ = ["JobFailedError", "JobInfo", "RigClient", "StimloopError"]
+__all__ = ["JobFailedError", "JobInfo", "ServiceClient", "StimloopError"]
 ProgressCallback = Callable[[JobInfo], None]
 
 
 CONNECT_BUDGET = 4.0  # seconds a server never reached gets before it is called unreachable
 
 
-class RigClient:
+class ServiceClient:
     """A client bound to one server URL and token. Every failure raises a ``StimloopError``
-    (``stimloop_rig.errors``): the server's refusals as ``ProblemError`` with its status and
+    (``stimloop_contract.errors``): the server's refusals as ``ProblemError`` with its status and
     detail, an unreachable or silent server as ``ServiceUnreachableError`` or
     ``ServiceTimeoutError`` once the retries are spent. Retries stop after ``retry_budget``
     seconds (the backoff doubles from ``backoff``)."""
@@ -91,7 +75,7 @@ class RigClient:
     def close(self) -> None:
         self.http.close()
 
-    def __enter__(self) -> RigClient:
+    def __enter__(self) -> ServiceClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -213,48 +197,6 @@ class RigClient:
                 headers={"content-type": "application/octet-stream"},
             )
         )
-
-    def upload_file(
-        self, session_id: str, phase: int, path: Path, replace: bool = False
-    ) -> tuple[dict[str, np.ndarray], Accepted]:
-        """Read a rig file (trial table, spike times, NWB), check it against the session, and
-        upload it. Spike times are cut with the session's own baseline and response windows.
-        A trial naming a stimulus the phase does not show, or a channel the session does not
-        have, is refused here, naming the file and the row (``TrialFileError``)."""
-        config = self.session(session_id).config
-        windows = config.windows
-        columns = read_trials(path, baseline=windows.baseline, response=windows.response)
-        shown, what = self.phase_stimuli(session_id, phase, config.preferred_set)
-        check_trial_ids(path, columns, shown, what, config.channels)
-        return columns, self.upload_phase(session_id, phase, columns, replace=replace)
-
-    def recorded_trials(
-        self,
-        session_id: str,
-        phase: int,
-        path: Path,
-        settings: RecordingSettings,
-        any_order: bool = False,
-        progress: Callable[[int, int], None] | None = None,
-    ) -> RecordedTrials:
-        """An acquisition system's recording (``recording.read_recording``) as the session's
-        trials, checked before anything is uploaded: the session's windows cut the counts,
-        every stimulus and channel is the session's, and in phases two and three the
-        presentation order is the list's sequence (unless ``any_order``)."""
-        config = self.session(session_id).config
-        found = read_recording(
-            path,
-            settings,
-            baseline=config.windows.baseline,
-            response=config.windows.response,
-            progress=progress,
-        )
-        shown, what = self.phase_stimuli(session_id, phase, config.preferred_set)
-        check_trial_ids(path, found.columns, shown, what, config.channels)
-        if phase > 1 and not any_order:
-            listed = self.selection(session_id) if phase == 2 else self.phase_three_list(session_id)
-            check_sequence(found.sequence, listed.sequence, found.source)
-        return found
 
     def phase_stimuli(self, session_id: str, phase: int, preferred: str) -> tuple[set[str], str]:
         """The stimuli a phase's trials may name, and where they come from (in words);
@@ -396,28 +338,3 @@ def _reason(exc: httpx.TransportError) -> str:
     if "SSL" in said or "TLS" in said:
         return "it does not speak HTTPS there: use http:// unless the lab put TLS in front"
     return said
-
-
-def check_trial_ids(
-    path: Path,
-    columns: dict[str, np.ndarray],
-    stimuli: set[str],
-    what: str,
-    channels: list[str],
-) -> None:
-    """``TrialFileError`` naming the file, the first row and how many rows name a stimulus
-    not in ``stimuli`` or a channel not in ``channels``."""
-    for column, allowed, where in (
-        ("channel", set(channels), "a channel of the session"),
-        ("stimulus", stimuli, what),
-    ):
-        values = np.asarray(columns[column]).astype(str)
-        bad = np.flatnonzero(~np.isin(values, list(allowed)))
-        if len(bad):
-            first = int(bad[0])
-            others = f" (and {len(bad) - 1} more rows)" if len(bad) > 1 else ""
-            raise TrialFileError(
-                f"{path}: row {first + 1}{others}: {column} {str(values[first])!r} is not "
-                f"{where}; "
-                "fix the file (or the stimulus program's codes) and upload it again"
-            )

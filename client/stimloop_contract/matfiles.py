@@ -2,7 +2,7 @@
 
 Two layouts, as MATLAB rigs write them:
 
-* a **trial table**: the columns of ``readers`` (``stimulus``, ``channel``, optional
+* a **trial table**: the columns of ``trial_tables`` (``stimulus``, ``channel``, optional
   ``repeat``, ``rate`` or ``baseline_count`` and ``response_count``) as variables of the file,
   or as the fields of one struct (``T = table2struct(trials, 'ToScalar', true); save(f,
   '-struct', ...)`` or ``save(f, 'T')``); text as cell arrays of strings or char rows;
@@ -26,14 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from stimloop_rig.mat_elements import walk_mat
-from stimloop_rig.readers import (
-    MAX_NPZ_BYTES,
-    NPZ_FLOOR,
-    NPZ_RATIO,
-    TrialFileError,
-    validate_columns,
-)
+from stimloop_contract.errors import TrialFileError
+from stimloop_contract.mat_elements import walk_mat
+from stimloop_contract.trial_tables import MAX_NPZ_BYTES, NPZ_FLOOR, NPZ_RATIO, validate_columns
 
 MAT_MEDIA_TYPE = "application/x-matlab-data"
 MAT_V5 = b"MATLAB 5.0 MAT-file"

@@ -1,0 +1,39 @@
+"""Trial uploads as JSON: one row per trial, columns checked as in a trial table."""
+
+from __future__ import annotations
+
+from pydantic import ConfigDict, Field, model_validator
+
+from stimloop_contract.ids import Strict
+
+
+class TrialUpload(Strict):
+    """One phase's trials as columns of equal length. Give ``rate`` (net spikes/s), or
+    ``baseline_count`` and ``response_count`` (spikes in the session's windows)."""
+
+    stimulus: list[str] = Field(min_length=1)
+    channel: list[str] = Field(min_length=1)
+    repeat: list[int] | None = None
+    rate: list[float] | None = None
+    baseline_count: list[int] | None = None
+    response_count: list[int] | None = None
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _shape(self) -> TrialUpload:
+        n = len(self.stimulus)
+        has_counts = self.baseline_count is not None and self.response_count is not None
+        if self.rate is None and not has_counts:
+            raise ValueError("give 'rate', or both 'baseline_count' and 'response_count'")
+        if self.rate is not None and (self.baseline_count or self.response_count):
+            raise ValueError("give either 'rate' or the window counts, not both")
+        for name in ("channel", "repeat", "rate", "baseline_count", "response_count"):
+            values = getattr(self, name)
+            if values is not None and len(values) != n:
+                raise ValueError(f"column '{name}' has {len(values)} values, 'stimulus' has {n}")
+        for name in ("baseline_count", "response_count"):
+            values = getattr(self, name)
+            if values is not None and min(values) < 0:
+                raise ValueError(f"'{name}' cannot be negative")
+        return self
