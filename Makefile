@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo demo-quick test test-fast lint bench clean-venv
+.PHONY: demo demo-quick test test-fast test-unit lint bench clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ test-fast: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -m "not processes and not slow"
+
+# Seconds, not minutes: neither Redis nor the backbone, no processes, no long fits (under 60 s).
+test-unit: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -q -m "not processes and not slow and not backbone and not redis"
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

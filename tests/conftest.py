@@ -9,6 +9,21 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 REGISTRY = REPO / "service" / "stimloop" / "defaults" / "backbones.toml"  # the packaged default
 
+# The tiers (README, "Tests"): a test is marked by the fixtures it stands on, so no test can
+# join the unit tier (``make test-unit``: neither Redis nor the backbone) by forgetting a mark.
+NEEDS = {
+    "backbone": {"random_backbone", "synthetic_dataset", "neurons", "resnet", "checkpoints"},
+    "redis": {"service", "redis_url"},
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        for mark, fixtures in NEEDS.items():
+            if used & fixtures:
+                item.add_marker(mark)
+
 
 @pytest.fixture(scope="session")
 def random_spec():

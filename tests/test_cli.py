@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from stimloop.cli import app
 from stimloop.science.backbone import file_sha256
 from stimloop.storage.activations import load_activations
@@ -111,6 +112,7 @@ def test_extract_names_a_bad_image(tmp_path):
     assert "ok.png" in result.output
 
 
+@pytest.mark.backbone
 def test_fit_from_activations_and_a_trial_table(tmp_path):
     import csv
 

@@ -38,7 +38,9 @@ __all__ = ["JobFailedError", "JobInfo", "ServiceClient", "StimloopError"]
 ProgressCallback = Callable[[JobInfo], None]
 
 
-CONNECT_BUDGET = 4.0  # seconds a server never reached gets before it is called unreachable
+# seconds a server never reached gets before it is called unreachable: a refused connection is
+# tried at 0, 0.5 and 1.5 s, a silent one for 3 s; so a command says so within 5 s on a busy box
+CONNECT_BUDGET = 3.0
 
 
 class ServiceClient:

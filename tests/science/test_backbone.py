@@ -162,6 +162,7 @@ def test_clean_state_dict_prefixes():
         bb.clean_state_dict([1, 2, 3])
 
 
+@pytest.mark.backbone
 def test_random_backbone_is_deterministic(random_spec):
     a = bb.state_dict_sha256(bb.random_resnet50(random_spec.seed).state_dict())
     b = bb.state_dict_sha256(bb.random_resnet50(random_spec.seed).state_dict())

@@ -49,6 +49,7 @@ def test_similarities_of_equal_unrelated_and_flat_maps():
     assert flat.spearman_abs == 0 and flat.spearman == 0
 
 
+@pytest.mark.backbone
 def test_the_cascade_runs_from_the_top_of_resnet50_down_to_the_stem():
     names = [n for n, _ in sn.cascade_blocks(FeatureExtractor(random_resnet50(0)))]
     assert names == ["layer4.1", "layer4.0", "layer3", "layer2", "layer1", "stem"]

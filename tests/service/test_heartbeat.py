@@ -21,6 +21,7 @@ from tests.service.test_processes import STIMLOOP, phase_one
 STALE_S = 6.0  # the stale window: wide enough for a busy 2-core box to keep its beat
 
 
+@pytest.mark.redis
 def test_the_heartbeat_keeps_its_key_while_the_block_runs_and_a_lapse_is_final():
     from stimloop.worker.heartbeat import Heartbeat, JobLostError
 

@@ -38,7 +38,7 @@ def pid(_: object) -> int:
 
 @pytest.fixture
 def pool():
-    pool = ParsePool(2, 256 * MIB, timeout_s=3.0, warm="json")
+    pool = ParsePool(2, 256 * MIB, timeout_s=2.0, warm="json")
     pool.start()
     yield pool
     pool.close()
@@ -61,14 +61,14 @@ def test_memory_past_the_budget_is_refused_and_its_process_replaced(pool):
 
 
 def test_a_task_past_its_deadline_is_ended(pool):
-    with pytest.raises(ParseFailedError, match="longer than 3 s"):
+    with pytest.raises(ParseFailedError, match="longer than 2 s"):
         pool.run(sleep, 60)
     assert pool.run(sleep, 0) == 0
     assert pool.replaced == 1
 
 
 def test_a_slow_task_holds_one_process_not_every_upload(pool):
-    slow = threading.Thread(target=pool.run, args=(sleep, 2.5))
+    slow = threading.Thread(target=pool.run, args=(sleep, 1.5))
     slow.start()
     time.sleep(0.3)
     started = time.monotonic()
