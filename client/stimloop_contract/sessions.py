@@ -165,12 +165,19 @@ class PhaseThreeInfo(BaseModel):
     error: str | None = None
 
 
+# The session's states, in the order a session goes through them (the service's state table,
+# ``storage/session_states.py``, says how it moves between them).
+SessionState = Literal[
+    "created", "phase1_received", "fitting", "selected", "phase2_received", "analysed", "failed"
+]
+
+
 class SessionInfo(BaseModel):
     """A session as ``GET /v1/sessions/{id}`` shows it (its stored record)."""
 
     id: str
     created: str
-    state: str
+    state: SessionState
     generation: int = Field(
         0, description="Fencing token: starts anew with each upload, refit or failure"
     )

@@ -16,11 +16,17 @@ class ActivationsRequest(Strict):
     stimulus_set: Id
 
 
+# Every kind of job the service runs: what a job is for, on the wire and in the queue.
+JobKind = Literal[
+    "activations", "warm", "fit", "analysis", "saliency", "sanity", "phase3", "phase3_analysis"
+]
+
+
 class JobInfo(BaseModel):
     """A job: its state, the stage and progress it reports, its error or result."""
 
     id: str
-    kind: str | None = None
+    kind: JobKind | None = None
     session: str | None = None
     state: str = Field(
         description="queued, started, finished, failed (its worker's heartbeat lapsed, or it "

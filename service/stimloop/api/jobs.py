@@ -9,11 +9,11 @@ from typing import cast
 from redis import Redis
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
-from stimloop_contract.system import JobInfo
+from stimloop_contract.system import JobInfo, JobKind
 
 from stimloop.api.errors import ApiError
 from stimloop.runtime.settings import Settings
-from stimloop.worker.queue import JOBS, JobKind, job_status
+from stimloop.worker.queue import JOBS, job_status
 
 JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 

@@ -14,28 +14,25 @@ from redis import Redis
 from redis.exceptions import RedisError
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
-from stimloop_contract.system import Accepted
+from stimloop_contract.system import Accepted, JobKind
 
 from stimloop.api.deps import RIG, body_bytes, redis, settings, store
 from stimloop.api.errors import ApiError
 from stimloop.api.jobs import job_info
 from stimloop.api.media import BINARY, body
-from stimloop.api.uploads import JOB_OF, Upload, expected_ids
+from stimloop.api.uploads import Upload, expected_ids
 from stimloop.runtime.settings import Settings
 from stimloop.storage import session_states
 from stimloop.storage.session import SESSION_ID, Phase, SessionRecord
 from stimloop.storage.store import Store
-from stimloop.worker.queue import JobKind, enqueue, job_status
-
-# the states in which a session waits on a job of its own, and that job's kind
-WAITING: dict[str, JobKind] = {"fitting": "fit", "phase2_received": "analysis"}
+from stimloop.worker.queue import enqueue, job_status
 
 
 def dead_job(record: SessionRecord, cfg: Settings, r: Redis) -> tuple[JobKind, str, str] | None:
     """(kind, job id, error) when the session waits on a fit or analysis job that has failed,
     whose worker died, or that Redis no longer holds (it restarted without its data); None
     otherwise (also with Redis down: the store is the truth)."""
-    kind = WAITING.get(record.state)
+    kind = session_states.WAITS_ON.get(record.state)
     job_id = record.jobs.get(kind or "")
     if kind is None or not job_id:
         return None
@@ -152,7 +149,7 @@ def start_phase_job(
     r: Redis,
 ) -> Accepted:
     """Start the phase's job for stored trials (unless they were already received)."""
-    kind = JOB_OF[phase]
+    kind = session_states.STARTED_BY[phase]
     if not new and not (rerun_possible and not job_pending(record, kind, r)):
         return accepted(record, kind, cfg, r, "already received")
     record = start_job(st, record, kind, cfg, r)
@@ -231,7 +228,7 @@ def resubmit_fit(st: Store, session_id: str, cfg: Settings, r: Redis) -> Accepte
     if "phase1" not in record.uploads:
         raise ApiError(409, "Conflict", "upload phase one first")
     with st.locked(session_id) as rec:
-        if rec.state not in ("failed", "phase1_received"):
+        if not session_states.offers(rec.state, "fit_again"):
             raise ApiError(
                 409,
                 "Conflict",

@@ -25,9 +25,14 @@ from stimloop.api.media import NPZ_TYPES
 from stimloop.runtime.parse_pool import ParseFailedError, ParsePool
 from stimloop.runtime.settings import Settings
 from stimloop.storage.session import Phase, SessionRecord, UploadInfo
-from stimloop.storage.session_states import IllegalTransitionError, note, transition
+from stimloop.storage.session_states import (
+    RECEIVED,
+    STARTED_BY,
+    IllegalTransitionError,
+    note,
+    transition,
+)
 from stimloop.storage.store import Store
-from stimloop.worker.queue import JobKind
 
 
 @dataclass(frozen=True)
@@ -144,10 +149,10 @@ def store_upload(
     with st.locked(session_id) as rec:
         previous = rec.uploads.get(phase)
         if previous and previous.sha256 == sha:
-            if rec.state == "failed" and rec.failed_in == JOB_OF[phase]:
+            if rec.state == "failed" and rec.failed_in == STARTED_BY[phase]:
                 # the same trials again after a failed job: run that job again
                 rec.error = None
-                transition(rec, f"{phase}_received", f"{phase} resubmitted", bump=True)
+                transition(rec, RECEIVED[phase], f"{phase} resubmitted", bump=True)
                 return True, rec, False
             return False, rec, False
         if previous and not replace:
@@ -160,7 +165,7 @@ def store_upload(
             )
         event = f"{phase} replaced" if previous else f"{phase} received"
         try:  # refused before anything is written
-            transition(rec, f"{phase}_received", event, bump=True, sha256=sha)
+            transition(rec, RECEIVED[phase], event, bump=True, sha256=sha)
         except IllegalTransitionError as exc:
             raise ApiError(409, "Conflict", f"{phase} cannot be uploaded now: {exc}") from None
         removed = files.discard_derived(phase) if previous else []
@@ -210,7 +215,6 @@ def store_phase_three(
         return True, rec, False
 
 
-JOB_OF: dict[Phase, JobKind] = {"phase1": "fit", "phase2": "analysis", "phase3": "phase3_analysis"}
 
 
 def expected_ids(phase: Phase, session_id: str, st: Store, cfg: Settings) -> Expected:

@@ -31,8 +31,6 @@ from stimloop_contract.configs import KINDS, Feather, Fraction, FragmentKind, ch
 from stimloop.science.seeds import channel_rng
 from stimloop.science.stimuli import border_color, foreground_mask
 
-Kind = FragmentKind
-
 
 @dataclass(frozen=True)
 class FragmentConfig:
@@ -55,7 +53,7 @@ class Fragment:
     id: str
     source: str
     channel: str
-    kind: Kind
+    kind: FragmentKind
     q: float
     area: int
     foreground_area: int

@@ -34,6 +34,7 @@ from stimloop_contract.sessions import (
     Phase,
     PhaseThreeInfo,
     SessionConfig,
+    SessionState,
     UploadInfo,
 )
 
@@ -70,7 +71,7 @@ class SessionRecord(BaseModel):
     schema_version: int = SCHEMA
     id: str
     created: str
-    state: str = "created"
+    state: SessionState = "created"
     generation: int = 0
     config: SessionConfig
     provenance: dict[str, Any] = Field(default_factory=dict)

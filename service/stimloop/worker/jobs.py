@@ -31,7 +31,7 @@ from rq.queue import Queue
 from stimloop.runtime.settings import Settings
 from stimloop.storage.cache import ActivationCache
 from stimloop.storage.session import PhaseThreeInfo
-from stimloop.storage.session_states import StaleJobError, note, transition
+from stimloop.storage.session_states import StaleJobError, State, note, transition
 from stimloop.worker import analysis, fit_select, phase_three, precompute, saliency, sanity
 from stimloop.worker.heartbeat import Heartbeat, JobLostError
 from stimloop.worker.queue import beat_key, cancel_key, connect, get_queue
@@ -88,7 +88,7 @@ def _fail_session(
     generation: int | None,
     error: str,
     failed_in: str,
-    state: str = "failed",
+    state: State = "failed",
 ) -> None:
     """Mark the session failed (or back to phase1_received when cancelled), unless the job is
     stale: then a newer generation owns the session and nothing changes. Fenced by the

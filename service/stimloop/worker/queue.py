@@ -8,21 +8,18 @@ names run in workers (``stimloop.worker.jobs``), which RQ imports there by name.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from redis import Redis
 from rq import Queue
 from rq.job import Job, JobStatus
+from stimloop_contract.system import JobKind
 
 from stimloop.runtime.settings import Settings
 
-JobKind = Literal[
-    "activations", "warm", "fit", "analysis", "saliency", "sanity", "phase3", "phase3_analysis"
-]
-
 
 @dataclass(frozen=True)
-class Kind:
+class JobSpec:
     """A kind of job: the worker function that runs it, and where a finished session job's
     result is read (under ``/v1/sessions/{id}/``; None: nothing to read)."""
 
@@ -30,15 +27,15 @@ class Kind:
     result: str | None
 
 
-JOBS: dict[JobKind, Kind] = {
-    "activations": Kind("stimloop.worker.jobs.run_precompute", None),
-    "warm": Kind("stimloop.worker.jobs.run_warm", None),
-    "fit": Kind("stimloop.worker.jobs.run_fit", "selection"),
-    "analysis": Kind("stimloop.worker.jobs.run_analysis", "analysis"),
-    "saliency": Kind("stimloop.worker.jobs.run_saliency", "saliency"),
-    "sanity": Kind("stimloop.worker.jobs.run_sanity", "saliency"),
-    "phase3": Kind("stimloop.worker.jobs.run_phase3", "phase3"),
-    "phase3_analysis": Kind("stimloop.worker.jobs.run_phase3_analysis", "phase3/analysis"),
+JOBS: dict[JobKind, JobSpec] = {
+    "activations": JobSpec("stimloop.worker.jobs.run_precompute", None),
+    "warm": JobSpec("stimloop.worker.jobs.run_warm", None),
+    "fit": JobSpec("stimloop.worker.jobs.run_fit", "selection"),
+    "analysis": JobSpec("stimloop.worker.jobs.run_analysis", "analysis"),
+    "saliency": JobSpec("stimloop.worker.jobs.run_saliency", "saliency"),
+    "sanity": JobSpec("stimloop.worker.jobs.run_sanity", "saliency"),
+    "phase3": JobSpec("stimloop.worker.jobs.run_phase3", "phase3"),
+    "phase3_analysis": JobSpec("stimloop.worker.jobs.run_phase3_analysis", "phase3/analysis"),
 }
 
 

@@ -14,24 +14,8 @@ from stimloop.api.jobs import fetch_job, job_info
 from stimloop.api.session_jobs import observed
 from stimloop.runtime.settings import Settings
 from stimloop.storage.session import SessionRecord
-from stimloop.storage.session_states import STATES
+from stimloop.storage.session_states import ACTIONS, SHOWN_JOB, STATES, WORDS
 from stimloop.storage.store import Store
-
-STATE_WORDS = {
-    "created": "waiting for phase one",
-    "phase1_received": "phase one in; the fit is queued",
-    "fitting": "fitting the readouts and selecting phase two",
-    "selected": "the phase-two list is ready",
-    "phase2_received": "phase two in; the analysis is queued",
-    "analysed": "analysed",
-    "failed": "failed",
-}
-JOB_OF_STATE = {
-    "created": "warm",
-    "phase1_received": "fit",
-    "fitting": "fit",
-    "phase2_received": "analysis",
-}
 
 
 def session_rows(st: Store, state: str | None) -> list[dict[str, Any]]:
@@ -56,7 +40,7 @@ def session_rows(st: Store, state: str | None) -> list[dict[str, Any]]:
 def current_job(cfg: Settings, r: Redis, rec: SessionRecord) -> dict[str, Any] | None:
     """The job that the session's state waits for (the fit, the analysis, the warming), or
     else the latest of its jobs; its kind, state, stage, progress and message."""
-    name = JOB_OF_STATE.get(rec.state)
+    name = SHOWN_JOB.get(rec.state)
     job_id = rec.jobs.get(name) if name else None
     if job_id is None and rec.jobs:
         job_id = list(rec.jobs.values())[-1]
@@ -71,7 +55,7 @@ def current_job(cfg: Settings, r: Redis, rec: SessionRecord) -> dict[str, Any] |
 
 def progress(st: Store, cfg: Settings, r: Redis, session_id: str) -> dict[str, Any]:
     rec = observed(st.get_session(session_id), cfg, r)
-    return {"state": rec.state, "words": STATE_WORDS[rec.state], "job": current_job(cfg, r, rec)}
+    return {"state": rec.state, "words": WORDS[rec.state], "job": current_job(cfg, r, rec)}
 
 
 def _cell(value: float) -> int:
@@ -89,8 +73,9 @@ def session_view(
     view: dict[str, Any] = {
         "id": rec.id,
         "state": rec.state,
-        "words": STATE_WORDS[rec.state],
+        "words": WORDS[rec.state],
         "states": [(s, s == rec.state) for s in STATES],
+        "actions": ACTIONS.get(rec.state, ()),
         "error": rec.error,
         "config": config,
         "job": current_job(cfg, r, rec),
