@@ -4,7 +4,7 @@ they find.
 Run: ``python -m benchmarks.mua [--minutes 30] [--channels 32] [--folder /tmp/mua]``.
 
 Writes an int16 recording of ``--minutes`` at 30 kHz on ``--channels`` channels (white noise,
-10 uV SD, with 60 uV spikes planted at 20 Hz per channel, as ``tests/client/openephys_files``
+10 uV SD, with 60 uV spikes planted at 20 Hz per channel, as ``tests/support/openephys_files``
 plants them), in pieces, to a file; then runs ``threshold_crossings`` over it in 10 s
 pieces, read as the Open Ephys reader reads them, and reports the seconds per recorded
 minute, the peak resident memory of that process (against the file's size), and the fraction
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.machine import describe
-from tests.client.openephys_files import RATE, planted_signal
+from tests.support.openephys_files import RATE, planted_signal
 
 CHILD = """
 import json, sys, time

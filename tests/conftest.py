@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-REGISTRY = REPO / "service" / "stimloop" / "defaults" / "backbones.toml"  # the packaged default
+from tests.support.paths import REGISTRY
 
 # The tiers (README, "Tests"): a test is marked by the fixtures it stands on, so no test can
 # join the unit tier (``make test-unit``: neither Redis nor the backbone) by forgetting a mark.

@@ -3,10 +3,8 @@ models store, from a working directory that is not the repository."""
 
 from __future__ import annotations
 
-import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,21 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.paths import BIN, REPO
+from tests.support.processes import free_port, user_env
+
 pytestmark = pytest.mark.processes
-
-BIN = Path(sys.executable).parent
-REPO = Path(__file__).resolve().parents[1]
-
-
-def user_env() -> dict[str, str]:
-    """The environment without any STIMLOOP_ setting a test run may have made."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("STIMLOOP_")}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def serve_health(cwd: Path) -> dict:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.processes
+from tests.support.paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.processes
 
 
 def test_gpu_script_smoke_run_appends_every_part(tmp_path):

@@ -10,7 +10,8 @@ import ast
 import re
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.support.paths import REPO
+
 SERVICE = REPO / "service" / "stimloop"
 CONTRACT = REPO / "client" / "stimloop_contract"
 CLIENT = REPO / "client" / "stimloop_rig"
@@ -175,3 +176,21 @@ def test_the_readme_layout_names_every_folder_of_the_tree():
     assert "client/stimloop_rig/" in layout and "client/stimloop_contract/" in layout
     for layer in [*ALLOWED, "contract", "client"]:
         assert re.search(rf"^{layer}\s+->", layout, re.M), f"the import map misses {layer}"
+
+
+def test_tests_share_helpers_through_tests_support_only():
+    """No test module (or conftest) imports another: shared helpers live in tests/support/."""
+    tests = REPO / "tests"
+    wrong = []
+    for path in modules(tests):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            ours = [n for n in names if n.split(".")[0] == "tests"]
+            if ours and not any(n.startswith("tests.support") for n in ours):
+                wrong.append(f"{path.relative_to(REPO)} imports {ours[0]}")
+    assert wrong == []

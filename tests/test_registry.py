@@ -7,7 +7,7 @@ from stimloop.science.backbone import BackboneError
 from stimloop.storage.registry import load_registry, spec_for
 from stimloop.storage.stimulus_sets import read_stimulus_set, write_stimulus_set
 
-from tests.conftest import REGISTRY
+from tests.support.paths import REGISTRY
 
 
 def test_committed_registry_has_the_papers_backbone_and_the_stand_in():

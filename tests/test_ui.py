@@ -15,9 +15,9 @@ import time
 
 import pytest
 
-from tests.test_readme_rig import (
+from tests.support.paths import REPO
+from tests.support.rig import (
     CHANNELS,
-    REPO,
     Rig,
     record,
     rig_steps,

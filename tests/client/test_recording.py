@@ -17,44 +17,16 @@ from stimloop_rig.openephys import read_openephys
 from stimloop_rig.readers import read_spike_npz
 from stimloop_rig.recording import RecordingSettings, check_sequence, read_recording
 
-from tests.client.blackrock_files import write_nev
-from tests.client.nex_files import EVENT, MARKER, NEURON, Variable, write_nex
-from tests.client.openephys_files import RATE, planted_signal, write_recording
-from tests.client.plexon_files import write_plx
-
-STIMULI = ["body_0000", "body_0001", "body_0002", "body_0003"]
-
-
-def session_like(tmp_path, photodiode_pulses: bool = True, **options):
-    """12 presentations of 4 stimuli (codes 1-4), a photodiode pulse 17 ms after each code,
-    three channels' sorted spikes, 20 s at 30 kHz; and the codes file."""
-    rng = np.random.default_rng(0)
-    order = [k % 4 for k in range(12)]
-    code_samples = 30000 + np.arange(12) * 45000 + 1000
-    onsets = code_samples + 500
-    spikes = {
-        f"CH{c + 1}": np.sort(rng.choice(np.arange(1000, 601000), 3000, replace=False))
-        for c in range(3)
-    }
-    signal = np.zeros((600000, 3), np.int16)
-    planned = write_recording(
-        tmp_path,
-        signal,
-        code_samples,
-        [k + 1 for k in order],
-        onsets if photodiode_pulses else onsets[:0],
-        spikes=spikes,
-        **options,
-    )
-    codes = codes_file(tmp_path)
-    return planned, codes, order
-
-
-def codes_file(folder):
-    """``codes.csv``: codes 1-4 name the four stimuli."""
-    codes = folder / "codes.csv"
-    codes.write_text("code,stimulus\n" + "".join(f"{k + 1},{s}\n" for k, s in enumerate(STIMULI)))
-    return codes
+from tests.support.blackrock_files import write_nev
+from tests.support.nex_files import EVENT, MARKER, NEURON, Variable, write_nex
+from tests.support.openephys_files import RATE, planted_signal, write_recording
+from tests.support.recordings import (
+    STIMULI,
+    codes_file,
+    plexon_like,
+    session_like,
+    spike_npz,
+)
 
 
 def assert_same_trials(got, npz) -> None:
@@ -64,19 +36,6 @@ def assert_same_trials(got, npz) -> None:
     want_rows = np.lexsort((want["stimulus"], want["channel"]))
     for k in want:
         assert got.columns[k][order_rows].tolist() == want[k][want_rows].tolist(), k
-
-
-def spike_npz(path, planned, order: list[int], names: list[str]):
-    """Today's spike-times NPZ of a written recording's spikes and photodiode onsets, its
-    channels named ``names`` (in the recording's order)."""
-    np.savez(
-        path,
-        event_times=planned.onsets / RATE,
-        event_codes=np.array(order),
-        code_ids=np.array(STIMULI),
-        **{f"spikes_{n}": v / RATE for n, v in zip(names, planned.spikes.values())},
-    )
-    return path
 
 
 def test_sorted_spikes_with_photodiode_onsets_count_as_the_spike_npz(tmp_path):
@@ -203,49 +162,6 @@ def test_the_presentation_order_must_be_the_lists():
 
 
 # ------------------------------------------------------------------ Plexon, through neo
-
-PLX_RATE = 40000
-
-
-def plexon_like(tmp_path, pulses: bool = True):
-    """A .plx file: ch A with units 1 and 2 (merged: multi-unit), ch B unsorted, ch C silent;
-    12 strobed codes, a photodiode pulse on EVT08 12.5 ms after each; and today's spike NPZ of
-    the same spikes and onsets."""
-    rng = np.random.default_rng(3)
-    order = [k % 4 for k in range(12)]
-    code_ticks = 40000 + np.arange(12) * 60000
-    pulse_ticks = code_ticks + 500
-    units = {
-        "sigA": {
-            1: np.sort(rng.integers(0, 800000, 900)),
-            2: np.sort(rng.integers(0, 800000, 400)),
-        },
-        "sigB": {0: np.sort(rng.integers(0, 800000, 600))},
-    }
-    path = tmp_path / "session.plx"
-    write_plx(
-        path,
-        PLX_RATE,
-        units,
-        [k + 1 for k in order],
-        code_ticks,
-        "EVT08",
-        pulse_ticks if pulses else pulse_ticks[:0],
-        silent=("sigC",),
-    )
-    npz = tmp_path / "same.npz"
-    merged = {n: np.sort(np.concatenate(list(u.values()))) / PLX_RATE for n, u in units.items()}
-    np.savez(
-        npz,
-        event_times=pulse_ticks / PLX_RATE,
-        event_codes=np.array(order),
-        code_ids=np.array(STIMULI),
-        spikes_sigA=merged["sigA"],
-        spikes_sigB=merged["sigB"],
-        spikes_sigC=np.zeros(0),
-    )
-    codes = codes_file(tmp_path)
-    return path, npz, codes, order
 
 
 def test_a_plexon_file_counts_as_its_spike_npz(tmp_path):

@@ -4,18 +4,17 @@ read as the CSV of the same table is; XDream's layout; and the files that must b
 from __future__ import annotations
 
 import io
-import struct
 import zlib
 
 import numpy as np
 import pytest
-from scipy.io import savemat
 from stimloop_contract.errors import TrialFileError
 from stimloop_contract.matfiles import is_mat, parse_trial_mat, read_trial_mat
 from stimloop_contract.trial_tables import read_trial_csv
 from stimloop_rig.readers import read_trials
 
-from tests.client import mat_bombs
+from tests.support import mat_bombs
+from tests.support.mat_files import cells, declared_huge, mat_bytes, nested, v73_file
 
 TABLE = {
     "stimulus": ["body_0001", "body_0001", "body_0002", "body_0002"],
@@ -23,19 +22,6 @@ TABLE = {
     "repeat": [0, 0, 0, 0],
     "rate": [12.5, 3.0, 7.25, 0.0],
 }
-
-
-def mat_bytes(variables: dict, **options) -> bytes:
-    buffer = io.BytesIO()
-    savemat(buffer, variables, **options)
-    return buffer.getvalue()
-
-
-def cells(values: list) -> np.ndarray:
-    """A MATLAB cell array (an object array for scipy)."""
-    out = np.empty(len(values), dtype=object)
-    out[:] = values
-    return out
 
 
 def same(a: dict, b: dict) -> None:
@@ -87,11 +73,6 @@ def test_xdreams_layout_becomes_one_trial_per_channel_and_presentation(orientati
     assert named["channel"].tolist() == ["p1"] * 3 + ["p2"] * 3
 
 
-def v73_file() -> bytes:
-    header = b"MATLAB 7.3 MAT-file, Platform: GLNXA64".ljust(116, b" ")
-    return header + b"\0" * 8 + b"\x00\x02IM" + b"\0" * 384 + b"\x89HDF\r\n\x1a\n" + b"\0" * 64
-
-
 def bomb() -> bytes:
     """A valid v5 file whose one compressed variable inflates to 8 MiB of zeros."""
     return mat_bytes({"stimulus": np.zeros(2**20)}, do_compression=True)
@@ -100,24 +81,6 @@ def bomb() -> bytes:
 def truncated() -> bytes:
     data = mat_bytes({"stimulus": cells(["a"]), "channel": cells(["c"]), "rate": [1.0]})
     return data[:-20]
-
-
-def declared_huge() -> bytes:
-    """A matrix element whose tag declares 2 GiB in a 200-byte file."""
-    data = bytearray(mat_bytes({"rate": [1.0]}))
-    kind, _ = struct.unpack("<II", data[128:136])
-    data[128:136] = struct.pack("<II", kind, 2**31)
-    return bytes(data)
-
-
-def nested() -> bytes:
-    return mat_bytes(
-        {
-            "stimulus": cells([cells(["a", "b"]), "c"]),
-            "channel": cells(["x", "y"]),
-            "rate": [1.0, 2.0],
-        }
-    )
 
 
 def damaged_stream() -> bytes:

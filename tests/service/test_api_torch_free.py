@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.service.conftest import redis_test_url
+from tests.support.service import redis_test_url
 
 CODE = """
 import sys, tempfile, pathlib

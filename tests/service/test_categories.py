@@ -12,8 +12,7 @@ from stimloop.science import synthetic as sy
 from stimloop.science.stimuli import generate_bodies, generate_faces, generate_objects
 from stimloop.storage.stimulus_sets import write_stimulus_set
 
-from tests.service.conftest import register_sets
-from tests.service.test_edges import is_problem
+from tests.support.service import is_problem, register_sets
 
 CHANNELS = ["f1", "f2", "f3"]
 SETS = {

@@ -9,7 +9,7 @@ import pytest
 from stimloop_contract.errors import ServiceUnreachableError, StimloopError
 from stimloop_rig.rig_client import RigClient
 
-from tests.service.test_loop import CHANNELS, loop, simulate  # noqa: F401  (module fixture)
+from tests.support.loop import CHANNELS, simulate
 
 
 class DropFirstResponse(httpx.BaseTransport):
@@ -48,7 +48,7 @@ def fresh_session(service):
     return r.json()["id"]
 
 
-def test_dropped_upload_is_retried_and_stored_once(service, loop, fresh_session):  # noqa: F811
+def test_dropped_upload_is_retried_and_stored_once(service, loop, fresh_session):
     transport = DropFirstResponse(service.client._transport)
     token = service.rig["Authorization"].split()[1]
     client = RigClient("http://testserver", token, transport=transport, backoff=0.01)
@@ -97,7 +97,7 @@ class DropFirstCreate(httpx.BaseTransport):
         return response
 
 
-def test_a_create_retried_after_a_dropped_answer_makes_one_session(service, loop):  # noqa: F811
+def test_a_create_retried_after_a_dropped_answer_makes_one_session(service, loop):
     transport = DropFirstCreate(service.client._transport)
     token = service.rig["Authorization"].split()[1]
     client = RigClient("http://testserver", token, transport=transport, backoff=0.01)
@@ -118,7 +118,7 @@ def test_a_create_retried_after_a_dropped_answer_makes_one_session(service, loop
     assert transport.starts == 1
 
 
-def test_spike_times_are_cut_with_the_sessions_own_windows(service, loop, tmp_path):  # noqa: F811
+def test_spike_times_are_cut_with_the_sessions_own_windows(service, loop, tmp_path):
     from stimloop.reports.report import _means
     from stimloop.storage.atomic import read_npz
     from stimloop_contract.configs import Windows

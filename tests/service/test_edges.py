@@ -12,7 +12,7 @@ import pytest
 from stimloop.science.stimuli import generate_bodies, generate_control_bodies, generate_objects
 from stimloop.storage.stimulus_sets import write_stimulus_set
 
-from tests.service.conftest import new_session
+from tests.support.service import is_problem, new_session
 
 
 @pytest.fixture(scope="module")
@@ -26,14 +26,6 @@ def trials(stimuli=("body_0000", "body_0001"), channel="a", rate=1.0):
         "channel": [channel] * len(stimuli),
         "rate": [rate] * len(stimuli),
     }
-
-
-def is_problem(r, status):
-    assert r.status_code == status, (r.status_code, r.text)
-    assert r.headers["content-type"].startswith("application/problem+json")
-    body = r.json()
-    assert body["status"] == status and body["detail"]
-    return body
 
 
 def test_auth(service, session):

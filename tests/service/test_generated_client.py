@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.service.test_loop import CHANNELS, as_json, loop, simulate  # noqa: F401
+from tests.support.loop import CHANNELS, as_json, simulate
 
 GENERATOR = Path(sys.executable).with_name("openapi-python-client")
 
@@ -42,7 +42,7 @@ def generated(service, tmp_path_factory):
         sys.path.remove(str(folder / "stimloop-client"))
 
 
-def test_a_generated_client_reads_problems_and_typed_answers(service, loop, generated):  # noqa: F811
+def test_a_generated_client_reads_problems_and_typed_answers(service, loop, generated):
     from stimloop_client import AuthenticatedClient
     from stimloop_client.api.sessions import (
         create_session,

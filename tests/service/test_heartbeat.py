@@ -14,9 +14,9 @@ import uuid
 import pytest
 from redis import Redis
 
-from tests.conftest import REGISTRY
-from tests.service.conftest import cleanup, redis_test_url
-from tests.service.test_processes import STIMLOOP, phase_one
+from tests.support.paths import REGISTRY
+from tests.support.processes import STIMLOOP
+from tests.support.service import cleanup, phase_one, redis_test_url
 
 STALE_S = 6.0  # the stale window: wide enough for a busy 2-core box to keep its beat
 

@@ -25,9 +25,8 @@ from PIL import Image
 from stimloop.science.stimuli import generate_objects
 from stimloop.storage.stimulus_sets import write_stimulus_set
 
-from tests.client import mat_bombs
-from tests.service.conftest import new_session
-from tests.service.test_edges import is_problem
+from tests.support import mat_bombs
+from tests.support.service import is_problem, new_session
 
 
 def snapshot(service) -> tuple:
@@ -427,7 +426,7 @@ def test_hostile_mat_file_uploads_are_refused_and_change_nothing(service, hsessi
     """MAT-file bodies (a MATLAB rig's upload): v7.3, a bomb past the upload's limit, nested
     cells, a tag declaring more than the file, an unknown channel; each under its own media
     type or as octet-stream (recognised by its header)."""
-    from tests.contract import test_matfiles as mf
+    from tests.support import mat_files as mf
 
     good = mf.mat_bytes(
         {"stimulus": mf.cells(["body_0000"]), "channel": mf.cells(["ch99"]), "rate": [1.0]}

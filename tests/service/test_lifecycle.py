@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 from redis import Redis
 
-from tests.service.conftest import cleanup, new_session, redis_test_url
-from tests.service.test_edges import is_problem
+from tests.support.service import cleanup, is_problem, new_session, redis_test_url
 
 BODIES = [f"body_{i:04d}" for i in range(10)]
 
@@ -166,8 +165,7 @@ def test_health_answers_quickly_while_a_32_mib_upload_is_processed(service, sess
 
     from stimloop.serve import free_port
 
-    from tests.service.test_processes import STIMLOOP
-    from tests.test_fresh_clone import user_env
+    from tests.support.processes import STIMLOOP, user_env
 
     port = free_port()
     env = {

@@ -22,10 +22,9 @@ from redis import Redis
 from stimloop.science.stimuli import generate_bodies, generate_control_bodies, generate_objects
 from stimloop.storage.stimulus_sets import write_stimulus_set
 
-from tests.client import mat_bombs
-from tests.service.conftest import cleanup, redis_test_url
-from tests.service.test_processes import STIMLOOP, free_port
-from tests.test_fresh_clone import user_env
+from tests.support import mat_bombs
+from tests.support.processes import STIMLOOP, free_port, user_env
+from tests.support.service import cleanup, redis_test_url
 
 pytestmark = pytest.mark.processes
 MIB = 2**20

@@ -15,8 +15,7 @@ from stimloop_rig import cli
 from stimloop_rig.rig_client import RigClient
 from typer.testing import CliRunner
 
-from tests.service.conftest import new_session, register_sets
-from tests.service.test_edges import is_problem
+from tests.support.service import is_problem, new_session, register_sets
 
 runner = CliRunner()
 
@@ -182,7 +181,7 @@ def test_the_analysis_table_fits_a_terminal(service, monkeypatch):
             __import__("pathlib").Path(__file__).parents[1] / "science/data/paper_default.json"
         ).read_text()
     )
-    from tests.science.test_paper_default import in_categories
+    from tests.support.pinned import in_categories
 
     data = in_categories(analysis)["analysis"]
     data["categories"] = {
@@ -221,8 +220,8 @@ def test_files_that_break_a_reader_are_one_line_and_exit_2(service, op_sets, rig
     traceback."""
     import numpy as np
 
-    from tests.client import mat_bombs
-    from tests.client.openephys_files import write_recording
+    from tests.support import mat_bombs
+    from tests.support.openephys_files import write_recording
 
     session = new_session(service, "br", 6, 8, channels=["a"], fit={"split": [2, 2, 3]})
 

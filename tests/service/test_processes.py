@@ -7,32 +7,22 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 from redis import Redis
 from stimloop.science.stimuli import generate_bodies, generate_control_bodies, generate_objects
 from stimloop.storage.stimulus_sets import write_stimulus_set
 
-from tests.conftest import REGISTRY
-from tests.service.conftest import cleanup, redis_test_url
+from tests.support.paths import REGISTRY
+from tests.support.processes import STIMLOOP, free_port
+from tests.support.service import cleanup, phase_one, redis_test_url
 
 pytestmark = pytest.mark.processes
-
-STIMLOOP = str(Path(sys.executable).with_name("stimloop"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Cluster:
@@ -135,19 +125,6 @@ def cluster(tmp_path_factory):
     yield c
     c.stop()
     cleanup(Redis.from_url(redis_test_url()), c.settings)
-
-
-def phase_one(channels, bodies, seed):
-    rng = np.random.default_rng(seed)
-    base = {ch: rng.normal(20, 8, len(bodies)) for ch in channels}
-    stim, chan, rate = [], [], []
-    for ch in channels:
-        for i, b in enumerate(bodies):
-            for _ in range(4):
-                stim.append(b)
-                chan.append(ch)
-                rate.append(float(base[ch][i] + rng.normal(0, 2)))
-    return {"stimulus": stim, "channel": chan, "rate": rate}
 
 
 def test_workers_share_a_queue_survive_a_kill_and_a_restart(cluster):

@@ -8,8 +8,8 @@ import numpy as np
 from stimloop.api.uploads import digest
 from stimloop_rig.readers import read_spike_npz
 
-from tests.client.test_recording import session_like, spike_npz
-from tests.service.conftest import new_session
+from tests.support.recordings import session_like, spike_npz
+from tests.support.service import new_session
 
 CHANNELS = ["ch01", "ch02", "ch03"]
 
@@ -76,7 +76,7 @@ def test_a_refused_recording_uploads_nothing(service, monkeypatch, tmp_path):
 
 
 def test_a_plexon_file_uploads_as_its_spike_npz(service, monkeypatch, tmp_path):
-    from tests.client.test_recording import plexon_like
+    from tests.support.recordings import plexon_like
 
     sid = new_session(
         service, "plx", 9, 16, channels=CHANNELS, fit={"split": [10, 3, 3], "epochs": 5}

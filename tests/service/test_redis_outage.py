@@ -16,8 +16,7 @@ from redis import Redis
 from stimloop.science.stimuli import generate_bodies, generate_control_bodies, generate_objects
 from stimloop.storage.stimulus_sets import write_stimulus_set
 
-from tests.service.test_processes import STIMLOOP, free_port
-from tests.test_fresh_clone import user_env
+from tests.support.processes import STIMLOOP, free_port, user_env
 
 pytestmark = pytest.mark.processes
 

@@ -14,7 +14,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.test_fresh_clone import free_port, user_env
+from tests.support.processes import free_port, user_env
 
 pytestmark = pytest.mark.processes
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from stimloop.api.auth import create_token
 from stimloop.api.ui.signin import COOKIE
 
-from tests.service.conftest import new_session
+from tests.support.service import new_session
 
 ORIGIN = {"Origin": "http://testserver"}
 HOSTILE = "<img src=x onerror=alert(1)>"
