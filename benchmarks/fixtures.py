@@ -56,6 +56,6 @@ def paper_session(store, channels: list[str], fit: dict, selection: dict) -> str
 
 def store_phase_one(store, session_id: str, trials: dict[str, np.ndarray]) -> None:
     """Phase one's trials stored as the upload stores them (after its decoding)."""
-    from stimloop.api.uploads import digest, store_upload
+    from stimloop.sessions.uploads import digest, store_upload
 
     store_upload(store, session_id, "phase1", trials, digest(trials), replace=False)

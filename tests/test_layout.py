@@ -16,7 +16,7 @@ SERVICE = REPO / "service" / "stimloop"
 CONTRACT = REPO / "client" / "stimloop_contract"
 CLIENT = REPO / "client" / "stimloop_rig"
 PACKAGES = {"stimloop": SERVICE, "stimloop_contract": CONTRACT, "stimloop_rig": CLIENT}
-LAYERS = ("science", "storage", "worker", "api", "reports", "runtime")
+LAYERS = ("science", "storage", "worker", "sessions", "api", "reports", "runtime")
 ENTRY_POINTS = ("__init__.py", "cli.py", "serve.py", "demo.py")
 # which layer of the server may import which (besides itself and the contract, which every
 # layer may use, except science: the configs only); the README's import map
@@ -25,7 +25,8 @@ ALLOWED = {
     "storage": {"science"},
     "worker": {"science", "storage", "runtime", "reports"},
     "reports": {"science", "storage"},
-    "api": {"science", "storage", "runtime", "reports", "worker.queue"},
+    "sessions": {"storage", "runtime", "reports", "worker.queue"},
+    "api": {"sessions", "science", "storage", "runtime", "reports", "worker.queue"},
     "runtime": {"storage", "worker.queue"},
 }
 
@@ -193,4 +194,24 @@ def test_tests_share_helpers_through_tests_support_only():
             ours = [n for n in names if n.split(".")[0] == "tests"]
             if ours and not any(n.startswith("tests.support") for n in ours):
                 wrong.append(f"{path.relative_to(REPO)} imports {ours[0]}")
+    assert wrong == []
+
+
+def test_the_use_cases_know_nothing_of_http():
+    """``sessions/`` raises domain errors; only ``api/`` speaks HTTP (FastAPI, Starlette)."""
+    wrong = []
+    for path in modules(SERVICE / "sessions"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            wrong += [
+                f"{path.relative_to(REPO)} imports {n}"
+                for n in names
+                if n.split(".")[0] in ("fastapi", "starlette") or n.startswith("stimloop.api")
+            ]
     assert wrong == []

@@ -184,7 +184,7 @@ def test_the_readme_matlab_block_runs_in_octave(rig):
     assert "How to read this report" in (folder / "session.html").read_text()
 
     # the MAT-file Octave wrote stores the same trials as the same table in CSV
-    from stimloop.api.uploads import digest
+    from stimloop.sessions.uploads import digest
     from stimloop_rig.readers import read_trials
 
     state = json.loads(

@@ -38,6 +38,14 @@ class SaliencyOptions(Strict):
         return None
 
 
+# the one refusal of a default pair before phase two (the API's 409; a worker's, if the trials
+# went away meanwhile)
+DEFAULT_PAIR_NEEDS_PHASE_TWO = (
+    "the default pair needs phase two's recorded responses to the other categories; upload "
+    "phase two, or name x_out and x_in"
+)
+
+
 class DefaultPairRequest(SaliencyOptions):
     """Sec. 5.2's default pair: among the channel's top-5 recorded images of other
     categories and its top-15 of the preferred set, the most similar (needs phase two: 409

@@ -6,6 +6,10 @@ from pydantic import ConfigDict, Field, model_validator
 
 from stimloop_contract.ids import Strict
 
+# an NPZ body of trial columns is accepted under these media types (a MAT-file is recognised by
+# its header under the first one too: ``matfiles.MAT_MEDIA_TYPE``)
+NPZ_MEDIA_TYPES = ("application/octet-stream", "application/x-npz", "application/npz")
+
 
 class TrialUpload(Strict):
     """One phase's trials as columns of equal length. Give ``rate`` (net spikes/s), or

@@ -255,7 +255,7 @@ def test_a_failed_phase_three_job_is_shown_with_the_session(service):
     )
     record = service.client.get(f"/v1/sessions/{session}", headers=service.rig).json()
     generation = record["generation"]
-    asked = PhaseThreeRequest(q=[0.25]).model_dump(mode="json")  # as the API enqueues it
+    asked = PhaseThreeRequest(q=[0.25])  # as the API enqueues it: the validated request
     with pytest.raises(NotFoundError):  # no readouts here: the list cannot be built
         jobs.run_phase3(session, asked, "k" * 16, generation)
     seen = service.client.get(f"/v1/sessions/{session}", headers=service.rig).json()

@@ -5,7 +5,7 @@ per-channel summary printed first, and the refusals leaving nothing uploaded."""
 from __future__ import annotations
 
 import numpy as np
-from stimloop.api.uploads import digest
+from stimloop.sessions.uploads import digest
 from stimloop_rig.readers import read_spike_npz
 
 from tests.support.recordings import session_like, spike_npz

@@ -15,9 +15,9 @@ from stimloop.api import access_log, errors, openapi
 from stimloop.api.routes import phase_three, sanity, sessions, sets, system
 from stimloop.api.ui import pages as ui_pages
 from stimloop.api.ui.signin import UiHeaders
-from stimloop.api.uploads import UploadPool
 from stimloop.api.walls import Walls
 from stimloop.runtime.settings import Settings
+from stimloop.sessions.uploads import UploadPool
 from stimloop.storage.registry import ensure_registry
 from stimloop.storage.store import Store
 

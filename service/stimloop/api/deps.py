@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Annotated
 
 from fastapi import Depends, Path, Request
 from redis import Redis
@@ -15,7 +16,9 @@ from stimloop.storage.session import SESSION_ID
 from stimloop.storage.store import Store
 
 # a session's id as a path parameter, with the pattern the document states
-SessionId = Path(pattern=SESSION_ID.pattern, description="A session's id (12 hex digits)")
+SessionId = Annotated[
+    str, Path(pattern=SESSION_ID.pattern, description="A session's id (12 hex digits)")
+]
 
 
 def settings(request: Request) -> Settings:
@@ -28,6 +31,12 @@ def store(request: Request) -> Store:
 
 def redis(request: Request) -> Redis:
     return request.app.state.redis
+
+
+# what a route receives, as its signature says it: ``cfg: SettingsDep``
+SettingsDep = Annotated[Settings, Depends(settings)]
+StoreDep = Annotated[Store, Depends(store)]
+RedisDep = Annotated[Redis, Depends(redis)]
 
 
 @dataclass(frozen=True)
@@ -72,6 +81,8 @@ def require(*roles: str) -> Callable:
 
 RIG = require("rig")
 READ = require("rig", "analyst")
+RigCaller = Annotated[Caller, Depends(RIG)]  # the rig's token, and who it is
+AnyCaller = Annotated[Caller, Depends(READ)]  # the rig's or an analyst's
 
 
 async def body_bytes(request: Request, cfg: Settings) -> bytes:

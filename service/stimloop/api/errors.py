@@ -1,4 +1,6 @@
-"""One error type, mapped to RFC 9457 problem+json in one place."""
+"""Every refusal mapped to RFC 9457 problem+json in one place: the API's own (``ApiError``),
+the use cases' (``sessions.errors``, by class), a missing or outdated session, invalid
+requests, HTTP errors, Redis down, and a bug."""
 
 from __future__ import annotations
 
@@ -14,6 +16,13 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
+from stimloop.sessions.errors import (
+    InvalidInputError,
+    SessionError,
+    StateConflictError,
+    UnknownItemError,
+    UnsupportedMediaError,
+)
 from stimloop.storage.session import NotFoundError, OutdatedSessionError
 
 log = logging.getLogger("stimloop.api")
@@ -83,7 +92,25 @@ def _allowed_methods(request: Request) -> list[str]:
     return sorted(methods)
 
 
+# the answer to each of the use cases' refusals (``sessions.errors``)
+STATUS_OF: dict[type[SessionError], int] = {
+    StateConflictError: 409,
+    UnknownItemError: 404,
+    InvalidInputError: 422,
+    UnsupportedMediaError: 415,
+}
+
+
+def status_of(exc: SessionError) -> int:
+    """The HTTP status of a use case's refusal (409 for one this table does not name)."""
+    return next((code for kind, code in STATUS_OF.items() if isinstance(exc, kind)), 409)
+
+
 def install(app: FastAPI) -> None:
+    @app.exception_handler(SessionError)
+    async def refused(request: Request, exc: SessionError) -> JSONResponse:
+        return problem(status_of(exc), exc.title, exc.detail, request.url.path)
+
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
         return problem(exc.status, exc.title, exc.detail, request.url.path)

@@ -1,19 +1,16 @@
-"""The API's view of a job: fetch this deployment's job by id, and describe it (state,
-progress, liveness by heartbeat, where its result is)."""
+"""The API's view of a job: this deployment's job by id, or 404 (``worker.queue.job_info``
+describes it)."""
 
 from __future__ import annotations
 
 import re
-from typing import cast
 
 from redis import Redis
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
-from stimloop_contract.system import JobInfo, JobKind
 
 from stimloop.api.errors import ApiError
 from stimloop.runtime.settings import Settings
-from stimloop.worker.queue import JOBS, job_status
 
 JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -30,13 +27,3 @@ def fetch_job(job_id: str, r: Redis, cfg: Settings) -> Job:
     if job.meta.get("prefix") != cfg.key_prefix:
         raise missing
     return job
-
-
-def job_info(job: Job, cfg: Settings) -> JobInfo:
-    """The job's status, with a link to its result once a session job has finished."""
-    info = job_status(job, cfg)
-    link = None
-    kind = JOBS.get(cast(JobKind, info["kind"]))
-    if info["state"] == "finished" and info["session"] and kind and kind.result:
-        link = f"/v1/sessions/{info['session']}/{kind.result}"
-    return JobInfo(**info, result_link=link)

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from stimloop_contract.trials import NPZ_MEDIA_TYPES
+
 BINARY = "application/octet-stream"
 CSV = "text/csv"
 PNG = "image/png"
 HTML = "text/html"
-NPZ_TYPES = (BINARY, "application/x-npz", "application/npz")  # accepted for NPZ uploads
+NPZ_TYPES = NPZ_MEDIA_TYPES  # accepted for NPZ uploads (the contract's)
 ZIP_TYPES = (BINARY, "application/zip")  # accepted for zip uploads
 
 

@@ -1,310 +1,46 @@
-"""A trial upload's bytes to checked columns and their hash, in separate processes.
-
-Decoding 32 MiB of JSON, turning a million rows into arrays and hashing them holds Python's
-interpreter lock for seconds; in the API's own process that would stall every other request.
-And a hostile file may crash or exhaust the process that reads it. So ``prepare`` (pure,
-torch-free) runs in a small pool of bounded, replaceable processes, and the API only awaits it.
-"""
+"""A phase's trials over HTTP: the body read on the event loop (size-capped) and handed to
+the use case (``sessions.jobs.receive_phase``), and the request body every upload route
+declares in the OpenAPI document."""
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass
-from pathlib import Path
+from fastapi import Request
+from redis import Redis
+from stimloop_contract.system import Accepted
 
-import numpy as np
-from pydantic import ValidationError
-from starlette.concurrency import run_in_threadpool
-from stimloop_contract.errors import TrialFileError
-from stimloop_contract.matfiles import MAT_MEDIA_TYPE, is_mat, parse_trial_mat
-from stimloop_contract.trial_tables import DuplicateTrialsError, parse_trial_npz, validate_columns
-from stimloop_contract.trials import TrialUpload
-
-from stimloop.api.errors import ApiError
-from stimloop.api.media import NPZ_TYPES
-from stimloop.runtime.parse_pool import ParseFailedError, ParsePool
+from stimloop.api.deps import body_bytes
+from stimloop.api.media import BINARY, body
 from stimloop.runtime.settings import Settings
-from stimloop.storage.session import Phase, SessionRecord, UploadInfo
-from stimloop.storage.session_states import (
-    RECEIVED,
-    STARTED_BY,
-    IllegalTransitionError,
-    note,
-    transition,
-)
+from stimloop.sessions.jobs import receive_phase
+from stimloop.storage.session import Phase
 from stimloop.storage.store import Store
 
-
-@dataclass(frozen=True)
-class Expected:
-    """What a phase's trials may name: the session's channels and the allowed stimulus ids
-    (``what`` says where they come from); ``required``: ids that must all have trials."""
-
-    channels: tuple[str, ...]
-    allowed: frozenset[str]
-    what: str
-    required: tuple[str, ...] = ()
-    max_unpacked: int = 2 * 2**30  # an NPZ's columns, decompressed
-
-
-def decode_trials(kind: str, data: bytes, max_unpacked: int = 2 * 2**30) -> dict[str, np.ndarray]:
-    """The trial columns of a JSON, NPZ or MAT-file body (``kind``: its media type; a MAT-file
-    is recognised by its header under application/octet-stream too)."""
-    if kind == "application/json":
-        try:
-            upload = TrialUpload.model_validate_json(data)
-        except ValidationError as exc:
-            parts = [
-                f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()[:5]
-            ]
-            raise ApiError(422, "Invalid trials", "; ".join(parts)) from None
-        columns = {k: np.asarray(v) for k, v in upload.model_dump().items() if v is not None}
-        try:
-            return validate_columns(columns, "JSON body")
-        except DuplicateTrialsError as exc:
-            raise ApiError(422, "Duplicate trials", str(exc)) from None
-        except TrialFileError as exc:
-            raise ApiError(422, "Invalid trials", str(exc)) from None
-    if kind == MAT_MEDIA_TYPE or (kind in NPZ_TYPES and is_mat(data)):
-        try:
-            return parse_trial_mat(data, "the uploaded MAT-file", max_unpacked)
-        except TrialFileError as exc:
-            raise ApiError(422, "Invalid trials", str(exc)) from None
-    if kind in NPZ_TYPES:
-        try:
-            return parse_trial_npz(data, "NPZ body", max_unpacked)
-        except DuplicateTrialsError as exc:
-            raise ApiError(422, "Duplicate trials", str(exc)) from None
-        except TrialFileError as exc:
-            raise ApiError(422, "Invalid trials", str(exc)) from None
-    raise ApiError(
-        415,
-        "Unsupported media type",
-        "send trials as application/json (columns), application/x-npz or a MAT-file "
-        "(application/x-matlab-data)",
-    )
+UPLOAD_BODY = body(
+    BINARY,
+    "The trials as JSON columns (TrialUpload), as an NPZ file of the same columns "
+    "(application/octet-stream; application/x-npz is accepted too), or as a MATLAB v5/v7 "
+    "MAT-file of them or of XDream's stimulusID and tEvokedResp (application/octet-stream or "
+    "application/x-matlab-data; see the README). 422 unless the columns "
+    "are of equal length with either rate or both window counts, every stimulus is one the "
+    "phase may show (phase one: the preferred set; phase two and three: every image of their "
+    "list, each with trials) and every channel the session's, and no two rows share a "
+    "(stimulus, channel, repeat). Other trials for a phase already received: 409 unless "
+    "replace=true.",
+    {"$ref": "#/components/schemas/TrialUpload"},
+)
 
 
-def digest(columns: dict[str, np.ndarray]) -> str:
-    """A content hash of the trials, the same for the JSON and the NPZ form of one table."""
-    h = hashlib.sha256()
-    for name in sorted(columns):
-        values = columns[name]
-        h.update(name.encode())
-        if values.dtype.kind in "US":
-            h.update("\x00".join(values.astype(str)).encode())
-        else:
-            h.update(values.astype(np.float64).tobytes())
-    return h.hexdigest()
-
-
-def check_ids(columns: dict[str, np.ndarray], expected: Expected) -> None:
-    """422 naming unknown channels or stimuli, or listed images without trials."""
-    channels = list(expected.channels)
-    unknown_c = sorted(set(np.unique(columns["channel"]).tolist()) - set(channels))
-    if unknown_c:
-        raise ApiError(
-            422,
-            "Unknown channels",
-            f"{len(unknown_c)} channels are not in the "
-            f"session, e.g. {unknown_c[:5]}; the session has {channels[:5]}...",
-        )
-    shown = set(np.unique(columns["stimulus"]).tolist())
-    unknown_s = sorted(shown - expected.allowed)
-    if unknown_s:
-        raise ApiError(
-            422,
-            "Unknown stimuli",
-            f"{len(unknown_s)} stimulus ids are not {expected.what}, e.g. {unknown_s[:5]}",
-        )
-    missing = [s for s in expected.required if s not in shown]
-    if missing:
-        raise ApiError(
-            422,
-            "Incomplete phase two",
-            f"no trials for {len(missing)} images of the phase-two list, e.g. {missing[:10]}",
-        )
-
-
-def prepare(kind: str, data: bytes, expected: Expected) -> tuple[dict[str, np.ndarray], str]:
-    """Decode, check and hash an upload: its columns and their sha256."""
-    columns = decode_trials(kind, data, expected.max_unpacked)
-    check_ids(columns, expected)
-    return columns, digest(columns)
-
-
-def store_upload(
-    st: Store,
-    session_id: str,
+async def receive(
     phase: Phase,
-    columns: dict[str, np.ndarray],
-    sha: str,
+    session_id: str,
+    request: Request,
     replace: bool,
-) -> tuple[bool, SessionRecord, bool]:
-    """Store a phase's trials (``sha``: their digest) atomically; (new?, record, may its job
-    run again?). Same payload: not new."""
-    if phase == "phase3":
-        return store_phase_three(st, session_id, columns, sha, replace)
-    files = st.files(session_id)
-    with st.locked(session_id) as rec:
-        previous = rec.uploads.get(phase)
-        if previous and previous.sha256 == sha:
-            if rec.state == "failed" and rec.failed_in == STARTED_BY[phase]:
-                # the same trials again after a failed job: run that job again
-                rec.error = None
-                transition(rec, RECEIVED[phase], f"{phase} resubmitted", bump=True)
-                return True, rec, False
-            return False, rec, False
-        if previous and not replace:
-            raise ApiError(
-                409,
-                "Conflict",
-                f"{phase} was already uploaded with other data "
-                f"(sha256 {previous.sha256[:12]}...); add ?replace=true to replace "
-                "it, which discards everything derived from it",
-            )
-        event = f"{phase} replaced" if previous else f"{phase} received"
-        try:  # refused before anything is written
-            transition(rec, RECEIVED[phase], event, bump=True, sha256=sha)
-        except IllegalTransitionError as exc:
-            raise ApiError(409, "Conflict", f"{phase} cannot be uploaded now: {exc}") from None
-        removed = files.discard_derived(phase) if previous else []
-        rec.history[-1]["invalidated"] = removed
-        if previous and phase == "phase1":
-            rec.uploads.pop("phase2", None)
-        if previous:
-            rec.uploads.pop("phase3", None)
-            rec.phase3 = None
-        files.write_trials(phase, columns)
-        rec.uploads[phase] = UploadInfo(sha256=sha, trials=len(columns["stimulus"]))
-        rec.error = None
-        return True, rec, False
-
-
-def store_phase_three(
-    st: Store, session_id: str, columns: dict[str, np.ndarray], sha: str, replace: bool
-) -> tuple[bool, SessionRecord, bool]:
-    """Phase three's trials: stored beside the session's state (phase three is a track of
-    its own: the session stays as it is, and no generation starts). Same payload: not new,
-    and its job may run again while it has no analysis; other data: 409 unless ``replace``,
-    which discards the phase-three analysis."""
-    files = st.files(session_id)
-    with st.locked(session_id) as rec:
-        previous = rec.uploads.get("phase3")
-        analysed = files.has_phase_three_analysis()
-        if previous and previous.sha256 == sha:
-            # not new; without an analysis its job may be rerun (the API looks at the job)
-            return False, rec, not analysed
-        if previous and not replace:
-            raise ApiError(
-                409,
-                "Conflict",
-                f"phase three was already uploaded with other data (sha256 "
-                f"{previous.sha256[:12]}...); add ?replace=true to replace it, which "
-                "discards its analysis",
-            )
-        removed = files.discard_derived("phase3") if previous else []
-        files.write_trials("phase3", columns)
-        rec.uploads["phase3"] = UploadInfo(sha256=sha, trials=len(columns["stimulus"]))
-        note(
-            rec,
-            "phase3 replaced" if previous else "phase3 received",
-            sha256=sha,
-            invalidated=removed,
-        )
-        return True, rec, False
-
-
-
-
-def expected_ids(phase: Phase, session_id: str, st: Store, cfg: Settings) -> Expected:
-    """What the phase's trials may name: phase one the preferred set, phase two its list (all
-    of it), phase three its list."""
-    record = st.get_session(session_id)
-    files = st.files(session_id)
-    config = record.config
-    channels = tuple(config.channels)
-    limit = 4 * cfg.max_upload_bytes
-    if phase == "phase1":
-        shown = frozenset(e["id"] for e in st.get_set(config.preferred_set)["entries"])
-        return Expected(
-            channels, shown, f"in the preferred set {config.preferred_set!r}", (), limit
-        )
-    if phase == "phase3":
-        if not files.has_phase_three_list():
-            raise ApiError(
-                409,
-                "Conflict",
-                "no phase-three list yet: POST .../phase3 and wait for its job first",
-            )
-        listed = files.phase_three_list()
-        images = [e["stimulus"] for e in listed["entries"]]
-        images += [b for b in listed["stability_images"] if b not in set(images)]
-        return Expected(
-            channels, frozenset(images), "on the phase-three list", tuple(images), limit
-        )
-    if not files.has_selection():
-        raise ApiError(
-            409,
-            "Conflict",
-            f"no phase-two list yet (state {record.state}); wait for the selection",
-        )
-    phase_two = files.selection()["phase_two"]
-    images = [e["stimulus"] for e in phase_two["entries"]] + phase_two["stability_images"]
-    return Expected(channels, frozenset(images), "on the phase-two list", tuple(images), limit)
-
-
-@dataclass(frozen=True)
-class Upload:
-    """One upload as the upload process receives it: the body, its media type, what its
-    trials may name, and where it goes."""
-
-    kind: str
-    data: bytes
-    expected: Expected
-    store_root: Path
-    session_id: str
-    phase: Phase
-    replace: bool
-
-
-def prepare_and_store(upload: Upload) -> tuple[bool, SessionRecord, bool]:
-    """In the upload process: decode, check, hash, and store atomically under the session's
-    (cross-process) lock; (new?, session record, may its job run again?)."""
-    columns, sha = prepare(upload.kind, upload.data, upload.expected)
-    return store_upload(
-        Store(upload.store_root), upload.session_id, upload.phase, columns, sha, upload.replace
-    )
-
-
-class UploadPool:
-    """The processes that run ``prepare_and_store`` for the API (``runtime.parse_pool``):
-    several, each with a memory limit and each upload a deadline, so that a file which
-    crashes, exhausts or holds its reader costs that one request a 422 and every other upload
-    goes on. Started with the app (spawning must not block a request), else on first use."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.pool = ParsePool(
-            settings.upload_processes,
-            settings.upload_memory_mib * 2**20,
-            settings.upload_timeout_s,
-            warm=__name__,
-        )
-
-    def start(self) -> None:
-        self.pool.start()
-
-    async def prepare_and_store(self, upload: Upload) -> tuple[bool, SessionRecord, bool]:
-        try:
-            return await run_in_threadpool(self.pool.run, prepare_and_store, upload)
-        except ParseFailedError as exc:
-            raise ApiError(
-                422,
-                "Unreadable file",
-                f"the file could not be read: {exc}. Check that it is a trial table (CSV, "
-                "NPZ, or a MAT-file saved with -v7) as the README describes; other uploads "
-                "are not affected",
-            ) from None
-
-    def close(self) -> None:
-        self.pool.close()
+    cfg: Settings,
+    st: Store,
+    r: Redis,
+) -> Accepted:
+    """The request's body, by its media type, to the session's upload of ``phase``."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip()
+    data = await body_bytes(request, cfg)
+    uploads = request.app.state.uploads
+    return await receive_phase(phase, session_id, kind, data, replace, uploads, cfg, st, r)

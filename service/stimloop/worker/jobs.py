@@ -27,6 +27,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import SimpleWorker, get_current_job, worker_registration
 from rq.job import Job
 from rq.queue import Queue
+from stimloop_contract.phase_three import PhaseThreeRequest
+from stimloop_contract.saliency import SaliencyRequest, SanityRequest
 
 from stimloop.runtime.settings import Settings
 from stimloop.storage.cache import ActivationCache
@@ -163,7 +165,7 @@ def run_analysis(session_id: str, generation: int | None = None) -> dict[str, An
 
 
 def run_saliency(
-    session_id: str, request: dict[str, Any], key: str, generation: int | None = None
+    session_id: str, request: SaliencyRequest, key: str, generation: int | None = None
 ) -> dict[str, Any]:
     try:
         return saliency.saliency(
@@ -174,7 +176,7 @@ def run_saliency(
 
 
 def run_sanity(
-    session_id: str, key: str, options: dict[str, Any], generation: int | None = None
+    session_id: str, key: str, options: SanityRequest, generation: int | None = None
 ) -> dict[str, Any]:
     try:
         return sanity.check_saliency(
@@ -201,7 +203,7 @@ def _phase_three_failed(
 
 
 def run_phase3(
-    session_id: str, request: dict[str, Any], key: str, generation: int | None = None
+    session_id: str, request: PhaseThreeRequest, key: str, generation: int | None = None
 ) -> dict[str, Any]:
     res = resources()
     try:

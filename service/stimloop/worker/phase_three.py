@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 from stimloop_contract.configs import PhaseThreeConfig
+from stimloop_contract.phase_three import PhaseThreeRequest
 
 from stimloop.science.backbone import extract_features
 from stimloop.science.fragments import FragmentConfig, make_fragments
@@ -61,22 +62,22 @@ def chosen_results(
 def build(
     res: Resources,
     session_id: str,
-    request: dict[str, Any],
+    request: PhaseThreeRequest,
     key: str,
     report: Report = quiet,
     generation: int | None = None,
 ) -> dict[str, Any]:
-    """The phase-three list for ``request`` (the API's validated ``PhaseThreeRequest``: the
+    """The phase-three list for ``request`` (validated at the API: the
     fragment settings of ``PhaseThreeConfig``, and the channels or saliency results), stored with
     its images under ``phase3/``; returns a summary."""
     record, files = res.session_for_job(session_id, generation)
     config = record.config
     seed = config.seed
     settings = PhaseThreeConfig(
-        tuple(request["q"]), tuple(request["kinds"]), request["feather"], request["repeats"]
+        tuple(request.q), tuple(request.kinds), request.feather, request.repeats
     )
     readout = files.readout()
-    metas = chosen_results(files.saliency_results(), request["channels"], request["saliency"])
+    metas = chosen_results(files.saliency_results(), request.channels, request.saliency)
     paths = {c: res.set_paths(s) for c, s in config.sets.items()}
     fragments: list[ListEntry] = []
     pngs: dict[str, bytes] = {}
@@ -158,7 +159,7 @@ def build(
     archive = stimuli_zip(plan.stimuli, images, listed["entries"])
     prov = provenance(config, readout.weights_sha256)
     with res.fenced(session_id, record.generation) as rec:
-        stored = {**listed, "key": key, "request": request, **prov}
+        stored = {**listed, "key": key, "request": request.model_dump(mode="json"), **prov}
         if files.write_phase_three(stored, pngs, archive):
             rec.uploads.pop("phase3", None)  # the old list's trials went with it
         rec.phase3 = PhaseThreeInfo(key=key, images=len(plan.stimuli))

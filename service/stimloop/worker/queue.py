@@ -8,12 +8,12 @@ names run in workers (``stimloop.worker.jobs``), which RQ imports there by name.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from redis import Redis
 from rq import Queue
 from rq.job import Job, JobStatus
-from stimloop_contract.system import JobKind
+from stimloop_contract.system import JobInfo, JobKind
 
 from stimloop.runtime.settings import Settings
 
@@ -143,3 +143,13 @@ def _iso(value: Any) -> str | None:
 def _last_line(text: str) -> str:
     lines = [line for line in (text or "").strip().splitlines() if line.strip()]
     return lines[-1] if lines else "failed"
+
+
+def job_info(job: Job, cfg: Settings) -> JobInfo:
+    """The job's status, with a link to its result once a session job has finished."""
+    info = job_status(job, cfg)
+    link = None
+    kind = JOBS.get(cast(JobKind, info["kind"]))
+    if info["state"] == "finished" and info["session"] and kind and kind.result:
+        link = f"/v1/sessions/{info['session']}/{kind.result}"
+    return JobInfo(**info, result_link=link)

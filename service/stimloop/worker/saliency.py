@@ -5,6 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from stimloop_contract.saliency import (
+    DEFAULT_PAIR_NEEDS_PHASE_TWO,
+    SaliencyRequest,
+    SanityRequest,
+)
 
 from stimloop.reports.figures import PairPanel, pair_figure
 from stimloop.science import saliency as sal
@@ -19,7 +24,7 @@ from stimloop.worker.sanity import check_saliency
 def saliency(
     res: Resources,
     session_id: str,
-    request: dict[str, Any],
+    request: SaliencyRequest,
     key: str,
     report: Report = quiet,
     generation: int | None = None,
@@ -30,23 +35,19 @@ def saliency(
     record, files = res.session_for_job(session_id, generation)
     config = record.config
     readout = files.readout()
-    channel = request["channel"]
+    channel = request.channel
     j = readout.channels.index(channel)
-    x_out_id, x_in_id = request.get("x_out"), request.get("x_in")
-    if x_out_id is None or x_in_id is None:
-        x_out_id, x_in_id = default_pair(res, files, config, readout, channel)
+    pair = request.pair()
+    x_out_id, x_in_id = pair or default_pair(res, files, config, readout, channel)
     backbone = res.backbone(config.backbone)
     others = {i: p for c in config.others for i, p in res.set_paths(c.set).items()}
     preferred = res.set_paths(config.preferred_set)
     x_out, x_in = load_input(others[x_out_id]), load_input(preferred[x_in_id])
-    coverage = request.get("coverage", sal.SETTINGS.coverage)
+    coverage = request.coverage
     if coverage is None and backbone.device.type != "cuda":
         coverage = res.settings.saliency_cpu_coverage  # each feature costs a backward pass
     cfg = sal.SaliencyConfig(
-        method=request.get("method", sal.SETTINGS.method),
-        coverage=coverage,
-        sigma=request.get("sigma", sal.SETTINGS.sigma),
-        seed=config.seed,
+        method=request.method, coverage=coverage, sigma=request.sigma, seed=config.seed
     )
     result = sal.parallel_backprop(
         backbone.model,
@@ -69,7 +70,7 @@ def saliency(
         "x_out": x_out_id,
         "x_out_category": category_of(config, x_out_id, res),
         "x_in": x_in_id,
-        "default_pair": request.get("x_out") is None,
+        "default_pair": pair is None,
         **result.metadata(),
         **provenance(config, readout.weights_sha256),
     }
@@ -96,8 +97,10 @@ def saliency(
     }
     with res.fenced(session_id, record.generation):
         files.write_saliency(key, arrays, figure, meta)
-    if request.get("sanity"):
-        meta["sanity"] = check_saliency(res, session_id, key, {}, report, record.generation)
+    if request.sanity:
+        meta["sanity"] = check_saliency(
+            res, session_id, key, SanityRequest.model_validate({}), report, record.generation
+        )
     return meta
 
 
@@ -121,10 +124,7 @@ def default_pair(
     pair with the highest similarity."""
     p1 = response_table(files.trials("phase1", config.windows))
     if not files.has_trials("phase2"):
-        raise ValueError(
-            "the default pair needs phase two's recorded responses to the other categories; "
-            "upload phase two or name x_out and x_in"
-        )
+        raise ValueError(DEFAULT_PAIR_NEEDS_PHASE_TWO)
     p2 = response_table(files.trials("phase2", config.windows))
     sets = {c.set: {e["id"] for e in res.store.get_set(c.set)["entries"]} for c in config.others}
     shown = {s: [i for i in p2.stimuli if i in ids] for s, ids in sets.items()}

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from stimloop_contract.saliency import SanityRequest
 
 from stimloop.reports.figures import cascade_figure
 from stimloop.science import saliency as sal
@@ -28,11 +29,11 @@ def check_saliency(
     res: Resources,
     session_id: str,
     key: str,
-    options: dict[str, Any],
+    options: SanityRequest,
     report: Report = quiet,
     generation: int | None = None,
 ) -> dict[str, Any]:
-    """Both checks of the saliency result ``key``; ``options``: ``SanityRequest`` fields.
+    """Both checks of the saliency result ``key`` with ``options`` (validated at the API).
     Stored under the fence beside the result, whose metadata gains the verdict."""
     record, files = res.session_for_job(session_id, generation)
     config = record.config
@@ -44,7 +45,7 @@ def check_saliency(
     others = {i: p for c in config.others for i, p in res.set_paths(c.set).items()}
     x_out = load_input(others[meta["x_out"]])
     x_in = load_input(res.set_paths(config.preferred_set)[meta["x_in"]])
-    max_features = options.get("max_features")
+    max_features = options.max_features
     if max_features is None and backbone.device.type != "cuda":
         max_features = res.settings.sanity_cpu_features  # each costs a backward pass
     cfg = sal.SaliencyConfig(
@@ -62,8 +63,8 @@ def check_saliency(
     report("refitting", 0.0, "the readout on phase one with the stimulus labels permuted")
     refit = permuted_refit(res, files, config, channel, report)
     sanity_config = sn.SanityConfig(
-        metric=options.get("metric", sn.SanityConfig.metric),
-        max_similarity=options.get("max_similarity", sn.SanityConfig.max_similarity),
+        metric=options.metric,
+        max_similarity=options.max_similarity,
         seed=config.seed,
     )
     result = sn.sanity_checks(

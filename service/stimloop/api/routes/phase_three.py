@@ -7,22 +7,28 @@ import hashlib
 import json
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
-from redis import Redis
 from stimloop_contract.phase_three import PhaseThreeAnalysis, PhaseThreeList, PhaseThreeRequest
 from stimloop_contract.system import Accepted
 
-from stimloop.api.deps import READ, Caller, SessionId, redis, settings, store
+from stimloop.api.deps import (
+    READ,
+    RIG,
+    AnyCaller,
+    RedisDep,
+    SessionId,
+    SettingsDep,
+    StoreDep,
+)
 from stimloop.api.errors import ApiError, problem_responses
-from stimloop.api.exports import phase_three_csv
-from stimloop.api.jobs import job_info
 from stimloop.api.media import BINARY, CSV, answer
-from stimloop.api.session_jobs import add_upload_route, job_pending
-from stimloop.runtime.settings import Settings
+from stimloop.api.uploads import UPLOAD_BODY, receive
+from stimloop.sessions.exports import phase_three_csv
+from stimloop.sessions.jobs import job_pending
 from stimloop.storage.session import PhaseThreeInfo
 from stimloop.storage.store import Store
-from stimloop.worker.queue import enqueue
+from stimloop.worker.queue import enqueue, job_info
 
 router = APIRouter(prefix="/v1/sessions", tags=["phase three"], responses=problem_responses())
 
@@ -92,12 +98,12 @@ def check_request(st: Store, session_id: str, req: PhaseThreeRequest) -> None:
 )
 def build_phase_three(
     req: PhaseThreeRequest,
-    session_id: str = SessionId,
+    session_id: SessionId,
+    cfg: SettingsDep,
+    st: StoreDep,
+    r: RedisDep,
+    caller: AnyCaller,
     replace: bool = Query(False, description="Replace a list built for another request"),
-    cfg: Settings = Depends(settings),
-    st: Store = Depends(store),
-    r: Redis = Depends(redis),
-    caller: Caller = Depends(READ),
 ) -> Response:
     check_request(st, session_id, req)
     key = request_key(req)
@@ -126,7 +132,7 @@ def build_phase_three(
             r,
             "phase3",
             session_id,
-            req.model_dump(mode="json"),
+            req,
             key,
             rec.generation,
             session=session_id,
@@ -149,7 +155,7 @@ def stored_list(st: Store, session_id: str) -> dict[str, Any]:
     dependencies=[Depends(READ)],
     summary="The phase-three list and its presentation sequence",
 )
-def get_phase_three_list(session_id: str = SessionId, st: Store = Depends(store)) -> dict:
+def get_phase_three_list(session_id: SessionId, st: StoreDep) -> dict:
     return stored_list(st, session_id)
 
 
@@ -160,7 +166,7 @@ def get_phase_three_list(session_id: str = SessionId, st: Store = Depends(store)
     responses=answer(CSV, "The list for the stimulus program: order, id, kind, channels, why"),
     summary="The phase-three list as CSV, for the stimulus program",
 )
-def get_phase_three_csv(session_id: str = SessionId, st: Store = Depends(store)) -> Response:
+def get_phase_three_csv(session_id: SessionId, st: StoreDep) -> Response:
     return Response(phase_three_csv(stored_list(st, session_id)), media_type=CSV)
 
 
@@ -171,18 +177,28 @@ def get_phase_three_csv(session_id: str = SessionId, st: Store = Depends(store))
     responses=answer(BINARY, "A zip of every image of the list with its manifest.json"),
     summary="The phase-three images with a manifest.json, for the stimulus program",
 )
-def get_phase_three_stimuli(session_id: str = SessionId, st: Store = Depends(store)) -> Response:
+def get_phase_three_stimuli(session_id: SessionId, st: StoreDep) -> Response:
     stored_list(st, session_id)  # 404 saying why when there is no list
     return FileResponse(st.files(session_id).phase_three_zip, media_type=BINARY)
 
 
-add_upload_route(
-    router,
+@router.put(
     "/{session_id}/phase3/trials",
-    "phase3",
-    "upload_phase_three",
-    "Upload phase three's trials (JSON columns or NPZ); starts their analysis",
+    status_code=202,
+    response_model=Accepted,
+    dependencies=[Depends(RIG)],
+    summary="Upload phase three's trials (JSON columns, NPZ or a MAT-file); starts their analysis",
+    openapi_extra=UPLOAD_BODY,
 )
+async def upload_phase_three(
+    request: Request,
+    session_id: SessionId,
+    cfg: SettingsDep,
+    st: StoreDep,
+    r: RedisDep,
+    replace: bool = Query(False),
+) -> Accepted:
+    return await receive("phase3", session_id, request, replace, cfg, st, r)
 
 
 @router.get(
@@ -191,5 +207,5 @@ add_upload_route(
     dependencies=[Depends(READ)],
     summary="Retained response per fragment kind, the tests, predicted vs recorded, stability",
 )
-def get_phase_three_analysis(session_id: str = SessionId, st: Store = Depends(store)) -> dict:
+def get_phase_three_analysis(session_id: SessionId, st: StoreDep) -> dict:
     return st.files(session_id).phase_three_analysis()

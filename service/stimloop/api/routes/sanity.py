@@ -8,18 +8,22 @@ from pathlib import Path as FilePath
 
 from fastapi import APIRouter, Depends, Path
 from fastapi.responses import FileResponse, JSONResponse, Response
-from redis import Redis
 from stimloop_contract.saliency import SaliencyResult, SanityChecks, SanityRequest
 from stimloop_contract.system import Accepted
 
-from stimloop.api.deps import READ, Caller, SessionId, redis, settings, store
+from stimloop.api.deps import (
+    READ,
+    AnyCaller,
+    RedisDep,
+    SessionId,
+    SettingsDep,
+    StoreDep,
+)
 from stimloop.api.errors import ApiError, problem_responses
-from stimloop.api.jobs import job_info
 from stimloop.api.media import BINARY, answer
-from stimloop.runtime.settings import Settings
 from stimloop.storage.atomic import read_json
 from stimloop.storage.store import Store
-from stimloop.worker.queue import enqueue
+from stimloop.worker.queue import enqueue, job_info
 
 router = APIRouter(prefix="/v1/sessions", tags=["saliency"], responses=problem_responses())
 
@@ -32,7 +36,7 @@ KEY = Path(pattern=r"^[0-9a-f]{16}$", description="A saliency result's key")
     dependencies=[Depends(READ)],
     summary="Every saliency result of the session, with its sanity verdict where checked",
 )
-def list_saliency(session_id: str = SessionId, st: Store = Depends(store)) -> list[dict]:
+def list_saliency(session_id: SessionId, st: StoreDep) -> list[dict]:
     st.get_session(session_id)  # 404 for an unknown session
     return st.files(session_id).saliency_results()
 
@@ -51,12 +55,12 @@ def links(session_id: str, key: str) -> dict[str, str]:
 )
 def request_sanity(
     req: SanityRequest,
-    session_id: str = SessionId,
+    session_id: SessionId,
+    cfg: SettingsDep,
+    st: StoreDep,
+    r: RedisDep,
+    caller: AnyCaller,
     key: str = KEY,
-    cfg: Settings = Depends(settings),
-    st: Store = Depends(store),
-    r: Redis = Depends(redis),
-    caller: Caller = Depends(READ),
 ) -> Response:
     record = st.get_session(session_id)
     files = st.files(session_id)
@@ -77,7 +81,7 @@ def request_sanity(
         "sanity",
         session_id,
         key,
-        req.model_dump(mode="json"),
+        req,
         record.generation,
         session=session_id,
         owner=caller.id,
@@ -118,7 +122,7 @@ def _sanity_file(st: Store, session_id: str, key: str, suffix: str) -> FilePath:
     dependencies=[Depends(READ)],
     summary="A saliency result's sanity checks: similarities per randomisation step, verdicts",
 )
-def get_sanity(session_id: str = SessionId, key: str = KEY, st: Store = Depends(store)) -> dict:
+def get_sanity(session_id: SessionId, st: StoreDep, key: str = KEY) -> dict:
     return read_json(_sanity_file(st, session_id, key, "json"))
 
 
@@ -129,7 +133,5 @@ def get_sanity(session_id: str = SessionId, key: str = KEY, st: Store = Depends(
     responses=answer(BINARY, "The cascade strip: PNG bytes"),
     summary="The sanity checks' cascade strip: the maps after each randomisation step (PNG)",
 )
-def get_sanity_figure(
-    session_id: str = SessionId, key: str = KEY, st: Store = Depends(store)
-) -> Response:
+def get_sanity_figure(session_id: SessionId, st: StoreDep, key: str = KEY) -> Response:
     return FileResponse(_sanity_file(st, session_id, key, "png"), media_type=BINARY)

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path as FilePath
 
-from fastapi import APIRouter, Depends, Header, Path
-from fastapi.responses import FileResponse, HTMLResponse, Response
-from redis import Redis
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from stimloop_contract.analysis import Analysis, Models
 from stimloop_contract.saliency import SaliencyRequest, SaliencyResult
 from stimloop_contract.selection import Selection
@@ -18,14 +17,23 @@ from stimloop_contract.sessions import AnySessionCreate, SessionInfo
 from stimloop_contract.system import Accepted
 
 from stimloop import __version__
-from stimloop.api.checks import require_backbone, session_config
-from stimloop.api.deps import READ, RIG, Caller, SessionId, redis, settings, store
+from stimloop.api.deps import (
+    READ,
+    RIG,
+    AnyCaller,
+    RedisDep,
+    RigCaller,
+    SessionId,
+    SettingsDep,
+    StoreDep,
+)
 from stimloop.api.errors import ApiError, problem_responses
-from stimloop.api.exports import report_html, selection_csv
 from stimloop.api.media import BINARY, CSV, answer
-from stimloop.api.saliency_jobs import start_saliency
-from stimloop.api.session_jobs import add_upload_route, observed, resubmit_fit
-from stimloop.runtime.settings import Settings
+from stimloop.api.uploads import UPLOAD_BODY, receive
+from stimloop.sessions.creation import require_backbone, session_config
+from stimloop.sessions.exports import report_html, selection_csv
+from stimloop.sessions.jobs import observed, resubmit_fit
+from stimloop.sessions.saliency import start_saliency
 from stimloop.storage.atomic import read_json
 from stimloop.storage.store import Store
 from stimloop.worker.queue import enqueue
@@ -41,10 +49,10 @@ router = APIRouter(prefix="/v1/sessions", tags=["sessions"], responses=problem_r
 )
 def create_session(
     req: AnySessionCreate,
-    cfg: Settings = Depends(settings),
-    st: Store = Depends(store),
-    r: Redis = Depends(redis),
-    caller: Caller = Depends(RIG),
+    cfg: SettingsDep,
+    st: StoreDep,
+    r: RedisDep,
+    caller: RigCaller,
     idempotency_key: str | None = Header(
         None,
         max_length=128,
@@ -70,7 +78,7 @@ def create_session(
 @router.get(
     "", response_model=list[SessionInfo], dependencies=[Depends(READ)], summary="Every session"
 )
-def list_sessions(st: Store = Depends(store)) -> list[SessionInfo]:
+def list_sessions(st: StoreDep) -> list[SessionInfo]:
     return [SessionInfo.of(r) for r in st.list_sessions()]
 
 
@@ -81,10 +89,10 @@ def list_sessions(st: Store = Depends(store)) -> list[SessionInfo]:
     summary="A session: its config, state, uploads, jobs and history",
 )
 def get_session(
-    session_id: str = SessionId,
-    cfg: Settings = Depends(settings),
-    st: Store = Depends(store),
-    r: Redis = Depends(redis),
+    session_id: SessionId,
+    cfg: SettingsDep,
+    st: StoreDep,
+    r: RedisDep,
 ) -> SessionInfo:
     return SessionInfo.of(observed(st.get_session(session_id), cfg, r))
 
@@ -100,28 +108,50 @@ def get_session(
     summary="Run fit-and-select again (after a failure)",
 )
 def refit_session(
-    session_id: str = SessionId,
-    cfg: Settings = Depends(settings),
-    st: Store = Depends(store),
-    r: Redis = Depends(redis),
+    session_id: SessionId,
+    cfg: SettingsDep,
+    st: StoreDep,
+    r: RedisDep,
 ) -> Accepted:
     return resubmit_fit(st, session_id, cfg, r)
 
 
-add_upload_route(
-    router,
+@router.put(
     "/{session_id}/phase1",
-    "phase1",
-    "upload_phase_one",
-    "Upload phase one's trials (JSON columns or NPZ); starts fit-and-select",
+    status_code=202,
+    response_model=Accepted,
+    dependencies=[Depends(RIG)],
+    summary="Upload phase one's trials (JSON columns, NPZ or a MAT-file); starts fit-and-select",
+    openapi_extra=UPLOAD_BODY,
 )
-add_upload_route(
-    router,
+async def upload_phase_one(
+    request: Request,
+    session_id: SessionId,
+    cfg: SettingsDep,
+    st: StoreDep,
+    r: RedisDep,
+    replace: bool = Query(False),
+) -> Accepted:
+    return await receive("phase1", session_id, request, replace, cfg, st, r)
+
+
+@router.put(
     "/{session_id}/phase2",
-    "phase2",
-    "upload_phase_two",
-    "Upload phase two's trials; starts the analysis",
+    status_code=202,
+    response_model=Accepted,
+    dependencies=[Depends(RIG)],
+    summary="Upload phase two's trials; starts the analysis",
+    openapi_extra=UPLOAD_BODY,
 )
+async def upload_phase_two(
+    request: Request,
+    session_id: SessionId,
+    cfg: SettingsDep,
+    st: StoreDep,
+    r: RedisDep,
+    replace: bool = Query(False),
+) -> Accepted:
+    return await receive("phase2", session_id, request, replace, cfg, st, r)
 
 
 # ------------------------------------------------------------------ results
@@ -133,7 +163,7 @@ add_upload_route(
     dependencies=[Depends(READ)],
     summary="Per-channel picks and the phase-two list with its presentation sequence",
 )
-def get_selection(session_id: str = SessionId, st: Store = Depends(store)) -> dict:
+def get_selection(session_id: SessionId, st: StoreDep) -> dict:
     return st.files(session_id).selection()
 
 
@@ -144,7 +174,7 @@ def get_selection(session_id: str = SessionId, st: Store = Depends(store)) -> di
     responses=answer(CSV, "The phase-two list for the stimulus program: order, id, category, why"),
     summary="The phase-two list as CSV, for the stimulus program",
 )
-def get_selection_csv(session_id: str = SessionId, st: Store = Depends(store)) -> Response:
+def get_selection_csv(session_id: SessionId, st: StoreDep) -> Response:
     return Response(selection_csv(st, session_id), media_type=CSV)
 
 
@@ -154,7 +184,7 @@ def get_selection_csv(session_id: str = SessionId, st: Store = Depends(store)) -
     dependencies=[Depends(READ)],
     summary="Stability, selectivity and generalisation per channel, and the summary",
 )
-def get_analysis(session_id: str = SessionId, st: Store = Depends(store)) -> dict:
+def get_analysis(session_id: SessionId, st: StoreDep) -> dict:
     return st.files(session_id).analysis()
 
 
@@ -164,7 +194,7 @@ def get_analysis(session_id: str = SessionId, st: Store = Depends(store)) -> dic
     dependencies=[Depends(READ)],
     summary="Per-channel inclusion statistics and fit metrics, and the readouts' settings",
 )
-def get_models(session_id: str = SessionId, st: Store = Depends(store)) -> dict:
+def get_models(session_id: SessionId, st: StoreDep) -> dict:
     files = st.files(session_id)
     return {**files.channels(), "readouts": files.readouts_meta()}
 
@@ -176,7 +206,7 @@ def get_models(session_id: str = SessionId, st: Store = Depends(store)) -> dict:
     responses=answer(BINARY, "The readouts' arrays as NPZ: channels, mu, w, b, metrics"),
     summary="The fitted readouts' arrays (NPZ)",
 )
-def get_models_npz(session_id: str = SessionId, st: Store = Depends(store)) -> Response:
+def get_models_npz(session_id: SessionId, st: StoreDep) -> Response:
     files = st.files(session_id)
     files.channels()  # 404 saying why before the fit
     if not files.has_readouts():
@@ -193,13 +223,16 @@ def get_models_npz(session_id: str = SessionId, st: Store = Depends(store)) -> R
 )
 def request_saliency(
     req: SaliencyRequest,
-    session_id: str = SessionId,
-    cfg: Settings = Depends(settings),
-    st: Store = Depends(store),
-    r: Redis = Depends(redis),
-    caller: Caller = Depends(READ),
+    session_id: SessionId,
+    cfg: SettingsDep,
+    st: StoreDep,
+    r: RedisDep,
+    caller: AnyCaller,
 ) -> Response:
-    return start_saliency(req, session_id, cfg, st, r, caller)
+    accepted = start_saliency(req, session_id, cfg, st, r, caller.id)
+    return JSONResponse(
+        accepted.model_dump(), status_code=200 if accepted.status == "done" else 202
+    )
 
 
 KEY = Path(pattern=r"^[0-9a-f]{16}$", description="A saliency result's key")
@@ -219,9 +252,7 @@ def _saliency_file(st: Store, session_id: str, key: str, suffix: str) -> FilePat
     responses=answer(BINARY, "The maps as NPZ: map_out, map_in, display maps, beta, features"),
     summary="A saliency result's arrays (NPZ)",
 )
-def get_saliency_arrays(
-    session_id: str = SessionId, key: str = KEY, st: Store = Depends(store)
-) -> Response:
+def get_saliency_arrays(session_id: SessionId, st: StoreDep, key: str = KEY) -> Response:
     return FileResponse(_saliency_file(st, session_id, key, "npz"), media_type=BINARY)
 
 
@@ -232,9 +263,7 @@ def get_saliency_arrays(
     responses=answer(BINARY, "The pair with its maps, as a figure: PNG bytes"),
     summary="A saliency result's figure (PNG)",
 )
-def get_saliency_figure(
-    session_id: str = SessionId, key: str = KEY, st: Store = Depends(store)
-) -> Response:
+def get_saliency_figure(session_id: SessionId, st: StoreDep, key: str = KEY) -> Response:
     return FileResponse(_saliency_file(st, session_id, key, "png"), media_type=BINARY)
 
 
@@ -244,7 +273,7 @@ def get_saliency_figure(
     dependencies=[Depends(READ)],
     summary="A saliency result's metadata: the pair, s, the maps' norms, coverage",
 )
-def get_saliency(session_id: str = SessionId, key: str = KEY, st: Store = Depends(store)) -> dict:
+def get_saliency(session_id: SessionId, st: StoreDep, key: str = KEY) -> dict:
     return read_json(_saliency_file(st, session_id, key, "json"))
 
 
@@ -254,5 +283,5 @@ def get_saliency(session_id: str = SessionId, key: str = KEY, st: Store = Depend
     response_class=HTMLResponse,
     summary="The session report: one self-contained HTML page",
 )
-def get_report(session_id: str = SessionId, st: Store = Depends(store)) -> HTMLResponse:
+def get_report(session_id: SessionId, st: StoreDep) -> HTMLResponse:
     return HTMLResponse(report_html(st, session_id))

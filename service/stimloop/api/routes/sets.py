@@ -15,7 +15,7 @@ from stimloop_contract.ids import CATEGORY, ID, STIMULUS_ID
 from stimloop_contract.sets import StimulusSetCreate, StimulusSetInfo
 
 from stimloop.api.archives import ZipLimits, checked_members, read_member
-from stimloop.api.deps import READ, RIG, body_bytes, settings, store
+from stimloop.api.deps import READ, RIG, SettingsDep, StoreDep, body_bytes
 from stimloop.api.errors import ApiError, problem_responses
 from stimloop.api.media import BINARY, ZIP_TYPES, answer, body
 from stimloop.runtime.settings import Settings
@@ -81,9 +81,7 @@ def save_idempotent(st: Store, record: dict, write_images=None) -> JSONResponse:
     responses={200: {"model": StimulusSetInfo, "description": "The same images again"}},
     dependencies=[Depends(RIG)],
 )
-def register_stimulus_set(
-    req: StimulusSetCreate, cfg: Settings = Depends(settings), st: Store = Depends(store)
-) -> JSONResponse:
+def register_stimulus_set(req: StimulusSetCreate, cfg: SettingsDep, st: StoreDep) -> JSONResponse:
     """Every image is resolved (links followed) and must lie in the set's own folder below
     the stimulus root; each is checked by content and size, a manifest's sha256 verified."""
     root = cfg.stimulus_root.resolve()
@@ -183,14 +181,14 @@ def zip_images(data: bytes, cfg: Settings) -> dict[str, tuple[str, bytes]]:
 )
 async def upload_stimulus_set(
     request: Request,
+    cfg: SettingsDep,
+    st: StoreDep,
     id: str = Query(pattern=ID),
     category: str = Query(
         pattern=CATEGORY,
         description="What the images are: body, object, control_body in the paper; any other "
         "as 1-32 lowercase letters, digits and '_'",
     ),
-    cfg: Settings = Depends(settings),
-    st: Store = Depends(store),
 ) -> JSONResponse:
     if request.headers.get("content-type", "").split(";")[0] not in ZIP_TYPES:
         raise ApiError(415, "Unsupported media type", "send the zip as application/octet-stream")
@@ -232,7 +230,7 @@ def register_zip(data: bytes, set_id: str, category: str, cfg: Settings, st: Sto
     dependencies=[Depends(READ)],
     summary="Every registered stimulus set",
 )
-def list_stimulus_sets(st: Store = Depends(store)) -> list[StimulusSetInfo]:
+def list_stimulus_sets(st: StoreDep) -> list[StimulusSetInfo]:
     return [info(r) for r in st.list_sets()]
 
 
@@ -245,7 +243,7 @@ SetId = PathParam(pattern=ID, description="A stimulus set's id")
     dependencies=[Depends(READ)],
     summary="A stimulus set: its category, ids and sha256s",
 )
-def get_stimulus_set(set_id: str = SetId, st: Store = Depends(store)) -> StimulusSetInfo:
+def get_stimulus_set(st: StoreDep, set_id: str = SetId) -> StimulusSetInfo:
     return info(st.get_set(set_id))
 
 
@@ -257,9 +255,9 @@ def get_stimulus_set(set_id: str = SetId, st: Store = Depends(store)) -> Stimulu
     responses=answer(BINARY, "The image file, PNG or JPEG by its content"),
 )
 def get_stimulus_image(
+    st: StoreDep,
     set_id: str = SetId,
     image_id: str = PathParam(pattern=STIMULUS_ID, description="The image's id in its set"),
-    st: Store = Depends(store),
 ) -> Response:
     record = st.get_set(set_id)
     folder = Path(record["images_dir"]).resolve()

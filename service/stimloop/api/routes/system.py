@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Path
-from redis import Redis
 from stimloop_contract.system import Accepted, ActivationsRequest, BackboneInfo, Health, JobInfo
 
-from stimloop.api.checks import require_backbone
-from stimloop.api.deps import READ, RIG, Caller, redis, settings, store
+from stimloop.api.deps import READ, RIG, AnyCaller, RedisDep, SettingsDep, StoreDep
 from stimloop.api.errors import ApiError, problem_responses
 from stimloop.api.health import backbone_list, health_report
-from stimloop.api.jobs import JOB_ID, fetch_job, job_info
-from stimloop.runtime.settings import Settings
-from stimloop.storage.store import Store
-from stimloop.worker.queue import cancel_key, enqueue
+from stimloop.api.jobs import JOB_ID, fetch_job
+from stimloop.sessions.creation import require_backbone
+from stimloop.worker.queue import cancel_key, enqueue, job_info
 
 router = APIRouter(prefix="/v1", tags=["system"], responses=problem_responses())
 JobId = Path(pattern=JOB_ID.pattern, description="A job's id")
@@ -25,7 +22,7 @@ JobId = Path(pattern=JOB_ID.pattern, description="A job's id")
     summary="Version, device, Redis, workers and backbones",
     openapi_extra={"security": []},  # answers without a token
 )
-def health(cfg: Settings = Depends(settings), r: Redis = Depends(redis)) -> dict:
+def health(cfg: SettingsDep, r: RedisDep) -> dict:
     """Always 200: what is wrong (Redis, workers, registry) is listed in ``problems``, each
     saying what to fix, and ``status`` is ``degraded`` while any is listed."""
     return health_report(cfg, r)
@@ -37,7 +34,7 @@ def health(cfg: Settings = Depends(settings), r: Redis = Depends(redis)) -> dict
     summary="The registry's backbones, and whether their weights are present",
     dependencies=[Depends(READ)],
 )
-def list_backbones(cfg: Settings = Depends(settings)) -> list[dict]:
+def list_backbones(cfg: SettingsDep) -> list[dict]:
     return backbone_list(cfg)
 
 
@@ -50,9 +47,9 @@ def list_backbones(cfg: Settings = Depends(settings)) -> list[dict]:
 )
 def precompute_activations(
     req: ActivationsRequest,
-    cfg: Settings = Depends(settings),
-    st: Store = Depends(store),
-    r: Redis = Depends(redis),
+    cfg: SettingsDep,
+    st: StoreDep,
+    r: RedisDep,
 ) -> Accepted:
     require_backbone(cfg, req.backbone, weights=True)
     st.get_set(req.stimulus_set)
@@ -66,18 +63,16 @@ def precompute_activations(
     summary="A job's state and progress",
     dependencies=[Depends(READ)],
 )
-def get_job(
-    job_id: str = JobId, cfg: Settings = Depends(settings), r: Redis = Depends(redis)
-) -> JobInfo:
+def get_job(cfg: SettingsDep, r: RedisDep, job_id: str = JobId) -> JobInfo:
     return job_info(fetch_job(job_id, r, cfg), cfg)
 
 
 @router.delete("/jobs/{job_id}", response_model=JobInfo, summary="Cancel a job")
 def cancel_job(
+    cfg: SettingsDep,
+    r: RedisDep,
+    caller: AnyCaller,
     job_id: str = JobId,
-    cfg: Settings = Depends(settings),
-    r: Redis = Depends(redis),
-    caller: Caller = Depends(READ),
 ) -> JobInfo:
     """The rig cancels any job; an analyst only the saliency jobs it started."""
     job = fetch_job(job_id, r, cfg)

@@ -12,23 +12,21 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
-from redis import Redis
 from stimloop_contract.result_tables import analysis_rows, phase_three_rows
 from stimloop_contract.saliency import DefaultPairRequest
 
-from stimloop.api.deps import Caller, SessionId, redis, settings, store
-from stimloop.api.errors import ApiError
-from stimloop.api.exports import phase_three_csv, report_html, rows_csv, selection_csv
+from stimloop.api.deps import Caller, RedisDep, SessionId, SettingsDep, StoreDep
+from stimloop.api.errors import ApiError, status_of
 from stimloop.api.health import health_report
 from stimloop.api.media import BINARY, CSV
-from stimloop.api.saliency_jobs import start_saliency
-from stimloop.api.session_jobs import resubmit_fit
 from stimloop.api.ui import views
 from stimloop.api.ui.signin import COOKIE, cookie_options, same_origin, sign_in, sign_out, signed_in
-from stimloop.runtime.settings import Settings
+from stimloop.sessions.errors import SessionError
+from stimloop.sessions.exports import phase_three_csv, report_html, rows_csv, selection_csv
+from stimloop.sessions.jobs import resubmit_fit
+from stimloop.sessions.saliency import start_saliency
 from stimloop.storage.session import NotFoundError
 from stimloop.storage.session_states import STATES
-from stimloop.storage.store import Store
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
@@ -40,9 +38,7 @@ def _page(request: Request, name: str, caller: Caller | None, status: int = 200,
     )
 
 
-def viewer(
-    request: Request, cfg: Settings = Depends(settings), r: Redis = Depends(redis)
-) -> Caller | None:
+def viewer(request: Request, cfg: SettingsDep, r: RedisDep) -> Caller | None:
     """The signed-in caller of a request (``signin.signed_in``), or None."""
     return signed_in(request, cfg, r)
 
@@ -86,9 +82,9 @@ def login_page(request: Request) -> HTMLResponse:
 @router.post("/login", response_class=HTMLResponse)
 def login(
     request: Request,
+    cfg: SettingsDep,
+    r: RedisDep,
     token: str = Form("", max_length=256),
-    cfg: Settings = Depends(settings),
-    r: Redis = Depends(redis),
 ) -> Response:
     if not same_origin(request):
         return _refused(request, None, 403, "This form did not come from stimloop's pages.")
@@ -101,9 +97,7 @@ def login(
 
 
 @router.post("/logout", response_class=HTMLResponse)
-def logout(
-    request: Request, cfg: Settings = Depends(settings), r: Redis = Depends(redis)
-) -> Response:
+def logout(request: Request, cfg: SettingsDep, r: RedisDep) -> Response:
     if not same_origin(request):
         return _refused(request, None, 403, "This form did not come from stimloop's pages.")
     sign_out(request, cfg, r)
@@ -115,10 +109,10 @@ def logout(
 @router.get("/sessions", response_class=HTMLResponse)
 def sessions(
     request: Request,
+    cfg: SettingsDep,
+    st: StoreDep,
+    r: RedisDep,
     state: str | None = Query(None, max_length=32),
-    cfg: Settings = Depends(settings),
-    st: Store = Depends(store),
-    r: Redis = Depends(redis),
 ) -> Response:
     caller = signed_in(request, cfg, r)
     if caller is None:
@@ -131,12 +125,12 @@ def sessions(
 @router.get("/sessions/{session_id}", response_class=HTMLResponse)
 def session_page(
     request: Request,
-    session_id: str = SessionId,
+    session_id: SessionId,
+    cfg: SettingsDep,
+    st: StoreDep,
+    r: RedisDep,
     on: float = Query(0.2, gt=0, le=60, description="Seconds each image is shown"),
     off: float = Query(0.25, ge=0, le=60, description="Seconds between images"),
-    cfg: Settings = Depends(settings),
-    st: Store = Depends(store),
-    r: Redis = Depends(redis),
 ) -> Response:
     caller = signed_in(request, cfg, r)
     if caller is None:
@@ -147,10 +141,10 @@ def session_page(
 
 @router.get("/sessions/{session_id}/progress", dependencies=[Depends(signed_viewer)])
 def session_progress(
-    session_id: str = SessionId,
-    cfg: Settings = Depends(settings),
-    st: Store = Depends(store),
-    r: Redis = Depends(redis),
+    session_id: SessionId,
+    cfg: SettingsDep,
+    st: StoreDep,
+    r: RedisDep,
 ) -> JSONResponse:
     return JSONResponse(views.progress(st, cfg, r, session_id))
 
@@ -158,12 +152,12 @@ def session_progress(
 @router.post("/sessions/{session_id}/saliency", response_class=HTMLResponse)
 def ask_saliency(
     request: Request,
-    session_id: str = SessionId,
+    session_id: SessionId,
+    cfg: SettingsDep,
+    st: StoreDep,
+    r: RedisDep,
     channel: str = Form(..., max_length=64),
     coverage: str = Form("", max_length=16),
-    cfg: Settings = Depends(settings),
-    st: Store = Depends(store),
-    r: Redis = Depends(redis),
 ) -> Response:
     caller = _checked_form(request, signed_in(request, cfg, r))
     if not isinstance(caller, Caller):
@@ -177,19 +171,19 @@ def ask_saliency(
         why = "; ".join(f"{e['loc'][-1]}: {e['msg']}" for e in exc.errors())
         return _refused(request, caller, 422, why)
     try:
-        start_saliency(req, session_id, cfg, st, r, caller)
-    except ApiError as exc:
-        return _refused(request, caller, exc.status, exc.detail)
+        start_saliency(req, session_id, cfg, st, r, caller.id)
+    except SessionError as exc:
+        return _refused(request, caller, status_of(exc), exc.detail)
     return RedirectResponse(f"/ui/sessions/{session_id}#saliency", status_code=303)
 
 
 @router.post("/sessions/{session_id}/refit", response_class=HTMLResponse)
 def refit(
     request: Request,
-    session_id: str = SessionId,
-    cfg: Settings = Depends(settings),
-    st: Store = Depends(store),
-    r: Redis = Depends(redis),
+    session_id: SessionId,
+    cfg: SettingsDep,
+    st: StoreDep,
+    r: RedisDep,
 ) -> Response:
     caller = _checked_form(request, signed_in(request, cfg, r))
     if not isinstance(caller, Caller):
@@ -198,16 +192,16 @@ def refit(
         return _refused(request, caller, 403, "Only a rig token refits a session.")
     try:
         resubmit_fit(st, session_id, cfg, r)
-    except ApiError as exc:
-        return _refused(request, caller, exc.status, exc.detail)
+    except SessionError as exc:
+        return _refused(request, caller, status_of(exc), exc.detail)
     return RedirectResponse(f"/ui/sessions/{session_id}", status_code=303)
 
 
 @router.get("/sessions/{session_id}/saliency/{key}.png", dependencies=[Depends(signed_viewer)])
 def saliency_png(
     key: str,
-    session_id: str = SessionId,
-    st: Store = Depends(store),
+    session_id: SessionId,
+    st: StoreDep,
 ) -> Response:
     path = st.files(session_id).saliency_file(key, "png")
     if path is None:
@@ -219,7 +213,7 @@ def saliency_png(
 def set_image(
     set_id: str,
     image_id: str,
-    st: Store = Depends(store),
+    st: StoreDep,
 ) -> Response:
     """A registered set's image by id: looked up in the set's record, never used as a path."""
     try:
@@ -237,8 +231,8 @@ def set_image(
 )
 def phase_three_image(
     stimulus: str,
-    session_id: str = SessionId,
-    st: Store = Depends(store),
+    session_id: SessionId,
+    st: StoreDep,
 ) -> Response:
     files = st.files(session_id)
     listed = files.has_phase_three_list() and any(
@@ -264,8 +258,8 @@ DOWNLOADS = {  # what a download link names -> its media type
 @router.get("/sessions/{session_id}/files/{name}", dependencies=[Depends(signed_viewer)])
 def download(
     name: str,
-    session_id: str = SessionId,
-    st: Store = Depends(store),
+    session_id: SessionId,
+    st: StoreDep,
 ) -> Response:
     """A session's results as files, for the signed-in browser (``/v1`` wants a bearer token)."""
     if name not in DOWNLOADS:
@@ -295,8 +289,8 @@ def download(
 
 @router.get("/sessions/{session_id}/phase3/retained.png", dependencies=[Depends(signed_viewer)])
 def retained_png(
-    session_id: str = SessionId,
-    st: Store = Depends(store),
+    session_id: SessionId,
+    st: StoreDep,
 ) -> Response:
     """Phase three's retained responses per channel and fragment kind (the report's figure)."""
     from stimloop.reports.report import retained_figure  # matplotlib and scipy: on demand
@@ -311,9 +305,7 @@ def retained_png(
 
 
 @router.get("/health", response_class=HTMLResponse)
-def health_page(
-    request: Request, cfg: Settings = Depends(settings), r: Redis = Depends(redis)
-) -> Response:
+def health_page(request: Request, cfg: SettingsDep, r: RedisDep) -> Response:
     caller = signed_in(request, cfg, r)
     if caller is None:
         return _to_login()

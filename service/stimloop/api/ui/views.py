@@ -10,12 +10,13 @@ from redis import Redis
 from stimloop_contract.result_tables import analysis_rows, key_columns, phase_three_rows
 
 from stimloop.api.errors import ApiError
-from stimloop.api.jobs import fetch_job, job_info
-from stimloop.api.session_jobs import observed
+from stimloop.api.jobs import fetch_job
 from stimloop.runtime.settings import Settings
+from stimloop.sessions.jobs import observed
 from stimloop.storage.session import SessionRecord
 from stimloop.storage.session_states import ACTIONS, SHOWN_JOB, STATES, WORDS
 from stimloop.storage.store import Store
+from stimloop.worker.queue import job_info
 
 
 def session_rows(st: Store, state: str | None) -> list[dict[str, Any]]:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from stimloop_contract.sessions import AnySessionCreate, PaperSessionCreate
 
-from stimloop.api.errors import ApiError
 from stimloop.runtime.settings import Settings
+from stimloop.sessions.errors import StateConflictError, UnknownItemError
 from stimloop.storage.registry import load_registry, weights_problem
 from stimloop.storage.session import CandidateSet, SessionConfig
 from stimloop.storage.store import Store
@@ -19,12 +19,13 @@ def require_backbone(cfg: Settings, name: str, weights: bool = False) -> None:
     so that a session is refused before the animal works, not after phase one."""
     registry = load_registry(cfg.registry_path)
     if name not in registry:
-        raise ApiError(
-            404, "Unknown backbone", f"backbone {name!r} is not in the registry: {sorted(registry)}"
+        raise UnknownItemError(
+            f"backbone {name!r} is not in the registry: {sorted(registry)}",
+            title="Unknown backbone",
         )
     problem = weights_problem(registry[name], cfg.weights_dir) if weights else None
     if problem:
-        raise ApiError(409, "Backbone not ready", problem)
+        raise StateConflictError(problem, title="Backbone not ready")
 
 
 def is_preferred(category: str, preferred_category: str) -> bool:
@@ -41,10 +42,9 @@ def session_config(st: Store, req: AnySessionCreate) -> SessionConfig:
     preferred_id, requested = req.sets()
     named = [preferred_id, *(c.set for c in requested)]
     if len(set(named)) != len(named):
-        raise ApiError(
-            409,
-            "Sets repeat",
+        raise StateConflictError(
             f"each set may appear once among the session's sets; named: {named}",
+            title="Sets repeat",
         )
     records = {s: st.get_set(s) for s in named}
     if isinstance(req, PaperSessionCreate):
@@ -55,12 +55,11 @@ def session_config(st: Store, req: AnySessionCreate) -> SessionConfig:
         ):
             set_id = getattr(req, field)
             if records[set_id]["category"] != category:
-                raise ApiError(
-                    409,
-                    "Wrong category",
+                raise StateConflictError(
                     f"{field} {set_id!r} holds {records[set_id]['category']} images, not "
                     f"{category}; name a {category} set, or name the sets as preferred_set "
                     "and candidate_sets",
+                    title="Wrong category",
                 )
     preferred_category = records[preferred_id]["category"]
     candidates = [
@@ -78,30 +77,27 @@ def session_config(st: Store, req: AnySessionCreate) -> SessionConfig:
     categories = [c.category for c in candidates]
     repeated = sorted({c for c in categories if categories.count(c) > 1})
     if repeated:
-        raise ApiError(
-            409,
-            "Categories repeat",
+        raise StateConflictError(
             f"candidate sets {[c.set for c in candidates if c.category in repeated]} are all "
             f"of category {repeated[0]!r}; the phase-two list names picks by category, so "
             "merge them into one set or register them under distinct categories",
+            title="Categories repeat",
         )
     if all(c.preferred for c in candidates):
-        raise ApiError(
-            409,
-            "No other category",
+        raise StateConflictError(
             "every candidate set is of the preferred category; the selectivity test needs a "
             "candidate set of another category (objects in the paper)",
+            title="No other category",
         )
     refuse_shared_ids(records)
     count = records[preferred_id]["count"]
     if sum(req.fit.split) > count:
-        raise ApiError(
-            409,
-            "Split too large",
+        raise StateConflictError(
             f"the fit split {list(req.fit.split)} (train, validation, test) needs "
             f"{sum(req.fit.split)} images of the preferred set; {preferred_id!r} has {count}: "
             "give a smaller split (fit.split in the request; stimloop-rig create-session "
             "--split, e.g. 80,20,20 for 120 images)",
+            title="Split too large",
         )
     return SessionConfig(
         backbone=req.backbone,
@@ -130,11 +126,10 @@ def refuse_shared_ids(records: dict[str, dict]) -> None:
         for second in names[i + 1 :]:
             shared = sorted(ids[first] & ids[second])
             if shared:
-                raise ApiError(
-                    409,
-                    "Stimulus ids shared between sets",
+                raise StateConflictError(
                     f"sets {first!r} and {second!r} share {len(shared)} image ids, e.g. "
                     f"{shared[:10]}; a session names images by id alone, so give the images "
                     "of each set distinct ids (a manifest.json with an 'id' per file) and "
                     "register the set again",
+                    title="Stimulus ids shared between sets",
                 )

@@ -1,4 +1,4 @@
-"""The API's side of a session's work: start its jobs, take its uploads, and see through a
+"""A session's work: start its jobs, receive its uploads, run a fit again, and see through a
 job that died (shown by reads, recorded by the next change).
 
 Uploads are validated before anything is stored; a refused upload leaves the session as it
@@ -8,24 +8,20 @@ already received is a 409 unless ``?replace=true``, which discards what was deri
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.concurrency import run_in_threadpool
+from anyio.to_thread import run_sync
 from redis import Redis
 from redis.exceptions import RedisError
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from stimloop_contract.system import Accepted, JobKind
 
-from stimloop.api.deps import RIG, body_bytes, redis, settings, store
-from stimloop.api.errors import ApiError
-from stimloop.api.jobs import job_info
-from stimloop.api.media import BINARY, body
-from stimloop.api.uploads import Upload, expected_ids
 from stimloop.runtime.settings import Settings
+from stimloop.sessions.errors import StateConflictError
+from stimloop.sessions.uploads import Upload, UploadPool, expected_ids
 from stimloop.storage import session_states
-from stimloop.storage.session import SESSION_ID, Phase, SessionRecord
+from stimloop.storage.session import Phase, SessionRecord
 from stimloop.storage.store import Store
-from stimloop.worker.queue import enqueue, job_status
+from stimloop.worker.queue import enqueue, job_info, job_status
 
 
 def dead_job(record: SessionRecord, cfg: Settings, r: Redis) -> tuple[JobKind, str, str] | None:
@@ -159,66 +155,25 @@ def start_phase_job(
 async def receive_phase(
     phase: Phase,
     session_id: str,
-    request: Request,
+    kind: str,
+    data: bytes,
     replace: bool,
+    uploads: UploadPool,
     cfg: Settings,
     st: Store,
     r: Redis,
 ) -> Accepted:
-    """The one upload path of every phase and both formats. The body is read on the event
-    loop (size-capped); decoding, checking, hashing and storing run in the upload process
-    (the trials never enter the API process as arrays), the job starts in a thread: health
-    and reads stay responsive while a large upload is processed."""
-    kind = request.headers.get("content-type", "").split(";")[0].strip()
-    data = await body_bytes(request, cfg)
+    """The one upload path of every phase and every format (``kind``: the body's media
+    type). Decoding, checking, hashing and storing run in an upload process (the trials never
+    enter the caller's process as arrays), the job starts in a thread: a caller's event loop
+    stays responsive while a large upload is processed."""
     if phase != "phase3":  # a job that died is recorded first, so the upload can rerun it
-        await run_in_threadpool(lambda: reconcile(st, st.get_session(session_id), cfg, r))
-    expected = await run_in_threadpool(expected_ids, phase, session_id, st, cfg)
-    new, record, rerun = await request.app.state.uploads.prepare_and_store(
+        await run_sync(lambda: reconcile(st, st.get_session(session_id), cfg, r))
+    expected = await run_sync(expected_ids, phase, session_id, st, cfg)
+    new, record, rerun = await uploads.prepare_and_store(
         Upload(kind, data, expected, st.root, session_id, phase, replace)
     )
-    return await run_in_threadpool(start_phase_job, phase, new, rerun, record, cfg, st, r)
-
-
-UPLOAD_BODY = body(
-    BINARY,
-    "The trials as JSON columns (TrialUpload), as an NPZ file of the same columns "
-    "(application/octet-stream; application/x-npz is accepted too), or as a MATLAB v5/v7 "
-    "MAT-file of them or of XDream's stimulusID and tEvokedResp (application/octet-stream or "
-    "application/x-matlab-data; see the README). 422 unless the columns "
-    "are of equal length with either rate or both window counts, every stimulus is one the "
-    "phase may show (phase one: the preferred set; phase two and three: every image of their "
-    "list, each with trials) and every channel the session's, and no two rows share a "
-    "(stimulus, channel, repeat). Other trials for a phase already received: 409 unless "
-    "replace=true.",
-    {"$ref": "#/components/schemas/TrialUpload"},
-)
-
-
-def add_upload_route(
-    router: APIRouter, path: str, phase: Phase, operation: str, summary: str
-) -> None:
-    """``PUT path``: one phase's trials (JSON columns or NPZ) by the one upload path."""
-
-    async def upload(
-        request: Request,
-        session_id: str = Path(pattern=SESSION_ID.pattern),
-        replace: bool = Query(False),
-        cfg: Settings = Depends(settings),
-        st: Store = Depends(store),
-        r: Redis = Depends(redis),
-    ) -> Accepted:
-        return await receive_phase(phase, session_id, request, replace, cfg, st, r)
-
-    upload.__name__ = operation  # the OpenAPI operation's id
-    router.put(
-        path,
-        status_code=202,
-        response_model=Accepted,
-        dependencies=[Depends(RIG)],
-        summary=summary,
-        openapi_extra=UPLOAD_BODY,
-    )(upload)
+    return await run_sync(start_phase_job, phase, new, rerun, record, cfg, st, r)
 
 
 def resubmit_fit(st: Store, session_id: str, cfg: Settings, r: Redis) -> Accepted:
@@ -226,20 +181,16 @@ def resubmit_fit(st: Store, session_id: str, cfg: Settings, r: Redis) -> Accepte
     otherwise), in a new generation."""
     record = reconcile(st, st.get_session(session_id), cfg, r)
     if "phase1" not in record.uploads:
-        raise ApiError(409, "Conflict", "upload phase one first")
+        raise StateConflictError("upload phase one first")
     with st.locked(session_id) as rec:
         if not session_states.offers(rec.state, "fit_again"):
-            raise ApiError(
-                409,
-                "Conflict",
+            raise StateConflictError(
                 f"the session is {rec.state}: a fit reruns only after a failed or cancelled "
-                "one; to fit other trials, PUT .../phase1?replace=true",
+                "one; to fit other trials, PUT .../phase1?replace=true"
             )
         if rec.state == "failed" and rec.failed_in == "analysis":
-            raise ApiError(
-                409,
-                "Conflict",
-                "the analysis failed, not the fit: PUT .../phase2 again to rerun it",
+            raise StateConflictError(
+                "the analysis failed, not the fit: PUT .../phase2 again to rerun it"
             )
         rec.error = None
         session_states.transition(rec, "phase1_received", "fit resubmitted", bump=True)
