@@ -246,9 +246,9 @@ def turnaround(sizes: Sizes, device: torch.device) -> list[str]:
     from stimloop.storage.cache import ActivationCache
     from stimloop.storage.stimulus_sets import write_stimulus_set
     from stimloop.storage.store import Store
+    from stimloop.worker.context import WorkerContext
     from stimloop.worker.fit_select import fit_and_select
     from stimloop.worker.precompute import warm_session
-    from stimloop.worker.resources import Resources
 
     rng = np.random.default_rng(0)
     prefix = f"stimloop-gpu-bench-{uuid.uuid4().hex[:8]}"
@@ -269,7 +269,7 @@ def turnaround(sizes: Sizes, device: torch.device) -> list[str]:
             device=str(device),
             stimulus_root=tmp / "stimuli",
         )
-        ctx = Resources(settings, ActivationCache(redis, prefix))
+        ctx = WorkerContext(settings, ActivationCache(redis, prefix))
         weights = ctx.backbone("resnet50_random").weights_sha256
         store = Store(store_dir)
         entries = write_stimulus_set(tmp / "stimuli/bodies", generate_bodies(sizes.bodies, 0))

@@ -33,9 +33,9 @@ from stimloop.storage.registry import default_registry_path
 from stimloop.storage.session_states import now
 from stimloop.storage.stimulus_sets import write_stimulus_set
 from stimloop.storage.store import Store
+from stimloop.worker.context import WorkerContext
 from stimloop.worker.fit_select import fit_and_select
 from stimloop.worker.precompute import warm_session
-from stimloop.worker.resources import Resources
 
 from benchmarks.fixtures import paper_session, store_phase_one
 from benchmarks.machine import describe
@@ -63,7 +63,7 @@ def main() -> None:
             device="auto",
             stimulus_root=tmp / "stimuli",
         )
-        ctx = Resources(settings, ActivationCache(redis, prefix))
+        ctx = WorkerContext(settings, ActivationCache(redis, prefix))
         weights = ctx.backbone("resnet50_random").weights_sha256
         store = Store(store_dir)
         rng = np.random.default_rng(0)

@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from stimloop.runtime.threads import bound_threads
 
 from tests.support.paths import REGISTRY
+
+bound_threads()  # before any test loads numpy: BLAS and torch threads within this process's cores
 
 # The tiers (README, "Tests"): a test is marked by the fixtures it stands on, so no test can
 # join the unit tier (``make test-unit``: neither Redis nor the backbone) by forgetting a mark.

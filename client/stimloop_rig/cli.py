@@ -25,8 +25,8 @@ from stimloop_contract.result_tables import (
     sanity_by_channel,
 )
 
+from stimloop_rig.cli_words import in_cli_words
 from stimloop_rig.settings_file import SettingsFileError, session_settings
-from stimloop_rig.wording import in_cli_words
 
 if TYPE_CHECKING:  # imported where used: `stimloop-rig --help` loads none of them
     from stimloop_contract.phase_three import PhaseThreeList

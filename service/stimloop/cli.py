@@ -26,6 +26,9 @@ from rich.text import Text
 from stimloop_contract.configs import ReadoutConfig
 
 from stimloop.runtime.settings import Settings
+from stimloop.runtime.threads import bound_threads
+
+bound_threads()  # before any command loads numpy or torch; workers inherit it
 
 app = typer.Typer(
     help="stimloop: closed-loop stimulus selection for body-selective neurons.",

@@ -34,7 +34,7 @@ from pathlib import Path
 from redis import Redis
 from redis.exceptions import RedisError
 
-from stimloop.runtime.process_ties import die_with_parent, watch_parent
+from stimloop.runtime.child_processes import die_with_parent, watch_parent
 from stimloop.runtime.settings import Settings, absolute
 from stimloop.storage.registry import ensure_registry
 from stimloop.worker.queue import alive_key

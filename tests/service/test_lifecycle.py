@@ -46,7 +46,7 @@ def phase_one(seed: int) -> dict:
 def test_a_stale_job_writes_nothing_and_changes_no_state(service, session):
     from stimloop.storage.cache import ActivationCache
     from stimloop.worker import jobs
-    from stimloop.worker.resources import Resources
+    from stimloop.worker.context import WorkerContext
 
     c = service.client
     first = c.put(f"/v1/sessions/{session}/phase1", headers=service.rig, json=phase_one(1))
@@ -59,7 +59,7 @@ def test_a_stale_job_writes_nothing_and_changes_no_state(service, session):
     assert record["generation"] == 2 and record["state"] == "phase1_received"
 
     jobs.install_resources(
-        Resources(service.settings, ActivationCache(service.redis, service.settings.key_prefix))
+        WorkerContext(service.settings, ActivationCache(service.redis, service.settings.key_prefix))
     )
     stale = jobs.run_fit(session, 1)  # the first upload's fit, run late
     assert stale["stale"] and "generation 1" in stale["message"]
@@ -211,20 +211,26 @@ def test_health_answers_quickly_while_a_32_mib_upload_is_processed(service, sess
         result["status"] = r.status_code
         done.set()
 
+    def health() -> float:
+        t = time.perf_counter()
+        assert httpx.get(f"{base}/v1/health", timeout=5).status_code == 200
+        return time.perf_counter() - t
+
+    idle = max(health() for _ in range(5))  # this box, now: the figure the bound scales
     try:
         sender = threading.Thread(target=upload)
         sender.start()
         latencies = []
         time.sleep(0.3)  # the body is on its way / being processed
         while not done.is_set():
-            t = time.perf_counter()
-            assert httpx.get(f"{base}/v1/health", timeout=5).status_code == 200
-            latencies.append(time.perf_counter() - t)
+            latencies.append(health())
             time.sleep(0.05)
         sender.join()
         assert result["status"] == 202, result
         assert len(latencies) >= 3, latencies  # the upload took a while
-        assert max(latencies) < 0.2, latencies
+        # a loop held by the upload would answer after it, seconds later; ten times this box's
+        # own idle answer (and never under 0.5 s) is responsive on a busy box too
+        assert max(latencies) < max(0.5, 10 * idle), (latencies, idle)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -236,7 +242,7 @@ def test_a_failed_phase_three_job_is_shown_with_the_session(service):
     from stimloop.storage.cache import ActivationCache
     from stimloop.storage.session import NotFoundError
     from stimloop.worker import jobs
-    from stimloop.worker.resources import Resources
+    from stimloop.worker.context import WorkerContext
     from stimloop_contract.phase_three import PhaseThreeRequest
 
     # A session of its own, never fitted (the module's session may hold readouts by now).
@@ -251,7 +257,7 @@ def test_a_failed_phase_three_job_is_shown_with_the_session(service):
     )
 
     jobs.install_resources(
-        Resources(service.settings, ActivationCache(service.redis, service.settings.key_prefix))
+        WorkerContext(service.settings, ActivationCache(service.redis, service.settings.key_prefix))
     )
     record = service.client.get(f"/v1/sessions/{session}", headers=service.rig).json()
     generation = record["generation"]
@@ -274,10 +280,12 @@ def test_warming_reports_every_set_as_it_goes(service, session):
     set's maps and the silhouettes as it reads or computes them."""
     from stimloop.storage.cache import ActivationCache
     from stimloop.worker import precompute
-    from stimloop.worker.resources import Resources
+    from stimloop.worker.context import WorkerContext
 
     seen: list[tuple[str, float, str]] = []
-    res = Resources(service.settings, ActivationCache(service.redis, service.settings.key_prefix))
+    res = WorkerContext(
+        service.settings, ActivationCache(service.redis, service.settings.key_prefix)
+    )
     precompute.warm_session(res, session, lambda *step: seen.append(step))
     named = " ".join(message for _, _, message in seen)
     assert all(f"maps of {s}" in named for s in ("lo", "lc", "lb")), seen

@@ -302,7 +302,7 @@ def test_files_that_break_a_reader_are_one_line_and_exit_2(service, op_sets, rig
 
 
 def test_channels_with_spaces_and_a_missing_token_in_the_operators_words(service, op_sets, rig):
-    from stimloop_rig.wording import in_cli_words
+    from stimloop_rig.cli_words import in_cli_words
 
     code, said = rig(
         "create-session", "--body-set", "opb", "--object-set", "opo", "--control-body-set",

@@ -12,10 +12,10 @@ from redis import Redis
 
 from stimloop import __version__
 from stimloop.api import access_log, errors, openapi
+from stimloop.api.request_gate import RequestGate
 from stimloop.api.routes import phase_three, sanity, sessions, sets, system
 from stimloop.api.ui import pages as ui_pages
 from stimloop.api.ui.signin import UiHeaders
-from stimloop.api.walls import Walls
 from stimloop.runtime.settings import Settings
 from stimloop.sessions.uploads import UploadPool
 from stimloop.storage.registry import ensure_registry
@@ -59,7 +59,7 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
 
     errors.install(app)
     openapi.install(app)
-    app.add_middleware(Walls, settings=settings)  # token and size, before any body is read
+    app.add_middleware(RequestGate, settings=settings)  # token and size, before any body is read
     app.include_router(system.router)
     app.include_router(sets.router)
     app.include_router(sessions.router)

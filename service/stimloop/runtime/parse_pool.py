@@ -25,7 +25,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any, TypeVar
 
-from stimloop.runtime.process_ties import watch_parent
+from stimloop.runtime.child_processes import watch_parent
 
 log = logging.getLogger("stimloop.parse_pool")
 T = TypeVar("T")

@@ -11,11 +11,11 @@ from stimloop.science.analysis import analyse as analyse_tables
 from stimloop.science.responses import response_table
 from stimloop.science.selection import selection_from_dict
 from stimloop.storage.session_states import transition
-from stimloop.worker.resources import Report, Resources, provenance, quiet
+from stimloop.worker.context import Report, WorkerContext, provenance, quiet
 
 
 def analyse(
-    res: Resources, session_id: str, report: Report = quiet, generation: int | None = None
+    res: WorkerContext, session_id: str, report: Report = quiet, generation: int | None = None
 ) -> dict[str, Any]:
     record, files = res.session_for_job(session_id, generation)
     config = record.config

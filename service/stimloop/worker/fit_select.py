@@ -15,22 +15,22 @@ from stimloop.science.selection import presentation_sequence, select
 from stimloop.storage.activations import Activations
 from stimloop.storage.session import SessionConfig
 from stimloop.storage.session_states import transition
+from stimloop.worker.context import (
+    Report,
+    StopCheck,
+    WorkerContext,
+    provenance,
+    quiet,
+)
 from stimloop.worker.fitting import (
     FitResult,
     channel_rows,
     fit_recording,
 )
-from stimloop.worker.resources import (
-    Report,
-    Resources,
-    StopCheck,
-    provenance,
-    quiet,
-)
 
 
 def fit_and_select(
-    res: Resources,
+    res: WorkerContext,
     session_id: str,
     report: Report = quiet,
     should_stop: StopCheck | None = None,
@@ -97,7 +97,7 @@ def fit_and_select(
 
 
 def select_for(
-    res: Resources,
+    res: WorkerContext,
     config: SessionConfig,
     result: FitResult,
     ids: list[str],

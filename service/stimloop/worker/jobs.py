@@ -35,25 +35,27 @@ from stimloop.storage.cache import ActivationCache
 from stimloop.storage.session import PhaseThreeInfo
 from stimloop.storage.session_states import StaleJobError, State, note, transition
 from stimloop.worker import analysis, fit_select, phase_three, precompute, saliency, sanity
+from stimloop.worker.context import WorkerContext
 from stimloop.worker.heartbeat import Heartbeat, JobLostError
 from stimloop.worker.queue import beat_key, cancel_key, connect, get_queue
-from stimloop.worker.resources import Resources
 
 log = logging.getLogger("stimloop.worker.jobs")
-_RESOURCES: Resources | None = None  # the worker process's long-lived state
+_RESOURCES: WorkerContext | None = None  # the worker process's long-lived state
 
 
-def install_resources(held: Resources) -> None:
+def install_resources(held: WorkerContext) -> None:
     global _RESOURCES
     _RESOURCES = held
 
 
-def resources() -> Resources:
+def resources() -> WorkerContext:
     """The worker's resources, made on first use from the environment's settings."""
     global _RESOURCES
     if _RESOURCES is None:
         settings = Settings()
-        _RESOURCES = Resources(settings, ActivationCache(connect(settings), settings.key_prefix))
+        _RESOURCES = WorkerContext(
+            settings, ActivationCache(connect(settings), settings.key_prefix)
+        )
     return _RESOURCES
 
 
@@ -77,7 +79,7 @@ def _reporter(job: Job | None) -> Callable[[str, float, str], None]:
     return report
 
 
-def _should_stop(job: Job | None, res: Resources) -> Callable[[], bool]:
+def _should_stop(job: Job | None, res: WorkerContext) -> Callable[[], bool]:
     if job is None:
         return lambda: False
     key = cancel_key(res.settings, job.id)
@@ -85,7 +87,7 @@ def _should_stop(job: Job | None, res: Resources) -> Callable[[], bool]:
 
 
 def _fail_session(
-    res: Resources,
+    res: WorkerContext,
     session_id: str,
     generation: int | None,
     error: str,
@@ -187,7 +189,7 @@ def run_sanity(
 
 
 def _phase_three_failed(
-    res: Resources, session_id: str, generation: int | None, what: str, exc: BaseException
+    res: WorkerContext, session_id: str, generation: int | None, what: str, exc: BaseException
 ) -> None:
     """Phase three has no state of its own in the session: its failure is kept beside it
     (``phase3.error``, shown by GET .../sessions/{id}) and in the history; a stale job's is
@@ -286,7 +288,7 @@ class StimloopWorker(SimpleWorker):
 
 def make_worker(settings: Settings, redis: Redis, name: str | None = None) -> StimloopWorker:
     """A worker on the stimloop queue, with this process's resources installed."""
-    install_resources(Resources(settings, ActivationCache(redis, settings.key_prefix)))
+    install_resources(WorkerContext(settings, ActivationCache(redis, settings.key_prefix)))
     return StimloopWorker(
         [get_queue(settings, redis)], connection=redis, name=name, settings=settings
     )

@@ -38,7 +38,7 @@ from stimloop.science.stimuli import encode_png
 from stimloop.storage.image_checks import image_format
 from stimloop.storage.session import Phase, PhaseThreeInfo
 from stimloop.storage.session_states import StaleJobError, note
-from stimloop.worker.resources import Report, Resources, provenance, quiet
+from stimloop.worker.context import Report, WorkerContext, provenance, quiet
 
 log = logging.getLogger("stimloop.worker.phase_three")
 
@@ -60,7 +60,7 @@ def chosen_results(
 
 
 def build(
-    res: Resources,
+    res: WorkerContext,
     session_id: str,
     request: PhaseThreeRequest,
     key: str,
@@ -195,7 +195,7 @@ def stimuli_zip(order: list[str], images: dict[str, bytes], entries: list[dict[s
 
 
 def analyse(
-    res: Resources, session_id: str, report: Report = quiet, generation: int | None = None
+    res: WorkerContext, session_id: str, report: Report = quiet, generation: int | None = None
 ) -> dict[str, Any]:
     """Analyse the stored phase-three trials against the list; written only if neither the
     session's generation nor the trials changed meanwhile."""

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from stimloop.worker.resources import Report, Resources, quiet
+from stimloop.worker.context import Report, WorkerContext, quiet
 
 
 def precompute(
-    res: Resources, backbone: str, set_id: str, report: Report = quiet
+    res: WorkerContext, backbone: str, set_id: str, report: Report = quiet
 ) -> dict[str, Any]:
     ids, _ = res.maps(backbone, set_id, report=report)
     return {
@@ -19,7 +19,7 @@ def precompute(
     }
 
 
-def warm_session(res: Resources, session_id: str, report: Report = quiet) -> dict[str, Any]:
+def warm_session(res: WorkerContext, session_id: str, report: Report = quiet) -> dict[str, Any]:
     """Load (computing misses) every map the session's turnaround needs, reporting each set's
     progress: the candidates (kept in memory), the bodies and their silhouettes."""
     config = res.store.get_session(session_id).config

@@ -17,12 +17,12 @@ from stimloop.science.backbone import load_input
 from stimloop.science.readout import FittedReadout
 from stimloop.science.responses import response_table
 from stimloop.storage.session import SessionConfig, SessionFiles
-from stimloop.worker.resources import Report, Resources, provenance, quiet
+from stimloop.worker.context import Report, WorkerContext, provenance, quiet
 from stimloop.worker.sanity import check_saliency
 
 
 def saliency(
-    res: Resources,
+    res: WorkerContext,
     session_id: str,
     request: SaliencyRequest,
     key: str,
@@ -104,7 +104,7 @@ def saliency(
     return meta
 
 
-def category_of(config: SessionConfig, image: str, res: Resources) -> str:
+def category_of(config: SessionConfig, image: str, res: WorkerContext) -> str:
     """The category of the other-category candidate set that holds ``image``."""
     for c in config.others:
         if image in res.set_paths(c.set):
@@ -113,7 +113,7 @@ def category_of(config: SessionConfig, image: str, res: Resources) -> str:
 
 
 def default_pair(
-    res: Resources,
+    res: WorkerContext,
     files: SessionFiles,
     config: SessionConfig,
     readout: FittedReadout,

@@ -22,11 +22,11 @@ from stimloop.science.backbone import load_input
 from stimloop.science.readout import fit_readouts, make_split
 from stimloop.science.responses import response_table
 from stimloop.storage.session import SessionConfig, SessionFiles
-from stimloop.worker.resources import Report, Resources, provenance, quiet
+from stimloop.worker.context import Report, WorkerContext, provenance, quiet
 
 
 def check_saliency(
-    res: Resources,
+    res: WorkerContext,
     session_id: str,
     key: str,
     options: SanityRequest,
@@ -100,7 +100,7 @@ def check_saliency(
 
 
 def permuted_refit(
-    res: Resources, files: SessionFiles, config: SessionConfig, channel: str, report: Report
+    res: WorkerContext, files: SessionFiles, config: SessionConfig, channel: str, report: Report
 ) -> tuple[np.ndarray, np.ndarray]:
     """The channel's readout ``(mu [2], w [F])`` fitted on phase one with its stimulus means
     permuted across the preferred set's images (seeded per channel), with the session's fit

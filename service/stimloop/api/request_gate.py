@@ -41,7 +41,7 @@ class BodyTooLargeError(HTTPException):
         )
 
 
-class Walls:
+class RequestGate:
     def __init__(self, app: Any, settings: Settings) -> None:
         self.app, self.settings = app, settings
 

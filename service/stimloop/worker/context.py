@@ -1,6 +1,6 @@
 """What a worker holds for as long as it lives, and what its use cases share.
 
-``Resources`` keeps the settings, the store, the activation cache, the loaded backbones and
+``WorkerContext`` keeps the settings, the store, the activation cache, the loaded backbones and
 the warmed candidate maps; the use cases (``precompute``, ``fit_select``, ``analysis``,
 ``saliency``, ``phase_three``) are functions of it and their typed inputs. They move data
 between the store, the cache and ``stimloop.science``; the science is called, never
@@ -40,7 +40,7 @@ def quiet(stage: str, progress: float, message: str) -> None:
     log.debug("%s %.2f %s", stage, progress, message)
 
 
-class Resources:
+class WorkerContext:
     """A worker's long-lived state: settings, store, cache, the loaded backbones (on the GPU
     when there is one) and the warmed candidate maps, so the between-phase turnaround pays
     neither the model load nor the Redis read."""
