@@ -328,18 +328,12 @@ def _maps(rng: np.random.Generator, n: int) -> np.ndarray:
     return (rng.random((n, 2048, 7, 7), dtype=np.float32) * 4).astype(np.float16)
 
 
-def _set_record(set_id: str, category: str, folder: Path, entries) -> dict:
-    from stimloop.storage.session_states import now
+def _set_record(set_id: str, category: str, folder: Path, entries):
+    from stimloop.storage.set_record import SetRecord
 
-    return {
-        "id": set_id,
-        "category": category,
-        "source": "benchmark",
-        "images_dir": str(folder),
-        "count": len(entries),
-        "created": now(),
-        "entries": [{"id": e.id, "file": e.file, "sha256": e.sha256} for e in entries],
-    }
+    return SetRecord.new(
+        set_id, category, "benchmark", folder, ((e.id, e.file, e.sha256) for e in entries)
+    )
 
 
 def _delete_prefix(redis, prefix: str) -> None:

@@ -30,7 +30,7 @@ from stimloop.runtime.settings import Settings
 from stimloop.science.stimuli import generate_bodies
 from stimloop.storage.cache import ActivationCache
 from stimloop.storage.registry import default_registry_path
-from stimloop.storage.session_states import now
+from stimloop.storage.set_record import SetRecord
 from stimloop.storage.stimulus_sets import write_stimulus_set
 from stimloop.storage.store import Store
 from stimloop.worker.context import WorkerContext
@@ -69,15 +69,13 @@ def main() -> None:
         rng = np.random.default_rng(0)
         entries = write_stimulus_set(tmp / "stimuli/bodies", generate_bodies(475, seed=0))
         store.put_set(
-            {
-                "id": "bodies",
-                "category": "body",
-                "source": "directory",
-                "images_dir": str(tmp / "stimuli/bodies"),
-                "count": len(entries),
-                "created": now(),
-                "entries": [{"id": e.id, "file": e.file, "sha256": e.sha256} for e in entries],
-            }
+            SetRecord.new(
+                "bodies",
+                "body",
+                "directory",
+                tmp / "stimuli/bodies",
+                ((e.id, e.file, e.sha256) for e in entries),
+            )
         )
         shas = [e.sha256 for e in entries]
         ctx.cache.put_many(weights, shas, rng.gamma(2, 1, (475, 2048, 7, 7)).astype(np.float16))
@@ -91,17 +89,13 @@ def main() -> None:
                 block = rng.gamma(2, 1, (min(512, n - start), 2048, 7, 7)).astype(np.float16)
                 ctx.cache.put_many(weights, shas[start : start + 512], block)
             store.put_set(
-                {
-                    "id": set_id,
-                    "category": category,
-                    "source": "benchmark",
-                    "images_dir": str(tmp),
-                    "count": n,
-                    "created": now(),
-                    "entries": [
-                        {"id": i, "file": f"{i}.png", "sha256": s} for i, s in zip(ids, shas)
-                    ],
-                }
+                SetRecord.new(
+                    set_id,
+                    category,
+                    "benchmark",
+                    tmp,
+                    ((i, f"{i}.png", s) for i, s in zip(ids, shas)),
+                )
             )
         channels = [f"ch{i:02d}" for i in range(args.channels)]
         body_ids = [e.id for e in entries]

@@ -72,9 +72,9 @@ def loop(service):
 
     def maps(set_id):
         record = store.get_set(set_id)
-        found = cache.get_many(weights, [e["sha256"] for e in record["entries"]])
+        found = cache.get_many(weights, [e.sha256 for e in record.entries])
         assert all(m is not None for m in found), "precompute left a map uncached"
-        return [e["id"] for e in record["entries"]], np.stack(found)
+        return record.ids, np.stack(found)
 
     data = {k: maps(k) for k in ("bodies", "objects", "controls")}
     neurons = sy.make_neurons(

@@ -10,6 +10,7 @@ from stimloop.runtime.settings import Settings
 from stimloop.sessions.errors import StateConflictError, UnknownItemError
 from stimloop.storage.registry import load_registry, weights_problem
 from stimloop.storage.session import CandidateSet, SessionConfig
+from stimloop.storage.set_record import SetRecord
 from stimloop.storage.store import Store
 
 
@@ -54,22 +55,22 @@ def session_config(st: Store, req: AnySessionCreate) -> SessionConfig:
             ("control_body_set", "control_body"),
         ):
             set_id = getattr(req, field)
-            if records[set_id]["category"] != category:
+            if records[set_id].category != category:
                 raise StateConflictError(
-                    f"{field} {set_id!r} holds {records[set_id]['category']} images, not "
+                    f"{field} {set_id!r} holds {records[set_id].category} images, not "
                     f"{category}; name a {category} set, or name the sets as preferred_set "
                     "and candidate_sets",
                     title="Wrong category",
                 )
-    preferred_category = records[preferred_id]["category"]
+    preferred_category = records[preferred_id].category
     candidates = [
         CandidateSet(
             set=c.set,
-            category=records[c.set]["category"],
+            category=records[c.set].category,
             preferred=(
                 c.preferred
                 if c.preferred is not None
-                else is_preferred(records[c.set]["category"], preferred_category)
+                else is_preferred(records[c.set].category, preferred_category)
             ),
         )
         for c in requested
@@ -90,7 +91,7 @@ def session_config(st: Store, req: AnySessionCreate) -> SessionConfig:
             title="No other category",
         )
     refuse_shared_ids(records)
-    count = records[preferred_id]["count"]
+    count = records[preferred_id].count
     if sum(req.fit.split) > count:
         raise StateConflictError(
             f"the fit split {list(req.fit.split)} (train, validation, test) needs "
@@ -114,13 +115,13 @@ def session_config(st: Store, req: AnySessionCreate) -> SessionConfig:
     )
 
 
-def refuse_shared_ids(records: dict[str, dict]) -> None:
+def refuse_shared_ids(records: dict[str, SetRecord]) -> None:
     """422 when two of the session's sets share image ids.
 
     Every table of a session (phase-two list, trials, analysis) names images by id alone, so
     an object and a control body with one id could not be told apart.
     """
-    ids = {s: {e["id"] for e in r["entries"]} for s, r in records.items()}
+    ids = {s: set(r.ids) for s, r in records.items()}
     names = list(ids)
     for i, first in enumerate(names):
         for second in names[i + 1 :]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import io
-from pathlib import Path
 
 import numpy as np
 
@@ -87,11 +86,9 @@ def report_html(st: Store, session_id: str) -> str:
     config = st.get_session(session_id).config
 
     def loaders(set_id: str) -> dict:
-        record = st.get_set(set_id)
-        base = Path(record["images_dir"])
         return {
-            e["id"]: (lambda f=base / e["file"]: np.asarray(Image.open(f).convert("RGB")))
-            for e in record["entries"]
+            image_id: (lambda f=path: np.asarray(Image.open(f).convert("RGB")))
+            for image_id, path in st.get_set(set_id).paths().items()
         }
 
     images = {category: loaders(set_id) for category, set_id in config.sets.items()}

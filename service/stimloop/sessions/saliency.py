@@ -51,8 +51,8 @@ def start_saliency(
     pair = req.pair()
     if pair is not None:
         x_out, x_in = pair
-        others = {e["id"] for c in config.others for e in st.get_set(c.set)["entries"]}
-        preferred = {e["id"] for e in st.get_set(config.preferred_set)["entries"]}
+        others = {i for c in config.others for i in st.get_set(c.set).ids}
+        preferred = set(st.get_set(config.preferred_set).ids)
         if x_out not in others:
             raise UnknownItemError(
                 f"x_out {x_out!r} is not in the candidate sets of other categories "

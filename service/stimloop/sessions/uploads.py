@@ -215,7 +215,7 @@ def expected_ids(phase: Phase, session_id: str, st: Store, cfg: Settings) -> Exp
     channels = tuple(config.channels)
     limit = 4 * cfg.max_upload_bytes
     if phase == "phase1":
-        shown = frozenset(e["id"] for e in st.get_set(config.preferred_set)["entries"])
+        shown = frozenset(st.get_set(config.preferred_set).ids)
         return Expected(
             channels, shown, f"in the preferred set {config.preferred_set!r}", (), limit
         )

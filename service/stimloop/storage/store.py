@@ -35,6 +35,7 @@ from stimloop.storage.session import (
     walk,
 )
 from stimloop.storage.session_states import now
+from stimloop.storage.set_record import SetRecord
 
 log = logging.getLogger("stimloop.storage")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -55,19 +56,21 @@ class Store:
             raise NotFoundError(f"stimulus set {set_id!r} does not exist")
         return self.sets / set_id
 
-    def get_set(self, set_id: str) -> dict[str, Any]:
+    def get_set(self, set_id: str) -> SetRecord:
         path = self.set_dir(set_id) / "set.json"
         if not path.is_file():
             raise NotFoundError(f"stimulus set {set_id!r} does not exist; register it first")
-        return read_json(path)
+        return SetRecord.model_validate(read_json(path))
 
-    def list_sets(self) -> list[dict[str, Any]]:
+    def list_sets(self) -> list[SetRecord]:
         if not self.sets.is_dir():
             return []
-        return [read_json(p) for p in sorted(self.sets.glob("*/set.json"))]
+        return [
+            SetRecord.model_validate(read_json(p)) for p in sorted(self.sets.glob("*/set.json"))
+        ]
 
-    def put_set(self, record: dict[str, Any]) -> None:
-        write_json(self.set_dir(record["id"]) / "set.json", record)
+    def put_set(self, record: SetRecord) -> None:
+        write_json(self.set_dir(record.id) / "set.json", record.model_dump())
 
     @contextmanager
     def sets_locked(self) -> Iterator[None]:

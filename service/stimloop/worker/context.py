@@ -94,11 +94,7 @@ class WorkerContext:
 
     def set_paths(self, set_id: str) -> dict[str, Path]:
         """A registered set's image files by id."""
-        return self.image_paths(self.store.get_set(set_id))
-
-    def image_paths(self, record: dict[str, Any]) -> dict[str, Path]:
-        base = Path(record["images_dir"])
-        return {e["id"]: base / e["file"] for e in record["entries"]}
+        return self.store.get_set(set_id).paths()
 
     def maps(
         self,
@@ -111,9 +107,9 @@ class WorkerContext:
         """Cached maps ``[N, 2048, 7, 7]`` of a set's images (all, or ``ids``), computing misses;
         progress is reported under ``stage``."""
         record = self.store.get_set(set_id)
-        entries = {e["id"]: e for e in record["entries"]}
-        ids = ids if ids is not None else [e["id"] for e in record["entries"]]
-        paths = self.image_paths(record)
+        entries = {e.id: e for e in record.entries}
+        ids = ids if ids is not None else record.ids
+        paths = record.paths()
         model = self.backbone(backbone)
 
         def compute(positions: list[int]) -> np.ndarray:
@@ -122,7 +118,7 @@ class WorkerContext:
                 model, files, batch_size=self.settings.batch_size, precision=self.settings.precision
             )
 
-        shas = [entries[i]["sha256"] for i in ids]
+        shas = [entries[i].sha256 for i in ids]
         maps = self.cache.fetch_or_compute(
             model.weights_sha256,
             shas,
@@ -135,7 +131,7 @@ class WorkerContext:
 
     def silhouette_png(self, set_id: str, image_id: str) -> bytes:
         """PNG bytes of one image's silhouette (sec. 4's augmentation)."""
-        path = self.image_paths(self.store.get_set(set_id))[image_id]
+        path = self.store.get_set(set_id).paths()[image_id]
         return encode_png(silhouette(np.asarray(Image.open(path).convert("RGB"))))
 
     def silhouette_maps(

@@ -126,7 +126,7 @@ def default_pair(
     if not files.has_trials("phase2"):
         raise ValueError(DEFAULT_PAIR_NEEDS_PHASE_TWO)
     p2 = response_table(files.trials("phase2", config.windows))
-    sets = {c.set: {e["id"] for e in res.store.get_set(c.set)["entries"]} for c in config.others}
+    sets = {c.set: set(res.store.get_set(c.set).ids) for c in config.others}
     shown = {s: [i for i in p2.stimuli if i in ids] for s, ids in sets.items()}
     if not any(shown.values()):
         raise ValueError("phase two recorded no images of other categories; name x_out and x_in")

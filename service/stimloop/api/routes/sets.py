@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import zipfile
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -21,7 +22,7 @@ from stimloop.api.media import BINARY, ZIP_TYPES, answer, body
 from stimloop.runtime.settings import Settings
 from stimloop.storage.atomic import write_atomic
 from stimloop.storage.image_checks import ImageRefusedError, check_image
-from stimloop.storage.session_states import now
+from stimloop.storage.set_record import SetRecord
 from stimloop.storage.stimulus_sets import (
     ID_RULE,
     IMAGE_ID,
@@ -37,37 +38,36 @@ router = APIRouter(
 )
 
 
-def info(record: dict) -> StimulusSetInfo:
+def info(record: SetRecord) -> StimulusSetInfo:
     return StimulusSetInfo(
-        id=record["id"],
-        category=record["category"],
-        count=record["count"],
-        source=record["source"],
-        ids=[e["id"] for e in record["entries"]],
-        sha256=[e["sha256"] for e in record["entries"]],
+        id=record.id,
+        category=record.category,
+        count=record.count,
+        source=record.source,
+        ids=record.ids,
+        sha256=[e.sha256 for e in record.entries],
     )
 
 
-def save_idempotent(st: Store, record: dict, write_images=None) -> JSONResponse:
+def save_idempotent(
+    st: Store, record: SetRecord, write_images: Callable[[], None] | None = None
+) -> JSONResponse:
     """201 for a new set, 200 for the same set again, 409 for different contents; under the
     sets lock, so of racing registrations of one id exactly one is created. ``write_images``
     (uploads) runs only for a new set, inside the lock, before its record is written."""
     with st.sets_locked():
         try:
-            old = st.get_set(record["id"])
+            old = st.get_set(record.id)
         except KeyError:
             if write_images is not None:
                 write_images()
             st.put_set(record)
             return JSONResponse(info(record).model_dump(), status_code=201)
-    same = old["category"] == record["category"] and [
-        (e["id"], e["sha256"]) for e in old["entries"]
-    ] == [(e["id"], e["sha256"]) for e in record["entries"]]
-    if not same:
+    if not old.same_images(record):
         raise ApiError(
             409,
             "Conflict",
-            f"stimulus set {record['id']!r} exists with other images "
+            f"stimulus set {record.id!r} exists with other images "
             "or another category; register the new images under a new id",
         )
     return JSONResponse(info(old).model_dump(), status_code=200)
@@ -118,15 +118,9 @@ def register_stimulus_set(req: StimulusSetCreate, cfg: SettingsDep, st: StoreDep
     mismatch = category_mismatch(entries, req.category)
     if mismatch:
         raise ApiError(409, "Wrong category", mismatch)
-    record = {
-        "id": req.id,
-        "category": req.category,
-        "source": "directory",
-        "images_dir": str(folder),
-        "count": len(entries),
-        "created": now(),
-        "entries": [{"id": e.id, "file": e.file, "sha256": e.sha256} for e in entries],
-    }
+    record = SetRecord.new(
+        req.id, req.category, "directory", folder, ((e.id, e.file, e.sha256) for e in entries)
+    )
     return save_idempotent(st, record)
 
 
@@ -203,19 +197,13 @@ def register_zip(data: bytes, set_id: str, category: str, cfg: Settings, st: Sto
     if mismatch:
         raise ApiError(409, "Wrong category", mismatch)
     folder = st.set_dir(set_id) / "images"
-    entries = [
-        {"id": k, "file": f, "sha256": hashlib.sha256(b).hexdigest()}
-        for k, (f, b) in sorted(images.items())
-    ]
-    record = {
-        "id": set_id,
-        "category": category,
-        "source": "upload",
-        "images_dir": str(folder),
-        "count": len(entries),
-        "created": now(),
-        "entries": entries,
-    }
+    record = SetRecord.new(
+        set_id,
+        category,
+        "upload",
+        folder,
+        ((k, f, hashlib.sha256(b).hexdigest()) for k, (f, b) in sorted(images.items())),
+    )
 
     def write_images() -> None:
         for file, blob in images.values():
@@ -260,11 +248,11 @@ def get_stimulus_image(
     image_id: str = PathParam(pattern=STIMULUS_ID, description="The image's id in its set"),
 ) -> Response:
     record = st.get_set(set_id)
-    folder = Path(record["images_dir"]).resolve()
-    for entry in record["entries"]:
-        if entry["id"] == image_id:
-            path = (folder / entry["file"]).resolve()
-            if not path.is_relative_to(folder) or not path.is_file():  # also for old records
-                raise ApiError(404, "Not found", f"image {image_id!r} is not in its set's folder")
-            return FileResponse(path, media_type=BINARY)
-    raise ApiError(404, "Not found", f"set {set_id!r} has no image {image_id!r}")
+    folder = Path(record.images_dir).resolve()
+    entry = record.entry(image_id)
+    if entry is None:
+        raise ApiError(404, "Not found", f"set {set_id!r} has no image {image_id!r}")
+    path = (folder / entry.file).resolve()
+    if not path.is_relative_to(folder) or not path.is_file():  # also for old records
+        raise ApiError(404, "Not found", f"image {image_id!r} is not in its set's folder")
+    return FileResponse(path, media_type=BINARY)

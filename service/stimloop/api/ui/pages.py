@@ -220,10 +220,10 @@ def set_image(
         record = st.get_set(set_id)
     except (NotFoundError, ApiError, ValueError):
         return Response(status_code=404)
-    entry = next((e for e in record["entries"] if e["id"] == image_id), None)
+    entry = record.entry(image_id)
     if entry is None:
         return Response(status_code=404)
-    return FileResponse(Path(record["images_dir"]) / entry["file"])
+    return FileResponse(Path(record.images_dir) / entry.file)
 
 
 @router.get(
