@@ -31,10 +31,11 @@ from stimloop.science.backbone import (
     image_to_tensor,
     load_backbone,
 )
+from stimloop.science.images import silhouette
 from stimloop.science.readout import ReadoutConfig, fit_readouts, make_split
 from stimloop.science.responses import response_table
 from stimloop.science.saliency import SaliencyConfig, parallel_backprop
-from stimloop.science.stimuli import generate_bodies, generate_objects, silhouette
+from stimloop.science.stimuli import generate_bodies, generate_objects
 from stimloop.storage.registry import default_registry_path, load_registry
 
 from benchmarks.machine import describe

@@ -60,8 +60,9 @@ def synthetic_dataset(random_backbone):
     from PIL import Image
     from stimloop.science import synthetic as sy
     from stimloop.science.backbone import extract_features, fast_precision, image_to_tensor
+    from stimloop.science.images import silhouette
     from stimloop.science.responses import response_table
-    from stimloop.science.stimuli import generate_bodies, generate_objects, silhouette
+    from stimloop.science.stimuli import generate_bodies, generate_objects
 
     bodies, objects = generate_bodies(240, seed=0), generate_objects(120, seed=0)
 

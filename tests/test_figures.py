@@ -41,14 +41,11 @@ def test_zero_maps_still_render_and_empty_grid_is_refused():
         grid_figure([])
 
 
-def test_fig3a_marks_normalised_r_beyond_its_axis(monkeypatch):
+def test_fig3a_marks_normalised_r_beyond_its_axis():
     """A noise ceiling near 0 makes r / sqrt(ceiling) huge: the point sits on the axis' edge,
     marked and named in the legend, instead of vanishing off the plot."""
     import matplotlib.pyplot as plt
-    from stimloop.reports import report
-
-    figures = []
-    monkeypatch.setattr(report, "_png", lambda fig: figures.append(fig) or "")
+    from stimloop.reports import figures as fg
 
     def channel(name: str, normalised: float) -> dict:
         r = {"r": 0.7, "p": 0.001, "n": 25, "passed": True, "r_normalised": normalised}
@@ -60,15 +57,15 @@ def test_fig3a_marks_normalised_r_beyond_its_axis(monkeypatch):
         }
 
     categories = {"preferred": "body", "preferred_candidates": [], "others": ["object"]}
-    report.fig3a(
+    figure = fg.fig3a_figure(
         {"categories": categories, "channels": [channel("ch01", 8.5), channel("ch02", 0.9)]}
     )
-    ax = figures[0].axes[0]
+    ax = figure.axes[0]
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert "normalised r above 2, held-out body" in labels
     assert "normalised r above 2, object" not in labels
-    assert ax.get_ylim()[1] == pytest.approx(report.NORMALISED_CAP + 0.05)
-    plt.close(figures[0])
+    assert ax.get_ylim()[1] == pytest.approx(fg.NORMALISED_CAP + 0.05)
+    plt.close(figure)
 
 
 # ------------------------------------------------------------------ the report's figures
@@ -122,7 +119,7 @@ def horizontal_lines(ax) -> set[float]:
 
 
 def test_fig3a_names_every_line_and_draws_the_papers_thresholds():
-    from stimloop.reports.report import critical_r, fig3a_figure
+    from stimloop.reports.figures import critical_r, fig3a_figure
 
     fig = fig3a_figure(analysis())
     texts, outside = legend_outside(fig)
@@ -139,7 +136,7 @@ def test_fig3a_names_every_line_and_draws_the_papers_thresholds():
 
 
 def test_fig3b_starts_rates_at_zero_and_shows_the_spread():
-    from stimloop.reports.report import fig3b_figure
+    from stimloop.reports.figures import fig3b_figure
 
     rows = [
         {"channel": "ch01", "x_out_response": 42.0, "mean_other": 35.0, "sd_other": 4.0,
@@ -156,12 +153,12 @@ def test_fig3b_starts_rates_at_zero_and_shows_the_spread():
 
 
 def test_the_retained_response_has_error_bars_and_a_legend_beside_it():
-    from stimloop.reports.report import retained_figure_figure
+    from stimloop.reports.figures import retained_figure
 
     row = {"channel": "ch01"}
     for kind, value in (("salient", 0.8), ("complement", 0.4), ("random", 0.6)):
         row |= {f"retained_{kind}": value, f"retained_sd_{kind}": 0.1, f"predicted_{kind}": value}
-    fig = retained_figure_figure([row])
+    fig = retained_figure([row])
     texts, outside = legend_outside(fig)
     assert outside and "the intact image (1)" in texts and "predicted by the readout" in texts
     from matplotlib.container import BarContainer

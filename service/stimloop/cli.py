@@ -166,7 +166,7 @@ def stimuli_silhouettes(
     import numpy as np
 
     from stimloop.science.backbone import ImageError, read_image
-    from stimloop.science.stimuli import encode_png, silhouette
+    from stimloop.science.images import encode_png, silhouette
     from stimloop.storage.atomic import write_atomic
     from stimloop.storage.stimulus_sets import StimulusEntry, read_stimulus_set
 

@@ -10,7 +10,7 @@ import torch
 import torchvision
 from PIL import Image
 from stimloop.science import backbone as bb
-from stimloop.science.stimuli import encode_png
+from stimloop.science.images import encode_png
 
 
 @pytest.fixture(scope="module")

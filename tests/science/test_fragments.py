@@ -15,12 +15,8 @@ from stimloop.science.fragments import (
     ranked_mask,
     resize_map,
 )
-from stimloop.science.stimuli import (
-    BACKGROUND,
-    foreground_mask,
-    generate_bodies,
-    generate_objects,
-)
+from stimloop.science.images import foreground_mask
+from stimloop.science.stimuli import BACKGROUND, generate_bodies, generate_objects
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from stimloop.science import stimuli as st
+from stimloop.science.images import foreground_mask
 
 
 def every_category(seed: int) -> list[bytes]:
@@ -47,7 +48,7 @@ def test_shape_gray_border_and_a_foreground(maker):
             ]
         )
         assert (frame == 128).all(), stim.id
-        assert st.foreground_mask(image).sum() > 500, stim.id
+        assert foreground_mask(image).sum() > 500, stim.id
 
 
 def test_categories_ids_and_kinds():
@@ -73,18 +74,3 @@ def test_views_of_one_pose_differ():
     a, _ = st.draw_body(0, pose=7, view=0)
     b, _ = st.draw_body(0, pose=7, view=4)
     assert not np.array_equal(a, b)
-
-
-def test_silhouette_is_flat_dark_foreground_on_gray():
-    body = st.generate_bodies(1, seed=0)[0].image
-    sil = st.silhouette(body)
-    mask = st.foreground_mask(body)
-    assert (sil[mask] == 40).all() and (sil[~mask] == 128).all()
-    assert st.border_color(body) == (128, 128, 128)
-
-
-def test_silhouette_uses_the_images_own_background():
-    image = np.full((50, 50, 3), 200, dtype=np.uint8)
-    image[20:30, 20:30] = (10, 200, 10)
-    sil = st.silhouette(image)
-    assert (sil[0, 0] == 200).all() and (sil[25, 25] == 40).all()

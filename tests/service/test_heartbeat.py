@@ -49,11 +49,7 @@ def worker(tmp_path_factory):
     from stimloop.api.app import create_app
     from stimloop.api.auth import create_token
     from stimloop.runtime.settings import Settings
-    from stimloop.science.stimuli import (
-        generate_bodies,
-        generate_control_bodies,
-        generate_objects,
-    )
+    from stimloop.science.stimuli import generate_bodies, generate_control_bodies, generate_objects
     from stimloop.storage.stimulus_sets import write_stimulus_set
 
     tmp = tmp_path_factory.mktemp("heartbeat")

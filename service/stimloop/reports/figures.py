@@ -1,18 +1,21 @@
 """Figures (matplotlib, PNG): saliency pairs as in the paper's Fig. 4, grids of them, the
-sanity checks' cascade strip."""
+sanity checks' cascade strip, and the report's Fig. 3a (prediction and stability per channel),
+Fig. 3b (responses to the visualised images) and phase three's retained responses."""
 
 from __future__ import annotations
 
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
+from stimloop_contract.result_tables import categories
 
 if TYPE_CHECKING:  # the API draws reports and stays torch-free
     from stimloop.science.sanity import SanityResult
@@ -69,7 +72,7 @@ CAPTION = (
 )
 
 
-def _png(fig) -> bytes:
+def png(fig: Figure) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -98,14 +101,14 @@ def pair_figure(panel: PairPanel) -> bytes:
     _draw_pair(axes, panel, vmax)
     _colour_scale(fig, axes, vmax)
     fig.suptitle(_title(panel), fontsize=9)
-    return _png(fig)
+    return png(fig)
 
 
 def grid_figure(panels: Sequence[PairPanel], columns: int = 2) -> bytes:
     """Several channels' pairs (Fig. 4/5), two pairs to a row so that a map stays readable in
     a 900 px window, one shared colour scale (with its bar) so intensities compare, and a
     caption in words."""
-    return _png(grid_figure_figure(panels, columns))
+    return png(grid_figure_figure(panels, columns))
 
 
 def grid_figure_figure(panels: Sequence[PairPanel], columns: int = 2):
@@ -167,7 +170,7 @@ def fragments_figure(rows: Sequence[FragmentRow]) -> bytes:
         for ax in ax_row[1 + len(row.fragments) :]:
             ax.axis("off")
     fig.tight_layout()
-    return _png(fig)
+    return png(fig)
 
 
 def cascade_figure(
@@ -212,4 +215,191 @@ def cascade_figure(
         fontsize=8,
     )
     fig.tight_layout()
-    return _png(fig)
+    return png(fig)
+
+
+# ------------------------------------------------------------------ the report's
+
+
+def critical_r(n: int, alpha: float = 0.05) -> float:
+    """The smallest |r| significant at ``alpha`` (two-sided) with ``n`` pairs, under rho = 0."""
+    if n < 3:
+        return float("nan")
+    from scipy import stats  # here: the pair figures need no scipy
+
+    t = stats.t.ppf(1 - alpha / 2, n - 2)
+    return float(t / np.sqrt(n - 2 + t**2))
+
+
+NORMALISED_CAP = 2.0  # Fig. 3a's axis ends here; larger normalised r sit on the edge
+
+
+def fig3a_figure(analysis: dict[str, Any]) -> Figure:
+    """Fig. 3a: per channel the prediction r on held-out preferred images and on each
+    category's phase-two picks (filled), normalised by the noise ceiling (open), and the
+    test/retest r; each series' mean and p = 0.05 line in its colour, the stability criterion
+    and r = 0 as reference lines, the legend beside the plot."""
+    channels = analysis["channels"]
+    names = [c["channel"] for c in channels]
+    cats = categories(analysis)
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(max(6.5, 0.45 * len(names) + 3.5), 3.6))
+    colors = iter(["tab:orange", "tab:green", "tab:purple", "tab:pink", "tab:olive"])
+    series = [
+        (
+            f"held-out {cats['preferred']}",
+            "tab:blue",
+            [c["generalisation_preferred"] for c in channels],
+        ),
+        *(
+            (other, next(colors, "tab:gray"), [c["generalisation"].get(other) for c in channels])
+            for other in [*cats["others"], *cats["preferred_candidates"]]
+            if any(c["generalisation"].get(other) for c in channels)
+        ),
+        ("test/retest", "tab:brown", [c["stability"] for c in channels]),
+    ]
+    shown = [0.0]
+    for label, color, tests in series:
+        r = np.array([t["r"] if t and t["r"] is not None else np.nan for t in tests], float)
+        ax.scatter(x, r, color=color, label=f"r, {label}", s=22, zorder=3)
+        shown += list(r[np.isfinite(r)])
+        if np.isfinite(r).any():
+            mean = float(np.nanmean(r))
+            ax.axhline(mean, color=color, ls="--", lw=1, label=f"mean r, {label} ({mean:.2f})")
+        ns = [t["n"] for t in tests if t]
+        if ns and label != "test/retest":
+            n = int(np.median(ns))
+            ax.axhline(
+                critical_r(n), color=color, ls=":", lw=1.2, label=f"p = 0.05, {label} (n = {n})"
+            )
+            normalised = np.array(
+                [
+                    t["r_normalised"] if t and t["r_normalised"] is not None else np.nan
+                    for t in tests
+                ],
+                float,
+            )
+            ax.scatter(
+                x,
+                np.where(normalised > NORMALISED_CAP, np.nan, normalised),
+                facecolors="none",
+                edgecolors=color,
+                s=34,
+                zorder=3,
+                label=f"r / sqrt(noise ceiling), {label}",
+            )
+            over = normalised > NORMALISED_CAP  # a ceiling near 0: shown at the cap, marked
+            if over.any():
+                ax.scatter(
+                    x[over],
+                    np.full(over.sum(), NORMALISED_CAP),
+                    marker="^",
+                    color=color,
+                    s=34,
+                    zorder=3,
+                    label=f"normalised r above {NORMALISED_CAP:g}, {label}",
+                )
+            finite = normalised[np.isfinite(normalised)]
+            shown += list(np.minimum(finite, NORMALISED_CAP))
+    stable = float(analysis.get("config", {}).get("min_stability", 0.6))
+    ax.axhline(
+        stable, color="tab:brown", ls="-.", lw=1.2, label=f"stable: test/retest r > {stable:g}"
+    )
+    ax.axhline(0.0, color="0.4", lw=0.8, label="r = 0")
+    ax.set_xticks(x, names, rotation=90, fontsize=8)
+    ax.set_ylabel("Pearson r")
+    low = max(-1.05, min(min(shown), stable) - 0.1)
+    ax.set_ylim(low, max(1.0, max(shown)) + 0.05)
+    ax.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    ax.set_title("Predicted vs recorded responses, and test/retest stability", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def fig3b_figure(rows: list[dict[str, Any]], preferred: str) -> Figure:
+    """Fig. 3b: the visualised x_out's recorded response against its category's and the
+    preferred set's responses (mean with +-1 SD over images), on an axis from zero."""
+    fig, ax = plt.subplots(figsize=(max(5.5, 0.6 * len(rows) + 3.0), 3.2))
+    x = np.arange(len(rows))
+    ax.errorbar(
+        x - 0.12,
+        [r["mean_other"] for r in rows],
+        yerr=[r.get("sd_other", 0.0) for r in rows],
+        fmt="s",
+        color="tab:orange",
+        capsize=3,
+        label="its category: mean +- SD over images",
+    )
+    ax.errorbar(
+        x + 0.12,
+        [r["mean_preferred"] for r in rows],
+        yerr=[r.get("sd_preferred", 0.0) for r in rows],
+        fmt="o",
+        color="tab:blue",
+        capsize=3,
+        label=f"{preferred}: mean +- SD over images",
+    )
+    ax.scatter(
+        x, [r["x_out_response"] for r in rows], color="tab:red", marker="*", s=90, zorder=3,
+        label="the visualised image (x_out)",
+    )  # fmt: skip
+    values = [
+        v
+        for r in rows
+        for v in (
+            r["x_out_response"],
+            r["mean_other"] - r.get("sd_other", 0.0),
+            r["mean_preferred"] - r.get("sd_preferred", 0.0),
+        )
+    ]
+    ax.axhline(0.0, color="0.4", lw=0.8, label="no response (0 spikes/s)")
+    ax.set_ylim(bottom=min(0.0, min(values) * 1.1))
+    ax.set_xticks(x, [r["channel"] for r in rows], rotation=90, fontsize=8)
+    ax.set_ylabel("net response (spikes/s)")
+    ax.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    ax.set_title("Responses to the visualised images (phase two)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def retained_figure(rows: list[dict[str, Any]]) -> Figure:
+    """Per channel, the recorded retained response of each fragment kind (bars, +-1 SD over
+    its fragments) beside the readout's expectation (black marks); the intact image at 1 and
+    no response at 0 as reference lines; the legend beside the plot."""
+    kinds = [k for k in ("salient", "complement", "random") if f"retained_{k}" in rows[0]]
+    fig, ax = plt.subplots(figsize=(max(6.5, 1.5 * len(rows) + 3.0), 3.4))
+    x = np.arange(len(rows))
+    width = 0.8 / max(len(kinds), 1)
+    colors = {"salient": "tab:red", "complement": "tab:blue", "random": "tab:gray"}
+
+    def values(key: str) -> list[float]:
+        return [np.nan if r.get(key) is None else r[key] for r in rows]
+
+    for n, kind in enumerate(kinds):
+        pos = x + (n - (len(kinds) - 1) / 2) * width
+        ax.bar(
+            pos,
+            values(f"retained_{kind}"),
+            width,
+            yerr=np.nan_to_num(values(f"retained_sd_{kind}")),
+            capsize=3,
+            color=colors[kind],
+            label=f"{kind}: recorded, mean +- SD over fragments",
+        )
+        ax.scatter(
+            pos,
+            values(f"predicted_{kind}"),
+            color="black",
+            marker="_",
+            s=140,
+            zorder=3,
+            label="predicted by the readout" if n == 0 else None,
+        )
+    ax.axhline(1.0, color="black", lw=0.8, ls="--", label="the intact image (1)")
+    ax.axhline(0.0, color="0.4", lw=0.8, label="no response (0)")
+    ax.set_xticks(x, [r["channel"] for r in rows], rotation=90, fontsize=8)
+    ax.set_ylabel("retained response R(fragment) / R(intact)")
+    ax.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    ax.set_title("Phase three: how much of the response each fragment keeps", fontsize=10)
+    fig.tight_layout()
+    return fig

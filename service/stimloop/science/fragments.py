@@ -28,8 +28,8 @@ from PIL import Image
 from scipy import ndimage
 from stimloop_contract.configs import KINDS, Feather, Fraction, FragmentKind, check_fields
 
+from stimloop.science.images import border_color, foreground_mask
 from stimloop.science.seeds import channel_rng
-from stimloop.science.stimuli import border_color, foreground_mask
 
 
 @dataclass(frozen=True)

@@ -19,13 +19,14 @@ for a seed whatever its size.
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from stimloop.science.images import encode_png
 
 SIZE = 280
 BACKGROUND = (128, 128, 128)
@@ -64,13 +65,6 @@ class Stimulus:
 
     def png(self) -> bytes:
         return encode_png(self.image)
-
-
-def encode_png(image: np.ndarray) -> bytes:
-    """Deterministic PNG bytes of a ``[H, W, 3]`` uint8 array."""
-    buffer = io.BytesIO()
-    Image.fromarray(image, mode="RGB").save(buffer, format="PNG", optimize=False)
-    return buffer.getvalue()
 
 
 def _rng(seed: int, category: Category, index: int) -> np.random.Generator:
@@ -633,33 +627,3 @@ def generate_faces(
 
 
 # --------------------------------------------------------------------------- silhouettes
-
-
-def border_color(image: np.ndarray) -> tuple[int, int, int]:
-    """The background colour of a stimulus: the median of its outermost pixels."""
-    border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
-    return tuple(int(v) for v in np.median(border, axis=0))  # type: ignore[return-value]
-
-
-def foreground_mask(
-    image: np.ndarray, background: tuple[int, int, int] | None = None, tolerance: int = 6
-) -> np.ndarray:
-    """``[H, W]`` bool: pixels that differ from the background by more than ``tolerance``.
-
-    ``background`` defaults to the image's border colour, so the lab's own stimuli work too.
-    """
-    bg = border_color(image) if background is None else background
-    diff = np.abs(image.astype(np.int16) - np.array(bg, dtype=np.int16))
-    return diff.max(axis=-1) > tolerance
-
-
-def silhouette(
-    image: np.ndarray, background: tuple[int, int, int] | None = None, dark: int = 40
-) -> np.ndarray:
-    """The training-set augmentation of sec. 4: the foreground as a flat dark shape on the
-    same gray background. ``[H, W, 3]`` uint8 in, same shape out."""
-    bg = border_color(image) if background is None else background
-    out = np.empty_like(image)
-    out[...] = np.array(bg, dtype=np.uint8)
-    out[foreground_mask(image, bg)] = dark
-    return out

@@ -27,6 +27,7 @@ from stimloop_contract.phase_three import PhaseThreeRequest
 
 from stimloop.science.backbone import extract_features
 from stimloop.science.fragments import FragmentConfig, make_fragments
+from stimloop.science.images import encode_png
 from stimloop.science.phase_three import (
     ListEntry,
     analyse_phase_three,
@@ -34,7 +35,6 @@ from stimloop.science.phase_three import (
     list_from_dict,
 )
 from stimloop.science.responses import response_table
-from stimloop.science.stimuli import encode_png
 from stimloop.storage.image_checks import image_format
 from stimloop.storage.session import Phase, PhaseThreeInfo
 from stimloop.storage.session_states import StaleJobError, note

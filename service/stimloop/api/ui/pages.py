@@ -4,7 +4,6 @@ the downloads, health."""
 
 from __future__ import annotations
 
-import base64
 import json
 from pathlib import Path
 
@@ -293,7 +292,7 @@ def retained_png(
     st: StoreDep,
 ) -> Response:
     """Phase three's retained responses per channel and fragment kind (the report's figure)."""
-    from stimloop.reports.report import retained_figure  # matplotlib and scipy: on demand
+    from stimloop.reports.figures import png, retained_figure  # matplotlib: on demand
 
     files = st.files(session_id)
     if not files.has_phase_three_analysis():
@@ -301,7 +300,7 @@ def retained_png(
     rows = phase_three_rows(files.phase_three_analysis())
     if not rows:
         return Response(status_code=404)
-    return Response(base64.b64decode(retained_figure(rows)), media_type="image/png")
+    return Response(png(retained_figure(rows)), media_type="image/png")
 
 
 @router.get("/health", response_class=HTMLResponse)
