@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
-import subprocess
-import sys
 import threading
 import time
 import zipfile
@@ -52,7 +49,7 @@ from stimloop.science.stimuli import (
     generate_faces,
     generate_objects,
 )
-from stimloop.serve import free_port, private_redis
+from stimloop.serve import Workers, free_port, private_redis
 from stimloop.storage.registry import default_registry_text, load_registry
 from stimloop.storage.stimulus_sets import write_stimulus_set
 
@@ -404,7 +401,8 @@ def _wait(client: ServiceClient, job: JobInfo | str | None, label: str, console:
 
 
 class _EmbeddedService:
-    """The embedded service: one worker process and the API in a thread."""
+    """The embedded service as ``stimloop serve`` runs it: its worker pool (``serve.Workers``:
+    restarted if one dies, stopped together) and the API in a thread."""
 
     def __init__(self, settings: Settings, console: Console) -> None:
         self.settings, self.console = settings, console
@@ -414,20 +412,8 @@ class _EmbeddedService:
 
         from stimloop.api.app import create_app
 
-        env = {
-            **os.environ,
-            "STIMLOOP_REDIS_URL": str(self.settings.redis_url),
-            "STIMLOOP_MODELS_STORE": str(self.settings.models_store),
-            "STIMLOOP_STIMULUS_ROOT": str(self.settings.stimulus_root),
-            "STIMLOOP_DEVICE": "cpu",
-        }
-        log = open(self.settings.models_store / "worker.log", "ab")
-        self.worker = subprocess.Popen(
-            [sys.executable, "-m", "stimloop.cli", "worker"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        log = self.settings.models_store / "worker.log"
+        self.workers = Workers(self.settings, str(self.settings.redis_url), 1, log=log)
         config = uvicorn.Config(
             create_app(self.settings),
             host="127.0.0.1",
@@ -446,19 +432,13 @@ class _EmbeddedService:
             except Exception:
                 pass
             time.sleep(0.1)
-        self.console.print(
-            f"embedded service at {base} (worker log: {self.settings.models_store / 'worker.log'})"
-        )
+        self.console.print(f"embedded service at {base} (worker log: {log})")
         return base
 
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
-        self.worker.terminate()
-        try:
-            self.worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.worker.kill()
+        self.workers.stop()
 
 
 def _summary(console: Console, analysis: dict, selection: dict) -> None:

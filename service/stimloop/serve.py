@@ -195,16 +195,19 @@ def run_worker(settings: Settings, burst: bool = False, name: str | None = None)
 
 
 class Workers:
-    """``n`` worker processes in their own sessions, restarted when one dies."""
+    """``n`` worker processes in their own sessions, restarted when one dies; their output
+    goes to ``log`` when given (else to this process's)."""
 
-    def __init__(self, settings: Settings, url: str, n: int) -> None:
+    def __init__(self, settings: Settings, url: str, n: int, log: Path | None = None) -> None:
         self.env = {
             **os.environ,
             "STIMLOOP_REDIS_URL": url,
             "STIMLOOP_MODELS_STORE": str(settings.models_store),
             "STIMLOOP_STIMULUS_ROOT": str(settings.stimulus_root),
+            "STIMLOOP_DEVICE": settings.device,
             PARENT_ENV: str(os.getpid()),
         }
+        self.log = open(log, "ab") if log is not None else None  # noqa: SIM115 (closed in stop)
         self.procs = [self._start() for _ in range(n)]
         self.stopping = threading.Event()
         self.watcher = threading.Thread(target=self._watch, name="worker-watch", daemon=True)
@@ -214,6 +217,8 @@ class Workers:
         return subprocess.Popen(
             [sys.executable, "-m", "stimloop.cli", "worker"],
             env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT if self.log is not None else None,
             start_new_session=True,  # Ctrl-C reaches serve only, which stops each worker
             preexec_fn=die_with_parent(os.getpid()),
         )
@@ -244,6 +249,8 @@ class Workers:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+        if self.log is not None:
+            self.log.close()
 
 
 def _raise_stopped(signum: int, frame: object) -> None:
