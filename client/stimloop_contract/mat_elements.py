@@ -57,7 +57,7 @@ class ElementBytes:
         self._pending = bytes(data) if compressed else b""
         self._buf: bytearray | memoryview = bytearray() if compressed else memoryview(data)
         self._base = 0  # absolute offset of _buf[0]
-        self._mark = 0  # nothing before this offset is read again
+        self._mark: float = 0  # nothing before this offset is read again (inf: all read)
         self._finished = not compressed
 
     @property
@@ -76,11 +76,11 @@ class ElementBytes:
 
     def drain(self) -> int:
         """Inflate the rest (bounded by ``room``); the element's whole size."""
-        self._mark = math.inf  # type: ignore[assignment]
-        self._fill(math.inf)  # type: ignore[arg-type]
+        self._mark = math.inf
+        self._fill(math.inf)
         return self.produced
 
-    def _fill(self, end: int) -> None:
+    def _fill(self, end: float) -> None:
         while self.produced < end and not self._finished:
             assert self._inflater is not None and isinstance(self._buf, bytearray)
             try:

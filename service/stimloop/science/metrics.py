@@ -78,7 +78,9 @@ def constant(x: np.ndarray) -> bool:
     return spread == 0.0 or spread <= RELATIVE_TOLERANCE * float(np.abs(finite).max())
 
 
-def undefined_metrics(s: int, mean_repeats: float, n_boot: int, confidence: float, why: str):
+def undefined_metrics(
+    s: int, mean_repeats: float, n_boot: int, confidence: float, why: str
+) -> FitMetrics:
     """Every metric NaN, with the reason (``FitMetrics.undefined``)."""
     nan = Estimate(*NAN_ESTIMATE_VALUES)
     return FitMetrics(
