@@ -22,6 +22,10 @@ JobKind = Literal[
 ]
 
 
+# The queues by urgency a job waits in: a worker takes from the first that has a job.
+JobLane = Literal["urgent", "analysis", "background"]
+
+
 class JobInfo(BaseModel):
     """A job: its state, the stage and progress it reports, its error or result."""
 
@@ -35,6 +39,15 @@ class JobInfo(BaseModel):
     stage: str | None = None
     progress: float = 0.0
     message: str | None = None
+    lane: JobLane | None = Field(
+        None,
+        description="Its queue by urgency: urgent (what a waiting animal needs: the session's "
+        "preparation, the fit and its list, the phase-three list) before analysis, analysis "
+        "before background (maps, their checks, caching a set)",
+    )
+    ahead: int | None = Field(
+        None, description="While queued: the jobs a worker takes before this one"
+    )
     error: str | None = None
     result: dict[str, Any] | None = None
     result_link: str | None = None

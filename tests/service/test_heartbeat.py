@@ -115,7 +115,7 @@ def test_a_job_silent_for_longer_than_the_stale_window_is_alive(worker):
 
     settings, redis, *_ = worker
     silent_s = 4 * STALE_S  # no progress report at all, for four stale windows
-    job = get_queue(settings, redis).enqueue("time.sleep", silent_s)
+    job = get_queue(settings, redis, "background").enqueue("time.sleep", silent_s)
     seen = []
     deadline = time.monotonic() + silent_s + 120
     while True:

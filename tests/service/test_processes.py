@@ -244,12 +244,12 @@ def test_workers_share_a_queue_survive_a_kill_and_a_restart(cluster):
     # does not move
     from rq import Queue
     from rq.registry import FailedJobRegistry, StartedJobRegistry
-    from stimloop.worker.queue import queue_name
+    from stimloop.worker.queue import LANES, queue_name
 
-    name = queue_name(c.settings)
+    name = queue_name(c.settings, "urgent")  # the fits' lane
     StartedJobRegistry(name, connection=redis).cleanup(timestamp=int(time.time()) + 10**6)
     time.sleep(3)
-    assert Queue(name, connection=redis).count == 0
+    assert all(Queue(queue_name(c.settings, lane), connection=redis).count == 0 for lane in LANES)
     assert fits[0] in FailedJobRegistry(name, connection=redis).get_job_ids()
     final = c.http.get(f"/v1/sessions/{sessions[0]}").json()
     assert final["state"] == "analysed", final["history"][-3:]

@@ -37,7 +37,8 @@ class Service:
 
 
 def cleanup(redis: Redis, settings) -> None:
-    """Delete only this test's keys: its prefix, its queue and the jobs that ran on it."""
+    """Delete only this test's keys: its prefix, its lanes' queues and the jobs that ran on
+    them."""
     from rq import Queue
     from rq.registry import (
         CanceledJobRegistry,
@@ -47,24 +48,25 @@ def cleanup(redis: Redis, settings) -> None:
         ScheduledJobRegistry,
         StartedJobRegistry,
     )
-    from stimloop.worker.queue import queue_name
+    from stimloop.worker.queue import LANES, queue_name
 
-    name = queue_name(settings)
-    queue = Queue(name, connection=redis)
-    ids = set(queue.job_ids)
-    for registry in (
-        StartedJobRegistry,
-        FinishedJobRegistry,
-        FailedJobRegistry,
-        CanceledJobRegistry,
-        DeferredJobRegistry,
-        ScheduledJobRegistry,
-    ):
-        ids |= set(registry(name, connection=redis).get_job_ids())
+    ids: set[str] = set()
     keys = set()
+    for lane in LANES:
+        name = queue_name(settings, lane)
+        ids |= set(Queue(name, connection=redis).job_ids)
+        for registry in (
+            StartedJobRegistry,
+            FinishedJobRegistry,
+            FailedJobRegistry,
+            CanceledJobRegistry,
+            DeferredJobRegistry,
+            ScheduledJobRegistry,
+        ):
+            ids |= set(registry(name, connection=redis).get_job_ids())
+        keys |= set(redis.scan_iter(f"*{name}*"))
     for job_id in ids:
         keys |= set(redis.scan_iter(f"rq:*{job_id}*"))
-    keys |= set(redis.scan_iter(f"*{name}*"))
     keys |= set(redis.scan_iter(f"{settings.key_prefix}:*"))
     if keys:
         redis.delete(*keys)

@@ -13,7 +13,7 @@ from stimloop import __version__
 from stimloop.runtime.settings import Settings
 from stimloop.science.backbone_spec import BackboneError
 from stimloop.storage.registry import load_registry, weights_problem
-from stimloop.worker.queue import alive_key, get_queue
+from stimloop.worker.queue import LANES, alive_key, get_queue
 
 
 def health_report(cfg: Settings, r: Redis) -> dict:
@@ -24,7 +24,7 @@ def health_report(cfg: Settings, r: Redis) -> dict:
     try:
         r.ping()
         redis_ok = True
-        registered = {w.name for w in Worker.all(queue=get_queue(cfg, r))}
+        registered = {w.name for w in Worker.all(queue=get_queue(cfg, r, LANES[0]))}
         devices = [json.loads(v) for v in r.hvals(f"{cfg.key_prefix}:workers")]
         # alive: registered with RQ and its keep-alive key fresh (a killed worker drops out
         # within seconds, not when RQ's own registration expires)

@@ -37,7 +37,7 @@ from stimloop.storage.session_states import StaleJobError, State, note, transiti
 from stimloop.worker import analysis, fit_select, phase_three, precompute, saliency, sanity
 from stimloop.worker.context import WorkerContext
 from stimloop.worker.heartbeat import Heartbeat, JobLostError
-from stimloop.worker.queue import beat_key, cancel_key, connect, get_queue
+from stimloop.worker.queue import beat_key, cancel_key, connect, lanes
 
 log = logging.getLogger("stimloop.worker.jobs")
 _RESOURCES: WorkerContext | None = None  # the worker process's long-lived state
@@ -287,8 +287,7 @@ class StimloopWorker(SimpleWorker):
 
 
 def make_worker(settings: Settings, redis: Redis, name: str | None = None) -> StimloopWorker:
-    """A worker on the stimloop queue, with this process's resources installed."""
+    """A worker on the stimloop lanes, most urgent first, with this process's resources
+    installed."""
     install_resources(WorkerContext(settings, ActivationCache(redis, settings.key_prefix)))
-    return StimloopWorker(
-        [get_queue(settings, redis)], connection=redis, name=name, settings=settings
-    )
+    return StimloopWorker(lanes(settings, redis), connection=redis, name=name, settings=settings)

@@ -8,34 +8,43 @@ names run in workers (``stimloop.worker.jobs``), which RQ imports there by name.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, cast, get_args
 
 from redis import Redis
 from rq import Queue
 from rq.job import Job, JobStatus
-from stimloop_contract.system import JobInfo, JobKind
+from stimloop_contract.system import JobInfo, JobKind, JobLane
 
 from stimloop.runtime.settings import Settings
+
+# Lanes by urgency, each an RQ queue: a worker takes its next job from the first lane that
+# has one, so what a waiting animal needs (the session's preparation, the fit and its list, the
+# phase-three list) goes before the analyses, and they before maps, their checks and caching.
+Lane = JobLane
+LANES: tuple[Lane, ...] = get_args(JobLane)
 
 
 @dataclass(frozen=True)
 class JobSpec:
-    """A kind of job: the worker function that runs it, and where a finished session job's
-    result is read (under ``/v1/sessions/{id}/``; None: nothing to read)."""
+    """A kind of job: the worker function that runs it, its lane, and where a finished
+    session job's result is read (under ``/v1/sessions/{id}/``; None: nothing to read)."""
 
     func: str
+    lane: Lane
     result: str | None
 
 
 JOBS: dict[JobKind, JobSpec] = {
-    "activations": JobSpec("stimloop.worker.jobs.run_precompute", None),
-    "warm": JobSpec("stimloop.worker.jobs.run_warm", None),
-    "fit": JobSpec("stimloop.worker.jobs.run_fit", "selection"),
-    "analysis": JobSpec("stimloop.worker.jobs.run_analysis", "analysis"),
-    "saliency": JobSpec("stimloop.worker.jobs.run_saliency", "saliency"),
-    "sanity": JobSpec("stimloop.worker.jobs.run_sanity", "saliency"),
-    "phase3": JobSpec("stimloop.worker.jobs.run_phase3", "phase3"),
-    "phase3_analysis": JobSpec("stimloop.worker.jobs.run_phase3_analysis", "phase3/analysis"),
+    "warm": JobSpec("stimloop.worker.jobs.run_warm", "urgent", None),
+    "fit": JobSpec("stimloop.worker.jobs.run_fit", "urgent", "selection"),
+    "phase3": JobSpec("stimloop.worker.jobs.run_phase3", "urgent", "phase3"),
+    "analysis": JobSpec("stimloop.worker.jobs.run_analysis", "analysis", "analysis"),
+    "phase3_analysis": JobSpec(
+        "stimloop.worker.jobs.run_phase3_analysis", "analysis", "phase3/analysis"
+    ),
+    "saliency": JobSpec("stimloop.worker.jobs.run_saliency", "background", "saliency"),
+    "sanity": JobSpec("stimloop.worker.jobs.run_sanity", "background", "saliency"),
+    "activations": JobSpec("stimloop.worker.jobs.run_precompute", "background", None),
 }
 
 
@@ -45,12 +54,30 @@ def connect(settings: Settings) -> Redis:
     return Redis.from_url(settings.redis_url)
 
 
-def queue_name(settings: Settings) -> str:
-    return f"{settings.key_prefix}-jobs"
+def queue_name(settings: Settings, lane: Lane) -> str:
+    return f"{settings.key_prefix}-jobs-{lane}"
 
 
-def get_queue(settings: Settings, redis: Redis) -> Queue:
-    return Queue(queue_name(settings), connection=redis)
+def get_queue(settings: Settings, redis: Redis, lane: Lane) -> Queue:
+    return Queue(queue_name(settings, lane), connection=redis)
+
+
+def lanes(settings: Settings, redis: Redis) -> list[Queue]:
+    """This deployment's queues, most urgent first: the order a worker listens in."""
+    return [get_queue(settings, redis, lane) for lane in LANES]
+
+
+def jobs_ahead(job: Job, settings: Settings) -> int | None:
+    """How many jobs a worker takes before this queued one: every job of the more urgent
+    lanes and those before it in its own (None when it is not queued)."""
+    lane = job.meta.get("lane")
+    if lane not in LANES:
+        return None
+    own = job.get_position()
+    if own is None:
+        return None
+    before = LANES[: LANES.index(lane)]
+    return own + sum(get_queue(settings, job.connection, ln).count for ln in before)
 
 
 def enqueue(
@@ -61,10 +88,12 @@ def enqueue(
     session: str | None = None,
     owner: str | None = None,
 ) -> Job:
-    """Enqueue a job of ``kind`` (its function from ``JOBS``) on this deployment's queue. The
+    """Enqueue a job of ``kind`` (its function and lane from ``JOBS``) on this deployment's
+    queue of that lane. The
     job's meta names its deployment (the key prefix: another deployment on the same Redis
     never sees it) and who started it."""
-    job = get_queue(settings, redis).enqueue(
+    lane = JOBS[kind].lane
+    job = get_queue(settings, redis, lane).enqueue(
         JOBS[kind].func,
         *args,
         job_timeout=settings.job_timeout_s,
@@ -73,6 +102,7 @@ def enqueue(
         # no retry: an abandoned job is failed once and never run again by the queue
         meta={
             "kind": kind,
+            "lane": lane,
             "prefix": settings.key_prefix,
             "owner": owner,
             "session": session,
@@ -116,6 +146,10 @@ def job_status(job: Job, settings: Settings) -> dict[str, Any]:
             f"the worker running this job lost its heartbeat (none for over "
             f"{settings.job_stale_s:.0f} s: killed, frozen or cut off from Redis); resubmit the job"
         )
+    ahead = jobs_ahead(job, settings) if state == "queued" else None
+    message = meta.get("message")
+    if ahead:
+        message = f"waiting for a worker: {ahead} job{'s' if ahead > 1 else ''} ahead"
     result = None
     if state == "finished":
         latest = job.latest_result()
@@ -127,7 +161,9 @@ def job_status(job: Job, settings: Settings) -> dict[str, Any]:
         "state": state,
         "stage": meta.get("stage"),
         "progress": meta.get("progress", 0.0),
-        "message": meta.get("message"),
+        "message": message,
+        "lane": meta.get("lane"),
+        "ahead": ahead,
         "error": error,
         "result": result,
         "enqueued_at": _iso(job.enqueued_at),
