@@ -4,11 +4,13 @@ declares in the OpenAPI document."""
 
 from __future__ import annotations
 
-from fastapi import Request
+from typing import Any
+
+from fastapi import Depends, Request
 from redis import Redis
 from stimloop_contract.system import Accepted
 
-from stimloop.api.deps import body_bytes
+from stimloop.api.deps import RIG, body_bytes
 from stimloop.api.media import BINARY, body
 from stimloop.runtime.settings import Settings
 from stimloop.sessions.jobs import receive_phase
@@ -28,6 +30,13 @@ UPLOAD_BODY = body(
     "replace=true.",
     {"$ref": "#/components/schemas/TrialUpload"},
 )
+# what every upload route declares besides its path and summary (``router.put(..., **UPLOAD)``)
+UPLOAD: dict[str, Any] = {
+    "status_code": 202,
+    "response_model": Accepted,
+    "dependencies": [Depends(RIG)],
+    "openapi_extra": UPLOAD_BODY,
+}
 
 
 async def receive(

@@ -14,7 +14,6 @@ from stimloop_contract.system import Accepted
 
 from stimloop.api.deps import (
     READ,
-    RIG,
     AnyCaller,
     RedisDep,
     SessionId,
@@ -23,7 +22,7 @@ from stimloop.api.deps import (
 )
 from stimloop.api.errors import ApiError, problem_responses
 from stimloop.api.media import BINARY, CSV, answer
-from stimloop.api.uploads import UPLOAD_BODY, receive
+from stimloop.api.uploads import UPLOAD, receive
 from stimloop.sessions.exports import phase_three_csv
 from stimloop.sessions.jobs import job_pending
 from stimloop.storage.session import PhaseThreeInfo
@@ -184,11 +183,8 @@ def get_phase_three_stimuli(session_id: SessionId, st: StoreDep) -> Response:
 
 @router.put(
     "/{session_id}/phase3/trials",
-    status_code=202,
-    response_model=Accepted,
-    dependencies=[Depends(RIG)],
     summary="Upload phase three's trials (JSON columns, NPZ or a MAT-file); starts their analysis",
-    openapi_extra=UPLOAD_BODY,
+    **UPLOAD,
 )
 async def upload_phase_three(
     request: Request,

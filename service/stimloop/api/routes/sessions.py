@@ -29,7 +29,7 @@ from stimloop.api.deps import (
 )
 from stimloop.api.errors import ApiError, problem_responses
 from stimloop.api.media import BINARY, CSV, answer
-from stimloop.api.uploads import UPLOAD_BODY, receive
+from stimloop.api.uploads import UPLOAD, receive
 from stimloop.sessions.creation import require_backbone, session_config
 from stimloop.sessions.exports import report_html, selection_csv
 from stimloop.sessions.jobs import observed, resubmit_fit
@@ -118,11 +118,8 @@ def refit_session(
 
 @router.put(
     "/{session_id}/phase1",
-    status_code=202,
-    response_model=Accepted,
-    dependencies=[Depends(RIG)],
     summary="Upload phase one's trials (JSON columns, NPZ or a MAT-file); starts fit-and-select",
-    openapi_extra=UPLOAD_BODY,
+    **UPLOAD,
 )
 async def upload_phase_one(
     request: Request,
@@ -136,12 +133,7 @@ async def upload_phase_one(
 
 
 @router.put(
-    "/{session_id}/phase2",
-    status_code=202,
-    response_model=Accepted,
-    dependencies=[Depends(RIG)],
-    summary="Upload phase two's trials; starts the analysis",
-    openapi_extra=UPLOAD_BODY,
+    "/{session_id}/phase2", summary="Upload phase two's trials; starts the analysis", **UPLOAD
 )
 async def upload_phase_two(
     request: Request,
