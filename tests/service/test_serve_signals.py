@@ -59,8 +59,22 @@ def children(proc: subprocess.Popen) -> list[psutil.Process]:
     return kids
 
 
+def running(p: psutil.Process) -> bool:
+    """Still running: not gone, and not a zombie. A child that exited after serve was killed
+    is reparented to PID 1 and stays a zombie until PID 1 reaps it, which in a container may
+    be late or never; it holds no port, file or memory."""
+    try:
+        return p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def gone_within(procs: list[psutil.Process], seconds: float) -> list[psutil.Process]:
-    _, alive = psutil.wait_procs(procs, timeout=seconds)
+    deadline = time.monotonic() + seconds
+    alive = [p for p in procs if running(p)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.2)
+        alive = [p for p in alive if running(p)]
     for p in alive:  # do not leave them to the next test
         p.kill()
     return alive
