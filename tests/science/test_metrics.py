@@ -174,7 +174,7 @@ def test_brainscores_ratio_squares_r_whatever_its_sign():
 
 
 def test_a_channel_without_signal_is_left_out_of_the_sessions_mean_feve():
-    """200 planted sessions of five channels with signal (FEVE 0.75) and one without: the
+    """100 planted sessions of five channels with signal (FEVE 0.75) and one without: the
     summary's mean over the channels whose FEV reaches 0.15 is within 0.05 of the truth, and
     the channel without signal is counted as left out."""
     from types import SimpleNamespace
@@ -183,7 +183,7 @@ def test_a_channel_without_signal_is_left_out_of_the_sessions_mean_feve():
 
     rng = np.random.default_rng(8)
     ruled, naive = [], []
-    for _ in range(200):
+    for _ in range(100):
         gens = []
         for _ in range(5):
             pred, trials = planted(60, rng)
