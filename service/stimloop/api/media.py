@@ -6,13 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from stimloop_contract.trials import NPZ_MEDIA_TYPES
-
 BINARY = "application/octet-stream"
 CSV = "text/csv"
 PNG = "image/png"
 HTML = "text/html"
-NPZ_TYPES = NPZ_MEDIA_TYPES  # accepted for NPZ uploads (the contract's)
 ZIP_TYPES = (BINARY, "application/zip")  # accepted for zip uploads
 
 
