@@ -14,6 +14,7 @@ import subprocess
 import time
 
 import pytest
+from playwright.sync_api import Error as PlaywrightError
 
 from tests.support.paths import REPO
 from tests.support.rig import (
@@ -70,9 +71,18 @@ def sign_in(page, url: str, token: str) -> None:
 
 
 def wait_until(condition, seconds: float, page) -> None:
-    """Poll ``condition`` (the page's CSP forbids the evaluated strings of wait_for_function)."""
+    """Poll ``condition`` (the page's CSP forbids the evaluated strings of wait_for_function).
+
+    A live page reloads itself when its session's state changes; a poll that meets the reload
+    (Playwright: "Execution context was destroyed ... navigation") counts as "not yet"."""
     deadline = time.monotonic() + seconds
-    while not condition():
+    while True:
+        try:
+            if condition():
+                return
+        except PlaywrightError as error:
+            if "navigation" not in str(error):
+                raise
         assert time.monotonic() < deadline, page.url
         page.wait_for_timeout(250)
 
@@ -178,10 +188,8 @@ def test_the_live_pages(tmp_path, neurons, browser):
         record(folder, sy, maps, bodies, [everything[b] for b in bodies], cells, "phase1.csv")
         rig.run(f"stimloop-rig phase1 {session} phase1.csv --no-wait")
         page.goto(f"{url}/ui/sessions/{session}")
-        deadline = time.monotonic() + 120
-        while page.inner_text("#state") != "fitting":  # a page shown before the fit reloads once
-            assert time.monotonic() < deadline, page.inner_text("#live")
-            page.wait_for_timeout(300)
+        # a page shown before the fit reloads once
+        wait_until(lambda: page.inner_text("#state") == "fitting", 120, page)
         page.wait_for_load_state()
         page.evaluate("window.stillHere = true")  # from here, the state stays "fitting"
         first = page.inner_text("#job-percent")
@@ -225,11 +233,16 @@ def test_the_live_pages(tmp_path, neurons, browser):
         page.fill("#saliency-coverage", "0.05")
         page.click("#ask-saliency")
         page.wait_for_url(re.compile(rf".*/ui/sessions/{session}.*"))
-        deadline = time.monotonic() + 300
-        while not page.query_selector("#saliency figure.pair img"):
-            assert time.monotonic() < deadline, page.inner_text("#saliency")
+
+        def maps_shown() -> bool:
+            if page.query_selector("#saliency figure.pair img"):
+                return True
             page.wait_for_timeout(2000)
             page.reload()
+            return False
+
+        wait_until(maps_shown, 300, page)
+        page.wait_for_load_state()
         assert images_loaded(page, "#saliency") >= 1
         shot(page, "analysed")
         shot(page, "analysed-900", width=900)
