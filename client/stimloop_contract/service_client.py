@@ -33,6 +33,7 @@ from stimloop_contract.selection import Selection
 from stimloop_contract.sessions import SessionInfo
 from stimloop_contract.sets import StimulusSetInfo
 from stimloop_contract.system import Accepted, BackboneInfo, Health, JobInfo
+from stimloop_contract.trials import BatchReceipt, LiveStatus
 
 __all__ = ["JobFailedError", "JobInfo", "ServiceClient", "StimloopError"]
 ProgressCallback = Callable[[JobInfo], None]
@@ -199,6 +200,25 @@ class ServiceClient:
                 headers={"content-type": "application/octet-stream"},
             )
         )
+
+    def send_batch(
+        self, session_id: str, phase: int, number: int, columns: dict[str, np.ndarray]
+    ) -> BatchReceipt:
+        """Batch ``number`` (from 1) of a phase followed live, as JSON columns; safe to retry
+        (the server holds each number once)."""
+        body = {k: np.asarray(v).tolist() for k, v in columns.items()}
+        path = f"/v1/sessions/{session_id}/phase{phase}/batches/{number}"
+        return BatchReceipt(**self.json("PUT", path, json=body))
+
+    def live(self, session_id: str, phase: int) -> LiveStatus:
+        """What the server holds of a phase followed live."""
+        return LiveStatus(**self.json("GET", f"/v1/sessions/{session_id}/phase{phase}/live"))
+
+    def close_phase(self, session_id: str, phase: int, batches: int) -> Accepted:
+        """Close a phase followed live (its ``batches`` become its upload; its job starts);
+        safe to retry (the same trials are one upload)."""
+        path = f"/v1/sessions/{session_id}/phase{phase}/close"
+        return Accepted(**self.json("POST", path, idempotent=True, json={"batches": batches}))
 
     def phase_stimuli(self, session_id: str, phase: int, preferred: str) -> tuple[set[str], str]:
         """The stimuli a phase's trials may name, and where they come from (in words);

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from stimloop_contract.ids import Strict
+from stimloop_contract.sessions import Phase
 
 # an NPZ body of trial columns is accepted under these media types (a MAT-file is recognised by
 # its header under the first one too: ``matfiles.MAT_MEDIA_TYPE``)
@@ -41,3 +42,46 @@ class TrialUpload(Strict):
             if values is not None and min(values) < 0:
                 raise ValueError(f"'{name}' cannot be negative")
         return self
+
+
+# ------------------------------------------------------------------ a phase followed live
+
+
+class BatchReceipt(BaseModel):
+    """A batch of a phase followed live, acknowledged: the server holds batches 1 to
+    ``batches`` (``rows`` trial rows in all). ``repeated``: this batch was already held with
+    the same trials, and nothing was written."""
+
+    phase: Phase
+    batch: int
+    batches: int
+    rows: int
+    repeated: bool
+    message: str
+
+
+class CloseLive(Strict):
+    """Close a phase followed live: ``batches`` is how many the follower sent; the server
+    must hold exactly those before their trials become the phase's upload."""
+
+    batches: int = Field(ge=1, le=1_000_000)
+
+
+class LiveChannel(BaseModel):
+    """One channel while a phase is followed: its trials so far, how many stimuli they
+    cover, and their mean net rate (spikes/s, the session's windows)."""
+
+    channel: str
+    trials: int
+    stimuli: int
+    mean_net_rate: float | None
+
+
+class LiveStatus(BaseModel):
+    """What the server holds of a phase followed live."""
+
+    phase: Phase
+    batches: int
+    rows: int
+    closed: bool
+    channels: list[LiveChannel]

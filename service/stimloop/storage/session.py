@@ -195,6 +195,45 @@ class SessionFiles:
 
         return trials_from_columns(self.trial_columns(phase), windows)
 
+    # ------------------------------------------------------------------ trials followed live
+
+    def _live(self, phase: Phase) -> Path:
+        return self.folder / "live" / phase
+
+    def live_batches(self, phase: Phase) -> list[dict[str, Any]]:
+        """The batches of ``phase`` received while it was followed live, in order: per batch
+        its number (1, 2, ...), the sha256 of its trials and how many rows it holds."""
+        path = self._live(phase) / "batches.json"
+        return list(read_json(path)) if path.is_file() else []
+
+    def write_live_batch(
+        self, phase: Phase, columns: dict[str, np.ndarray], sha: str
+    ) -> list[dict[str, Any]]:
+        """Append the next batch (its trials first, then the index that names it: a batch is
+        held only once both are written); returns the index."""
+        held = self.live_batches(phase)
+        number = len(held) + 1
+        write_npz(self._live(phase) / f"{number:06d}.npz", columns)
+        held.append({"batch": number, "sha256": sha, "rows": len(columns["stimulus"])})
+        write_json(self._live(phase) / "batches.json", held)
+        return held
+
+    def live_columns(self, phase: Phase) -> dict[str, np.ndarray]:
+        """Every held batch's trials, concatenated in batch order."""
+        held = self.live_batches(phase)
+        parts = [read_npz(self._live(phase) / f"{b['batch']:06d}.npz") for b in held]
+        if not parts:
+            return {}
+        names = parts[0].keys()
+        return {k: np.concatenate([part[k] for part in parts]) for k in names}
+
+    def live_trials(self, phase: Phase, windows: Windows) -> Trials | None:
+        """The held batches' trials as net rates (``trials``), or None when none are held."""
+        from stimloop.science.responses import trials_from_columns
+
+        columns = self.live_columns(phase)
+        return trials_from_columns(columns, windows) if columns else None
+
     def discard_derived(self, upload: Phase) -> list[str]:
         """Delete what was derived from ``upload`` (replaced); returns what was removed."""
         removed = []

@@ -13,8 +13,9 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from stimloop_contract.analysis import Analysis, Models
 from stimloop_contract.saliency import SaliencyRequest, SaliencyResult
 from stimloop_contract.selection import Selection
-from stimloop_contract.sessions import AnySessionCreate, SessionInfo
+from stimloop_contract.sessions import AnySessionCreate, Phase, SessionInfo
 from stimloop_contract.system import Accepted
+from stimloop_contract.trials import BatchReceipt, CloseLive, LiveStatus
 
 from stimloop import __version__
 from stimloop.api.deps import (
@@ -26,6 +27,7 @@ from stimloop.api.deps import (
     SessionId,
     SettingsDep,
     StoreDep,
+    body_bytes,
 )
 from stimloop.api.errors import ApiError, problem_responses
 from stimloop.api.media import BINARY, CSV, answer
@@ -33,6 +35,7 @@ from stimloop.api.uploads import UPLOAD, receive
 from stimloop.sessions.creation import require_backbone, session_config
 from stimloop.sessions.exports import report_html, selection_csv
 from stimloop.sessions.jobs import observed, resubmit_fit
+from stimloop.sessions.live import close_live, live_status, receive_batch
 from stimloop.sessions.saliency import start_saliency
 from stimloop.storage.atomic import read_json
 from stimloop.storage.store import Store
@@ -144,6 +147,75 @@ async def upload_phase_two(
     replace: bool = Query(False),
 ) -> Accepted:
     return await receive("phase2", session_id, request, replace, cfg, st, r)
+
+
+# ------------------------------------------------------------------ a phase followed live
+
+BATCH_DESCRIPTION = (
+    "Part of a phase's trials as JSON columns (TrialUpload), sent while the phase is recorded "
+    "(stimloop-rig follow). Batches are numbered 1, 2, ...: the same batch again is "
+    "acknowledged and nothing is written; another batch under a held number, or one that "
+    "arrives before its predecessor, is 409 saying which the server holds. 422 unless every "
+    "stimulus is one the phase may show and every channel the session's; at most "
+    "STIMLOOP_MAX_JSON_BYTES (1 MiB), a few seconds of trials."
+)
+BATCH_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": BATCH_DESCRIPTION,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TrialUpload"}}},
+    }
+}
+
+
+@router.put(
+    "/{session_id}/{phase}/batches/{number}",
+    response_model=BatchReceipt,
+    dependencies=[Depends(RIG)],
+    openapi_extra=BATCH_BODY,
+    summary="Send the next batch of a phase followed live",
+)
+async def put_batch(
+    request: Request,
+    session_id: SessionId,
+    phase: Phase,
+    cfg: SettingsDep,
+    st: StoreDep,
+    number: int = Path(ge=1, le=1_000_000),
+) -> BatchReceipt:
+    data = await body_bytes(request, cfg)
+    uploads = request.app.state.uploads
+    return await receive_batch(phase, session_id, number, data, uploads, cfg, st)
+
+
+@router.get(
+    "/{session_id}/{phase}/live",
+    response_model=LiveStatus,
+    dependencies=[Depends(READ)],
+    summary="What the server holds of a phase followed live, per channel",
+)
+def get_live(session_id: SessionId, phase: Phase, st: StoreDep) -> LiveStatus:
+    return live_status(st, session_id, phase)
+
+
+@router.post(
+    "/{session_id}/{phase}/close",
+    status_code=202,
+    response_model=Accepted,
+    dependencies=[Depends(RIG)],
+    summary="Close a phase followed live: its batches become its upload and its job starts",
+)
+async def close_phase(
+    request: Request,
+    session_id: SessionId,
+    phase: Phase,
+    req: CloseLive,
+    cfg: SettingsDep,
+    st: StoreDep,
+    r: RedisDep,
+) -> Accepted:
+    uploads = request.app.state.uploads
+    return await close_live(phase, session_id, req.batches, uploads, cfg, st, r)
 
 
 # ------------------------------------------------------------------ results
