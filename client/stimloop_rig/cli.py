@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich import box
 from rich.console import Console
+from rich.live import Live
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -504,6 +505,141 @@ def _write_list_files(
         json_out.write_text(data.model_dump_json(indent=1))
     if sequence:
         sequence.write_text("\n".join(data.sequence) + "\n")
+
+
+@app.command()
+@one_line
+def follow(
+    session: str,
+    phase: int = typer.Option(1, min=1, max=3, help="The phase being recorded: 1, 2 or 3."),
+    openephys: str = typer.Option(
+        ...,
+        help="The Open Ephys GUI's Event Broadcaster: HOST[:PORT] (port 5557 by default; its "
+        "format set to JSON).",
+    ),
+    codes: Path = typer.Option(..., help="The code-to-stimulus table (CSV: code,stimulus)."),
+    photodiode: int | None = typer.Option(
+        None, min=1, max=64, help="The photodiode's TTL line (1-based); onsets from its pulses."
+    ),
+    code_events: str | None = typer.Option(
+        None, help="The TTL stream with the codes, when the GUI has several (its stream name)."
+    ),
+    trials: int | None = typer.Option(
+        None,
+        min=1,
+        help="Close the phase once this many presentations are in (phases two and three: "
+        "their list's sequence, by default).",
+    ),
+    until: float | None = typer.Option(
+        None, min=1, help="Close the phase after this many seconds at the latest."
+    ),
+    lag: float = typer.Option(
+        0.5, min=0, max=10, help="Seconds to wait for late events after a trial's windows."
+    ),
+    notes: bool = typer.Option(
+        True, help="Write the phase's start and end into the recording (the GUI's HTTP API)."
+    ),
+    wait: bool = typer.Option(True, help="Wait for the phase's job once it is closed."),
+    timeout: float | None = TIMEOUT,
+    url: str = URL,
+    token: str | None = TOKEN,
+) -> None:
+    """Follow a phase while the Open Ephys GUI records it: trials built from its Event
+    Broadcaster as they happen, sent in batches, and the phase closed (its job started at
+    once) when the expected presentations are in, after --until, or on Enter or Ctrl-C."""
+    from stimloop_rig.broadcast import endpoint
+    from stimloop_rig.follow import FollowSettings
+    from stimloop_rig.follow import follow as run
+
+    try:
+        host, port = endpoint(openephys)
+    except ValueError as exc:
+        raise _fail(f"--openephys {exc}") from None
+    if not codes.is_file():
+        raise _fail(f"{codes}: no such file; give the codes table (CSV: code,stimulus)")
+    client = _client(url, token)
+    settings = FollowSettings(
+        host=host,
+        port=port,
+        codes=codes,
+        photodiode=photodiode,
+        code_events=code_events,
+        lag=lag,
+        trials=trials,
+        until=until,
+        notes=notes,
+    )
+    follower = client.follower(session, phase, settings)
+    try:
+        expected = follower.settings.trials
+        console.print(
+            f"following phase {phase} from {host}:{port}"
+            + (f" until {expected} presentations are in" if expected else "")
+            + "; Enter or Ctrl-C closes it"
+        )
+        if follower.noted is False:
+            console.print("the GUI's HTTP API did not answer: no notes in the recording")
+        with Live(console=console, auto_refresh=False) as screen:
+            why, accepted = run(
+                follower,
+                stop=_enter_pressed,
+                show=lambda f: screen.update(_follow_table(f), refresh=True),
+            )
+    finally:
+        follower.close()
+    console.print(f"phase {phase} closed: {why}; {accepted.status}")
+    for gap in follower.live.gaps:
+        console.print(
+            f"[yellow]gap:[/yellow] {gap.start:.3f}-{gap.end:.3f} s: {escape(gap.reason)}"
+        )
+    for missing in follower.live.missing:
+        console.print(
+            f"[yellow]missing:[/yellow] presentation {missing.number} ({escape(missing.stimulus)}"
+            f", {missing.time:.3f} s): {escape(missing.reason)}"
+        )
+    if follower.live.gaps or follower.live.missing:
+        console.print(
+            "the recording holds every trial: once it is closed, upload its folder with "
+            f"`stimloop-rig phase{phase} {session} FOLDER --codes ... --replace` to use them all"
+        )
+    if wait and accepted.job is not None:
+        label = {1: "fit and select", 2: "analysis", 3: "phase-three analysis"}[phase]
+        _wait(client, accepted.job.id, label, timeout)
+        console.print(f"[green]{label} done[/green]")
+
+
+def _enter_pressed() -> bool:
+    """Has the operator pressed Enter (a terminal's standard input only)?"""
+    if not sys.stdin.isatty():
+        return False
+    import select
+
+    ready, _, _ = select.select([sys.stdin], [], [], 0)
+    if ready:
+        sys.stdin.readline()
+        return True
+    return False
+
+
+def _follow_table(follower: Any) -> Table:
+    """Per channel the trials sent, the stimuli they cover and the running net rate."""
+    live = follower.live
+    title = (
+        f"{live.decided} presentations, {follower.acknowledged} batches sent, "
+        f"{len(live.missing)} missing; {follower.elapsed():.0f} s; server {follower.server}"
+    )
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title=escape(title))
+    for name in ("channel", "trials", "repeats", "net rate (spikes/s)"):
+        table.add_column(name)
+    for row in follower.channels():
+        rate = row.get("mean_net_rate")
+        table.add_row(
+            str(row["channel"]),
+            str(row["trials"]),
+            f"{row['repeats_min']}-{row['repeats_max']}",
+            "-" if rate is None or rate != rate else f"{rate:.1f}",
+        )
+    return table
 
 
 @app.command("phase-three-list")

@@ -5,7 +5,9 @@ the acquisition systems' recordings)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from stimloop_contract.errors import TrialFileError
@@ -19,6 +21,9 @@ from stimloop_rig.recording import (
     check_sequence,
     read_recording,
 )
+
+if TYPE_CHECKING:  # pyzmq is imported only by a follower
+    from stimloop_rig.follow import Follower, FollowSettings
 
 
 class RigClient(ServiceClient):
@@ -66,6 +71,17 @@ class RigClient(ServiceClient):
             listed = self.selection(session_id) if phase == 2 else self.phase_three_list(session_id)
             check_sequence(found.sequence, listed.sequence, found.source)
         return found
+
+    def follower(self, session_id: str, phase: int, settings: FollowSettings) -> Follower:
+        """A follower of ``phase`` as the Open Ephys GUI records it (``follow``): drive it
+        with ``follow.follow`` or ``step`` and ``finish``. Phases two and three end, unless
+        told otherwise, once their list's sequence has been presented."""
+        from stimloop_rig.follow import Follower
+
+        if settings.trials is None and phase > 1:
+            listed = self.selection(session_id) if phase == 2 else self.phase_three_list(session_id)
+            settings = replace(settings, trials=len(listed.sequence))
+        return Follower(self, session_id, phase, settings)
 
 
 def check_trial_ids(

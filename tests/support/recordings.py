@@ -98,3 +98,42 @@ def plexon_like(tmp_path, pulses: bool = True):
     )
     codes = codes_file(tmp_path)
     return path, npz, codes, order
+
+
+def planted_phase(tmp_path, stimuli: list[str], repeats: int, seed: int, channels: int = 3):
+    """A recording of ``stimuli`` (codes 1, 2, ... in the codes file), each shown ``repeats``
+    times in a shuffled order, 0.3 s apart: codes on lines 1-9, the photodiode on line 10
+    17 ms after each code, and per channel sorted spikes at 5 spikes/s plus a planted response
+    of 0-80 spikes/s to each stimulus in its response window (+50..+250 ms); a silent
+    continuous signal (the spikes are sorted). Returns the planned
+    recording, the codes file and the presentation order (indices into ``stimuli``)."""
+    rng = np.random.default_rng(seed)
+    order = np.concatenate([rng.permutation(len(stimuli)) for _ in range(repeats)])
+    step = int(0.3 * RATE)
+    code_samples = 30000 + np.arange(len(order)) * step
+    onsets = code_samples + 500
+    end = int(code_samples[-1] + RATE)
+    tuning = rng.uniform(0, 80, (channels, len(stimuli)))
+    spikes = {}
+    for c in range(channels):
+        background = rng.uniform(1000, end, rng.poisson(5 * end / RATE))
+        evoked = [
+            onset + rng.uniform(0.05 * RATE, 0.25 * RATE, rng.poisson(tuning[c, s] * 0.2))
+            for onset, s in zip(onsets, order)
+        ]
+        times = np.unique(np.concatenate([background, *evoked]).astype(np.int64))
+        spikes[f"CH{c + 1}"] = times
+    signal = np.zeros((end - 1000, channels), np.int16)
+    planned = write_recording(
+        tmp_path,
+        signal,
+        code_samples,
+        [int(k) + 1 for k in order],
+        onsets,
+        spikes=spikes,
+        photodiode=10,
+        code_lines=9,
+    )
+    codes = tmp_path / "codes.csv"
+    codes.write_text("code,stimulus\n" + "".join(f"{k + 1},{s}\n" for k, s in enumerate(stimuli)))
+    return planned, codes, order
