@@ -248,3 +248,41 @@ def test_the_follow_command_refuses_slips_in_one_line(service, monkeypatch, tmp_
     assert said.exit_code == 2 and "already holds 1 batches" in " ".join(said.output.split())
     live = service.client.get(f"/v1/sessions/{sid}/phase1/live", headers=service.rig).json()
     assert live["batches"] == 1
+
+
+def test_the_session_page_shows_the_phase_being_followed(service):
+    sid = new_session(service, "fp", 25, 40, channels=CHANNELS, fit=FIT)
+    ids = bodies_of(service, sid)
+    token = service.analyst["Authorization"].split()[1]
+    signed = service.client.post(
+        "/ui/login",
+        data={"token": token},
+        headers={"Origin": "http://testserver"},
+        follow_redirects=False,
+    )
+    cookie = signed.cookies["stimloop_ui"]
+    service.client.cookies.clear()
+    service.client.cookies.set("stimloop_ui", cookie, path="/ui")
+    try:
+        page = service.client.get(f"/ui/sessions/{sid}")
+        assert 'id="following"' not in page.text
+        assert service.client.get(f"/ui/sessions/{sid}/progress").json()["following"] is None
+        for n, (stimuli, channel) in enumerate(((ids[:4], "ch02"), (ids[4:10], "ch02")), 1):
+            held = service.client.put(
+                f"/v1/sessions/{sid}/phase1/batches/{n}",
+                headers=service.rig,
+                json=batch(stimuli, channel=channel),
+            )
+            assert held.status_code == 200, held.text
+        live = service.client.get(f"/ui/sessions/{sid}/progress").json()["following"]
+        assert live["batches"] == 2 and live["rows"] == 10
+        assert [(c["channel"], c["trials"], c["stimuli"]) for c in live["channels"]] == [
+            ("ch01", 0, 0),
+            ("ch02", 10, 10),
+            ("ch03", 0, 0),
+        ]
+        page = service.client.get(f"/ui/sessions/{sid}")
+        assert "Phase 1, followed live" in page.text and "2 batches, 10 trial rows" in page.text
+        assert "<td>ch02</td><td>10</td><td>10</td><td>5.0</td>" in page.text
+    finally:
+        service.client.cookies.clear()

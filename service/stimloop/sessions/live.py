@@ -111,17 +111,17 @@ def live_status(st: Store, session_id: str, phase: Phase) -> LiveStatus:
     record = st.get_session(session_id)
     files = st.files(session_id)
     held = files.live_batches(phase)
-    trials = files.live_trials(phase, record.config.windows)
+    summary = files.live_summary(phase, record.config.windows)["channels"]
     rows: list[LiveChannel] = []
-    if trials is not None:
+    if held:
         for channel in record.config.channels:
-            mine = trials.channel == channel
+            got = summary.get(channel, {"trials": 0, "stimuli": [], "rate_sum": 0.0})
             rows.append(
                 LiveChannel(
                     channel=channel,
-                    trials=int(mine.sum()),
-                    stimuli=len(np.unique(trials.stimulus[mine])),
-                    mean_net_rate=float(trials.net_rate[mine].mean()) if mine.any() else None,
+                    trials=got["trials"],
+                    stimuli=len(got["stimuli"]),
+                    mean_net_rate=got["rate_sum"] / got["trials"] if got["trials"] else None,
                 )
             )
     return LiveStatus(

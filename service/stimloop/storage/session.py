@@ -209,14 +209,33 @@ class SessionFiles:
     def write_live_batch(
         self, phase: Phase, columns: dict[str, np.ndarray], sha: str
     ) -> list[dict[str, Any]]:
-        """Append the next batch (its trials first, then the index that names it: a batch is
-        held only once both are written); returns the index."""
+        """Append the next batch: its trials, then the index that names it (a batch is held
+        once the index names it). Returns the index."""
         held = self.live_batches(phase)
         number = len(held) + 1
         write_npz(self._live(phase) / f"{number:06d}.npz", columns)
         held.append({"batch": number, "sha256": sha, "rows": len(columns["stimulus"])})
         write_json(self._live(phase) / "batches.json", held)
         return held
+
+    def live_summary(self, phase: Phase, windows: Windows) -> dict[str, Any]:
+        """Per channel the held batches' trials, their distinct stimuli and the sum of their
+        net rates: ``{"batches": n, "channels": {channel: {...}}}``. Kept beside the batches
+        and brought up to date with the batches it has not counted yet (each is read once)."""
+        held = len(self.live_batches(phase))
+        path = self._live(phase) / "summary.json"
+        summary: dict[str, Any] = {"batches": 0, "channels": {}}
+        if path.is_file():
+            summary = read_json(path)
+        if summary["batches"] > held:  # counts a batch that was never held: count again
+            summary = {"batches": 0, "channels": {}}
+        if summary["batches"] == held:
+            return dict(summary)
+        for b in range(summary["batches"] + 1, held + 1):
+            _summarise(summary, read_npz(self._live(phase) / f"{b:06d}.npz"), windows)
+        summary["batches"] = held
+        write_json(path, summary)
+        return dict(summary)
 
     def live_columns(self, phase: Phase) -> dict[str, np.ndarray]:
         """Every held batch's trials, concatenated in batch order."""
@@ -226,13 +245,6 @@ class SessionFiles:
             return {}
         names = parts[0].keys()
         return {k: np.concatenate([part[k] for part in parts]) for k in names}
-
-    def live_trials(self, phase: Phase, windows: Windows) -> Trials | None:
-        """The held batches' trials as net rates (``trials``), or None when none are held."""
-        from stimloop.science.responses import trials_from_columns
-
-        columns = self.live_columns(phase)
-        return trials_from_columns(columns, windows) if columns else None
 
     def discard_derived(self, upload: Phase) -> list[str]:
         """Delete what was derived from ``upload`` (replaced); returns what was removed."""
@@ -403,3 +415,18 @@ def walk(folder: Path) -> Iterator[Path]:
     """Every session folder below ``folder`` with a record."""
     if folder.is_dir():
         yield from (p.parent for p in sorted(folder.glob("*/session.json")))
+
+
+def _summarise(summary: dict[str, Any], columns: dict[str, np.ndarray], windows: Windows) -> None:
+    """Add a batch's trials to a live summary (``SessionFiles.live_summary``)."""
+    from stimloop.science.responses import trials_from_columns
+
+    trials = trials_from_columns(columns, windows)
+    for channel in np.unique(trials.channel).tolist():
+        mine = trials.channel == channel
+        entry = summary["channels"].setdefault(
+            channel, {"trials": 0, "stimuli": [], "rate_sum": 0.0}
+        )
+        entry["trials"] += int(mine.sum())
+        entry["stimuli"] = sorted(set(entry["stimuli"]) | set(trials.stimulus[mine].tolist()))
+        entry["rate_sum"] += float(trials.net_rate[mine].sum())

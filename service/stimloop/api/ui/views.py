@@ -3,7 +3,7 @@ for the templates (which escape every value)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 from redis import Redis
@@ -13,10 +13,13 @@ from stimloop.api.errors import ApiError
 from stimloop.api.jobs import fetch_job
 from stimloop.runtime.settings import Settings
 from stimloop.sessions.jobs import observed
-from stimloop.storage.session import SessionRecord
+from stimloop.sessions.live import live_status
+from stimloop.storage.session import Phase, SessionRecord
 from stimloop.storage.session_states import ACTIONS, SHOWN_JOB, STATES, WORDS
 from stimloop.storage.store import Store
 from stimloop.worker.queue import job_info
+
+PHASES: tuple[Phase, ...] = get_args(Phase)
 
 
 def session_rows(st: Store, state: str | None) -> list[dict[str, Any]]:
@@ -54,9 +57,23 @@ def current_job(cfg: Settings, r: Redis, rec: SessionRecord) -> dict[str, Any] |
     return info.model_dump(include={"id", "kind", "state", "stage", "progress", "message", "error"})
 
 
+def following(st: Store, rec: SessionRecord) -> dict[str, Any] | None:
+    """The phase being followed live (batches held, not yet closed): per channel its trials
+    so far (``sessions.live.live_status``)."""
+    for phase in PHASES:
+        if phase not in rec.uploads and st.files(rec.id).live_batches(phase):
+            return live_status(st, rec.id, phase).model_dump(mode="json")
+    return None
+
+
 def progress(st: Store, cfg: Settings, r: Redis, session_id: str) -> dict[str, Any]:
     rec = observed(st.get_session(session_id), cfg, r)
-    return {"state": rec.state, "words": WORDS[rec.state], "job": current_job(cfg, r, rec)}
+    return {
+        "state": rec.state,
+        "words": WORDS[rec.state],
+        "job": current_job(cfg, r, rec),
+        "following": following(st, rec),
+    }
 
 
 def _cell(value: float) -> int:
@@ -83,6 +100,7 @@ def session_view(
         "on_s": on_s,
         "off_s": off_s,
         "downloads": [],
+        "following": following(st, rec),
     }
     if files.has_trials("phase1"):
         cols = files.trial_columns("phase1")

@@ -1,6 +1,8 @@
-// The session page's live part: every second, the session's state and its job's stage and
-// progress, from /ui/sessions/{id}/progress (the signed-in cookie goes with it). When the state
-// changes, the page is loaded again to show what the new state brought. Text only (textContent).
+// The session page's live part: every second, the session's state, its job's stage and
+// progress, and a phase being followed live (per channel its trials so far), from
+// /ui/sessions/{id}/progress (the signed-in cookie goes with it). When the state changes, or a
+// phase starts being followed, the page is loaded again to show what that brought. Text only
+// (textContent).
 (function () {
   "use strict";
   var box = document.getElementById("live");
@@ -19,7 +21,9 @@
       })
       .then(function (now) {
         if (!now) { return; }
-        if (now.state !== shown) { window.location.reload(); return; }
+        var rows = document.getElementById("following-rows");
+        if (now.state !== shown || (now.following && !rows)) { window.location.reload(); return; }
+        if (now.following && rows) { following(now.following, rows); }
         set("state", now.state);
         set("state-words", now.words);
         var job = now.job;
@@ -33,6 +37,20 @@
         window.setTimeout(tick, 1000);
       })
       .catch(function () { window.setTimeout(tick, 2000); });
+  }
+  function following(live, rows) {
+    set("following-summary", live.batches + " batches, " + live.rows + " trial rows");
+    while (rows.firstChild) { rows.removeChild(rows.firstChild); }
+    live.channels.forEach(function (c) {
+      var tr = document.createElement("tr");
+      var rate = c.mean_net_rate === null ? "\u2013" : c.mean_net_rate.toFixed(1);
+      [c.channel, c.trials, c.stimuli, rate].forEach(function (value) {
+        var td = document.createElement("td");
+        td.textContent = String(value);
+        tr.appendChild(td);
+      });
+      rows.appendChild(tr);
+    });
   }
   window.setTimeout(tick, 1000);
 }());
