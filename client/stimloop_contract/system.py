@@ -48,6 +48,12 @@ class JobInfo(BaseModel):
     ahead: int | None = Field(
         None, description="While queued: the jobs a worker takes before this one"
     )
+    estimate_s: float | None = Field(
+        None,
+        description="While queued: about how many seconds until a worker takes it (each job "
+        "ahead at its kind's mean run time here, and what is left of the running ones, over "
+        "the workers); null until every kind ahead has run once",
+    )
     error: str | None = None
     result: dict[str, Any] | None = None
     result_link: str | None = None

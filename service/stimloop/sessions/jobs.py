@@ -116,7 +116,7 @@ def start_job(
 ) -> SessionRecord:
     """Enqueue ``kind`` for the record's generation; remember its id unless the session has
     moved on meanwhile (then the job is stale and will write nothing)."""
-    job = enqueue(cfg, r, kind, record.id, record.generation, session=record.id)
+    job = enqueue(cfg, r, kind, record.id, record.generation, session=record.id, rig=record.rig)
     with st.locked(record.id) as rec:
         if rec.generation == record.generation:
             rec.jobs[kind] = job.id

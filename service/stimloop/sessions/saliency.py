@@ -83,6 +83,7 @@ def start_saliency(
         record.generation,
         session=session_id,
         owner=owner,
+        rig=record.rig,
     )
     links["job"] = f"/v1/jobs/{job.id}"
     return Accepted(job=job_info(job, cfg), session=session_id, status="queued", links=links)

@@ -82,6 +82,12 @@ class SessionRecord(BaseModel):
     history: list[dict[str, Any]] = Field(default_factory=list)
     phase3: PhaseThreeInfo | None = None
 
+    @property
+    def rig(self) -> str:
+        """Whose turn the session's jobs take (``worker.scheduling``): the token that created
+        it, or the session itself when that was not recorded."""
+        return str(self.provenance.get("rig") or self.id)
+
 
 # What each upload makes stale when it is replaced.
 _DERIVED: dict[Phase, tuple[str, ...]] = {

@@ -54,6 +54,9 @@ class WorkerContext:
         self.silhouette_sha: dict[tuple[str, str], str] = {}  # (set, image) -> cache key
         # the running job's heartbeat check (``Heartbeat.check``), set by the worker per job
         self.lease: Callable[..., None] | None = None
+        # runs the jobs waiting in more urgent lanes, here and now (``StimloopWorker``): a
+        # long job calls it between its steps (its progress reports) so a fit waits seconds
+        self.give_way: Callable[[], None] | None = None
 
     def check_lease(self, confirm: bool = False) -> None:
         """``JobLostError`` when the running job's heartbeat has lapsed (see ``heartbeat``)."""

@@ -17,6 +17,8 @@ changes no state.
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,8 +27,9 @@ from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import SimpleWorker, get_current_job, worker_registration
-from rq.job import Job
+from rq.job import Job, JobStatus
 from rq.queue import Queue
+from rq.worker import WorkerStatus
 from stimloop_contract.phase_three import PhaseThreeRequest
 from stimloop_contract.saliency import SaliencyRequest, SanityRequest
 
@@ -37,7 +40,8 @@ from stimloop.storage.session_states import StaleJobError, State, note, transiti
 from stimloop.worker import analysis, fit_select, phase_three, precompute, saliency, sanity
 from stimloop.worker.context import WorkerContext
 from stimloop.worker.heartbeat import Heartbeat, JobLostError
-from stimloop.worker.queue import beat_key, cancel_key, connect, lanes
+from stimloop.worker.queue import LANES, beat_key, cancel_key, connect, get_queue, lanes
+from stimloop.worker.scheduling import least_served_first, record_duration, record_served
 
 log = logging.getLogger("stimloop.worker.jobs")
 _RESOURCES: WorkerContext | None = None  # the worker process's long-lived state
@@ -67,6 +71,8 @@ def _reporter(job: Job | None) -> Callable[[str, float, str], None]:
 
     def report(stage: str, progress: float, message: str) -> None:
         res.check_lease()
+        if res.give_way is not None:
+            res.give_way()
         if job is None:
             return
         now = time.monotonic()
@@ -247,17 +253,21 @@ class StimloopWorker(SimpleWorker):
     def __init__(self, *args: Any, settings: Settings, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.settings = settings
+        self._yielded = 0.0  # s the running jobs gave to more urgent ones (for run times)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         key = beat_key(self.settings, job.id)
         res = resources()
+        outer = (res.lease, res.give_way)  # a job run while another gives way
+        record_served(self.settings, self.connection, job)
+        started, yielded = time.monotonic(), self._yielded
         try:
             with Heartbeat(self.connection, key, self.settings.job_stale_s) as beat:
-                res.lease = beat.check
+                res.lease, res.give_way = beat.check, self._give_way_for(job)
                 try:
                     super().execute_job(job, queue)
                 finally:
-                    res.lease = None
+                    res.lease, res.give_way = outer
         except (RedisConnectionError, RedisTimeoutError) as exc:
             log.error(
                 "Redis went away during job %s (%s): its heartbeat lapses, so the API reports "
@@ -266,6 +276,71 @@ class StimloopWorker(SimpleWorker):
                 exc,
             )
             self._wait_for_redis()
+            return
+        if job.get_status(refresh=True) == JobStatus.FINISHED:
+            own = time.monotonic() - started - (self._yielded - yielded)
+            record_duration(self.settings, self.connection, job, own)
+
+    def _give_way_for(self, job: Job) -> Callable[[], None] | None:
+        """For a job of a lane below the most urgent: a check, at most once a second and on
+        the main thread only (the job timeout's alarm lives there), that runs every job
+        waiting in the more urgent lanes before the job goes on."""
+        lane = job.meta.get("lane")
+        if lane not in LANES or LANES.index(lane) == 0:
+            return None
+        urgent = [
+            get_queue(self.settings, self.connection, ln) for ln in LANES[: LANES.index(lane)]
+        ]
+        last = {"t": time.monotonic()}
+
+        def give_way() -> None:
+            now = time.monotonic()
+            if now - last["t"] < 1.0 or threading.current_thread() is not threading.main_thread():
+                return
+            last["t"] = now
+            if any(q.count for q in urgent):
+                self._run_waiting(job, urgent)
+                last["t"] = time.monotonic()
+
+        return give_way
+
+    def _run_waiting(self, paused: Job, queues: list[Queue]) -> None:
+        """Run the jobs waiting in ``queues`` (most urgent first) inside the paused job: each
+        with its own heartbeat and RQ bookkeeping; the paused job's heartbeat goes on beating
+        meanwhile, and its timeout is put back, less the time given away."""
+        began = time.monotonic()
+        remaining = signal.alarm(0)
+        paused.meta.update(message="paused: a more urgent job runs first")
+        paused.save_meta()
+        try:
+            while True:
+                found = Queue.dequeue_any(
+                    queues, None, connection=self.connection, job_class=self.job_class
+                )
+                if found is None:
+                    break
+                waiting, queue = found
+                log.info("job %s gives way to %s (%s)", paused.id, waiting.id, queue.name)
+                self.execute_job(waiting, queue)
+        finally:
+            spent = time.monotonic() - began
+            self._yielded += spent
+            self.set_state(WorkerStatus.BUSY)
+            if remaining:
+                signal.alarm(max(1, remaining - int(spent)))
+            paused.meta.update(message="resumed after a more urgent job")
+            paused.save_meta()
+
+    def dequeue_job_and_maintain_ttl(
+        self, timeout: int | None, max_idle_time: int | None = None
+    ) -> tuple[Job, Queue] | None:
+        """RQ's dequeue, after the rigs' turns are put first in each lane (``scheduling``)."""
+        for lane in LANES:
+            try:
+                least_served_first(self.settings, self.connection, lane)
+            except (RedisConnectionError, RedisTimeoutError):
+                break  # RQ's own loop below waits for Redis
+        return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
 
     def _wait_for_redis(self) -> None:
         """Until Redis answers again (every second), or a stop is asked for."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, cast, get_args
 
 from redis import Redis
-from rq import Queue
+from rq import Queue, Worker
 from rq.job import Job, JobStatus
 from stimloop_contract.system import JobInfo, JobKind, JobLane
 
@@ -87,11 +87,12 @@ def enqueue(
     *args: Any,
     session: str | None = None,
     owner: str | None = None,
+    rig: str | None = None,
 ) -> Job:
     """Enqueue a job of ``kind`` (its function and lane from ``JOBS``) on this deployment's
-    queue of that lane. The
-    job's meta names its deployment (the key prefix: another deployment on the same Redis
-    never sees it) and who started it."""
+    queue of that lane. The job's meta names its deployment (the key prefix: another
+    deployment on the same Redis never sees it), who started it, and the rig whose turn it
+    is part of (``worker.scheduling``: the session's creator; else who started it)."""
     lane = JOBS[kind].lane
     job = get_queue(settings, redis, lane).enqueue(
         JOBS[kind].func,
@@ -105,6 +106,7 @@ def enqueue(
             "lane": lane,
             "prefix": settings.key_prefix,
             "owner": owner,
+            "rig": rig or owner or "",
             "session": session,
             "stage": "queued",
             "progress": 0.0,
@@ -129,6 +131,52 @@ def cancel_key(settings: Settings, job_id: str) -> str:
     return f"{settings.key_prefix}:cancel:{job_id}"
 
 
+def served_key(settings: Settings, lane: Lane) -> str:
+    """When each rig's job last started in ``lane`` (rig -> Unix time)."""
+    return f"{settings.key_prefix}:served:{lane}"
+
+
+def durations_key(settings: Settings) -> str:
+    """Each job kind's running mean run time in seconds (kind -> s)."""
+    return f"{settings.key_prefix}:durations"
+
+
+def wait_estimate(job: Job, settings: Settings) -> float | None:
+    """Seconds until a worker takes this queued job: each job ahead at its kind's mean run
+    time, plus what is left of the running ones (by their progress), shared among the
+    workers. None while a kind ahead has never run here (no mean to go by)."""
+    lane = job.meta.get("lane")
+    if lane not in LANES:
+        return None
+    redis = job.connection
+    means = {
+        (k.decode() if isinstance(k, bytes) else k): float(v)
+        for k, v in redis.hgetall(durations_key(settings)).items()
+    }
+    ahead: list[str] = []
+    running: list[str] = []
+    for ln in LANES:
+        queue = get_queue(settings, redis, ln)
+        running += queue.started_job_registry.get_job_ids()
+        if LANES.index(ln) < LANES.index(lane):
+            ahead += queue.get_job_ids()
+        elif ln == lane:
+            ids = queue.get_job_ids()
+            ahead += ids[: ids.index(job.id)] if job.id in ids else ids
+    total = 0.0
+    others = Job.fetch_many(ahead + running, connection=redis)
+    for k, found in enumerate(others):
+        if found is None:
+            continue
+        kind = found.meta.get("kind")
+        if kind not in means:
+            return None
+        left = 1.0 - float(found.meta.get("progress", 0.0)) if k >= len(ahead) else 1.0
+        total += means[kind] * max(left, 0.0)
+    workers = max(1, len(Worker.all(queue=get_queue(settings, redis, LANES[0]))))
+    return total / workers
+
+
 def job_status(job: Job, settings: Settings) -> dict[str, Any]:
     """State, stage, progress, message, result, error. A started job is alive while its
     worker's heartbeat key exists, however long it goes without reporting progress; without
@@ -147,9 +195,12 @@ def job_status(job: Job, settings: Settings) -> dict[str, Any]:
             f"{settings.job_stale_s:.0f} s: killed, frozen or cut off from Redis); resubmit the job"
         )
     ahead = jobs_ahead(job, settings) if state == "queued" else None
+    estimate = wait_estimate(job, settings) if state == "queued" else None
     message = meta.get("message")
     if ahead:
         message = f"waiting for a worker: {ahead} job{'s' if ahead > 1 else ''} ahead"
+    if estimate is not None and state == "queued":
+        message = f"{message or 'waiting for a worker'} (about {_duration(estimate)})"
     result = None
     if state == "finished":
         latest = job.latest_result()
@@ -164,12 +215,19 @@ def job_status(job: Job, settings: Settings) -> dict[str, Any]:
         "message": message,
         "lane": meta.get("lane"),
         "ahead": ahead,
+        "estimate_s": estimate,
         "error": error,
         "result": result,
         "enqueued_at": _iso(job.enqueued_at),
         "started_at": _iso(job.started_at),
         "ended_at": _iso(job.ended_at),
     }
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    return f"{round(seconds / 60)} min"
 
 
 def _iso(value: Any) -> str | None:

@@ -136,6 +136,7 @@ def build_phase_three(
             rec.generation,
             session=session_id,
             owner=caller.id,
+            rig=rec.rig,
         )
         rec.phase3 = PhaseThreeInfo(key=key, job=job.id)
         rec.jobs["phase3"] = job.id

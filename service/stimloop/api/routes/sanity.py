@@ -85,6 +85,7 @@ def request_sanity(
         record.generation,
         session=session_id,
         owner=caller.id,
+        rig=record.rig,
     )
     found_links = {**links(session_id, key), "job": f"/v1/jobs/{job.id}"}
     body = Accepted(job=job_info(job, cfg), session=session_id, status="queued", links=found_links)

@@ -66,12 +66,12 @@ def create_session(
     require_backbone(cfg, req.backbone, weights=True)
     record, new = st.create_session(
         session_config(st, req),
-        {"stimloop_version": __version__, "seed": req.seed},
+        {"stimloop_version": __version__, "seed": req.seed, "rig": caller.id},
         key=f"{caller.id}:{idempotency_key}" if idempotency_key else None,
     )
     if not new:
         return SessionInfo.of(record)  # a retry: the first create's session, nothing new
-    job = enqueue(cfg, r, "warm", record.id, session=record.id)
+    job = enqueue(cfg, r, "warm", record.id, session=record.id, rig=record.rig)
     with st.locked(record.id) as rec:
         rec.jobs["warm"] = job.id
         record = rec
