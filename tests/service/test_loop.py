@@ -145,8 +145,15 @@ def test_the_whole_loop(service, loop):
         },
         seed=2,
     )
-    r = c.put(f"/v1/sessions/{sid}/phase2", json=as_json(cols2), headers=service.rig)
-    assert r.status_code == 202, r.text
+    # sent as a follower sends it: in batches while phase two is recorded, then closed
+    rows = len(cols2["stimulus"])
+    cuts = [0, rows // 3, 2 * rows // 3, rows]
+    for n in range(1, 4):
+        part = {k: v[cuts[n - 1] : cuts[n]] for k, v in cols2.items()}
+        r = c.put(f"/v1/sessions/{sid}/phase2/batches/{n}", json=as_json(part), headers=service.rig)
+        assert r.status_code == 200 and r.json()["batches"] == n, r.text
+    r = c.post(f"/v1/sessions/{sid}/phase2/close", json={"batches": 3}, headers=service.rig)
+    assert r.status_code == 202 and r.json()["job"]["kind"] == "analysis", r.text
     service.work()
     analysis = c.get(f"/v1/sessions/{sid}/analysis", headers=service.analyst).json()
     assert len(analysis["channels"]) == 4 and "stable" in analysis["summary"]
