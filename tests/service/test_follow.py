@@ -286,3 +286,33 @@ def test_the_session_page_shows_the_phase_being_followed(service):
         assert "<td>ch02</td><td>10</td><td>10</td><td>5.0</td>" in page.text
     finally:
         service.client.cookies.clear()
+
+
+def test_the_follow_command_shows_the_table_and_closes_the_phase(service, monkeypatch, tmp_path):
+    from stimloop_rig import cli
+    from typer.testing import CliRunner
+
+    sid = new_session(service, "fx", 26, 40, channels=CHANNELS, fit=FIT)
+    planned, codes, _ = planted_phase(tmp_path, bodies_of(service, sid), repeats=2, seed=8)
+    client = rig_client(service)
+    monkeypatch.setattr(cli, "_client", lambda url, tok: client)
+    port = free_port()
+    stand_in = StandIn(port, messages(planned, 10, 9))
+    stand_in.start()
+    try:
+        said = CliRunner().invoke(
+            cli.app,
+            [
+                *("follow", sid, "--openephys", f"127.0.0.1:{port}", "--codes", str(codes)),
+                *("--photodiode", "10", "--trials", "80", "--no-notes", "--no-wait"),
+            ],
+        )
+    finally:
+        stand_in.join(timeout=60)
+        stand_in.close()
+    text = " ".join(said.output.split())
+    assert said.exit_code == 0, said.output
+    assert "until 80 presentations are in" in text and "net rate (spikes/s)" in text
+    assert "phase 1 closed: 80 presentations are in; queued" in text
+    assert "0 missing" in text and "missing:" not in text and "gap:" not in text
+    assert client.session(sid).uploads["phase1"].trials == 80 * len(CHANNELS)
