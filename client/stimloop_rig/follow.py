@@ -12,6 +12,7 @@ passed, or when the operator says so (Enter, or Ctrl-C).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -176,7 +177,10 @@ class Follower:
 
     def finish(self, patience: float = 60.0) -> Accepted:
         """Close the phase: the last trials decided and sent (the server is given
-        ``patience`` s to answer), then the server asked to make them the phase's upload."""
+        ``patience`` s to answer), then the server asked to make them the phase's upload. A
+        broadcaster still away loses everything from its drop on."""
+        if self.dropped_at is not None:
+            self.live.lost(self.dropped_at, math.inf, "the broadcaster dropped and never came back")
         self._batch(closing=True)
         deadline = time.monotonic() + patience
         while self.pending:

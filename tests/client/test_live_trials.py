@@ -127,3 +127,73 @@ def test_what_the_broadcast_cannot_give_is_refused_in_words(recording):
     unknown.codes.pop(planned.codes[0])
     with pytest.raises(LiveError, match="has no stimulus in the codes file"):
         replay(unknown, messages(planned, 10, 9))
+
+
+class Server:
+    """What a follower asks of the service: the session, what it holds, the batches."""
+
+    def __init__(self) -> None:
+        from stimloop_contract.sessions import SessionConfig
+
+        self.config = SessionConfig.model_construct(channels=list(CHANNELS), windows=PAPER_WINDOWS)
+        self.batches: list[dict] = []
+
+    def session(self, sid):
+        return type("Info", (), {"config": self.config})()
+
+    def live(self, sid, phase):
+        from stimloop_contract.trials import LiveStatus
+
+        return LiveStatus(phase="phase1", batches=0, rows=0, closed=False, channels=[])
+
+    def send_batch(self, sid, phase, number, columns):
+        assert number == len(self.batches) + 1
+        self.batches.append(columns)
+
+    def close_phase(self, sid, phase, batches):
+        from stimloop_contract.system import Accepted
+
+        return Accepted(status="queued")
+
+
+class Listener:
+    """The broadcast as the follower receives it: the given items, then nothing."""
+
+    def __init__(self, items) -> None:
+        self.items = list(items)
+
+    def receive(self, wait):
+        items, self.items = self.items[:500], self.items[500:]
+        return items
+
+    def close(self):
+        pass
+
+
+def test_a_broadcaster_that_never_comes_back_loses_everything_after_its_drop(recording):
+    from stimloop_rig.broadcast import Dropped
+    from stimloop_rig.follow import Follower, FollowSettings
+
+    planned, codes, closed = recording
+    sent = [event for _, _, event in messages(planned, 10, 9)]
+    cut = len(sent) // 2
+    server = Server()
+    follower = Follower(
+        server, "0123456789ab", 1, FollowSettings("127.0.0.1", codes=codes, photodiode=10)
+    )
+    follower.listener.close()
+    follower.listener = Listener([Dropped(True), *sent[:cut], Dropped(False)])
+    for _ in range(4):
+        follower.step(wait=0)
+    accepted = follower.finish()
+    assert accepted.status == "queued" and server.batches
+    dropped = sent[cut - 1]["sample_number"] / RATE
+    missing = follower.live.missing
+    assert missing and all(m.time > dropped - 1.0 for m in missing)
+    assert "the broadcaster dropped and never came back" in [g.reason for g in follower.live.gaps]
+    assert {m.reason for m in missing} <= {
+        "the broadcaster dropped and never came back",
+        "its windows had not ended when the phase was closed",
+    }
+    got = {k: np.concatenate([b[k] for b in server.batches]) for k in server.batches[0]}
+    assert rows(got) < rows(closed)  # what was sent is the recording's, nothing filled in
