@@ -17,8 +17,16 @@ import threading
 from dataclasses import dataclass
 
 import httpx
-import zmq
-from zmq.utils.monitor import recv_monitor_message
+from stimloop_contract.errors import TrialFileError
+
+try:
+    import zmq
+    from zmq.utils.monitor import recv_monitor_message
+except ImportError:  # the rig's extra: without it every other command still works
+    raise TrialFileError(
+        "following a recording needs pyzmq (the Event Broadcaster speaks ZeroMQ): "
+        "pip install 'stimloop[rig]'"
+    ) from None
 
 BROADCAST_PORT = 5557  # the Event Broadcaster's default
 HTTP_PORT = 37497  # the GUI's HTTP API

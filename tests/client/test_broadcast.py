@@ -78,3 +78,20 @@ def test_the_phase_is_noted_in_the_recording_when_the_gui_answers():
         server.shutdown()
     assert said == [{"path": "/api/message", "text": "stimloop session 0123456789ab phase 1 start"}]
     assert note("127.0.0.1", "nobody listens", free_port()) is False
+
+
+def test_without_pyzmq_following_says_what_to_install(monkeypatch, tmp_path):
+    import sys
+
+    from stimloop_rig import cli
+    from typer.testing import CliRunner
+
+    monkeypatch.setitem(sys.modules, "zmq", None)  # not installed: `pip install stimloop` alone
+    monkeypatch.delitem(sys.modules, "stimloop_rig.broadcast", raising=False)
+    monkeypatch.delitem(sys.modules, "stimloop_rig.follow", raising=False)
+    said = CliRunner().invoke(
+        cli.app,
+        ["follow", "0123456789ab", "--openephys", "127.0.0.1", "--codes", str(tmp_path / "c")],
+    )
+    assert said.exit_code == 2, said.output
+    assert "needs pyzmq" in said.output and "pip install 'stimloop[rig]'" in said.output
