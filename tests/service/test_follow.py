@@ -316,3 +316,18 @@ def test_the_follow_command_shows_the_table_and_closes_the_phase(service, monkey
     assert "phase 1 closed: 80 presentations are in; queued" in text
     assert "0 missing" in text and "missing:" not in text and "gap:" not in text
     assert client.session(sid).uploads["phase1"].trials == 80 * len(CHANNELS)
+
+
+def test_batches_of_a_later_phase_go_with_the_upload_they_followed(tmp_path):
+    """Phase two's batches were sent for the list of the phase one that is being replaced:
+    replacing phase one discards them (and phase three's), as it discards that list."""
+    from stimloop.storage.session import SessionFiles
+
+    files = SessionFiles(tmp_path / "0123456789ab")
+    columns = {k: np.asarray(v) for k, v in batch(["a", "b"]).items()}
+    for phase in ("phase1", "phase2", "phase3"):
+        files.write_live_batch(phase, columns, "sha")
+    removed = files.discard_derived("phase1")
+    assert {"live/phase2", "live/phase3"} <= set(removed)
+    assert len(files.live_batches("phase1")) == 1  # phase one's own are its upload's record
+    assert files.live_batches("phase2") == files.live_batches("phase3") == []

@@ -101,8 +101,10 @@ _DERIVED: dict[Phase, tuple[str, ...]] = {
         "saliency",
         "phase3",
         "phase3.npz",
+        "live/phase2",
+        "live/phase3",
     ),
-    "phase2": ("analysis.json", "saliency", "phase3", "phase3.npz"),
+    "phase2": ("analysis.json", "saliency", "phase3", "phase3.npz", "live/phase3"),
     "phase3": ("phase3/analysis.json",),
 }
 
