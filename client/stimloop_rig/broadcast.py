@@ -1,8 +1,9 @@
 """The Open Ephys GUI while it records: its Event Broadcaster (ZeroMQ) and its HTTP API.
 
 The Event Broadcaster publishes every TTL event and spike on a ZeroMQ PUB socket (port 5557 by
-default), each as a two-part message: the message type, then the event as a JSON dictionary
-(the plugin's "JSON" format; ``live_trials`` reads the dictionaries). A subscriber that loses
+default), each as a two-part message: the message type (a 16-bit number), then the event as a
+JSON dictionary (the plugin's "JSON" format; ``live_trials`` reads the dictionaries; the type
+is not needed, the dictionary names it). A subscriber that loses
 its connection is reconnected by ZeroMQ (every 0.1 s at first, backing off to 5 s); whatever was
 published meanwhile is gone, so a drop is reported (``Dropped``) and the follower counts the time
 in between as a gap. The GUI's HTTP API (port 37497) takes notes (``PUT /api/message``) that

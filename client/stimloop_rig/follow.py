@@ -74,6 +74,7 @@ class Follower:
     _last_batch: float = field(default_factory=time.monotonic)
     _last_event: float = field(default_factory=time.monotonic)
     started: float = field(default_factory=time.monotonic)
+    _table: tuple[int, list[dict[str, object]]] = (-1, [])  # batches it counts, its rows
 
     def __post_init__(self) -> None:
         if self.settings.codes is None:
@@ -207,12 +208,18 @@ class Follower:
     # ------------------------------------------------------------------ what is shown
 
     def channels(self) -> list[dict[str, object]]:
-        """Per channel what was sent: trials, repeats per stimulus, mean net rate."""
+        """Per channel what was sent: trials, repeats per stimulus, mean net rate (worked
+        out again only when a batch was acknowledged since the table was last shown)."""
+        if self._table[0] == self.acknowledged:
+            return self._table[1]
         about: list[dict[str, object]] = [{"channel": c} for c in self.live.channels]
         if not self.sent_rows:
-            return [{**a, "trials": 0, "repeats_min": 0, "repeats_max": 0} for a in about]
-        columns = {k: np.concatenate([r[k] for r in self.sent_rows]) for k in self.sent_rows[0]}
-        return summarise(columns, about, self.live.baseline, self.live.response)
+            rows = [{**a, "trials": 0, "repeats_min": 0, "repeats_max": 0} for a in about]
+        else:
+            columns = {k: np.concatenate([r[k] for r in self.sent_rows]) for k in self.sent_rows[0]}
+            rows = summarise(columns, about, self.live.baseline, self.live.response)
+        self._table = (self.acknowledged, rows)
+        return rows
 
 
 def _time_of(message: dict) -> float | None:

@@ -91,6 +91,8 @@ class LiveTrials:
     _state: dict[int, tuple[int, float]] = field(default_factory=dict)  # line -> state, time
     _rate: float | None = None
     _spikes: dict[str, list[float]] = field(default_factory=dict)  # channel -> times (s)
+    _onsets: list[float] = field(default_factory=list)  # of the decided presentations
+    _stimuli: list[str] = field(default_factory=list)
     now: float = -math.inf  # the latest event's time (s)
     gaps: list[Gap] = field(default_factory=list)
     missing: list[Missing] = field(default_factory=list)
@@ -232,11 +234,13 @@ class LiveTrials:
         pulses = None
         if self.photodiode is not None:
             pulses = events.samples[(events.lines == self.photodiode) & events.rising] / self._rate
-        onsets, stimuli = np.empty(ripe), []
+        # a decided presentation's code, pulse and onset never change: only the new are found
         usable = np.zeros(ripe, bool)
-        for k in range(ripe):
-            onsets[k], stimulus, usable[k] = self._onset(times[k], int(values[k]), pulses, k + 1)
-            stimuli.append(stimulus)
+        for k in range(self.decided, ripe):
+            onset, stimulus, usable[k] = self._onset(times[k], int(values[k]), pulses, k + 1)
+            self._onsets.append(onset)
+            self._stimuli.append(stimulus)
+        onsets, stimuli = np.array(self._onsets), self._stimuli
         new = np.arange(self.decided, ripe)
         for k in range(self.decided, ripe):
             start, stop = onsets[k] + min(self.baseline[0], self.response[0]), onsets[k] + end
@@ -276,8 +280,7 @@ class LiveTrials:
             gap = next((g for g in self.gaps if g.touches(time, time + self.max_delay)), None)
             if gap is None or code not in self.codes:
                 raise LiveError(str(exc)) from None
-            if number > self.decided and all(m.number != number for m in self.missing):
-                self.missing.append(Missing(number, self.codes[code], time, gap.reason))
+            self.missing.append(Missing(number, self.codes[code], time, gap.reason))
             return time, self.codes[code], False
         return float(onset[0]), stimuli[0], True
 
@@ -293,9 +296,3 @@ class LiveTrials:
                 )
             )
         self.decided = max(self.decided, len(times))
-
-    def presented(self) -> int:
-        """Presentations whose code has arrived so far."""
-        if self._rate is None:
-            return 0
-        return len(code_events(self._events(complete=True), self.photodiode)[0])

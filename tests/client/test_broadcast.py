@@ -13,6 +13,7 @@ import pytest
 import zmq
 from stimloop_rig.broadcast import Broadcast, Dropped, endpoint, note
 
+from tests.support.broadcaster import SPIKE, TTL
 from tests.support.processes import free_port
 
 
@@ -34,10 +35,10 @@ def test_messages_in_order_junk_counted_and_a_drop_reported():
     try:
         time.sleep(0.5)  # the subscription reaches the publisher
         event = {"event_type": "ttl", "sample_number": 1, "sample_rate": 30000.0}
-        pub.send_multipart([b"0", json.dumps(event).encode()])
-        pub.send_multipart([b"0", b"\x00\xff binary, not JSON"])
-        pub.send_multipart([b"1", b"[1, 2]"])
-        pub.send_multipart([b"1", json.dumps({**event, "sample_number": 2}).encode()])
+        pub.send_multipart([TTL, json.dumps(event).encode()])
+        pub.send_multipart([TTL, b"\x00\xff binary, not JSON"])
+        pub.send_multipart([SPIKE, b"[1, 2]"])
+        pub.send_multipart([SPIKE, json.dumps({**event, "sample_number": 2}).encode()])
         got: list = []
         deadline = time.monotonic() + 5
         while len([g for g in got if isinstance(g, dict)]) < 2 and time.monotonic() < deadline:

@@ -1,9 +1,11 @@
 """A stand-in for the Open Ephys GUI's Event Broadcaster, built from its published message
 format (the plugin's page in the GUI's documentation, and the dictionaries open-ephys-python-
-tools' ``streaming`` README describes): a ZeroMQ PUB socket sending two-part messages, the
-message type (0: TTL event, 1: spike) then the event as JSON. TTL events carry ``event_type``
+tools' ``streaming`` README describes, and the plugin's source, ``EventBroadcaster.cpp``): a
+ZeroMQ PUB socket sending two-part messages, the message type (a 16-bit number: 0 a TTL event,
+1 a spike) then the event as JSON. TTL events carry ``event_type``
 "ttl", ``stream``, ``source_node``, ``sample_rate``, ``channel_name``, ``sample_number``,
-``line`` (counted from 0, as the GUI's events count lines) and ``state``; spikes carry
+``line`` (the event's ``getLine()``, counted from 0; the Record Node writes it as line + 1
+in ``states.npy``) and ``state`` (a JSON boolean); spikes carry
 ``event_type`` "spike", ``stream``, ``source_node``, ``electrode``, ``num_channels``,
 ``sample_rate``, ``sample_number``, ``sorted_id`` and the amplitudes.
 
@@ -13,6 +15,7 @@ optionally losing messages or dropping its socket for a while."""
 from __future__ import annotations
 
 import json
+import struct
 import threading
 import time
 
@@ -21,6 +24,7 @@ import zmq
 from tests.support.openephys_files import RATE, Planned, ttl_events
 
 STREAM = "Rhythm Data"
+TTL, SPIKE = struct.pack("<H", 0), struct.pack("<H", 1)  # the message type, a uint16
 
 
 def messages(planned: Planned, photodiode: int, code_lines: int) -> list[tuple[int, bytes, dict]]:
@@ -34,7 +38,7 @@ def messages(planned: Planned, photodiode: int, code_lines: int) -> list[tuple[i
         out.append(
             (
                 sample,
-                b"0",
+                TTL,
                 {
                     "event_type": "ttl",
                     "stream": STREAM,
@@ -43,7 +47,7 @@ def messages(planned: Planned, photodiode: int, code_lines: int) -> list[tuple[i
                     "channel_name": "Rhythm Data TTL Input",
                     "sample_number": sample,
                     "line": abs(state) - 1,
-                    "state": int(state > 0),
+                    "state": bool(state > 0),
                 },
             )
         )
@@ -52,7 +56,7 @@ def messages(planned: Planned, photodiode: int, code_lines: int) -> list[tuple[i
             out.append(
                 (
                     sample,
-                    b"1",
+                    SPIKE,
                     {
                         "event_type": "spike",
                         "stream": STREAM,
