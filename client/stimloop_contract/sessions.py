@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -28,6 +28,45 @@ class CandidateSetRequest(Strict):
     )
 
 
+# free text a person types (notes): no control characters but tab and line breaks
+TEXT = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+Label = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=120,
+        pattern=r"^[^\x00-\x1f\x7f]*\S[^\x00-\x1f\x7f]*$",
+        description="A name to tell the session apart: one line, 1-120 characters",
+        examples=["M1 day 12, array A"],
+    ),
+]
+
+
+class Subject(Strict):
+    """The animal, as NWB's Subject and DANDI ask for it: its id, species, sex and age
+    (DANDI's critical fields). Only the id is required at creation; an export for the archive
+    names what is missing."""
+
+    subject_id: Id = Field(description="The animal's id in the lab, e.g. M1")
+    species: str | None = Field(
+        None,
+        max_length=80,
+        pattern=r"^[A-Z][a-z]+ [a-z]+( [a-z]+)?$",
+        description="Latin binomial, e.g. 'Macaca mulatta'",
+        examples=["Macaca mulatta"],
+    )
+    sex: Literal["M", "F", "U", "O"] | None = Field(
+        None, description="M, F, U (unknown) or O (other), as NWB writes it"
+    )
+    age: str | None = Field(
+        None,
+        max_length=32,
+        pattern=r"^P(\d+[YMWD])+(/(P(\d+[YMWD])+)?)?$",
+        description="ISO 8601 duration, e.g. P7Y (seven years) or a range P6Y/P8Y",
+        examples=["P7Y"],
+    )
+
+
 class SessionSettings(Strict):
     """What every session names besides its sets: backbone, channels, settings, seed. Each
     analysis window must end after it starts (422 otherwise: the one rule here that the
@@ -46,6 +85,14 @@ class SessionSettings(Strict):
     analysis: AnalysisConfig = AnalysisConfig()
     windows: Windows = Windows()
     seed: int = Field(0, ge=0, le=2**32 - 1)
+    label: Label | None = None
+    subject: Subject | None = Field(None, description="The animal recorded from")
+    notes: str = Field(
+        "",
+        max_length=4000,
+        pattern=TEXT,
+        description="The operator's notes on the session (up to 4000 characters)",
+    )
 
     @field_validator("channels")
     @classmethod
@@ -123,6 +170,9 @@ class SessionConfig(BaseModel):
     analysis: AnalysisConfig = AnalysisConfig()
     windows: Windows = Windows()
     seed: int = 0
+    label: str | None = None
+    subject: Subject | None = None
+    notes: str = ""
 
     @property
     def others(self) -> list[CandidateSet]:

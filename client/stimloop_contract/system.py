@@ -54,6 +54,16 @@ class JobInfo(BaseModel):
         "ahead at its kind's mean run time here, and what is left of the running ones, over "
         "the workers); null until every kind ahead has run once",
     )
+    elapsed_s: float | None = Field(
+        None,
+        description="While queued, the seconds it has waited; once started, the seconds it "
+        "has run (to its end, once ended)",
+    )
+    remaining_s: float | None = Field(
+        None,
+        description="While running, about how many seconds are left (its kind's mean run "
+        "time here, or its progress so far); null when there is nothing to go by",
+    )
     error: str | None = None
     result: dict[str, Any] | None = None
     result_link: str | None = None

@@ -75,23 +75,28 @@ def reading(source: object) -> Iterator[None]:
 
 
 def read_csv_text(path: Path, limit: int = 512 * 2**20) -> tuple[list[str], list[list[str]], str]:
-    """A CSV file as Excel and other programs write it: UTF-8 with or without a byte-order
-    mark, separated by commas, semicolons or tabs (the header line decides); header names
-    stripped and lower-cased. (header, rows, separator); a row whose field count differs is
-    refused."""
+    """A CSV file as Excel and other programs write it (``split_csv``), up to ``limit``
+    bytes."""
     path = Path(path)
     if path.stat().st_size > limit:
         raise TrialFileError(f"{path}: over {limit // 2**20} MiB, larger than a rig table")
-    text = path.read_bytes().decode("utf-8-sig")
+    return split_csv(path.read_bytes().decode("utf-8-sig"), str(path))
+
+
+def split_csv(text: str, source: str) -> tuple[list[str], list[list[str]], str]:
+    """CSV text as Excel and other programs write it: UTF-8 with or without a byte-order
+    mark, separated by commas, semicolons or tabs (the header line decides); header names
+    stripped and lower-cased. (header, rows, separator); a row whose field count differs is
+    refused, naming ``source`` and the row."""
     lines = text.splitlines()
     if not lines or not lines[0].strip():
-        raise TrialFileError(f"{path}: empty file or no header row")
+        raise TrialFileError(f"{source}: empty file or no header row")
     first = lines[0]
     delimiter = max((",", ";", "\t"), key=first.count)
     try:
         table = list(csv.reader(lines, delimiter=delimiter))
     except csv.Error as exc:
-        raise TrialFileError(f"{path}: malformed CSV ({exc})") from exc
+        raise TrialFileError(f"{source}: malformed CSV ({exc})") from exc
     header = [name.strip().lower() for name in table[0]]
     rows = []
     for k, row in enumerate(table[1:], start=2):
@@ -99,7 +104,7 @@ def read_csv_text(path: Path, limit: int = 512 * 2**20) -> tuple[list[str], list
             continue
         if len(row) != len(header):
             raise TrialFileError(
-                f"{path}: row {k - 1} (line {k}) has {len(row)} fields, the header "
+                f"{source}: row {k - 1} (line {k}) has {len(row)} fields, the header "
                 f"{len(header)}; separate "
                 f"the fields with {delimiter!r} as the header does"
             )
@@ -179,13 +184,33 @@ def _is_number(value: object) -> bool:
 
 
 def read_trial_csv(path: Path) -> dict[str, np.ndarray]:
-    """A CSV trial table with a header row (``read_csv_text``); in a semicolon-separated
-    file, numbers may carry a decimal comma (``12,5``), as Excel writes them in many locales."""
+    """A CSV trial table with a header row (``read_csv_text``, ``csv_columns``)."""
     path = Path(path)
     with reading(path):
         header, rows, separator = read_csv_text(path)
+    return csv_columns(header, rows, separator, str(path))
+
+
+def parse_trial_csv(data: bytes, source: str, limit: int = 512 * 2**20) -> dict[str, np.ndarray]:
+    """A CSV trial table's bytes (an upload named ``source``), as ``read_trial_csv``."""
+    if len(data) > limit:
+        raise TrialFileError(f"{source}: over {limit // 2**20} MiB, larger than a rig table")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise TrialFileError(
+            f"{source}: not UTF-8 text at byte {exc.start}; is it a CSV file? Save it as CSV UTF-8"
+        ) from None
+    return csv_columns(*split_csv(text, source), source)
+
+
+def csv_columns(
+    header: list[str], rows: list[list[str]], separator: str, source: str
+) -> dict[str, np.ndarray]:
+    """A CSV table's checked trial columns (``validate_columns``); in a semicolon-separated
+    file, numbers may carry a decimal comma (``12,5``), as Excel writes them in many locales."""
     if len(set(header)) != len(header):
-        raise TrialFileError(f"{path}: a column is named twice in the header {header}")
+        raise TrialFileError(f"{source}: a column is named twice in the header {header}")
     columns: dict[str, list[str]] = {
         name: [row[k] for row in rows] for k, name in enumerate(header)
     }
@@ -193,7 +218,7 @@ def read_trial_csv(path: Path) -> dict[str, np.ndarray]:
         for name in ("rate", "repeat", "baseline_count", "response_count"):
             if name in columns:
                 columns[name] = [v.replace(",", ".") for v in columns[name]]
-    return validate_columns({k: np.asarray(v) for k, v in columns.items()}, str(path))
+    return validate_columns({k: np.asarray(v) for k, v in columns.items()}, source)
 
 
 def read_trial_npz(path: Path) -> dict[str, np.ndarray]:

@@ -164,9 +164,24 @@ BAD = [
     ),
     (
         "wrong content type",
-        {"content": "stimulus,channel,rate", "headers": {"content-type": "text/csv"}},
+        {"content": "stimulus,channel,rate", "headers": {"content-type": "text/plain"}},
         415,
-        "application/json",
+        "text/csv",
+    ),
+    (
+        "CSV with a short row",
+        {"content": "stimulus,channel,rate\nb1,ch1\n", "headers": {"content-type": "text/csv"}},
+        422,
+        "the uploaded CSV file: row 1 (line 2) has 2 fields, the header 3",
+    ),
+    (
+        "CSV not UTF-8",
+        {
+            "content": b"stimulus,channel,rate\n\xff\xfe,ch1,3\n",
+            "headers": {"content-type": "text/csv"},
+        },
+        422,
+        "not UTF-8 text at byte",
     ),
     (
         "malformed NPZ",

@@ -143,8 +143,11 @@ def test_a_failed_preparation_shows_at_once(service):
     shutil.rmtree(service.settings.stimulus_root / "prepo")  # the objects' images are gone
     service.work()  # the warm job fails
     seen = service.client.get(f"/v1/sessions/{session}", headers=service.rig).json()
-    assert seen["state"] == "created" and seen["error"].startswith("preparing the session failed")
-    assert record["error"] is None
+    assert seen["state"] == "failed" and seen["failed_in"] == "warm"
+    assert seen["error"].startswith("preparing the session failed")
+    assert record["error"] is None and record["state"] == "created"
+    listed = service.client.get("/v1/sessions", headers=service.rig).json()
+    assert [s["state"] for s in listed if s["id"] == session] == ["failed"]
 
 
 def test_the_cli_speaks_its_own_words_and_names_the_file_and_row(service, op_sets, rig, tmp_path):

@@ -57,7 +57,7 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
     app.state.redis = redis
     app.state.uploads = uploads  # decodes and checks uploads in a process of its own
 
-    errors.install(app)
+    errors.install(app, ui_pages.missing_page)
     openapi.install(app)
     app.add_middleware(RequestGate, settings=settings)  # token and size, before any body is read
     app.include_router(system.router)

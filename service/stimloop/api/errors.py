@@ -5,11 +5,12 @@ requests, HTTP errors, Redis down, and a bug."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -17,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
 from stimloop.sessions.errors import (
+    ForbiddenError,
     InvalidInputError,
     SessionError,
     StateConflictError,
@@ -95,6 +97,7 @@ def _allowed_methods(request: Request) -> list[str]:
 # the answer to each of the use cases' refusals (``sessions.errors``)
 STATUS_OF: dict[type[SessionError], int] = {
     StateConflictError: 409,
+    ForbiddenError: 403,
     UnknownItemError: 404,
     InvalidInputError: 422,
     UnsupportedMediaError: 415,
@@ -106,7 +109,26 @@ def status_of(exc: SessionError) -> int:
     return next((code for kind, code in STATUS_OF.items() if isinstance(exc, kind)), 409)
 
 
-def install(app: FastAPI) -> None:
+HtmlPage = Callable[[Request, int, str], Response]
+
+
+def wants_html(request: Request) -> bool:
+    """A browser opening one of the live pages (``/ui``, a GET asking for HTML): it gets an
+    HTML page for an error, not problem+json."""
+    return (
+        request.url.path.startswith("/ui")
+        and request.method == "GET"
+        and "text/html" in request.headers.get("accept", "")
+    )
+
+
+def install(app: FastAPI, html_page: HtmlPage | None = None) -> None:
+    """The error handlers; ``html_page`` (status, why) answers a browser on the live pages
+    (``wants_html``) for a missing page or session."""
+
+    def as_page(request: Request, status: int, detail: str) -> Response | None:
+        return html_page(request, status, detail) if html_page and wants_html(request) else None
+
     @app.exception_handler(SessionError)
     async def refused(request: Request, exc: SessionError) -> JSONResponse:
         return problem(status_of(exc), exc.title, exc.detail, request.url.path)
@@ -116,19 +138,30 @@ def install(app: FastAPI) -> None:
         return problem(exc.status, exc.title, exc.detail, request.url.path)
 
     @app.exception_handler(NotFoundError)
-    async def not_found(request: Request, exc: NotFoundError) -> JSONResponse:
+    async def not_found(request: Request, exc: NotFoundError) -> Response:
+        page = as_page(request, 410 if isinstance(exc, OutdatedSessionError) else 404, str(exc))
+        if page is not None:
+            return page
         if isinstance(exc, OutdatedSessionError):
             return problem(410, "Session from an earlier version", str(exc), request.url.path)
         return problem(404, "Not found", str(exc), request.url.path)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
         parts = [f"{_location(e['loc'])}: {e['msg']}" for e in exc.errors()[:10]]
         detail = "; ".join(parts) + ". Fix these fields and send the request again."
+        in_path = all(e["loc"][:1] == ("path",) for e in exc.errors())
+        page = as_page(request, 404 if in_path else 422, "No such page: " + detail)
+        if page is not None:
+            return page
         return problem(422, "Invalid request", detail, request.url.path)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404:
+            page = as_page(request, 404, f"No page at {request.url.path}.")
+            if page is not None:
+                return page
         title = "Payload too large" if exc.status_code == 413 else "HTTP error"
         headers = dict(exc.headers or {})
         if exc.status_code == 405:  # Allow: every method of the path (RFC 9110), all routes

@@ -25,6 +25,7 @@ UPLOAD_ROUTES = (
     re.compile(r"^/v1/sessions/[^/]+/phase[12]$"),
     re.compile(r"^/v1/sessions/[^/]+/phase3/trials$"),
     re.compile(r"^/v1/stimulus-sets/upload$"),
+    re.compile(r"^/ui/sessions/[^/]+/upload/phase[123]$"),  # the session page's uploads
 )
 OPEN_ROUTES = ("/v1/health",)
 

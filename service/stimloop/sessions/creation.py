@@ -4,14 +4,42 @@ for the fit's split). Each refusal says what to do."""
 
 from __future__ import annotations
 
+from redis import Redis
 from stimloop_contract.sessions import AnySessionCreate, PaperSessionCreate
 
+from stimloop import __version__
 from stimloop.runtime.settings import Settings
 from stimloop.sessions.errors import StateConflictError, UnknownItemError
 from stimloop.storage.registry import load_registry, weights_problem
-from stimloop.storage.session import CandidateSet, SessionConfig
+from stimloop.storage.session import CandidateSet, SessionConfig, SessionRecord
 from stimloop.storage.set_record import SetRecord
 from stimloop.storage.store import Store
+from stimloop.worker.queue import enqueue
+
+
+def create(
+    req: AnySessionCreate,
+    cfg: Settings,
+    st: Store,
+    r: Redis,
+    rig: str,
+    idempotency_key: str | None = None,
+) -> SessionRecord:
+    """A new session (its backbone ready, its sets checked, ``session_config``) and its
+    warming job; ``rig``: the creating token's id (the session's turn in the queues). With an
+    ``idempotency_key`` seen before from the same token, the session that key created."""
+    require_backbone(cfg, req.backbone, weights=True)
+    record, new = st.create_session(
+        session_config(st, req),
+        {"stimloop_version": __version__, "seed": req.seed, "rig": rig},
+        key=f"{rig}:{idempotency_key}" if idempotency_key else None,
+    )
+    if not new:
+        return record  # a retry: the first create's session, nothing new
+    job = enqueue(cfg, r, "warm", record.id, session=record.id, rig=record.rig)
+    with st.locked(record.id) as rec:
+        rec.jobs["warm"] = job.id
+        return rec
 
 
 def require_backbone(cfg: Settings, name: str, weights: bool = False) -> None:
@@ -112,6 +140,9 @@ def session_config(st: Store, req: AnySessionCreate) -> SessionConfig:
         analysis=req.analysis,
         windows=req.windows,
         seed=req.seed,
+        label=req.label,
+        subject=req.subject,
+        notes=req.notes,
     )
 
 

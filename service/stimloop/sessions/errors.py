@@ -28,6 +28,12 @@ class StateConflictError(SessionError):
     title = "Conflict"
 
 
+class ForbiddenError(SessionError):
+    """The caller's role may not do this (an analyst cancelling the rig's fit)."""
+
+    title = "Forbidden"
+
+
 class UnknownItemError(SessionError):
     """A channel, image or backbone the request names is not the session's or not known."""
 

@@ -37,6 +37,63 @@ def selection_csv(st: Store, session_id: str) -> str:
     return buffer.getvalue()
 
 
+def _list_rows(st: Store, session_id: str) -> tuple[list[list], list[list]]:
+    """The phase-two list's rows (order, stimulus, category, reasons, fit_flagged) and its
+    presentation sequence's rows (order, stimulus, category), from ``selection_csv``'s table
+    and the stored sequence."""
+    table = list(csv.reader(io.StringIO(selection_csv(st, session_id))))[1:]
+    category = {row[1]: row[2] for row in table}
+    sequence = st.files(session_id).selection()["sequence"]
+    return table, [[k, stimulus, category[stimulus]] for k, stimulus in enumerate(sequence, 1)]
+
+
+def sequence_csv(st: Store, session_id: str) -> str:
+    """The phase-two presentation sequence, a row per presentation in the order the stimulus
+    program shows them: order, stimulus, category."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["order", "stimulus", "category"])
+    writer.writerows(_list_rows(st, session_id)[1])
+    return buffer.getvalue()
+
+
+def selection_mat(st: Store, session_id: str) -> bytes:
+    """The phase-two list and its sequence as a MATLAB v5 MAT-file (MATLAB and Octave's
+    ``load``): structs ``list`` (order, stimulus, category, reasons, fit_flagged) and
+    ``sequence`` (order, stimulus, category) of column vectors (numbers as double, text as
+    cell arrays of char), and ``session``, the session's id. ``struct2table`` makes either a
+    table in MATLAB."""
+    from scipy.io import savemat  # scipy: on demand
+
+    table, sequence = _list_rows(st, session_id)
+
+    def columns(rows: list[list], names: tuple[str, ...]) -> dict[str, np.ndarray]:
+        out = {}
+        for k, name in enumerate(names):
+            values = [row[k] for row in rows]
+            if name == "order":
+                out[name] = np.asarray(values, dtype=float).reshape(-1, 1)
+            else:
+                cells = np.empty((len(values), 1), dtype=object)
+                cells[:, 0] = [str(v) for v in values]
+                out[name] = cells
+        return out
+
+    buffer = io.BytesIO()
+    savemat(
+        buffer,
+        {
+            "session": session_id,
+            "list": columns(table, ("order", "stimulus", "category", "reasons", "fit_flagged")),
+            "sequence": columns(sequence, ("order", "stimulus", "category")),
+        },
+        format="5",
+        do_compression=False,
+        oned_as="column",
+    )
+    return buffer.getvalue()
+
+
 def rows_csv(rows: list[dict]) -> str:
     """Table rows (e.g. ``stimloop_contract.result_tables.analysis_rows``) as CSV, one column
     per key."""

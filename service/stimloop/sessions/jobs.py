@@ -67,11 +67,14 @@ def preparation_error(record: SessionRecord, cfg: Settings, r: Redis) -> str | N
 
 def observed(record: SessionRecord, cfg: Settings, r: Redis) -> SessionRecord:
     """The session as a reader should see it: a session whose job died is shown failed, with
-    why; one whose preparation failed shows that error at once. Nothing is written (a GET
-    never writes); ``reconcile`` records a dead job."""
+    why; one whose preparation failed is shown failed at once (``failed_in`` "warm"; it still
+    takes phase one, whose upload moves it on). Nothing is written (a GET never writes);
+    ``reconcile`` records a dead job."""
     preparing = preparation_error(record, cfg, r)
     if preparing is not None:
-        return record.model_copy(update={"error": preparing})
+        return record.model_copy(
+            update={"state": "failed", "failed_in": "warm", "error": preparing}
+        )
     dead = dead_job(record, cfg, r)
     if dead is None:
         return record
@@ -162,16 +165,18 @@ async def receive_phase(
     cfg: Settings,
     st: Store,
     r: Redis,
+    name: str | None = None,
 ) -> Accepted:
     """The one upload path of every phase and every format (``kind``: the body's media
-    type). Decoding, checking, hashing and storing run in an upload process (the trials never
-    enter the caller's process as arrays), the job starts in a thread: a caller's event loop
-    stays responsive while a large upload is processed."""
+    type; ``name``: the file's name, where a person chose one). Decoding, checking, hashing
+    and storing run in an upload process (the trials never enter the caller's process as
+    arrays), the job starts in a thread: a caller's event loop stays responsive while a large
+    upload is processed."""
     if phase != "phase3":  # a job that died is recorded first, so the upload can rerun it
         await run_sync(lambda: reconcile(st, st.get_session(session_id), cfg, r))
     expected = await run_sync(expected_ids, phase, session_id, st, cfg)
     new, record, rerun = await uploads.prepare_and_store(
-        Upload(kind, data, expected, st.root, session_id, phase, replace)
+        Upload(kind, data, expected, st.root, session_id, phase, replace, name)
     )
     return await run_sync(start_phase_job, phase, new, rerun, record, cfg, st, r)
 
@@ -182,6 +187,12 @@ def resubmit_fit(st: Store, session_id: str, cfg: Settings, r: Redis) -> Accepte
     record = reconcile(st, st.get_session(session_id), cfg, r)
     if "phase1" not in record.uploads:
         raise StateConflictError("upload phase one first")
+    if fit_alive(record, cfg, r):
+        raise StateConflictError(
+            f"the fit is still queued or running (job {record.jobs['fit']}): wait for it, or "
+            "cancel it (DELETE /v1/jobs/{id}) and then fit again",
+            title="Fit pending",
+        )
     with st.locked(session_id) as rec:
         if not session_states.offers(rec.state, "fit_again"):
             raise StateConflictError(
@@ -197,3 +208,26 @@ def resubmit_fit(st: Store, session_id: str, cfg: Settings, r: Redis) -> Accepte
         record = rec
     record = start_job(st, record, "fit", cfg, r)
     return accepted(record, "fit", cfg, r, "queued")
+
+
+def fit_alive(record: SessionRecord, cfg: Settings, r: Redis) -> bool:
+    """Whether the session's fit job is queued, or running on a worker that is alive (its
+    heartbeat: a fit whose worker died is not in the way of another)."""
+    job_id = record.jobs.get("fit")
+    if not job_id:
+        return False
+    try:
+        state = job_status(Job.fetch(job_id, connection=r), cfg)["state"]
+    except NoSuchJobError:
+        return False
+    return state in ("queued", "started", "deferred", "scheduled")
+
+
+def actions_now(record: SessionRecord, cfg: Settings, r: Redis) -> tuple[str, ...]:
+    """What a person may do to the session now (the page's buttons): the state table's
+    actions (``session_states.ACTIONS``), less a fit again while a fit is queued or running
+    or before phase one is in."""
+    actions = session_states.ACTIONS.get(record.state, ())
+    if "fit_again" in actions and ("phase1" not in record.uploads or fit_alive(record, cfg, r)):
+        actions = tuple(a for a in actions if a != "fit_again")
+    return actions

@@ -18,7 +18,12 @@ from anyio.to_thread import run_sync
 from pydantic import ValidationError
 from stimloop_contract.errors import TrialFileError
 from stimloop_contract.matfiles import MAT_MEDIA_TYPE, is_mat, parse_trial_mat
-from stimloop_contract.trial_tables import DuplicateTrialsError, parse_trial_npz, validate_columns
+from stimloop_contract.trial_tables import (
+    DuplicateTrialsError,
+    parse_trial_csv,
+    parse_trial_npz,
+    validate_columns,
+)
 from stimloop_contract.trials import NPZ_MEDIA_TYPES, TrialUpload
 
 from stimloop.runtime.parse_pool import ParseFailedError, ParsePool
@@ -47,9 +52,22 @@ class Expected:
     max_unpacked: int = 2 * 2**30  # an NPZ's columns, decompressed
 
 
-def decode_trials(kind: str, data: bytes, max_unpacked: int = 2 * 2**30) -> dict[str, np.ndarray]:
-    """The trial columns of a JSON, NPZ or MAT-file body (``kind``: its media type; a MAT-file
-    is recognised by its header under application/octet-stream too)."""
+CSV_MEDIA_TYPES = ("text/csv", "text/tab-separated-values")
+
+
+def decode_trials(
+    kind: str, data: bytes, max_unpacked: int = 2 * 2**30, name: str | None = None
+) -> dict[str, np.ndarray]:
+    """The trial columns of a JSON, NPZ, MAT-file or CSV body (``kind``: its media type; a
+    MAT-file is recognised by its header under application/octet-stream too). ``name``: the
+    file's name where a person chose one (the live pages), so that a refusal names it."""
+    if kind in CSV_MEDIA_TYPES:
+        try:
+            return parse_trial_csv(data, name or "the uploaded CSV file")
+        except DuplicateTrialsError as exc:
+            raise InvalidInputError(str(exc), title="Duplicate trials") from None
+        except TrialFileError as exc:
+            raise InvalidInputError(str(exc)) from None
     if kind == "application/json":
         try:
             upload = TrialUpload.model_validate_json(data)
@@ -67,19 +85,19 @@ def decode_trials(kind: str, data: bytes, max_unpacked: int = 2 * 2**30) -> dict
             raise InvalidInputError(str(exc)) from None
     if kind == MAT_MEDIA_TYPE or (kind in NPZ_MEDIA_TYPES and is_mat(data)):
         try:
-            return parse_trial_mat(data, "the uploaded MAT-file", max_unpacked)
+            return parse_trial_mat(data, name or "the uploaded MAT-file", max_unpacked)
         except TrialFileError as exc:
             raise InvalidInputError(str(exc)) from None
     if kind in NPZ_MEDIA_TYPES:
         try:
-            return parse_trial_npz(data, "NPZ body", max_unpacked)
+            return parse_trial_npz(data, name or "NPZ body", max_unpacked)
         except DuplicateTrialsError as exc:
             raise InvalidInputError(str(exc), title="Duplicate trials") from None
         except TrialFileError as exc:
             raise InvalidInputError(str(exc)) from None
     raise UnsupportedMediaError(
-        "send trials as application/json (columns), application/x-npz or a MAT-file "
-        "(application/x-matlab-data)"
+        "send trials as application/json (columns), application/x-npz, a MAT-file "
+        "(application/x-matlab-data) or a CSV table (text/csv)"
     )
 
 
@@ -121,9 +139,11 @@ def check_ids(columns: dict[str, np.ndarray], expected: Expected) -> None:
         )
 
 
-def prepare(kind: str, data: bytes, expected: Expected) -> tuple[dict[str, np.ndarray], str]:
+def prepare(
+    kind: str, data: bytes, expected: Expected, name: str | None = None
+) -> tuple[dict[str, np.ndarray], str]:
     """Decode, check and hash an upload: its columns and their sha256."""
-    columns = decode_trials(kind, data, expected.max_unpacked)
+    columns = decode_trials(kind, data, expected.max_unpacked, name)
     check_ids(columns, expected)
     return columns, digest(columns)
 
@@ -251,12 +271,13 @@ class Upload:
     session_id: str
     phase: Phase
     replace: bool
+    name: str | None = None  # the file's name, where a person chose one
 
 
 def prepare_and_store(upload: Upload) -> tuple[bool, SessionRecord, bool]:
     """In the upload process: decode, check, hash, and store atomically under the session's
     (cross-process) lock; (new?, session record, may its job run again?)."""
-    columns, sha = prepare(upload.kind, upload.data, upload.expected)
+    columns, sha = prepare(upload.kind, upload.data, upload.expected, upload.name)
     return store_upload(
         Store(upload.store_root), upload.session_id, upload.phase, columns, sha, upload.replace
     )

@@ -7,7 +7,9 @@ names run in workers (``stimloop.worker.jobs``), which RQ imports there by name.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, cast, get_args
 
 from redis import Redis
@@ -113,7 +115,24 @@ def enqueue(
             "message": "waiting for a worker",
         },
     )
+    if session:
+        key = session_jobs_key(settings, session)
+        redis.zadd(key, {job.id: time.time()})
+        redis.expire(key, 30 * 86400)
     return job
+
+
+def session_jobs_key(settings: Settings, session: str) -> str:
+    """A session's jobs, every kind (its own, and the maps, checks and phase-three lists
+    asked of it), by when they were queued (job id -> Unix time)."""
+    return f"{settings.key_prefix}:session-jobs:{session}"
+
+
+def session_jobs(settings: Settings, redis: Redis, session: str) -> list[Job]:
+    """The session's jobs that Redis still holds, oldest first (``session_jobs_key``)."""
+    found = cast(list[bytes], redis.zrange(session_jobs_key(settings, session), 0, -1))
+    ids = [i.decode() for i in found]
+    return [job for job in Job.fetch_many(ids, connection=redis) if job is not None]
 
 
 def alive_key(settings: Settings, worker: str) -> str:
@@ -205,6 +224,7 @@ def job_status(job: Job, settings: Settings) -> dict[str, Any]:
     if state == "finished":
         latest = job.latest_result()
         result = latest.return_value if latest is not None else None
+    elapsed = _elapsed(job, state)
     return {
         "id": job.id,
         "kind": meta.get("kind"),
@@ -216,12 +236,48 @@ def job_status(job: Job, settings: Settings) -> dict[str, Any]:
         "lane": meta.get("lane"),
         "ahead": ahead,
         "estimate_s": estimate,
+        "elapsed_s": elapsed,
+        "remaining_s": _remaining(job, state, elapsed, settings),
         "error": error,
         "result": result,
         "enqueued_at": _iso(job.enqueued_at),
         "started_at": _iso(job.started_at),
         "ended_at": _iso(job.ended_at),
     }
+
+
+def _seconds_since(moment: datetime | None, until: datetime | None = None) -> float | None:
+    if moment is None:
+        return None
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # RQ's times are UTC
+    end = until or datetime.now(UTC)
+    end = end if end.tzinfo else end.replace(tzinfo=UTC)
+    return max(0.0, (end - moment).total_seconds())
+
+
+def _elapsed(job: Job, state: str) -> float | None:
+    """While queued, how long it has waited; once started, how long it has run (to its end,
+    once ended)."""
+    if state == "queued":
+        return _seconds_since(job.enqueued_at)
+    if job.started_at is None:
+        return None
+    return _seconds_since(job.started_at, job.ended_at if state != "started" else None)
+
+
+def _remaining(job: Job, state: str, elapsed: float | None, settings: Settings) -> float | None:
+    """While running, about how many seconds are left: its kind's mean run time here less
+    what it has run, or else (a kind never run here) its run time so far scaled by its
+    progress once it has reported 5%; None otherwise."""
+    if state != "started" or elapsed is None:
+        return None
+    mean = job.connection.hget(durations_key(settings), str(job.meta.get("kind")))
+    if mean is not None and float(mean) > elapsed:
+        return float(mean) - elapsed
+    progress = float(job.meta.get("progress", 0.0))
+    if 0.05 <= progress < 1.0:
+        return elapsed * (1.0 - progress) / progress
+    return None
 
 
 def _duration(seconds: float) -> str:

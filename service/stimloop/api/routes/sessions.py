@@ -17,7 +17,6 @@ from stimloop_contract.sessions import AnySessionCreate, Phase, SessionInfo
 from stimloop_contract.system import Accepted
 from stimloop_contract.trials import BatchReceipt, CloseLive, LiveStatus
 
-from stimloop import __version__
 from stimloop.api.deps import (
     READ,
     RIG,
@@ -32,14 +31,13 @@ from stimloop.api.deps import (
 from stimloop.api.errors import ApiError, problem_responses
 from stimloop.api.media import BINARY, CSV, answer
 from stimloop.api.uploads import UPLOAD, receive
-from stimloop.sessions.creation import require_backbone, session_config
+from stimloop.sessions.creation import create
 from stimloop.sessions.exports import report_html, selection_csv
 from stimloop.sessions.jobs import observed, resubmit_fit
 from stimloop.sessions.live import close_live, live_status, receive_batch
 from stimloop.sessions.saliency import start_saliency
 from stimloop.storage.atomic import read_json
 from stimloop.storage.store import Store
-from stimloop.worker.queue import enqueue
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"], responses=problem_responses())
 
@@ -63,26 +61,14 @@ def create_session(
         description="Send the same key again (a retry) to get the session it created, once.",
     ),
 ) -> SessionInfo:
-    require_backbone(cfg, req.backbone, weights=True)
-    record, new = st.create_session(
-        session_config(st, req),
-        {"stimloop_version": __version__, "seed": req.seed, "rig": caller.id},
-        key=f"{caller.id}:{idempotency_key}" if idempotency_key else None,
-    )
-    if not new:
-        return SessionInfo.of(record)  # a retry: the first create's session, nothing new
-    job = enqueue(cfg, r, "warm", record.id, session=record.id, rig=record.rig)
-    with st.locked(record.id) as rec:
-        rec.jobs["warm"] = job.id
-        record = rec
-    return SessionInfo.of(record)
+    return SessionInfo.of(create(req, cfg, st, r, caller.id, idempotency_key))
 
 
 @router.get(
     "", response_model=list[SessionInfo], dependencies=[Depends(READ)], summary="Every session"
 )
-def list_sessions(st: StoreDep) -> list[SessionInfo]:
-    return [SessionInfo.of(r) for r in st.list_sessions()]
+def list_sessions(st: StoreDep, cfg: SettingsDep, r: RedisDep) -> list[SessionInfo]:
+    return [SessionInfo.of(observed(rec, cfg, r)) for rec in st.list_sessions()]
 
 
 @router.get(

@@ -6,11 +6,12 @@ from fastapi import APIRouter, Depends, Path
 from stimloop_contract.system import Accepted, ActivationsRequest, BackboneInfo, Health, JobInfo
 
 from stimloop.api.deps import READ, RIG, AnyCaller, RedisDep, SettingsDep, StoreDep
-from stimloop.api.errors import ApiError, problem_responses
+from stimloop.api.errors import problem_responses
 from stimloop.api.health import backbone_list, health_report
 from stimloop.api.jobs import JOB_ID, fetch_job
 from stimloop.sessions.creation import require_backbone
-from stimloop.worker.queue import cancel_key, enqueue, job_info
+from stimloop.sessions.session_jobs import cancel
+from stimloop.worker.queue import enqueue, job_info
 
 router = APIRouter(prefix="/v1", tags=["system"], responses=problem_responses())
 JobId = Path(pattern=JOB_ID.pattern, description="A job's id")
@@ -74,19 +75,5 @@ def cancel_job(
     caller: AnyCaller,
     job_id: str = JobId,
 ) -> JobInfo:
-    """The rig cancels any job; an analyst only the saliency jobs it started."""
-    job = fetch_job(job_id, r, cfg)
-    kind = job.meta.get("kind")
-    if caller.role != "rig" and (kind != "saliency" or job.meta.get("owner") != caller.id):
-        raise ApiError(
-            403,
-            "Forbidden",
-            f"an analyst token cancels only the saliency jobs it started; this is a {kind} "
-            "job: ask the rig (a rig token) to cancel it",
-        )
-    state = job.get_status(refresh=True)
-    if str(getattr(state, "value", state)) == "queued":
-        job.cancel()
-    else:
-        r.set(cancel_key(cfg, job_id), 1, ex=cfg.job_timeout_s)
-    return job_info(job, cfg)
+    """The rig cancels any job; an analyst only the maps and checks it asked for."""
+    return cancel(fetch_job(job_id, r, cfg), caller.role, caller.id, cfg, r)

@@ -5,26 +5,40 @@ the downloads, health."""
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 from stimloop_contract.result_tables import analysis_rows, phase_three_rows
 from stimloop_contract.saliency import DefaultPairRequest
+from stimloop_contract.sessions import PaperSessionCreate
 
-from stimloop.api.deps import Caller, RedisDep, SessionId, SettingsDep, StoreDep
+from stimloop.api.deps import Caller, RedisDep, SessionId, SettingsDep, StoreDep, body_bytes
 from stimloop.api.errors import ApiError, status_of
 from stimloop.api.health import health_report
+from stimloop.api.jobs import JOB_ID, fetch_job
 from stimloop.api.media import BINARY, CSV
 from stimloop.api.ui import views
 from stimloop.api.ui.signin import COOKIE, cookie_options, same_origin, sign_in, sign_out, signed_in
+from stimloop.sessions.creation import create
 from stimloop.sessions.errors import SessionError
-from stimloop.sessions.exports import phase_three_csv, report_html, rows_csv, selection_csv
-from stimloop.sessions.jobs import resubmit_fit
+from stimloop.sessions.exports import (
+    phase_three_csv,
+    report_html,
+    rows_csv,
+    selection_csv,
+    selection_mat,
+    sequence_csv,
+)
+from stimloop.sessions.jobs import receive_phase, resubmit_fit
 from stimloop.sessions.saliency import start_saliency
-from stimloop.storage.session import NotFoundError
+from stimloop.sessions.session_jobs import cancel
+from stimloop.storage.registry import load_registry
+from stimloop.storage.session import SESSION_ID, NotFoundError, Phase
 from stimloop.storage.session_states import STATES
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
@@ -55,6 +69,19 @@ def _to_login() -> RedirectResponse:
 
 def _refused(request: Request, caller: Caller | None, status: int, why: str) -> HTMLResponse:
     return _page(request, "refused.html", caller, status=status, why=why)
+
+
+def missing_page(request: Request, status: int, why: str) -> Response:
+    """A missing page or session, as a page with a way back (``api.errors.install``)."""
+    app = request.app.state
+    caller = signed_in(request, app.settings, app.redis)
+    return _page(request, "missing.html", caller, status=status, why=why)
+
+
+def _validation_words(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(x) for x in e['loc']) or 'form'}: {e['msg']}" for e in exc.errors()[:8]
+    )
 
 
 def _checked_form(request: Request, caller: Caller | None) -> Caller | HTMLResponse:
@@ -112,13 +139,123 @@ def sessions(
     st: StoreDep,
     r: RedisDep,
     state: str | None = Query(None, max_length=32),
+    subject: str | None = Query(None, max_length=64),
+    q: str | None = Query(None, max_length=120, description="Text in label, animal or notes"),
+    since: str | None = Query(None, max_length=10, pattern=r"^(\d{4}-\d{2}-\d{2})?$"),
+    until: str | None = Query(None, max_length=10, pattern=r"^(\d{4}-\d{2}-\d{2})?$"),
+    sort: str = Query("created", max_length=16),
 ) -> Response:
     caller = signed_in(request, cfg, r)
     if caller is None:
         return _to_login()
-    state = state if state in STATES else None
-    rows = views.session_rows(st, state)
-    return _page(request, "sessions.html", caller, rows=rows, states=STATES, chosen=state)
+    chosen = {
+        "state": state if state in STATES else None,
+        "subject": subject or None,
+        "q": q or None,
+        "since": since or None,
+        "until": until or None,
+        "sort": sort if sort in views.SORTS else "created",
+    }
+    rows = views.session_rows(
+        st,
+        cfg,
+        r,
+        state=chosen["state"],
+        subject=chosen["subject"],
+        text=chosen["q"],
+        since=chosen["since"],
+        until=chosen["until"],
+        sort=chosen["sort"] or "created",
+    )
+    form = (
+        views.create_form(st, load_registry(cfg.registry_path), cfg.weights_dir)
+        if caller.role == "rig"
+        else None
+    )
+    return _page(
+        request,
+        "sessions.html",
+        caller,
+        rows=rows,
+        states=STATES,
+        chosen=chosen,
+        subjects=views.subjects(st),
+        sorts=views.SORTS,
+        form=form,
+        form_key=uuid.uuid4().hex,
+    )
+
+
+@router.post("/sessions", response_class=HTMLResponse)
+def create_from_page(
+    request: Request,
+    cfg: SettingsDep,
+    st: StoreDep,
+    r: RedisDep,
+    backbone: str = Form(..., max_length=64),
+    body_set: str = Form(..., max_length=64),
+    object_set: str = Form(..., max_length=64),
+    control_body_set: str = Form(..., max_length=64),
+    channels: str = Form(..., max_length=70000),
+    label: str = Form("", max_length=200),
+    subject_id: str = Form("", max_length=64),
+    species: str = Form("", max_length=80),
+    sex: str = Form("", max_length=1),
+    age: str = Form("", max_length=32),
+    notes: str = Form("", max_length=8000),
+    seed: str = Form("0", max_length=12),
+    split: str = Form("", max_length=40),
+    settings: str = Form("", max_length=20000),
+    form_key: str = Form("", max_length=64, pattern=r"^[0-9a-f]*$"),
+) -> Response:
+    """Create a session from the list page's form (a rig token): the paper's three sets,
+    channels, the animal and label, and the settings as JSON (``stimloop-rig --config``'s
+    sections); the same checks as ``POST /v1/sessions``. The form's key makes a second press
+    of the button the same session."""
+    caller = _checked_form(request, signed_in(request, cfg, r))
+    if not isinstance(caller, Caller):
+        return caller
+    if caller.role != "rig":
+        return _refused(request, caller, 403, "Only a rig token creates a session.")
+    try:
+        extra = json.loads(settings) if settings.strip() else {}
+    except json.JSONDecodeError as exc:
+        return _refused(
+            request,
+            caller,
+            422,
+            f"settings: not JSON ({exc}); e.g. "
+            '{"fit": {"epochs": 800}, "selection": {"repeats": 2}}',
+        )
+    if not isinstance(extra, dict) or set(extra) - views.SETTING_SECTIONS:
+        return _refused(
+            request,
+            caller,
+            422,
+            "settings: a JSON object of the sections "
+            f"{', '.join(sorted(views.SETTING_SECTIONS))}, as stimloop-rig --config",
+        )
+    asked = views.create_request(
+        backbone=backbone,
+        sets=(body_set, object_set, control_body_set),
+        channels=channels,
+        label=label,
+        subject=(subject_id, species, sex, age),
+        notes=notes,
+        seed=seed,
+        split=split,
+        extra=extra,
+    )
+    try:
+        req = PaperSessionCreate.model_validate(asked)
+    except ValidationError as exc:
+        return _refused(request, caller, 422, _validation_words(exc))
+    try:
+        record = create(req, cfg, st, r, caller.id, f"page-{form_key}" if form_key else None)
+    except (SessionError, NotFoundError) as exc:
+        status = status_of(exc) if isinstance(exc, SessionError) else 404
+        return _refused(request, caller, status, getattr(exc, "detail", str(exc)))
+    return RedirectResponse(f"/ui/sessions/{record.id}", status_code=303)
 
 
 @router.get("/sessions/{session_id}", response_class=HTMLResponse)
@@ -134,18 +271,97 @@ def session_page(
     caller = signed_in(request, cfg, r)
     if caller is None:
         return _to_login()
-    view = views.session_view(st, cfg, r, session_id, on, off)
+    view = views.session_view(st, cfg, r, session_id, on, off, caller.role, caller.id)
     return _page(request, "session.html", caller, s=view)
 
 
-@router.get("/sessions/{session_id}/progress", dependencies=[Depends(signed_viewer)])
+@router.get("/sessions/{session_id}/progress")
 def session_progress(
     session_id: SessionId,
     cfg: SettingsDep,
     st: StoreDep,
     r: RedisDep,
+    caller: Caller = Depends(signed_viewer),
 ) -> JSONResponse:
-    return JSONResponse(views.progress(st, cfg, r, session_id))
+    return JSONResponse(views.progress(st, cfg, r, session_id, caller.role, caller.id))
+
+
+UPLOAD_TYPES = {  # what the page's script sends a chosen file as, by its name's ending
+    ".csv": "text/csv",
+    ".tsv": "text/tab-separated-values",
+    ".txt": "text/csv",
+    ".json": "application/json",
+    ".npz": "application/octet-stream",
+    ".mat": "application/x-matlab-data",
+}
+
+
+@router.post("/sessions/{session_id}/upload/{phase}")
+async def upload_from_page(
+    request: Request,
+    session_id: SessionId,
+    phase: Phase,
+    cfg: SettingsDep,
+    st: StoreDep,
+    r: RedisDep,
+    name: str = Query(..., min_length=1, max_length=255),
+    replace: bool = Query(False),
+) -> Response:
+    """A phase's trial file chosen on the session page, sent by its script as the request's
+    body (its progress shown while it goes): the one upload path of ``/v1``, the same checks
+    and the same refusals, naming the file. Answers JSON: the job, or problem+json."""
+    caller = signed_in(request, cfg, r)
+    if caller is None:
+        raise ApiError(401, "Unauthorized", "sign in at /ui/login")
+    if not same_origin(request):
+        raise ApiError(403, "Forbidden", "This upload did not come from stimloop's pages.")
+    if caller.role != "rig":
+        raise ApiError(403, "Forbidden", "Only a rig token uploads trials.")
+    ending = Path(name).suffix.lower()
+    if ending not in UPLOAD_TYPES:
+        raise ApiError(
+            415,
+            "Unsupported media type",
+            f"{name}: the page takes trial tables ({', '.join(UPLOAD_TYPES)}); a recording "
+            "(an Open Ephys folder, .plx, .nex, .nev, .nwb or spike times) goes through "
+            "stimloop-rig, which counts its spikes at the rig",
+        )
+    data = await body_bytes(request, cfg)
+    accepted = await receive_phase(
+        phase,
+        session_id,
+        UPLOAD_TYPES[ending],
+        data,
+        replace,
+        request.app.state.uploads,
+        cfg,
+        st,
+        r,
+        name=Path(name).name,
+    )
+    return JSONResponse(accepted.model_dump(mode="json"), status_code=202)
+
+
+@router.post("/jobs/{job_id}/cancel", response_class=HTMLResponse)
+def cancel_from_page(
+    request: Request,
+    cfg: SettingsDep,
+    r: RedisDep,
+    job_id: str = PathParam(pattern=JOB_ID.pattern),
+    session: str = Form(..., pattern=SESSION_ID.pattern),
+) -> Response:
+    """The Cancel button of a job on its session's page: a rig token cancels any job, an
+    analyst the maps and checks it asked for (``session_jobs.cancel``)."""
+    caller = _checked_form(request, signed_in(request, cfg, r))
+    if not isinstance(caller, Caller):
+        return caller
+    try:
+        cancel(fetch_job(job_id, r, cfg), caller.role, caller.id, cfg, r)
+    except SessionError as exc:
+        return _refused(request, caller, status_of(exc), exc.detail)
+    except ApiError as exc:
+        return _refused(request, caller, exc.status, exc.detail)
+    return RedirectResponse(f"/ui/sessions/{session}#jobs", status_code=303)
 
 
 @router.post("/sessions/{session_id}/saliency", response_class=HTMLResponse)
@@ -245,6 +461,8 @@ def phase_three_image(
 
 DOWNLOADS = {  # what a download link names -> its media type
     "selection-csv": CSV,
+    "sequence-csv": CSV,
+    "selection-mat": "application/x-matlab-data",
     "analysis-csv": CSV,
     "phase3-csv": CSV,
     "analysis-json": "application/json",
@@ -269,6 +487,10 @@ def download(
     try:
         if name == "selection-csv":
             body: bytes | str = selection_csv(st, session_id)
+        elif name == "sequence-csv":
+            body = sequence_csv(st, session_id)
+        elif name == "selection-mat":
+            body = selection_mat(st, session_id)
         elif name == "phase3-csv":
             body = phase_three_csv(files.phase_three_list())
         elif name == "analysis-csv":

@@ -3,6 +3,8 @@ for the templates (which escape every value)."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any, get_args
 
 import numpy as np
@@ -12,33 +14,150 @@ from stimloop_contract.result_tables import analysis_rows, key_columns, phase_th
 from stimloop.api.errors import ApiError
 from stimloop.api.jobs import fetch_job
 from stimloop.runtime.settings import Settings
-from stimloop.sessions.jobs import observed
+from stimloop.sessions.jobs import actions_now, observed
 from stimloop.sessions.live import live_status
+from stimloop.sessions.session_jobs import failure_line, job_rows
+from stimloop.storage.registry import weights_problem
 from stimloop.storage.session import Phase, SessionRecord
-from stimloop.storage.session_states import ACTIONS, SHOWN_JOB, STATES, WORDS
+from stimloop.storage.session_states import SHOWN_JOB, STATES, WORDS
 from stimloop.storage.store import Store
 from stimloop.worker.queue import job_info
 
 PHASES: tuple[Phase, ...] = get_args(Phase)
 
 
-def session_rows(st: Store, state: str | None) -> list[dict[str, Any]]:
-    """One row per session, newest first; only ``state``'s when given."""
+SORTS = ("created", "label", "subject", "state", "changed")
+
+
+def session_rows(
+    st: Store,
+    cfg: Settings,
+    r: Redis,
+    state: str | None = None,
+    subject: str | None = None,
+    text: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    sort: str = "created",
+) -> list[dict[str, Any]]:
+    """One row per session as a reader sees it (``observed``: a failed preparation shows
+    failed), only those matching every filter given: ``state``; ``subject`` (the animal's
+    id); ``text`` (in the label, the animal's id or the notes, any case); created on or after
+    ``since`` and on or before ``until`` (dates, YYYY-MM-DD). Sorted by ``sort`` (``SORTS``),
+    the newest first for the times."""
     rows = []
-    for rec in st.list_sessions():
-        if state and rec.state != state:
+    needle = (text or "").strip().lower()
+    for stored in st.list_sessions():
+        rec = observed(stored, cfg, r)
+        config = rec.config
+        animal = config.subject.subject_id if config.subject else ""
+        day = rec.created[:10]
+        if (
+            (state and rec.state != state)
+            or (subject and animal != subject)
+            or (since and day < since)
+            or (until and day > until)
+        ):
+            continue
+        if needle and needle not in " ".join([config.label or "", animal, config.notes]).lower():
             continue
         last = rec.history[-1]["time"] if rec.history else rec.created
         rows.append(
             {
                 "id": rec.id,
+                "label": config.label or "",
+                "subject": animal,
+                "notes": config.notes,
                 "state": rec.state,
-                "channels": len(rec.config.channels),
+                "failed_in": rec.failed_in if rec.state == "failed" else None,
+                "channels": len(config.channels),
                 "created": rec.created,
                 "changed": last,
             }
         )
-    return sorted(rows, key=lambda row: row["created"], reverse=True)
+    newest_first = sort in ("created", "changed")
+    key = sort if sort in SORTS else "created"
+
+    def order(row: dict[str, Any]) -> tuple:
+        first = STATES.index(row["state"]) if key == "state" else row[key].lower()
+        return (first, row["created"])
+
+    return sorted(rows, key=order, reverse=newest_first)
+
+
+def subjects(st: Store) -> list[str]:
+    """The animals' ids of every session, for the list's filter."""
+    return sorted(
+        {rec.config.subject.subject_id for rec in st.list_sessions() if rec.config.subject}
+    )
+
+
+# the sections of a session's settings the create form takes as JSON (stimloop-rig --config's)
+SETTING_SECTIONS = {"fit", "inclusion", "selection", "analysis", "windows"}
+
+
+def create_form(st: Store, registry: dict[str, Any], weights_dir: Path) -> dict[str, Any]:
+    """What the create form offers: the registered sets by category (the paper's three
+    fields each list every set, their own category first) and the backbones, each with
+    whether its weights are in place (the first ready one chosen)."""
+    sets = sorted(st.list_sets(), key=lambda rec: rec.id)
+
+    def choices(category: str) -> list[dict[str, Any]]:
+        mine = [rec for rec in sets if rec.category == category]
+        others = [rec for rec in sets if rec.category != category]
+        return [
+            {"id": rec.id, "category": rec.category, "count": rec.count} for rec in mine + others
+        ]
+
+    backbones = [
+        {"name": name, "problem": weights_problem(spec, weights_dir)}
+        for name, spec in sorted(registry.items())
+    ]
+    ready = [b["name"] for b in backbones if b["problem"] is None]
+    return {
+        "body": choices("body"),
+        "object": choices("object"),
+        "control_body": choices("control_body"),
+        "backbones": backbones,
+        "chosen_backbone": ready[0] if ready else None,
+    }
+
+
+def create_request(
+    backbone: str,
+    sets: tuple[str, str, str],
+    channels: str,
+    label: str,
+    subject: tuple[str, str, str, str],
+    notes: str,
+    seed: str,
+    split: str,
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """The create form's fields as a ``PaperSessionCreate`` request (validated by the
+    caller): channels split at commas, spaces or lines; empty fields left out; ``split``
+    ("80,20,20") into the fit's settings; line breaks of the notes as typed."""
+    asked: dict[str, Any] = {
+        **extra,
+        "backbone": backbone,
+        "body_set": sets[0],
+        "object_set": sets[1],
+        "control_body_set": sets[2],
+        "channels": [c for c in re.split(r"[\s,;]+", channels) if c],
+        "notes": notes.replace("\r\n", "\n"),
+        "seed": seed.strip() or "0",
+    }
+    if label.strip():
+        asked["label"] = label.strip()
+    subject_id, species, sex, age = (part.strip() for part in subject)
+    if subject_id or species or sex or age:
+        fields = {"subject_id": subject_id, "species": species, "sex": sex, "age": age}
+        asked["subject"] = {k: v for k, v in fields.items() if v}
+    if split.strip():
+        fit = dict(asked.get("fit") or {})
+        fit["split"] = [part.strip() for part in split.split(",")]
+        asked["fit"] = fit
+    return asked
 
 
 def current_job(cfg: Settings, r: Redis, rec: SessionRecord) -> dict[str, Any] | None:
@@ -54,7 +173,9 @@ def current_job(cfg: Settings, r: Redis, rec: SessionRecord) -> dict[str, Any] |
         info = job_info(fetch_job(job_id, r, cfg), cfg)
     except ApiError:  # expired, or from another deployment: nothing to show
         return None
-    return info.model_dump(include={"id", "kind", "state", "stage", "progress", "message", "error"})
+    shown = info.model_dump(include={"id", "kind", "state", "stage", "progress", "message"})
+    shown["failure"] = failure_line(info.kind, info.error) if info.state == "failed" else None
+    return shown
 
 
 def following(st: Store, rec: SessionRecord) -> dict[str, Any] | None:
@@ -66,14 +187,39 @@ def following(st: Store, rec: SessionRecord) -> dict[str, Any] | None:
     return None
 
 
-def progress(st: Store, cfg: Settings, r: Redis, session_id: str) -> dict[str, Any]:
+def progress(
+    st: Store, cfg: Settings, r: Redis, session_id: str, role: str, caller_id: str
+) -> dict[str, Any]:
+    """What the page's script refreshes every second: the state, the job it waits on, every
+    job of the session (``session_jobs.job_rows``), a phase being followed."""
     rec = observed(st.get_session(session_id), cfg, r)
     return {
         "state": rec.state,
         "words": WORDS[rec.state],
         "job": current_job(cfg, r, rec),
+        "jobs": job_rows(cfg, r, session_id, role, caller_id),
         "following": following(st, rec),
     }
+
+
+def uploads_offered(st: Store, rec: SessionRecord) -> list[dict[str, Any]]:
+    """The phases whose trials the page offers to upload now, each with whether it replaces
+    an upload already in (phase one: always, a second one replaces; phase two: once the list
+    is stored; phase three: once its list is built)."""
+    files = st.files(rec.id)
+    offered = [("phase1", "Phase one", True)]
+    offered.append(("phase2", "Phase two", files.has_selection()))
+    offered.append(("phase3", "Phase three", files.has_phase_three_list()))
+    return [
+        {
+            "phase": phase,
+            "title": title,
+            "replace": phase in rec.uploads,
+            "trials": rec.uploads[phase].trials if phase in rec.uploads else None,
+        }
+        for phase, title, ready in offered
+        if ready
+    ]
 
 
 def _cell(value: float) -> int:
@@ -82,9 +228,17 @@ def _cell(value: float) -> int:
 
 
 def session_view(
-    st: Store, cfg: Settings, r: Redis, session_id: str, on_s: float, off_s: float
+    st: Store,
+    cfg: Settings,
+    r: Redis,
+    session_id: str,
+    on_s: float,
+    off_s: float,
+    role: str,
+    caller_id: str,
 ) -> dict[str, Any]:
-    """Everything the session page shows, for what the session has so far."""
+    """Everything the session page shows, for what the session has so far; ``role`` and
+    ``caller_id``: who looks (the buttons they may use)."""
     rec = observed(st.get_session(session_id), cfg, r)
     files = st.files(session_id)
     config = rec.config
@@ -93,10 +247,14 @@ def session_view(
         "state": rec.state,
         "words": WORDS[rec.state],
         "states": [(s, s == rec.state) for s in STATES],
-        "actions": ACTIONS.get(rec.state, ()),
+        "actions": actions_now(rec, cfg, r),
         "error": rec.error,
+        "failed_in": rec.failed_in if rec.state == "failed" else None,
         "config": config,
+        "created": rec.created,
         "job": current_job(cfg, r, rec),
+        "jobs": job_rows(cfg, r, session_id, role, caller_id),
+        "uploads": uploads_offered(st, rec) if role == "rig" else [],
         "on_s": on_s,
         "off_s": off_s,
         "downloads": [],
@@ -165,6 +323,8 @@ def session_view(
             "seconds": shown * (on_s + off_s),
         }
         view["downloads"].append(("selection-csv", "the phase-two list (CSV)"))
+        view["downloads"].append(("sequence-csv", "the presentation sequence (CSV)"))
+        view["downloads"].append(("selection-mat", "the list and the sequence (MATLAB/Octave)"))
     if analysis:
         rows = analysis_rows(analysis, metrics=False)
         view["analysis"] = {"columns": key_columns(rows), "rows": rows}

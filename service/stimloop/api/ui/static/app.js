@@ -1,17 +1,96 @@
-// The session page's live part: every second, the session's state, its job's stage and
-// progress, and a phase being followed live (per channel its trials so far), from
-// /ui/sessions/{id}/progress (the signed-in cookie goes with it). When the state changes, or a
-// phase starts being followed, the page is loaded again to show what that brought. Text only
-// (textContent).
+// The session page's live part. Every second: the session's state, the job it waits on, every
+// job of the session (state, place in the queue, time, estimate, a Cancel button where this
+// sign-in may cancel) and a phase being followed live, from /ui/sessions/{id}/progress (the
+// signed-in cookie goes with it). When the state changes, a job ends or a phase starts being
+// followed, the page is loaded again to show what that brought (not while a file is chosen
+// or being sent). The upload forms send the chosen file as the request's body, with its
+// progress. Text only (textContent), never HTML.
 (function () {
   "use strict";
   var box = document.getElementById("live");
   if (!box) { return; }
   var url = box.getAttribute("data-progress");
   var shown = box.getAttribute("data-state");
+  var session = document.getElementById("jobs").getAttribute("data-session");
+  var ENDED = ["finished", "failed", "canceled", "stopped"];
+  var seenJobs = null;  // job id -> state at the last poll
+  var sending = false;
+
   function set(id, text) {
     var el = document.getElementById(id);
     if (el) { el.textContent = text; }
+  }
+  function busy() {  // a file chosen or on its way: a reload would lose it
+    if (sending) { return true; }
+    var inputs = document.querySelectorAll("form.upload input[type=file]");
+    for (var k = 0; k < inputs.length; k += 1) {
+      if (inputs[k].files && inputs[k].files.length) { return true; }
+    }
+    return false;
+  }
+  function reload() {
+    if (!busy()) { window.location.reload(); return true; }
+    return false;
+  }
+  function seconds(v) {
+    if (v === null || v === undefined) { return "\u2013"; }
+    return v < 90 ? Math.max(1, Math.round(v)) + " s" : Math.round(v / 60) + " min";
+  }
+  function cell(tr, text, className) {
+    var td = document.createElement("td");
+    td.textContent = text;
+    if (className) { td.className = className; }
+    tr.appendChild(td);
+    return td;
+  }
+  function jobs(list) {
+    var rows = document.getElementById("jobs-rows");
+    if (!rows) { return false; }
+    var ended = false;
+    var now = {};
+    list.forEach(function (j) {
+      now[j.id] = j.state;
+      if (seenJobs && ENDED.indexOf(j.state) >= 0 && seenJobs[j.id] !== undefined &&
+          ENDED.indexOf(seenJobs[j.id]) < 0) { ended = true; }
+    });
+    seenJobs = now;
+    while (rows.firstChild) { rows.removeChild(rows.firstChild); }
+    list.forEach(function (j) {
+      var tr = document.createElement("tr");
+      tr.className = "job-" + j.state;
+      cell(tr, j.what);
+      cell(tr, j.state);
+      cell(tr, j.ahead === null ? "\u2013" : j.ahead + " ahead");
+      cell(tr, seconds(j.elapsed_s));
+      var estimate = "\u2013";
+      if (j.state === "queued" && j.estimate_s !== null) {
+        estimate = "starts in about " + seconds(j.estimate_s);
+      } else if (j.remaining_s !== null) {
+        estimate = "about " + seconds(j.remaining_s) + " left";
+      }
+      cell(tr, estimate);
+      var said = cell(tr, j.failure || j.message || "");
+      if (j.failure) { said.className = "bad"; }
+      var last = cell(tr, "");
+      if (j.cancellable) {
+        var form = document.createElement("form");
+        form.method = "post";
+        form.action = "/ui/jobs/" + encodeURIComponent(j.id) + "/cancel";
+        var hidden = document.createElement("input");
+        hidden.type = "hidden";
+        hidden.name = "session";
+        hidden.value = session;
+        var button = document.createElement("button");
+        button.type = "submit";
+        button.className = "cancel";
+        button.textContent = "Cancel";
+        form.appendChild(hidden);
+        form.appendChild(button);
+        last.appendChild(form);
+      }
+      rows.appendChild(tr);
+    });
+    return ended;
   }
   function tick() {
     fetch(url, { credentials: "same-origin", headers: { "Accept": "application/json" } })
@@ -22,12 +101,13 @@
       .then(function (now) {
         if (!now) { return; }
         var rows = document.getElementById("following-rows");
-        if (now.state !== shown || (now.following && !rows)) { window.location.reload(); return; }
+        var ended = jobs(now.jobs || []);
+        if ((now.state !== shown || ended || (now.following && !rows)) && reload()) { return; }
         if (now.following && rows) { following(now.following, rows); }
         set("state", now.state);
         set("state-words", now.words);
         var job = now.job;
-        if (job) {
+        if (job && job.state !== "failed") {
           set("job-stage", job.kind + ": " + job.state + (job.stage ? " \u2014 " + job.stage : ""));
           var bar = document.getElementById("job-progress");
           if (bar) { bar.value = job.progress; }
@@ -45,12 +125,61 @@
       var tr = document.createElement("tr");
       var rate = c.mean_net_rate === null ? "\u2013" : c.mean_net_rate.toFixed(1);
       [c.channel, c.trials, c.stimuli, rate].forEach(function (value) {
-        var td = document.createElement("td");
-        td.textContent = String(value);
-        tr.appendChild(td);
+        cell(tr, String(value));
       });
       rows.appendChild(tr);
     });
   }
+  function upload(form) {
+    var input = form.querySelector("input[type=file]");
+    var result = form.querySelector(".upload-result");
+    var bar = form.querySelector("progress");
+    var replace = form.querySelector("input[name=replace]");
+    if (!input.files.length) { return; }
+    var file = input.files[0];
+    var target = form.getAttribute("data-url") + "?name=" + encodeURIComponent(file.name) +
+      (replace && replace.checked ? "&replace=true" : "");
+    var request = new XMLHttpRequest();
+    sending = true;
+    bar.hidden = false;
+    bar.value = 0;
+    result.className = "upload-result";
+    result.textContent = "sending " + file.name + "\u2026";
+    request.upload.onprogress = function (e) {
+      if (e.lengthComputable) {
+        bar.value = e.loaded / e.total;
+        result.textContent = "sending " + file.name + ": " + Math.round(100 * e.loaded / e.total) +
+          "% of " + (e.total / 1048576).toFixed(1) + " MiB";
+      }
+    };
+    request.upload.onload = function () { result.textContent = "checking " + file.name + "\u2026"; };
+    request.onload = function () {
+      sending = false;
+      var answer = {};
+      try { answer = JSON.parse(request.responseText); } catch (err) { answer = {}; }
+      if (request.status === 202) {
+        result.textContent = file.name + ": " + (answer.status || "received") +
+          (answer.job ? " (" + answer.job.kind + " job " + answer.job.state + ")" : "");
+        input.value = "";
+        window.setTimeout(function () { window.location.reload(); }, 1000);
+      } else {
+        result.className = "upload-result bad";
+        result.textContent = (answer.title ? answer.title + ": " : "Refused: ") +
+          (answer.detail || request.statusText || ("HTTP " + request.status));
+        bar.hidden = true;
+      }
+    };
+    request.onerror = function () {
+      sending = false;
+      result.className = "upload-result bad";
+      result.textContent = "the server did not answer; nothing was stored: try again";
+    };
+    request.open("POST", target);
+    request.setRequestHeader("Content-Type", "application/octet-stream");
+    request.send(file);
+  }
+  Array.prototype.forEach.call(document.querySelectorAll("form.upload"), function (form) {
+    form.addEventListener("submit", function (e) { e.preventDefault(); upload(form); });
+  });
   window.setTimeout(tick, 1000);
 }());
