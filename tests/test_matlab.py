@@ -126,8 +126,14 @@ def test_the_readme_matlab_block_runs_in_octave(rig):
     recording(world["bodies"], "phase1.csv")
     run_octave(folder, CSV_TO_MAT.format(csv="phase1.csv", mat="phase1.mat"), env)
     said = run_octave(folder, steps[""] + steps["1"] + keep, env)
-    assert re.search(r"session [0-9a-f]{12} created \(16 channels\)", said), said
+    found = re.search(r"session ([0-9a-f]{12}) created \(16 channels\)", said)
+    assert found, said
     assert "phase 1 uploaded" in said
+    from stimloop_contract.service_client import ServiceClient
+
+    made = ServiceClient(env["STIMLOOP_URL"], env["STIMLOOP_TOKEN"]).session(found.group(1))
+    assert made.config.label == "M1 day 12"  # the README's name-value pairs reached it
+    assert made.config.subject and made.config.subject.species == "Macaca mulatta"
 
     said = run_octave(
         folder,

@@ -1,22 +1,27 @@
 """The live pages in a real browser: Playwright driving Debian's Chromium against a real
-`stimloop serve`, a session taken from created through fitting (the progress moving without a
-reload), selected, analysed (maps asked for from the page) to phase three, and a failed one
-whose message is hostile; sign-in and sign-out, the cookie, roles, a forged cross-site form,
-an unknown cookie, and the token never in a URL or the browser's storage. Screenshots of each
-page go to test-artifacts/ (and three of them into docs/ for the README)."""
+`stimloop serve` with both cores busy, a session run from the page alone (created with the
+form, each phase uploaded, through fitting with the progress moving without a reload, the
+list read and downloaded, maps asked for and a second request cancelled, phase three built
+and uploaded); a session whose preparation fails and one whose fit failed with a hostile
+message; sign-in and sign-out, the cookie, roles, a forged cross-site form, an unknown cookie,
+an unknown session, and the token never in a URL or the browser's storage. Screenshots of
+each page go to test-artifacts/ (and six of them into docs/ for the README)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Error as PlaywrightError
 
 from tests.support.paths import REPO
+from tests.support.processes import cores_busy
 from tests.support.rig import (
     CHANNELS,
     Rig,
@@ -94,7 +99,56 @@ def images_loaded(page, selector: str) -> int:
     return len(sizes)
 
 
+def create_on_page(page, url: str, label: str, object_set: str = "objects") -> str:
+    """Fill the list page's New session form as an operator does; the new session's id."""
+    page.goto(f"{url}/ui/sessions")
+    page.fill("#create-label", label)
+    page.fill("#create-subject", "M1")
+    page.fill("#create-species", "Macaca mulatta")
+    page.select_option("#create-sex", "M")
+    page.fill("#create-age", "P7Y")
+    page.fill("#create-notes", "left hemisphere\nreward 0.2 ml")
+    page.select_option("#create-body_set", "bodies")
+    page.select_option("#create-object_set", object_set)
+    page.select_option("#create-control_body_set", "controls")
+    page.select_option("#create-backbone", "resnet50_random")
+    page.fill("#create-channels", ", ".join(CHANNELS))
+    page.fill("#create-split", "40,10,10")
+    page.fill(
+        "#create-settings",
+        json.dumps(
+            {
+                "fit": {"epochs": 300, "lr": 0.001},
+                "selection": {"stability_images": 10, "repeats": 2},
+            }
+        ),
+    )
+    page.click("#create-session")
+    page.wait_for_url(re.compile(r".*/ui/sessions/[0-9a-f]{12}$"))
+    return page.url.rsplit("/", 1)[1]
+
+
+def upload_on_page(page, phase: str, path, picture: str | None = None) -> None:
+    """Choose ``path`` in the phase's upload form and send it; the server's answer shows for
+    3 s (``picture``: the README's picture of it then), then the page reloads itself."""
+    form = f"#upload-{phase}"
+    page.set_input_files(f"{form} input[type=file]", str(path))
+    with page.expect_navigation(timeout=60000):
+        page.click(f"{form} button")
+        result = f"{form} .upload-result"
+        wait_until(lambda: path.name + ":" in page.inner_text(result), 60, page)
+        assert "queued" in page.inner_text(result), page.inner_text(result)
+        assert "bad" not in page.get_attribute(result, "class")
+        if picture:
+            readme_shot(page, "#upload", picture)
+    page.wait_for_load_state()
+
+
 def test_the_live_pages(tmp_path, neurons, browser):
+    """One session run from the page alone with both cores busy: created with the form, each
+    phase's file uploaded, the list read and downloaded, maps asked for (and a second request
+    cancelled), phase three built and uploaded; beside it a session whose preparation fails
+    and one whose fit failed with a hostile message."""
     sy, maps = neurons
     folder = tmp_path / "rig"
     folder.mkdir()
@@ -114,33 +168,39 @@ def test_the_live_pages(tmp_path, neurons, browser):
         env = {**env, "STIMLOOP_URL": url, "STIMLOOP_TOKEN": token}
         env["STIMLOOP_BACKBONE"] = "resnet50_random"
         rig = Rig(folder, env)
-        rig.run(rig_steps()["0"])
+        rig.run(rig_steps()["0"])  # the lab's setup: the sets registered and cached
         images = stimulus_images(server_dir)
         cells, everything = synthetic_cells(sy, maps, images)
-        from stimloop_rig.rig_client import RigClient
+        # a set of objects none of whose maps is cached, one of its files then lost on the
+        # server: a session over it fails in its preparation
+        from PIL import ImageOps
 
-        client = RigClient(url, token)
-        session = client.create_session(
-            backbone="resnet50_random",
-            body_set="bodies",
-            object_set="objects",
-            control_body_set="controls",
-            channels=CHANNELS,
-            fit={"split": [40, 10, 10], "epochs": 800, "lr": 0.001},
-            selection={"stability_images": 10, "repeats": 2},
-        ).id
-        failed = client.create_session(
-            backbone="resnet50_random",
-            body_set="bodies",
-            object_set="objects",
-            control_body_set="controls",
-            channels=["ch01"],
-            fit={"split": [40, 10, 10]},
-        ).id
+        (server_dir / "stimuli" / "broken").mkdir()
+        for image_id, image in images["objects"].items():
+            mirrored = ImageOps.mirror(image.convert("RGB"))
+            mirrored.save(server_dir / "stimuli" / "broken" / f"{image_id}.png")
+        rig.run("stimloop-rig sets register broken --category object")
         from stimloop.storage.session_states import transition
         from stimloop.storage.store import Store
 
         store = Store(server_dir / "models_store")
+        broken = store.get_set("broken")
+        (Path(broken.images_dir) / broken.entries[0].file).unlink()
+
+        from stimloop_rig.rig_client import RigClient
+
+        failed = (
+            RigClient(url, token)
+            .create_session(
+                backbone="resnet50_random",
+                body_set="bodies",
+                object_set="objects",
+                control_body_set="controls",
+                channels=["ch01"],
+                fit={"split": [40, 10, 10]},
+            )
+            .id
+        )
         with store.locked(failed) as rec:  # a failure whose message holds a hostile string
             for to in ("phase1_received", "fitting"):
                 transition(rec, to, "test")
@@ -156,158 +216,213 @@ def test_the_live_pages(tmp_path, neurons, browser):
         page.on("pageerror", lambda e: problems.append(str(e)))
         page.on("dialog", lambda d: problems.append(f"dialog: {d.message}") or d.dismiss())
 
-        # sign-in: a wrong token first, then the rig's
-        page.goto(f"{url}/ui/login")
-        page.fill("#token", "stl_not_a_token")
-        page.click("#signin")
-        page.wait_for_selector("#login-failed, #refused", timeout=10000)
-        assert page.is_visible("#login-failed"), page.content()
-        assert problems == [
-            "Failed to load resource: the server responded with a status of 401 (Unauthorized)"
-        ]
-        problems.clear()  # the refused sign-in's own answer
-        sign_in(page, url, token)
-        cookie = next(c for c in context.cookies() if c["name"] == "stimloop_ui")
-        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/ui"
-        rows = page.inner_text("#sessions")
-        assert session in rows and failed in rows
-        page.select_option("#state-filter", "failed")
-        page.click("text=Filter")
-        assert failed in page.inner_text("#sessions") and session not in page.inner_text(
-            "#sessions"
-        )
-        shot(page, "sessions")
+        with cores_busy():
+            # sign-in: a wrong token first, then the rig's
+            page.goto(f"{url}/ui/login")
+            page.fill("#token", "stl_not_a_token")
+            page.click("#signin")
+            page.wait_for_selector("#login-failed, #refused", timeout=10000)
+            assert page.is_visible("#login-failed"), page.content()
+            assert problems == [
+                "Failed to load resource: the server responded with a status of 401 (Unauthorized)"
+            ]
+            problems.clear()  # the refused sign-in's own answer
+            sign_in(page, url, token)
+            cookie = next(c for c in context.cookies() if c["name"] == "stimloop_ui")
+            assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/ui"
 
-        # created
-        page.goto(f"{url}/ui/sessions/{session}")
-        assert page.inner_text("ol.states li.current") == "created"
-        shot(page, "created")
+            # created from the form, with its label and animal
+            session = create_on_page(page, url, "M1 day 12, array A")
+            assert page.inner_text("ol.states li.current") == "created"
+            assert page.inner_text("#label") == "M1 day 12, array A"
+            assert "Macaca mulatta" in page.inner_text("#about")
+            assert "reward 0.2 ml" in page.inner_text("#notes")
+            doomed = create_on_page(page, url, "M1 the broken set", object_set="broken")
 
-        # fitting: the progress moves while the page stays
-        bodies = list(images["bodies"])
-        record(folder, sy, maps, bodies, [everything[b] for b in bodies], cells, "phase1.csv")
-        rig.run(f"stimloop-rig phase1 {session} phase1.csv --no-wait")
-        page.goto(f"{url}/ui/sessions/{session}")
-        # a page shown before the fit reloads once
-        wait_until(lambda: page.inner_text("#state") == "fitting", 120, page)
-        page.wait_for_load_state()
-        page.evaluate("window.stillHere = true")  # from here, the state stays "fitting"
-        first = page.inner_text("#job-percent")
-        wait_until(lambda: page.inner_text("#job-percent") != first, 15, page)
-        assert page.evaluate("window.stillHere === true")  # moved without a reload
-        assert "fit" in page.inner_text("#job-stage")
-        shot(page, "fitting")
-        readme_shot(page, "#live", "ui-fitting.png")
+            # a failed preparation: one line saying what to do, the list says failed
+            wait_until(lambda: page.query_selector("#job-failure") is not None, 300, page)
+            page.wait_for_load_state()
+            line = page.inner_text("#job-failure")
+            assert line.startswith("preparing the session (the candidates' features) failed")
+            assert "What to do: fix the named image or set" in line and "stimloop." not in line
+            assert page.inner_text("#state") == "failed"
+            assert not page.query_selector("#job-progress")
+            readme_shot(page, "#live", "ui-failed.png")
+            page.goto(f"{url}/ui/sessions")
+            rows = page.inner_text("#sessions")
+            assert session in rows and failed in rows and doomed in rows
+            assert "failed (preparation)" in rows and "M1 day 12, array A" in rows
+            page.select_option("#state-filter", "failed")
+            page.click("text=Filter")
+            rows = page.inner_text("#sessions")
+            assert failed in rows and doomed in rows and session not in rows
+            page.goto(f"{url}/ui/sessions?q=array+A")
+            assert session in page.inner_text("#sessions")
+            assert doomed not in page.inner_text("#sessions")
+            shot(page, "sessions")
 
-        # selected: the page reloads itself when the state changes
-        wait_until(lambda: page.query_selector("#phase-two-list") is not None, 300, page)
-        page.wait_for_load_state()
-        assert page.inner_text("#state") == "selected"
-        assert page.is_visible("#phase-two-list")
-        assert images_loaded(page, "#phase-two-list") >= 3
-        assert "minutes" in page.inner_text("#list-length")
-        assert len(page.query_selector_all("#inclusion tbody tr")) == len(CHANNELS)
-        shot(page, "selected")
-        readme_shot(page, "#phase-two-list", "ui-phase-two.png")
-        page.fill("input[name=on]", "0.5")
-        page.click("text=Recompute")
-        assert "0.5 s on" in page.inner_text("#list-length")
+            # phase one from the page; the fit's progress moves while the page stays
+            bodies = list(images["bodies"])
+            record(folder, sy, maps, bodies, [everything[b] for b in bodies], cells, "phase1.csv")
+            page.goto(f"{url}/ui/sessions/{session}")
+            upload_on_page(page, "phase1", folder / "phase1.csv", "ui-upload.png")
+            wait_until(lambda: page.inner_text("#state") == "fitting", 300, page)
+            page.wait_for_load_state()
+            page.evaluate("window.stillHere = true")  # from here, the state stays "fitting"
+            first = page.inner_text("#job-percent")
+            wait_until(lambda: page.inner_text("#job-percent") != first, 60, page)
+            assert page.evaluate("window.stillHere === true")  # moved without a reload
+            assert "fit" in page.inner_text("#job-stage")
+            assert "started" in page.inner_text("#jobs-rows")
+            shot(page, "fitting")
+            readme_shot(page, "#live", "ui-fitting.png")
 
-        # analysed
-        listed = [row.split(",")[1] for row in client.selection_csv(session).splitlines()[1:]]
-        shown = sorted(set(listed))
-        record(folder, sy, maps, shown, [everything[s] for s in shown], cells, "phase2.csv")
-        rig.run(f"stimloop-rig phase2 {session} phase2.csv")
-        page.goto(f"{url}/ui/sessions/{session}")
-        assert page.inner_text("ol.states li.current") == "analysed"
-        assert len(page.query_selector_all("#analysis tbody tr")) == len(CHANNELS)
-        assert "Stable: test/retest r > 0.6" in page.inner_text("#analysis")
+            # selected: the page reloads itself when the state changes
+            wait_until(lambda: page.query_selector("#phase-two-list") is not None, 600, page)
+            page.wait_for_load_state()
+            assert page.inner_text("#state") == "selected"
+            assert images_loaded(page, "#phase-two-list") >= 3
+            assert "minutes" in page.inner_text("#list-length")
+            assert len(page.query_selector_all("#inclusion tbody tr")) == len(CHANNELS)
+            shot(page, "selected")
+            readme_shot(page, "#phase-two-list", "ui-phase-two.png")
+            page.fill("input[name=on]", "0.5")
+            page.click("text=Recompute")
+            assert "0.5 s on" in page.inner_text("#list-length")
 
-        # an analyst asks for maps from the page (a rig action is refused to it)
-        page.click("text=Sign out")
-        page.wait_for_url(re.compile(r".*/ui/login$"))
-        assert not [c for c in context.cookies() if c["name"] == "stimloop_ui"]
-        sign_in(page, url, analyst)
-        assert HOSTILE in page.inner_text("header")  # its name, as text
-        page.goto(f"{url}/ui/sessions/{session}")
-        page.fill("#saliency-coverage", "0.05")
-        page.click("#ask-saliency")
-        page.wait_for_url(re.compile(rf".*/ui/sessions/{session}.*"))
+            # the sequence downloaded as the stimulus program reads it; phase two recorded
+            # in that order and uploaded from the page
+            sequence = page.request.get(f"{url}/ui/sessions/{session}/files/sequence-csv")
+            assert sequence.status == 200
+            order = [row.split(",")[1] for row in sequence.text().splitlines()[1:]]
+            assert page.request.get(f"{url}/ui/sessions/{session}/files/selection-mat").ok
+            shown = sorted(set(order))
+            record(folder, sy, maps, shown, [everything[s] for s in shown], cells, "phase2.csv")
+            upload_on_page(page, "phase2", folder / "phase2.csv")
+            wait_until(lambda: page.query_selector("#analysis") is not None, 600, page)
+            page.wait_for_load_state()
+            assert page.inner_text("ol.states li.current") == "analysed"
+            assert len(page.query_selector_all("#analysis tbody tr")) == len(CHANNELS)
+            assert "Stable: test/retest r > 0.6" in page.inner_text("#analysis")
 
-        def maps_shown() -> bool:
-            if page.query_selector("#saliency figure.pair img"):
-                return True
-            page.wait_for_timeout(2000)
-            page.reload()
-            return False
+            # an analyst asks for maps from the page, asks again for another channel and
+            # cancels that one while it waits (a rig action is refused to it)
+            page.click("text=Sign out")
+            page.wait_for_url(re.compile(r".*/ui/login$"))
+            assert not [c for c in context.cookies() if c["name"] == "stimloop_ui"]
+            sign_in(page, url, analyst)
+            assert HOSTILE in page.inner_text("header")  # its name, as text
+            page.goto(f"{url}/ui/sessions/{session}")
+            assert not page.query_selector("#upload")  # the analyst uploads nothing
+            page.fill("#saliency-coverage", "0.05")
+            page.click("#ask-saliency")
+            page.wait_for_url(re.compile(rf".*/ui/sessions/{session}.*"))
+            page.select_option("#saliency-channel", CHANNELS[1])
+            page.click("#ask-saliency")
+            page.wait_for_url(re.compile(rf".*/ui/sessions/{session}.*"))
 
-        wait_until(maps_shown, 300, page)
-        page.wait_for_load_state()
-        assert images_loaded(page, "#saliency") >= 1
-        shot(page, "analysed")
-        shot(page, "analysed-900", width=900)
-        readme_shot(page, "#analysis", "ui-analysed.png")
-        page.goto(f"{url}/ui/sessions/{failed}")
-        assert not page.query_selector("#refit")  # the analyst is not offered a refit
-        refused = page.request.post(
-            f"{url}/ui/sessions/{failed}/refit", headers={"Origin": url}, max_redirects=0
-        )
-        assert refused.status == 403 and "Only a rig token" in refused.text()
-        assert HOSTILE in page.inner_text("#error")  # the hostile message shows as text
-        assert not page.query_selector("#error img")
-        shot(page, "failed")
+            def running_and_waiting() -> bool:
+                jobs = page.inner_text("#jobs-rows")
+                return "started" in jobs and "queued" in jobs
 
-        # a forged cross-site form, and the same form without the cookie
-        forged = page.request.post(
-            f"{url}/ui/sessions/{session}/saliency",
-            form={"channel": "ch01"},
-            headers={"Origin": "http://evil.example"},
-            max_redirects=0,
-        )
-        assert forged.status == 403 and "did not come from" in forged.text()
-        stranger = browser.new_context()
-        anonymous = stranger.request.post(
-            f"{url}/ui/sessions/{session}/saliency",
-            form={"channel": "ch01"},
-            headers={"Origin": url},
-            max_redirects=0,
-        )
-        assert anonymous.status == 401
-        # an unknown (or expired) cookie is sent to sign in
-        stranger.add_cookies([{"name": "stimloop_ui", "value": "forged", "url": f"{url}/ui"}])
-        lost = stranger.new_page()
-        lost.goto(f"{url}/ui/sessions/{session}")
-        assert lost.url.endswith("/ui/login")
-        stranger.close()
+            wait_until(running_and_waiting, 120, page)
+            for _ in range(20):  # the picture once the running job has said what it does
+                if "starting" not in page.inner_text("#jobs-rows"):
+                    break
+                page.wait_for_timeout(250)
+            readme_shot(page, "#jobs", "ui-jobs.png")
+            page.click("#jobs-rows tr.job-queued button.cancel")
+            page.wait_for_url(re.compile(rf".*/ui/sessions/{session}#jobs$"))
+            wait_until(lambda: "canceled" in page.inner_text("#jobs-rows"), 30, page)
 
-        # phase three, as the rig runs it
-        rig.run(
-            f"stimloop-rig phase-three-list {session} --out p3.csv --stimuli p3.zip "
-            "--sequence p3.txt"
-        )
-        import io
-        import json
-        import zipfile
+            def maps_shown() -> bool:
+                return page.query_selector("#saliency figure.pair img") is not None
 
-        from PIL import Image
+            wait_until(maps_shown, 600, page)  # the page reloads itself when the job ends
+            page.wait_for_load_state()
+            assert images_loaded(page, "#saliency") >= 1
+            shot(page, "analysed")
+            shot(page, "analysed-900", width=900)
+            readme_shot(page, "#analysis", "ui-analysed.png")
+            page.goto(f"{url}/ui/sessions/{failed}")
+            assert not page.query_selector("#refit")  # the analyst is not offered a refit
+            refused = page.request.post(
+                f"{url}/ui/sessions/{failed}/refit", headers={"Origin": url}, max_redirects=0
+            )
+            assert refused.status == 403 and "Only a rig token" in refused.text()
+            assert HOSTILE in page.inner_text("#error")  # the hostile message shows as text
+            assert not page.query_selector("#error img")
+            shot(page, "failed")
 
-        archive = zipfile.ZipFile(folder / "p3.zip")
-        manifest = json.loads(archive.read("manifest.json"))
-        fragments = [Image.open(io.BytesIO(archive.read(m["file"]))) for m in manifest]
-        record(folder, sy, maps, [m["id"] for m in manifest], fragments, cells, "phase3.csv")
-        rig.run(f"stimloop-rig phase3 {session} phase3.csv")
-        page.goto(f"{url}/ui/sessions/{session}")
-        assert images_loaded(page, "#phase-three") >= 3
-        assert "retained salient" in page.inner_text("#phase-three")
-        links = page.eval_on_selector_all("#downloads a", "els => els.map(e => e.href)")
-        assert len(links) >= 5
-        for link in links:
-            answer = page.request.get(link)
-            assert answer.status == 200 and len(answer.body()) > 0, link
-        shot(page, "phase-three")
-        page.goto(f"{url}/ui/health")
-        assert page.inner_text("#workers") == "1"
-        shot(page, "health")
+            # a forged cross-site form, and the same form without the cookie
+            forged = page.request.post(
+                f"{url}/ui/sessions/{session}/saliency",
+                form={"channel": "ch01"},
+                headers={"Origin": "http://evil.example"},
+                max_redirects=0,
+            )
+            assert forged.status == 403 and "did not come from" in forged.text()
+            stranger = browser.new_context()
+            anonymous = stranger.request.post(
+                f"{url}/ui/sessions/{session}/saliency",
+                form={"channel": "ch01"},
+                headers={"Origin": url},
+                max_redirects=0,
+            )
+            assert anonymous.status == 401
+            # an unknown (or expired) cookie is sent to sign in
+            stranger.add_cookies([{"name": "stimloop_ui", "value": "forged", "url": f"{url}/ui"}])
+            lost = stranger.new_page()
+            lost.goto(f"{url}/ui/sessions/{session}")
+            assert lost.url.endswith("/ui/login")
+            stranger.close()
+            # an unknown session: a page with a way back
+            assert problems == [], problems
+            page.goto(f"{url}/ui/sessions/0123456789ab")
+            assert "0123456789ab" in page.inner_text("#missing")
+            assert problems == [
+                "Failed to load resource: the server responded with a status of 404 (Not Found)"
+            ]
+            problems.clear()  # the missing page's own status
+            page.click("#back")
+            page.wait_for_url(re.compile(r".*/ui/sessions$"))
+
+            # phase three from the page: the list built, its images downloaded, its trials
+            page.click("text=Sign out")
+            page.wait_for_url(re.compile(r".*/ui/login$"))
+            sign_in(page, url, token)
+            page.goto(f"{url}/ui/sessions/{session}")
+            page.click("#ask-phase3")
+            page.wait_for_url(re.compile(rf".*/ui/sessions/{session}#jobs$"))
+            wait_until(lambda: page.query_selector("#upload-phase3") is not None, 300, page)
+            page.wait_for_load_state()
+            import io
+            import zipfile
+
+            from PIL import Image
+
+            archive = page.request.get(f"{url}/ui/sessions/{session}/files/stimuli-zip")
+            assert archive.status == 200
+            (folder / "p3.zip").write_bytes(archive.body())
+            zipped = zipfile.ZipFile(folder / "p3.zip")
+            manifest = json.loads(zipped.read("manifest.json"))
+            fragments = [Image.open(io.BytesIO(zipped.read(m["file"]))) for m in manifest]
+            ids = [m["id"] for m in manifest]
+            record(folder, sy, maps, ids, fragments, cells, "phase3.csv")
+            upload_on_page(page, "phase3", folder / "phase3.csv")
+            wait_until(lambda: page.query_selector("#retained") is not None, 300, page)
+            page.wait_for_load_state()
+            assert images_loaded(page, "#phase-three") >= 3
+            assert "retained salient" in page.inner_text("#phase-three")
+            links = page.eval_on_selector_all("#downloads a", "els => els.map(e => e.href)")
+            assert len(links) >= 9
+            for link in links:
+                answer = page.request.get(link)
+                assert answer.status == 200 and len(answer.body()) > 0, link
+            shot(page, "phase-three")
+            page.goto(f"{url}/ui/health")
+            assert page.inner_text("#workers") == "1"
+            shot(page, "health")
 
         # the token never left the sign-in form: no URL, no storage, no script can read it
         for secret in (token, analyst):

@@ -35,7 +35,7 @@ Label = Annotated[
     Field(
         min_length=1,
         max_length=120,
-        pattern=r"^[^\x00-\x1f\x7f]*\S[^\x00-\x1f\x7f]*$",
+        pattern=r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$",
         description="A name to tell the session apart: one line, 1-120 characters",
         examples=["M1 day 12, array A"],
     ),

@@ -333,11 +333,20 @@ def create_session(
         help="A JSON or TOML file of the session's settings: fit, inclusion, selection, "
         "analysis, windows (see the README); --split, --epochs and --lr override its fit.",
     ),
+    label: str | None = typer.Option(
+        None, help="A name to tell the session apart, e.g. 'M1 day 12, array A'."
+    ),
+    subject: str | None = typer.Option(None, help="The animal's id, e.g. M1."),
+    species: str | None = typer.Option(None, help="The animal's species, e.g. 'Macaca mulatta'."),
+    sex: str | None = typer.Option(None, help="The animal's sex: M, F, U (unknown) or O (other)."),
+    age: str | None = typer.Option(None, help="The animal's age, ISO 8601: P7Y for seven years."),
+    notes: str | None = typer.Option(None, help="Notes on the session."),
     url: str = URL,
     token: str | None = TOKEN,
 ) -> None:
     """Create a session; prints its id (the server starts loading the candidates). Name the
-    sets as --preferred-set and --candidate-sets, or as the paper's three sets."""
+    sets as --preferred-set and --candidate-sets, or as the paper's three sets; the animal
+    as --subject (with --species, --sex and --age for the archive's NWB export)."""
     try:
         extra = session_settings(config, split=split, epochs=epochs, lr=lr)
     except SettingsFileError as exc:
@@ -355,12 +364,17 @@ def create_session(
             "object_set": object_set,
             "control_body_set": control_body_set,
         }
+    about: dict = {"label": label, "notes": notes}
+    if subject or species or sex or age:
+        animal = {"subject_id": subject, "species": species, "sex": sex, "age": age}
+        about["subject"] = {k: v for k, v in animal.items() if v is not None}
     session = _client(url, token).create_session(
         backbone=backbone,
         channels=[c.strip() for c in channels.split(",") if c.strip()],  # "ch01, ch02" too
         seed=seed,
         **sets,
         **extra,
+        **{k: v for k, v in about.items() if v is not None},
     )
     Console(stderr=True).print(
         f"session [bold]{session.id}[/bold] created ({len(session.config.channels)} channels)"

@@ -144,7 +144,8 @@ def test_a_failed_preparation_shows_at_once(service):
     service.work()  # the warm job fails
     seen = service.client.get(f"/v1/sessions/{session}", headers=service.rig).json()
     assert seen["state"] == "failed" and seen["failed_in"] == "warm"
-    assert seen["error"].startswith("preparing the session failed")
+    assert seen["error"].startswith("preparing the session (the candidates' features) failed")
+    assert "What to do: fix the named image or set" in seen["error"]
     assert record["error"] is None and record["state"] == "created"
     listed = service.client.get("/v1/sessions", headers=service.rig).json()
     assert [s["state"] for s in listed if s["id"] == session] == ["failed"]

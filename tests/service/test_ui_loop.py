@@ -18,9 +18,9 @@ import subprocess
 import numpy as np
 import pytest
 
-from tests.service.test_ui_pages import ORIGIN, as_, signed
 from tests.support.loop import CHANNELS, FIT, SELECTION, simulate
 from tests.support.service import is_problem, new_session
+from tests.support.ui import ORIGIN, as_, signed
 
 
 def csv_bytes(cols: dict[str, np.ndarray]) -> bytes:
@@ -318,3 +318,37 @@ def test_an_unknown_page_is_a_page_with_a_way_back(service):
     is_problem(service.client.get("/v1/sessions/0123456789ab", headers=service.rig), 404)
     r = as_(service, rig).get("/ui/sessions/0123456789ab/progress")
     is_problem(r, 404)
+
+
+def test_hostile_page_forms_are_refused_and_change_nothing(service):
+    from stimloop.api.request_gate import RequestGate
+
+    rig = signed(service, service.rig)
+    analyst = signed(service, service.analyst)
+    sid = new_session(service, "uih2", 6, 12, channels=["ch01"], fit={"split": [6, 3, 3]})
+    before = service.client.get(f"/v1/sessions/{sid}", headers=service.rig).json()
+    r = as_(service, None).post(
+        f"/ui/sessions/{sid}/upload/phase1", params={"name": "a.csv"}, content=b"x", headers=ORIGIN
+    )
+    assert is_problem(r, 401)["detail"] == "sign in at /ui/login"
+    # the page's uploads have the upload routes' size limit, not the JSON routes'
+    gate = RequestGate(None, service.settings)
+    assert gate.limit(f"/ui/sessions/{sid}/upload/phase2")[1] == "STIMLOOP_MAX_UPLOAD_BYTES"
+    assert gate.limit(f"/ui/sessions/{sid}/refit")[1] == "STIMLOOP_MAX_JSON_BYTES"
+    r = upload(service, rig, sid, "phase1", "t.csv", b"stimulus,channel,rate\nb,ch01,1\n")
+    assert "not in the preferred set" in is_problem(r, 422)["detail"]
+    r = as_(service, rig).post("/ui/sessions", data=form(label="a\x01b"), headers=ORIGIN)
+    assert r.status_code == 422 and "label" in r.text
+    missing = as_(service, rig).post(
+        "/ui/jobs/0123abcd-0000-0000-0000-000000000000/cancel",
+        data={"session": sid},
+        headers=ORIGIN,
+    )
+    assert missing.status_code == 404 and "does not exist" in missing.text
+    odd = as_(service, rig).post("/ui/jobs/..%2Fx/cancel", data={"session": sid}, headers=ORIGIN)
+    assert odd.status_code in (404, 422)
+    warm = service.client.get(f"/v1/sessions/{sid}", headers=service.rig).json()["jobs"]["warm"]
+    r = as_(service, analyst).post(f"/ui/jobs/{warm}/cancel", data={"session": sid}, headers=ORIGIN)
+    assert r.status_code == 403 and "ask the rig" in r.text
+    after = service.client.get(f"/v1/sessions/{sid}", headers=service.rig).json()
+    assert after["uploads"] == before["uploads"] == {} and after["state"] == before["state"]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -20,3 +23,19 @@ def free_port() -> int:
 
 
 STIMLOOP = str(Path(sys.executable).with_name("stimloop"))
+
+
+@contextlib.contextmanager
+def cores_busy(count: int | None = None) -> Iterator[None]:
+    """``count`` (default: every core) busy loops at normal priority for the block, as a lab's
+    box often runs something else beside the service."""
+    loops = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        for _ in range(count or os.cpu_count() or 2)
+    ]
+    try:
+        yield
+    finally:
+        for loop in loops:
+            loop.kill()
+            loop.wait()

@@ -134,6 +134,18 @@ def phase_three_csv(data: dict) -> str:
     return buffer.getvalue()
 
 
+def phase_three_sequence_csv(data: dict) -> str:
+    """The phase-three presentation sequence, a row per presentation: order, stimulus, kind
+    (a fragment's kind, or ``stability`` for an intact image shown again)."""
+    kinds = {e["stimulus"]: e["kind"] for e in data["entries"]}
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["order", "stimulus", "kind"])
+    for k, stimulus in enumerate(data["sequence"], 1):
+        writer.writerow([k, stimulus, kinds.get(stimulus, "stability")])
+    return buffer.getvalue()
+
+
 def report_html(st: Store, session_id: str) -> str:
     """The session report (``reports.report``), its images read from the registered sets."""
     from PIL import Image

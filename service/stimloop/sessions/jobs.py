@@ -17,6 +17,7 @@ from stimloop_contract.system import Accepted, JobKind
 
 from stimloop.runtime.settings import Settings
 from stimloop.sessions.errors import StateConflictError
+from stimloop.sessions.session_jobs import failure_line
 from stimloop.sessions.uploads import Upload, UploadPool, expected_ids
 from stimloop.storage import session_states
 from stimloop.storage.session import Phase, SessionRecord
@@ -49,7 +50,8 @@ def dead_job(record: SessionRecord, cfg: Settings, r: Redis) -> tuple[JobKind, s
 
 
 def preparation_error(record: SessionRecord, cfg: Settings, r: Redis) -> str | None:
-    """Why the session's preparation (warming its candidates) failed, if it did."""
+    """Why the session's preparation (warming its candidates) failed, if it did, in one line
+    with what to do (``session_jobs.failure_line``)."""
     job_id = record.jobs.get("warm")
     if record.state != "created" or not job_id:
         return None
@@ -59,10 +61,7 @@ def preparation_error(record: SessionRecord, cfg: Settings, r: Redis) -> str | N
         return None
     if status["state"] != "failed":
         return None
-    return (
-        f"preparing the session failed: {status['error']}; phase one can still be uploaded "
-        "(its maps are computed then), but fix the cause first"
-    )
+    return failure_line("warm", status["error"])
 
 
 def observed(record: SessionRecord, cfg: Settings, r: Redis) -> SessionRecord:

@@ -100,6 +100,8 @@ def job_rows(
             }
         )
         row["what"] = WHAT.get(info.kind or "", (info.kind or "job", ""))[0]
+        if info.state == "started" and info.stage == "queued":  # taken, not yet reporting
+            row["message"] = "starting"
         row["failure"] = failure_line(info.kind, info.error) if info.state == "failed" else None
         row["cancellable"] = info.state not in ENDED and may_cancel(role, caller_id, job.meta)
         rows.append(row)

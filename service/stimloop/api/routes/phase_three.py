@@ -3,8 +3,6 @@ read their analysis. The list is cut from the session's saliency results (eq. 6 
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -20,72 +18,14 @@ from stimloop.api.deps import (
     SettingsDep,
     StoreDep,
 )
-from stimloop.api.errors import ApiError, problem_responses
+from stimloop.api.errors import problem_responses
 from stimloop.api.media import BINARY, CSV, answer
 from stimloop.api.uploads import UPLOAD, receive
 from stimloop.sessions.exports import phase_three_csv
-from stimloop.sessions.jobs import job_pending
-from stimloop.storage.session import PhaseThreeInfo
+from stimloop.sessions.phase_three_list import start_phase_three
 from stimloop.storage.store import Store
-from stimloop.worker.queue import enqueue, job_info
 
 router = APIRouter(prefix="/v1/sessions", tags=["phase three"], responses=problem_responses())
-
-
-def request_key(req: PhaseThreeRequest) -> str:
-    text = json.dumps(req.model_dump(mode="json"), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def check_request(st: Store, session_id: str, req: PhaseThreeRequest) -> None:
-    """4xx, saying what to do, unless every channel and saliency result asked for exists."""
-    record = st.get_session(session_id)
-    files = st.files(session_id)
-    if not files.has_channels():
-        raise ApiError(
-            409,
-            "Conflict",
-            f"no fitted models yet (state {record.state}); phase three "
-            "needs phase one's readouts and saliency maps",
-        )
-    metas = files.saliency_results()
-    if not metas:
-        raise ApiError(
-            409,
-            "No saliency yet",
-            "phase three cuts fragments from saliency maps and this session has none; "
-            "POST .../saliency for each channel first (the rig's `stimloop-rig saliency`)",
-        )
-    fitted = {row["channel"]: row for row in files.channels()["channels"]}
-    with_maps = {m["channel"] for m in metas}
-    for channel in req.channels or []:
-        if channel not in fitted:
-            raise ApiError(404, "Unknown channel", f"channel {channel!r} is not in the session")
-        if not fitted[channel]["included"]:
-            raise ApiError(
-                409,
-                "No model",
-                f"channel {channel!r} was excluded ({fitted[channel]['reason']}), so it has "
-                "no fitted model and no saliency maps",
-            )
-        if channel not in with_maps:
-            raise ApiError(
-                409,
-                "No saliency yet",
-                f"channel {channel!r} has no saliency result; POST .../saliency with "
-                f'{{"channel": "{channel}"}} first',
-            )
-    keys = {m["key"]: m for m in metas}
-    for key in req.saliency or []:
-        if key not in keys:
-            raise ApiError(404, "Unknown saliency result", f"no saliency result {key!r}")
-        if req.channels is not None and keys[key]["channel"] not in req.channels:
-            raise ApiError(
-                422,
-                "Inconsistent request",
-                f"saliency result {key!r} is of channel {keys[key]['channel']!r}, which is "
-                "not among the channels asked for",
-            )
 
 
 @router.post(
@@ -104,45 +44,10 @@ def build_phase_three(
     caller: AnyCaller,
     replace: bool = Query(False, description="Replace a list built for another request"),
 ) -> Response:
-    check_request(st, session_id, req)
-    key = request_key(req)
-    links = {
-        "list": f"/v1/sessions/{session_id}/phase3",
-        "stimuli": f"/v1/sessions/{session_id}/phase3/stimuli.zip",
-    }
-    files = st.files(session_id)
-    with st.locked(session_id) as rec:
-        current = rec.phase3.key if rec.phase3 else None
-        built = files.has_phase_three_list()
-        if current == key and built:
-            done = Accepted(session=session_id, status="done", links=links)
-            return JSONResponse(done.model_dump(), status_code=200)
-        busy = built or job_pending(rec, "phase3", r)  # a failed build blocks nothing
-        if current not in (None, key) and busy and not replace:
-            raise ApiError(
-                409,
-                "Conflict",
-                "a phase-three list for another request exists (or is being built); add "
-                "?replace=true to build this one instead, which discards the other list's "
-                "trials and analysis",
-            )
-        job = enqueue(
-            cfg,
-            r,
-            "phase3",
-            session_id,
-            req,
-            key,
-            rec.generation,
-            session=session_id,
-            owner=caller.id,
-            rig=rec.rig,
-        )
-        rec.phase3 = PhaseThreeInfo(key=key, job=job.id)
-        rec.jobs["phase3"] = job.id
-    links["job"] = f"/v1/jobs/{job.id}"
-    body = Accepted(job=job_info(job, cfg), session=session_id, status="queued", links=links)
-    return JSONResponse(body.model_dump(), status_code=202)
+    accepted = start_phase_three(req, session_id, cfg, st, r, caller.id, replace)
+    return JSONResponse(
+        accepted.model_dump(), status_code=200 if accepted.status == "done" else 202
+    )
 
 
 def stored_list(st: Store, session_id: str) -> dict[str, Any]:

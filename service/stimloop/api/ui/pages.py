@@ -13,6 +13,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
+from stimloop_contract.phase_three import PhaseThreeRequest
 from stimloop_contract.result_tables import analysis_rows, phase_three_rows
 from stimloop_contract.saliency import DefaultPairRequest
 from stimloop_contract.sessions import PaperSessionCreate
@@ -28,6 +29,7 @@ from stimloop.sessions.creation import create
 from stimloop.sessions.errors import SessionError
 from stimloop.sessions.exports import (
     phase_three_csv,
+    phase_three_sequence_csv,
     report_html,
     rows_csv,
     selection_csv,
@@ -35,6 +37,7 @@ from stimloop.sessions.exports import (
     sequence_csv,
 )
 from stimloop.sessions.jobs import receive_phase, resubmit_fit
+from stimloop.sessions.phase_three_list import start_phase_three
 from stimloop.sessions.saliency import start_saliency
 from stimloop.sessions.session_jobs import cancel
 from stimloop.storage.registry import load_registry
@@ -392,6 +395,39 @@ def ask_saliency(
     return RedirectResponse(f"/ui/sessions/{session_id}#saliency", status_code=303)
 
 
+@router.post("/sessions/{session_id}/phase3", response_class=HTMLResponse)
+def ask_phase_three(
+    request: Request,
+    session_id: SessionId,
+    cfg: SettingsDep,
+    st: StoreDep,
+    r: RedisDep,
+    q: str = Form("", max_length=80),
+    repeats: str = Form("", max_length=4),
+    replace: bool = Form(False),
+) -> Response:
+    """Build the phase-three list from the page: every channel with maps, the fractions of
+    foreground ``q`` (comma-separated; default the paper's proposal) and ``repeats``; the same
+    checks as ``POST /v1/sessions/{id}/phase3``."""
+    caller = _checked_form(request, signed_in(request, cfg, r))
+    if not isinstance(caller, Caller):
+        return caller
+    asked: dict[str, object] = {}
+    if q.strip():
+        asked["q"] = [part.strip() for part in q.split(",") if part.strip()]
+    if repeats.strip():
+        asked["repeats"] = repeats.strip()
+    try:
+        req = PhaseThreeRequest.model_validate(asked)
+    except ValidationError as exc:
+        return _refused(request, caller, 422, _validation_words(exc))
+    try:
+        start_phase_three(req, session_id, cfg, st, r, caller.id, replace)
+    except SessionError as exc:
+        return _refused(request, caller, status_of(exc), exc.detail)
+    return RedirectResponse(f"/ui/sessions/{session_id}#jobs", status_code=303)
+
+
 @router.post("/sessions/{session_id}/refit", response_class=HTMLResponse)
 def refit(
     request: Request,
@@ -465,6 +501,7 @@ DOWNLOADS = {  # what a download link names -> its media type
     "selection-mat": "application/x-matlab-data",
     "analysis-csv": CSV,
     "phase3-csv": CSV,
+    "phase3sequence-csv": CSV,
     "analysis-json": "application/json",
     "models-npz": BINARY,
     "stimuli-zip": BINARY,
@@ -493,6 +530,8 @@ def download(
             body = selection_mat(st, session_id)
         elif name == "phase3-csv":
             body = phase_three_csv(files.phase_three_list())
+        elif name == "phase3sequence-csv":
+            body = phase_three_sequence_csv(files.phase_three_list())
         elif name == "analysis-csv":
             body = rows_csv(analysis_rows(files.analysis()))
         elif name == "analysis-json":

@@ -340,6 +340,7 @@ def session_view(
             e for e in plan["entries"] if e["kind"] in ("salient", "complement", "random")
         ][:24]
         view["downloads"] += [("phase3-csv", "the phase-three list (CSV)")]
+        view["downloads"] += [("phase3sequence-csv", "the phase-three sequence (CSV)")]
         view["downloads"] += [("stimuli-zip", "the phase-three images (zip)")]
     if files.has_phase_three_analysis():
         view["phase3"] = phase_three_rows(files.phase_three_analysis())

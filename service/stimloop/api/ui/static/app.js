@@ -13,7 +13,10 @@
   var shown = box.getAttribute("data-state");
   var session = document.getElementById("jobs").getAttribute("data-session");
   var ENDED = ["finished", "failed", "canceled", "stopped"];
-  var seenJobs = null;  // job id -> state at the last poll
+  var seenJobs = {};  // job id -> state, as the page showed it and then at the last poll
+  Array.prototype.forEach.call(document.querySelectorAll("#jobs-rows tr[data-job]"), function (tr) {
+    seenJobs[tr.getAttribute("data-job")] = tr.getAttribute("data-state");
+  });
   var sending = false;
 
   function set(id, text) {
@@ -50,14 +53,16 @@
     var now = {};
     list.forEach(function (j) {
       now[j.id] = j.state;
-      if (seenJobs && ENDED.indexOf(j.state) >= 0 && seenJobs[j.id] !== undefined &&
-          ENDED.indexOf(seenJobs[j.id]) < 0) { ended = true; }
+      if (ENDED.indexOf(j.state) >= 0 &&
+          (seenJobs[j.id] === undefined || ENDED.indexOf(seenJobs[j.id]) < 0)) { ended = true; }
     });
     seenJobs = now;
     while (rows.firstChild) { rows.removeChild(rows.firstChild); }
     list.forEach(function (j) {
       var tr = document.createElement("tr");
       tr.className = "job-" + j.state;
+      tr.setAttribute("data-job", j.id);
+      tr.setAttribute("data-state", j.state);
       cell(tr, j.what);
       cell(tr, j.state);
       cell(tr, j.ahead === null ? "\u2013" : j.ahead + " ahead");
@@ -154,15 +159,15 @@
     };
     request.upload.onload = function () { result.textContent = "checking " + file.name + "\u2026"; };
     request.onload = function () {
-      sending = false;
       var answer = {};
       try { answer = JSON.parse(request.responseText); } catch (err) { answer = {}; }
       if (request.status === 202) {
         result.textContent = file.name + ": " + (answer.status || "received") +
           (answer.job ? " (" + answer.job.kind + " job " + answer.job.state + ")" : "");
         input.value = "";
-        window.setTimeout(function () { window.location.reload(); }, 1000);
+        window.setTimeout(function () { sending = false; window.location.reload(); }, 3000);
       } else {
+        sending = false;
         result.className = "upload-result bad";
         result.textContent = (answer.title ? answer.title + ": " : "Refused: ") +
           (answer.detail || request.statusText || ("HTTP " + request.status));
