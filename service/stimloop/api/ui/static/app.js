@@ -46,6 +46,21 @@
     tr.appendChild(td);
     return td;
   }
+  function fill(tr, j) {  // a job's row: its text cells (the seventh holds its button)
+    var estimate = "\u2013";
+    if (j.state === "queued" && j.estimate_s !== null) {
+      estimate = "starts in about " + seconds(j.estimate_s);
+    } else if (j.remaining_s !== null) {
+      estimate = "about " + seconds(j.remaining_s) + " left";
+    }
+    var texts = [j.what, j.state, j.ahead === null ? "\u2013" : j.ahead + " ahead",
+      seconds(j.elapsed_s), estimate, j.failure || j.message || ""];
+    tr.className = "job-" + j.state;
+    tr.setAttribute("data-job", j.id);
+    tr.setAttribute("data-state", j.state);
+    texts.forEach(function (text, k) { tr.children[k].textContent = text; });
+    tr.children[5].className = j.failure ? "bad" : "";
+  }
   function jobs(list) {
     var rows = document.getElementById("jobs-rows");
     if (!rows) { return false; }
@@ -57,26 +72,19 @@
           (seenJobs[j.id] === undefined || ENDED.indexOf(seenJobs[j.id]) < 0)) { ended = true; }
     });
     seenJobs = now;
+    // the same jobs with the same buttons: their cells are updated in place, so that a
+    // Cancel button never moves under the pointer; otherwise the rows are built again
+    var shape = list.map(function (j) { return j.id + (j.cancellable ? "+" : "-"); }).join(",");
+    if (rows.getAttribute("data-shape") === shape) {
+      list.forEach(function (j, k) { fill(rows.children[k], j); });
+      return ended;
+    }
+    rows.setAttribute("data-shape", shape);
     while (rows.firstChild) { rows.removeChild(rows.firstChild); }
     list.forEach(function (j) {
       var tr = document.createElement("tr");
-      tr.className = "job-" + j.state;
-      tr.setAttribute("data-job", j.id);
-      tr.setAttribute("data-state", j.state);
-      cell(tr, j.what);
-      cell(tr, j.state);
-      cell(tr, j.ahead === null ? "\u2013" : j.ahead + " ahead");
-      cell(tr, seconds(j.elapsed_s));
-      var estimate = "\u2013";
-      if (j.state === "queued" && j.estimate_s !== null) {
-        estimate = "starts in about " + seconds(j.estimate_s);
-      } else if (j.remaining_s !== null) {
-        estimate = "about " + seconds(j.remaining_s) + " left";
-      }
-      cell(tr, estimate);
-      var said = cell(tr, j.failure || j.message || "");
-      if (j.failure) { said.className = "bad"; }
-      var last = cell(tr, "");
+      for (var k = 0; k < 7; k += 1) { cell(tr, ""); }
+      fill(tr, j);
       if (j.cancellable) {
         var form = document.createElement("form");
         form.method = "post";
@@ -91,7 +99,7 @@
         button.textContent = "Cancel";
         form.appendChild(hidden);
         form.appendChild(button);
-        last.appendChild(form);
+        tr.children[6].appendChild(form);
       }
       rows.appendChild(tr);
     });
