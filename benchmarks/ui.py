@@ -8,7 +8,9 @@ every channel fitted, its picks among 200 objects and 100 control bodies, the ph
 recording and its analysis (with the fit metrics' bootstraps), all written as the service
 writes them; the readouts read 64 random features (the page never opens the maps). Measured in
 one process through the app (no network): the session page, against the JSON analysis of
-``/v1`` as the baseline, and the page's progress poll.
+``/v1`` as the baseline, and the page's progress poll. ``--jobs`` saliency jobs of the session
+wait in the queue meanwhile (no worker takes them), so the page and the poll list them with
+their places and estimates, as while an analyst's maps wait.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from stimloop.science.readout import FittedReadout
 from stimloop.science.responses import ChannelInclusion, response_table, trials_from_rates
 from stimloop.storage.registry import default_registry_path
 from stimloop.storage.store import Store
+from stimloop.worker.queue import LANES, enqueue, queue_name
 from stimloop_contract.configs import ReadoutConfig, SelectionConfig
 
 from benchmarks.fixtures import paper_session, store_phase_one
@@ -144,11 +147,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--channels", type=int, default=32)
     parser.add_argument("--loads", type=int, default=20)
+    parser.add_argument("--jobs", type=int, default=8, help="queued jobs of the session")
     args = parser.parse_args()
     url = os.environ.get("STIMLOOP_REDIS_URL", "redis://127.0.0.1:6379/0")
     prefix = f"stimloop-bench-{uuid.uuid4().hex[:8]}"
     redis = Redis.from_url(url)
     tmp = Path(tempfile.mkdtemp())
+    queued: list = []
     try:
         store_dir = tmp / "models_store"
         store_dir.mkdir()
@@ -159,6 +164,8 @@ def main() -> None:
         store = Store(store_dir)
         channels = [f"ch{i + 1:02d}" for i in range(args.channels)]
         sid = session_files(store, channels, np.random.default_rng(0))
+        for k in range(args.jobs):  # queued, never run: listed with their places
+            queued.append(enqueue(settings, redis, "saliency", sid, k, session=sid))
         with TestClient(create_app(settings)) as client:
             signed = client.post("/ui/login", data={"token": token},
                                  headers={"Origin": "http://testserver"},
@@ -170,7 +177,8 @@ def main() -> None:
             baseline = timed(client, f"/v1/sessions/{sid}/analysis", args.loads, headers=bearer)
         ms = {k: 1000 * statistics.median(v) for k, v in
               (("page", page), ("poll", poll), ("json", baseline))}  # fmt: skip
-        print(f"{date.today()}, {describe()}; {args.channels} channels, median of {args.loads}\n")
+        print(f"{date.today()}, {describe()}; {args.channels} channels, {args.jobs} queued jobs, "
+              f"median of {args.loads}\n")  # fmt: skip
         print("| request | ms | vs the JSON analysis |\n|---|---|---|")
         print(f"| GET /v1/sessions/{{id}}/analysis (baseline) | {ms['json']:.1f} | 1.00x |")
         print(f"| GET /ui/sessions/{{id}} (the whole page) | {ms['page']:.1f} | "
@@ -178,6 +186,10 @@ def main() -> None:
         print(f"| GET /ui/sessions/{{id}}/progress (each second) | {ms['poll']:.1f} | "
               f"{ms['poll'] / ms['json']:.2f}x |")  # fmt: skip
     finally:
+        for job in queued:
+            job.delete()
+        for lane in LANES:
+            redis.delete(queue_name(settings, lane))
         for key in redis.scan_iter(f"{prefix}:*"):
             redis.delete(key)
         shutil.rmtree(tmp, ignore_errors=True)
