@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from stimloop_contract.errors import TrialFileError
+from stimloop_contract.spike_times import counts_from_spike_times
 
 from stimloop_rig.openephys import Events
-from stimloop_rig.readers import counts_from_spike_times
 from stimloop_rig.recording import code_events, stimulus_onsets
 
 DEFAULT_NAME = re.compile(r"^Electrode (\d{1,4})$")  # the Spike Detector's own names

@@ -1,7 +1,9 @@
-"""The rig's files as trial tables (torch-free): spike times cut around stimulus onsets, NWB
-files, and any supported file by its kind (``read_trials``). Trial tables themselves (CSV, NPZ)
-and their checks are the contract's (``stimloop_contract.trial_tables``); every reader here
-raises ``TrialFileError`` naming the file, the row and the column at fault.
+"""The rig's files as trial tables (torch-free): spike-times NPZ files, NWB files, and any
+supported file by its kind (``read_trials``). Trial tables themselves (CSV, NPZ), their checks
+and the counting of spike times in windows are the contract's (``stimloop_contract.
+trial_tables``, ``spike_times``: the server counts an uploaded spike-times NPZ with the same
+code); every reader here raises ``TrialFileError`` naming the file, the row and the column at
+fault.
 """
 
 from __future__ import annotations
@@ -10,65 +12,18 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-from stimloop_contract.configs import Windows
 from stimloop_contract.errors import TrialFileError
+from stimloop_contract.spike_times import (
+    counts_from_spike_times,
+    spike_npz_columns,
+)
 from stimloop_contract.trial_tables import (
     read_trial_npz,
     read_trial_table,
     reading,
-    validate_columns,
 )
 
-PAPER_WINDOWS = Windows()  # A.2's baseline and response windows, written once in the science
-
-
 # ------------------------------------------------------------------ spike times
-
-
-def counts_from_spike_times(
-    spike_times: dict[str, np.ndarray],
-    onsets: np.ndarray,
-    stimuli: np.ndarray,
-    baseline: tuple[float, float] = PAPER_WINDOWS.baseline,
-    response: tuple[float, float] = PAPER_WINDOWS.response,
-) -> dict[str, np.ndarray]:
-    """Cut each channel's spike train (s) around every stimulus onset into window counts.
-
-    Windows are half-open ``[start, end)`` in seconds relative to onset (paper A.2). Returns
-    trial columns: stimulus, channel, repeat, baseline_count, response_count.
-    """
-    onsets = np.asarray(onsets, dtype=np.float64)
-    stimuli = np.asarray(stimuli).astype(str)
-    if len(onsets) != len(stimuli):
-        raise TrialFileError(f"{len(onsets)} onsets but {len(stimuli)} stimulus labels")
-    repeat = np.zeros(len(stimuli), dtype=np.int64)
-    seen: dict[str, int] = {}
-    for i, s in enumerate(stimuli):
-        repeat[i] = seen.get(s, 0)
-        seen[s] = repeat[i] + 1
-    cols: dict[str, list] = {
-        k: [] for k in ("stimulus", "channel", "repeat", "baseline_count", "response_count")
-    }
-    for channel, times in spike_times.items():
-        t = np.sort(np.asarray(times, dtype=np.float64))
-        if not np.isfinite(t).all():
-            raise TrialFileError(f"channel {channel!r} has NaN or infinite spike times")
-
-        cols["stimulus"] += list(stimuli)
-        cols["channel"] += [channel] * len(stimuli)
-        cols["repeat"] += list(repeat)
-        cols["baseline_count"] += list(_window_counts(t, onsets, baseline))
-        cols["response_count"] += list(_window_counts(t, onsets, response))
-    return validate_columns({k: np.asarray(v) for k, v in cols.items()}, "spike times")
-
-
-def _window_counts(
-    times: np.ndarray, onsets: np.ndarray, window: tuple[float, float]
-) -> np.ndarray:
-    """Spikes of sorted ``times`` in ``[onset + start, onset + end)`` for every onset."""
-    lo = np.searchsorted(times, onsets + window[0], side="left")
-    hi = np.searchsorted(times, onsets + window[1], side="left")
-    return hi - lo
 
 
 def read_spike_npz(path: Path, **windows: tuple[float, float]) -> dict[str, np.ndarray]:
@@ -81,18 +36,7 @@ def read_spike_npz(path: Path, **windows: tuple[float, float]) -> dict[str, np.n
             arrays = {k: data[k] for k in data.files}
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
         raise TrialFileError(f"{path}: not a readable NPZ file ({exc})") from exc
-    for key in ("event_times", "event_codes", "code_ids"):
-        if key not in arrays:
-            raise TrialFileError(f"{path}: missing array {key!r}")
-    spikes = {k.removeprefix("spikes_"): v for k, v in arrays.items() if k.startswith("spikes_")}
-    if not spikes:
-        raise TrialFileError(f"{path}: no spikes_<channel> arrays")
-    codes = arrays["event_codes"].astype(np.int64)
-    ids = arrays["code_ids"].astype(str)
-    if codes.min(initial=0) < 0 or codes.max(initial=0) >= len(ids):
-        bad = codes[(codes < 0) | (codes >= len(ids))][:5]
-        raise TrialFileError(f"{path}: event codes {bad.tolist()} have no entry in code_ids")
-    return counts_from_spike_times(spikes, arrays["event_times"], ids[codes], **windows)
+    return spike_npz_columns(arrays, str(path), **windows)
 
 
 def read_nwb(

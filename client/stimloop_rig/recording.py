@@ -24,12 +24,12 @@ from typing import Literal
 
 import numpy as np
 from stimloop_contract.errors import TrialFileError
+from stimloop_contract.spike_times import PAPER_WINDOWS, counts_from_spike_times
 from stimloop_contract.trial_tables import read_csv_text, reading
 
 from stimloop_rig.mua import MuaSettings, threshold_crossings
 from stimloop_rig.neo_files import read_neo
 from stimloop_rig.openephys import Events, Recording, read_openephys
-from stimloop_rig.readers import PAPER_WINDOWS, counts_from_spike_times
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from stimloop_contract.spike_times import PAPER_WINDOWS
 from stimloop_rig.live_trials import LiveError, LiveTrials
-from stimloop_rig.readers import PAPER_WINDOWS
 from stimloop_rig.recording import RecordingSettings, read_codes, read_recording
 
 from tests.support.broadcaster import messages

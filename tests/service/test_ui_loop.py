@@ -352,3 +352,42 @@ def test_hostile_page_forms_are_refused_and_change_nothing(service):
     assert r.status_code == 403 and "ask the rig" in r.text
     after = service.client.get(f"/v1/sessions/{sid}", headers=service.rig).json()
     assert after["uploads"] == before["uploads"] == {} and after["state"] == before["state"]
+
+
+def test_spike_times_from_the_page_are_the_trials_the_rig_counts(service, tmp_path):
+    from stimloop_rig.readers import read_spike_npz
+
+    rig = signed(service, service.rig)
+    sid = new_session(service, "uisp", 7, 12, channels=["ch01", "ch02"], fit={"split": [6, 3, 3]})
+    bodies = [f"body_{i:04d}" for i in range(12)]
+    rng = np.random.default_rng(7)
+    codes = np.repeat(np.arange(12), 3)
+    rng.shuffle(codes)
+    onsets = 1.0 + 0.45 * np.arange(len(codes))
+    arrays = {
+        "event_times": onsets,
+        "event_codes": codes,
+        "code_ids": np.array(bodies),
+        "spikes_ch01": np.sort(rng.uniform(0, onsets[-1] + 1, 900)),
+        "spikes_ch02": np.sort(rng.uniform(0, onsets[-1] + 1, 300)),
+    }
+    path = tmp_path / "spikes.npz"
+    np.savez(path, **arrays)
+    incomplete = io.BytesIO()
+    np.savez(incomplete, **{k: v for k, v in arrays.items() if k != "code_ids"})
+    r = upload(service, rig, sid, "phase1", "spikes.npz", incomplete.getvalue())
+    assert "spikes.npz: missing array 'code_ids'" in is_problem(r, 422)["detail"]
+    r = upload(service, rig, sid, "phase1", "spikes.npz", path.read_bytes())
+    assert r.status_code == 202, r.text
+    # the same file counted at the rig, in the session's windows, is the same upload
+    windows = service.client.get(f"/v1/sessions/{sid}", headers=service.rig).json()["config"]
+    counted = read_spike_npz(path, **{k: tuple(v) for k, v in windows["windows"].items()})
+    buffer = io.BytesIO()
+    np.savez(buffer, **counted)
+    again = service.client.put(
+        f"/v1/sessions/{sid}/phase1",
+        content=buffer.getvalue(),
+        headers={**service.rig, "content-type": "application/octet-stream"},
+    )
+    assert again.json()["status"] == "already received", again.text
+    assert len(counted["stimulus"]) == 2 * len(codes)

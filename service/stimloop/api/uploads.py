@@ -20,9 +20,11 @@ from stimloop.storage.store import Store
 UPLOAD_BODY = body(
     BINARY,
     "The trials as JSON columns (TrialUpload), as an NPZ file of the same columns "
-    "(application/octet-stream; application/x-npz is accepted too), or as a MATLAB v5/v7 "
-    "MAT-file of them or of XDream's stimulusID and tEvokedResp (application/octet-stream or "
-    "application/x-matlab-data; see the README). 422 unless the columns "
+    "(application/octet-stream; application/x-npz is accepted too) or of spike times "
+    "(spikes_<channel>, event_times, event_codes, code_ids: counted in the session's windows), "
+    "as a MATLAB v5/v7 MAT-file of them or of XDream's stimulusID and tEvokedResp "
+    "(application/octet-stream or application/x-matlab-data), or as a CSV table of them "
+    "(text/csv; see the README). 422 unless the columns "
     "are of equal length with either rate or both window counts, every stimulus is one the "
     "phase may show (phase one: the preferred set; phase two and three: every image of their "
     "list, each with trials) and every channel the session's, and no two rows share a "

@@ -16,8 +16,10 @@ from pathlib import Path
 import numpy as np
 from anyio.to_thread import run_sync
 from pydantic import ValidationError
+from stimloop_contract.configs import Windows
 from stimloop_contract.errors import TrialFileError
 from stimloop_contract.matfiles import MAT_MEDIA_TYPE, is_mat, parse_trial_mat
+from stimloop_contract.spike_times import PAPER_WINDOWS, is_spike_npz, parse_spike_npz
 from stimloop_contract.trial_tables import (
     DuplicateTrialsError,
     parse_trial_csv,
@@ -50,17 +52,24 @@ class Expected:
     what: str
     required: tuple[str, ...] = ()
     max_unpacked: int = 2 * 2**30  # an NPZ's columns, decompressed
+    windows: Windows = PAPER_WINDOWS  # the session's, for counting uploaded spike times
 
 
 CSV_MEDIA_TYPES = ("text/csv", "text/tab-separated-values")
 
 
 def decode_trials(
-    kind: str, data: bytes, max_unpacked: int = 2 * 2**30, name: str | None = None
+    kind: str,
+    data: bytes,
+    max_unpacked: int = 2 * 2**30,
+    name: str | None = None,
+    windows: Windows = PAPER_WINDOWS,
 ) -> dict[str, np.ndarray]:
     """The trial columns of a JSON, NPZ, MAT-file or CSV body (``kind``: its media type; a
-    MAT-file is recognised by its header under application/octet-stream too). ``name``: the
-    file's name where a person chose one (the live pages), so that a refusal names it."""
+    MAT-file is recognised by its header under application/octet-stream too; an NPZ of spike
+    times, ``stimloop_rig.readers.read_spike_npz``'s, is counted in the session's
+    ``windows``). ``name``: the file's name where a person chose one (the live pages), so
+    that a refusal names it."""
     if kind in CSV_MEDIA_TYPES:
         try:
             return parse_trial_csv(data, name or "the uploaded CSV file")
@@ -86,6 +95,19 @@ def decode_trials(
     if kind == MAT_MEDIA_TYPE or (kind in NPZ_MEDIA_TYPES and is_mat(data)):
         try:
             return parse_trial_mat(data, name or "the uploaded MAT-file", max_unpacked)
+        except TrialFileError as exc:
+            raise InvalidInputError(str(exc)) from None
+    if kind in NPZ_MEDIA_TYPES and is_spike_npz(data):
+        try:
+            return parse_spike_npz(
+                data,
+                name or "NPZ body",
+                max_unpacked,
+                baseline=windows.baseline,
+                response=windows.response,
+            )
+        except DuplicateTrialsError as exc:
+            raise InvalidInputError(str(exc), title="Duplicate trials") from None
         except TrialFileError as exc:
             raise InvalidInputError(str(exc)) from None
     if kind in NPZ_MEDIA_TYPES:
@@ -143,7 +165,7 @@ def prepare(
     kind: str, data: bytes, expected: Expected, name: str | None = None
 ) -> tuple[dict[str, np.ndarray], str]:
     """Decode, check and hash an upload: its columns and their sha256."""
-    columns = decode_trials(kind, data, expected.max_unpacked, name)
+    columns = decode_trials(kind, data, expected.max_unpacked, name, expected.windows)
     check_ids(columns, expected)
     return columns, digest(columns)
 
@@ -237,7 +259,12 @@ def expected_ids(phase: Phase, session_id: str, st: Store, cfg: Settings) -> Exp
     if phase == "phase1":
         shown = frozenset(st.get_set(config.preferred_set).ids)
         return Expected(
-            channels, shown, f"in the preferred set {config.preferred_set!r}", (), limit
+            channels,
+            shown,
+            f"in the preferred set {config.preferred_set!r}",
+            (),
+            limit,
+            config.windows,
         )
     if phase == "phase3":
         if not files.has_phase_three_list():
@@ -248,7 +275,12 @@ def expected_ids(phase: Phase, session_id: str, st: Store, cfg: Settings) -> Exp
         images = [e["stimulus"] for e in listed["entries"]]
         images += [b for b in listed["stability_images"] if b not in set(images)]
         return Expected(
-            channels, frozenset(images), "on the phase-three list", tuple(images), limit
+            channels,
+            frozenset(images),
+            "on the phase-three list",
+            tuple(images),
+            limit,
+            config.windows,
         )
     if not files.has_selection():
         raise StateConflictError(
@@ -256,7 +288,9 @@ def expected_ids(phase: Phase, session_id: str, st: Store, cfg: Settings) -> Exp
         )
     phase_two = files.selection()["phase_two"]
     images = [e["stimulus"] for e in phase_two["entries"]] + phase_two["stability_images"]
-    return Expected(channels, frozenset(images), "on the phase-two list", tuple(images), limit)
+    return Expected(
+        channels, frozenset(images), "on the phase-two list", tuple(images), limit, config.windows
+    )
 
 
 @dataclass(frozen=True)

@@ -325,9 +325,9 @@ async def upload_from_page(
         raise ApiError(
             415,
             "Unsupported media type",
-            f"{name}: the page takes trial tables ({', '.join(UPLOAD_TYPES)}); a recording "
-            "(an Open Ephys folder, .plx, .nex, .nev, .nwb or spike times) goes through "
-            "stimloop-rig, which counts its spikes at the rig",
+            f"{name}: the page takes trial tables and spike-times NPZ files "
+            f"({', '.join(UPLOAD_TYPES)}); a recording (an Open Ephys folder, .plx, .nex, "
+            ".nev, .nwb) goes through stimloop-rig, which reads it at the rig",
         )
     data = await body_bytes(request, cfg)
     accepted = await receive_phase(
