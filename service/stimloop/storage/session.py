@@ -98,13 +98,21 @@ _DERIVED: dict[Phase, tuple[str, ...]] = {
         "channels.json",
         "phase2.npz",
         "analysis.json",
+        "predictions.npz",
         "saliency",
         "phase3",
         "phase3.npz",
         "live/phase2",
         "live/phase3",
     ),
-    "phase2": ("analysis.json", "saliency", "phase3", "phase3.npz", "live/phase3"),
+    "phase2": (
+        "analysis.json",
+        "predictions.npz",
+        "saliency",
+        "phase3",
+        "phase3.npz",
+        "live/phase3",
+    ),
     "phase3": ("phase3/analysis.json",),
 }
 
@@ -317,6 +325,31 @@ class SessionFiles:
 
     def write_analysis(self, data: dict[str, Any]) -> None:
         write_json(self.folder / "analysis.json", data)
+
+    def has_predictions(self) -> bool:
+        return (self.folder / "predictions.npz").is_file()
+
+    def predictions(self) -> tuple[list[str], dict[str, tuple[np.ndarray, np.ndarray]]]:
+        """What the analysis compared the recording with: the readouts' channels, and per
+        category of phase two's picks (and ``test``, the held-out preferred images of phase
+        one) the image ids ``[n]`` and the predictions ``[n, C_fit]`` (spikes/s)."""
+        if not self.has_predictions():
+            raise self.missing("predictions")
+        arrays = read_npz(self.folder / "predictions.npz")
+        channels = [str(c) for c in arrays["channels"]]
+        names = [k.removeprefix("ids_") for k in arrays if k.startswith("ids_")]
+        return channels, {n: (arrays[f"ids_{n}"].astype(str), arrays[f"pred_{n}"]) for n in names}
+
+    def write_predictions(
+        self, channels: list[str], by_name: dict[str, tuple[list[str], np.ndarray]]
+    ) -> None:
+        """``by_name``: category (or ``test``) -> (image ids ``[n]``, predictions
+        ``[n, len(channels)]``)."""
+        arrays: dict[str, np.ndarray] = {"channels": np.asarray(channels)}
+        for name, (ids, values) in by_name.items():
+            arrays[f"ids_{name}"] = np.asarray(ids, dtype=str)
+            arrays[f"pred_{name}"] = np.asarray(values, dtype=np.float64)
+        write_npz(self.folder / "predictions.npz", arrays)
 
     # ------------------------------------------------------------------ saliency
 

@@ -69,6 +69,12 @@ def analyse(
         files.write_analysis(
             {"categories": names, **result.to_dict(), **provenance(config, weights)}
         )
+        if readout is not None:  # what the recording was compared with, for the export
+            shown = {**others, **candidates}
+            compared = {c: (shown[c], v) for c, v in predictions.items()}
+            if test_pred is not None:
+                compared["test"] = (list(readout.split_ids["test"]), test_pred)
+            files.write_predictions(list(readout.channels), compared)
         transition(rec, "analysed", "analysis ready")
     report("done", 1.0, "analysis ready")
     return result.summary
