@@ -3,6 +3,7 @@ models store, from a working directory that is not the repository."""
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.nwb_record import assert_recomputes, dandi_problems
 from tests.support.paths import BIN, REPO
 from tests.support.processes import free_port, user_env
 
@@ -92,6 +94,11 @@ def test_quick_demo_with_a_relative_output_folder(tmp_path):
         " ".join(result.stdout.split()),
     )
     assert "Sanity checks of the maps" in (tmp_path / "demo" / "report.html").read_text()
+    # the session on the record: DANDI's checks pass, and the file alone gives its analysis
+    record = tmp_path / "demo" / "session.nwb"
+    assert dandi_problems(record) == []
+    (stored,) = (tmp_path / "demo" / "models_store").glob("sessions/*/analysis.json")
+    assert_recomputes(record, json.loads(stored.read_text()))
 
 
 def test_the_wheel_installs_the_two_packages_by_their_folder_names(tmp_path):

@@ -350,6 +350,15 @@ class ServiceClient:
     def report(self, session_id: str) -> str:
         return self.request("GET", f"/v1/sessions/{session_id}/report").text
 
+    def export_nwb(self, session_id: str, draft: bool = False) -> tuple[bytes, str | None]:
+        """The session as one NWB file, and the server's warning (a draft's missing fields)."""
+        answer = self.request(
+            "GET",
+            f"/v1/sessions/{session_id}/export.nwb",
+            params={"draft": "true"} if draft else None,
+        )
+        return answer.content, answer.headers.get("x-stimloop-warning")
+
 
 def _reason(exc: httpx.TransportError) -> str:
     """The root cause of a transport error, in a few words."""

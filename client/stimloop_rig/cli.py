@@ -886,3 +886,23 @@ def report(
     """The session report, one HTML page."""
     out.write_text(_client(url, token).report(session))
     console.print(f"wrote {out}")
+
+
+@app.command("export-nwb")
+@one_line
+def export_nwb(
+    session: str,
+    out: Path = typer.Option(..., help="The NWB file to write."),
+    draft: bool = typer.Option(
+        False, help="Export even when the animal's species, sex or age are missing."
+    ),
+    url: str = URL,
+    token: str | None = TOKEN,
+) -> None:
+    """The session as one NWB file, for the lab's archive and DANDI (README: "A session on
+    the record")."""
+    body, warning = _client(url, token).export_nwb(session, draft)
+    out.write_bytes(body)
+    if warning:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
+    console.print(f"wrote {out} ({len(body) / 2**20:.1f} MiB)")

@@ -527,3 +527,41 @@ def main() -> None:  # pragma: no cover
 
 if __name__ == "__main__":  # pragma: no cover
     app()
+
+
+# --------------------------------------------------------------------------- the record
+
+export_app = typer.Typer(help="A session for the archive.", no_args_is_help=True)
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("nwb")
+def export_nwb_command(
+    session: str = typer.Argument(..., help="The session's id (12 characters 0-9, a-f)."),
+    out: Path | None = typer.Option(
+        None, help="The NWB file to write (default: SESSION.nwb here)."
+    ),
+    draft: bool = typer.Option(
+        False, help="Export even when the animal's species, sex or age are missing."
+    ),
+) -> None:
+    """The session as one NWB file: the animal, every image shown, each phase's trials, the
+    loop's decisions, the analysis, the maps and the provenance (README: "A session on the
+    record")."""
+    from stimloop.sessions.errors import SessionError
+    from stimloop.sessions.nwb_export import export_nwb
+    from stimloop.storage.session import SESSION_ID, NotFoundError
+    from stimloop.storage.store import Store
+
+    if not SESSION_ID.fullmatch(session):
+        raise fail(f"{session!r} is not a session id: 12 characters 0-9 and a-f")
+    settings = Settings()
+    target = (out or Path(f"{session}.nwb")).resolve()
+    try:
+        with console.status(f"writing {target}"):
+            warnings = export_nwb(Store(settings.models_store), session, target, draft)
+    except (SessionError, NotFoundError) as exc:
+        raise fail(getattr(exc, "detail", str(exc))) from None
+    for warning in warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
+    console.print(f"{target} written ({target.stat().st_size / 2**20:.1f} MiB)")

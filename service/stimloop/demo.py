@@ -118,6 +118,10 @@ QUICK = DemoPlan(120, 60, 24, 6, {"epochs": 300, "lr": 1e-3, "split": [80, 20, 2
 DEMO_NEURONS = sy.SyntheticConfig(quotient="ratio")
 
 
+# the demo's session names an animal only so that its NWB export passes DANDI's checks
+DEMO_SUBJECT = {"subject_id": "synthetic", "species": "Macaca mulatta", "sex": "U", "age": "P5Y"}
+
+
 def run_demo(
     out: Path,
     quick: bool = False,
@@ -213,6 +217,11 @@ def run_demo(
             fit=plan.fit,
             seed=seed,
             selection={"stability_images": plan.stability_images},
+            label=f"demo: {len(channels)} synthetic channels",
+            # placeholders, so that the NWB export passes DANDI's checks: no animal was recorded
+            subject=DEMO_SUBJECT,
+            notes="synthetic channels, procedural stimuli, a random-init stand-in backbone; "
+            "the subject fields are placeholders (no animal was recorded)",
         )
         token_file = out / "analyst_token.txt"
         token_file.write_text(analyst + "\n")
@@ -277,10 +286,14 @@ def run_demo(
         )
         report = out / "report.html"
         report.write_text(reader.report(session.id))
+        record_file = out / "session.nwb"
+        body, _ = reader.export_nwb(session.id)
+        record_file.write_bytes(body)
         _summary(console, analysis, selection)
         if phase_three is not None:
             _phase_three_summary(console, phase_three)
     console.print(f"phase-two list: {out / 'phase_two_list.csv'}")
+    console.print(f"the session as NWB: {record_file} (README: A session on the record)")
     console.print(f"[bold]report: {report}[/bold]")
     console.print(
         f"live pages: {live} while a service runs on this store, e.g. `STIMLOOP_MODELS_STORE="

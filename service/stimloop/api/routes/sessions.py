@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path as FilePath
 
+from anyio.to_thread import run_sync
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from stimloop_contract.analysis import Analysis, Models
@@ -35,6 +36,7 @@ from stimloop.sessions.creation import create
 from stimloop.sessions.exports import report_html, selection_csv
 from stimloop.sessions.jobs import observed, resubmit_fit
 from stimloop.sessions.live import close_live, live_status, receive_batch
+from stimloop.sessions.nwb_export import nwb_bytes
 from stimloop.sessions.saliency import start_saliency
 from stimloop.storage.atomic import read_json
 from stimloop.storage.store import Store
@@ -335,3 +337,29 @@ def get_saliency(session_id: SessionId, st: StoreDep, key: str = KEY) -> dict:
 )
 def get_report(session_id: SessionId, st: StoreDep) -> HTMLResponse:
     return HTMLResponse(report_html(st, session_id))
+
+
+@router.get(
+    "/{session_id}/export.nwb",
+    dependencies=[Depends(READ)],
+    response_class=Response,
+    responses=answer(BINARY, "The session as one NWB file (HDF5), ready for DANDI"),
+    summary="The session on the record: one NWB file with every image, trial and decision",
+)
+async def export_nwb(
+    session_id: SessionId,
+    st: StoreDep,
+    draft: bool = Query(
+        False,
+        description="Export even when the animal's species, sex or age are missing (the "
+        "file then fails DANDI's checks; the x-stimloop-warning header says what is missing)",
+    ),
+) -> Response:
+    """409 unless the session has phase one's trials and (without ``draft``) the animal's
+    DANDI-critical fields; built in a thread (images compressed: seconds for a paper-sized
+    session)."""
+    body, warnings = await run_sync(nwb_bytes, st, session_id, draft)
+    headers = {"content-disposition": f'attachment; filename="{session_id}.nwb"'}
+    if warnings:
+        headers["x-stimloop-warning"] = "; ".join(warnings)
+    return Response(body, media_type=BINARY, headers=headers)

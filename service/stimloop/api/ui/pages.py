@@ -37,6 +37,7 @@ from stimloop.sessions.exports import (
     sequence_csv,
 )
 from stimloop.sessions.jobs import receive_phase, resubmit_fit
+from stimloop.sessions.nwb_export import nwb_bytes
 from stimloop.sessions.phase_three_list import start_phase_three
 from stimloop.sessions.saliency import start_saliency
 from stimloop.sessions.session_jobs import cancel
@@ -506,6 +507,8 @@ DOWNLOADS = {  # what a download link names -> its media type
     "models-npz": BINARY,
     "stimuli-zip": BINARY,
     "report-html": "text/html",
+    "session-nwb": BINARY,
+    "draft-nwb": BINARY,
 }
 
 
@@ -540,9 +543,11 @@ def download(
             body = files.readouts_npz.read_bytes()
         elif name == "stimuli-zip":
             body = files.phase_three_zip.read_bytes()
+        elif name in ("session-nwb", "draft-nwb"):
+            body, _ = nwb_bytes(st, session_id, draft=name == "draft-nwb")
         else:
             body = report_html(st, session_id)
-    except (ApiError, NotFoundError, OSError):  # a result that is not there yet
+    except (ApiError, NotFoundError, OSError, SessionError):  # a result not there (yet)
         return Response(status_code=404)
     return Response(body, media_type=DOWNLOADS[name], headers=attachment)
 

@@ -16,6 +16,7 @@ from stimloop.api.jobs import fetch_job
 from stimloop.runtime.settings import Settings
 from stimloop.sessions.jobs import actions_now, observed
 from stimloop.sessions.live import live_status
+from stimloop.sessions.nwb_export import missing_metadata
 from stimloop.sessions.session_jobs import failure_line, job_rows
 from stimloop.storage.registry import weights_problem
 from stimloop.storage.session import Phase, SessionRecord
@@ -346,4 +347,11 @@ def session_view(
         view["phase3"] = phase_three_rows(files.phase_three_analysis())
     if analysis or metas:
         view["downloads"].append(("report-html", "the session report (HTML)"))
+    if "phase1" in rec.uploads:
+        missing = missing_metadata(rec)
+        if missing:
+            what = f"a draft NWB file (the animal's {', '.join(missing)} missing: not for DANDI)"
+            view["downloads"].append(("draft-nwb", what))
+        else:
+            view["downloads"].append(("session-nwb", "the session on the record (NWB, for DANDI)"))
     return view

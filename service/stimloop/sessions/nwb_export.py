@@ -1,0 +1,527 @@
+"""A session on the record: one NWB file holding its animal, every image it showed, each
+phase's trials, the loop's every decision (the phase-two list and why each image is on it,
+the inclusion verdicts, the readouts and their fit metrics, the predictions the recording was
+compared with), the analysis, the maps and phase three, and the provenance (stimloop's
+version, backbone and weights sha256, every setting and seed, the sets' content hashes, each
+job's time). Torch-free: the API exports without loading a model.
+
+Layout, for a reader with pynwb (``README.md``, "A session on the record"):
+``/general/subject`` the animal; ``/stimulus/templates/presented_images`` every image shown
+(``Images``, named by id, with ``order_of_images``); ``/processing/stimloop`` the tables:
+``phase{1,2,3}_trials`` (stimulus, its index in ``order_of_images``, channel, repeat, net rate
+in spikes/s and the window counts where uploaded), ``phase_two_list``, ``picks``,
+``inclusion``, ``readouts``, ``predictions``, ``analysis``, ``saliency``,
+``phase_three_list``, ``phase_three_analysis``, ``provenance``, and the maps as
+``saliency_maps`` (``Images``).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from stimloop_contract.result_tables import analysis_rows, phase_three_rows
+
+from stimloop import __version__
+from stimloop.sessions.errors import StateConflictError
+from stimloop.sessions.exports import selection_csv
+from stimloop.storage.atomic import read_npz
+from stimloop.storage.session import PHASES, SessionRecord
+from stimloop.storage.store import Store
+
+# the Subject's fields DANDI checks as critical (nwbinspector --config dandi)
+DANDI_SUBJECT = ("subject_id", "species", "sex", "age")
+
+EXPERIMENT = (
+    "Closed-loop stimulus selection (stimloop): phase one's responses to the preferred set "
+    "fit a readout of a CNN's feature maps per channel; phase two shows, per channel, the "
+    "other categories' images the readout predicts highest and lowest and the preferred "
+    "category's controls most similar to the channel's reference image, plus repeated "
+    "preferred-set images; stability, selectivity and generalisation are measured on phase "
+    "two; shared-feature saliency maps and phase three's fragments follow."
+)
+
+
+def missing_metadata(record: SessionRecord) -> list[str]:
+    """The DANDI-critical fields of the animal that the session was created without."""
+    subject = record.config.subject
+    if subject is None:
+        return list(DANDI_SUBJECT)
+    return [name for name in DANDI_SUBJECT if getattr(subject, name) in (None, "")]
+
+
+def export_nwb(st: Store, session_id: str, out: Path, draft: bool = False) -> list[str]:
+    """Write the session's NWB file to ``out``; returns the warnings (what a draft lacks).
+
+    Refused (``StateConflictError``, 409) when the animal's DANDI-critical fields are
+    missing, unless ``draft``; when the NWB extra (pynwb) is not installed; before phase
+    one's trials are in."""
+    try:
+        from pynwb import NWBHDF5IO
+    except ImportError:
+        raise StateConflictError(
+            "the NWB export needs pynwb, which this server does not have: install it with "
+            "pip install 'stimloop[nwb]' and restart",
+            title="NWB support not installed",
+        ) from None
+    record = st.get_session(session_id)
+    missing = missing_metadata(record)
+    if missing and not draft:
+        raise StateConflictError(
+            f"DANDI needs the animal's {', '.join(missing)}, and session {session_id} was "
+            "created without them; export a draft (stimloop export nwb --draft, ?draft=true) "
+            "and add them to the file, or create sessions with the animal (stimloop-rig "
+            "create-session --subject M1 --species 'Macaca mulatta' --sex M --age P7Y)",
+            title="Not ready for the archive",
+        )
+    if "phase1" not in record.uploads:
+        raise StateConflictError(
+            f"session {session_id} has no trials yet (state {record.state}): the file records "
+            "what was shown and recorded, so export once phase one is in",
+            title="Nothing recorded yet",
+        )
+    warnings = [f"a draft: the animal's {', '.join(missing)} are missing"] if missing else []
+    nwbfile = build_nwbfile(st, record)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with NWBHDF5IO(str(out), "w") as io_:
+        io_.write(nwbfile)
+    return warnings
+
+
+def build_nwbfile(st: Store, record: SessionRecord) -> Any:
+    """The session as a ``pynwb.NWBFile`` (in memory)."""
+    from pynwb import NWBFile, ProcessingModule
+    from pynwb.file import Subject
+
+    config = record.config
+    files = st.files(record.id)
+    nwbfile = NWBFile(
+        session_description=config.label or f"stimloop closed-loop session {record.id}",
+        identifier=f"stimloop-{record.id}-generation-{record.generation}",
+        session_start_time=datetime.fromisoformat(record.created),
+        session_id=record.id,
+        experiment_description=EXPERIMENT,
+        keywords=["closed loop", "stimulus selection", "CNN readout", "inferotemporal cortex"],
+        notes=config.notes or None,
+        was_generated_by=[["stimloop", __version__]],
+        source_script=f"stimloop {__version__}: stimloop export nwb {record.id}",
+        source_script_file_name="stimloop",
+    )
+    if config.subject is not None:
+        nwbfile.subject = Subject(
+            subject_id=config.subject.subject_id,
+            species=config.subject.species,
+            sex=config.subject.sex,
+            age=config.subject.age,
+            description="the animal recorded from, as named when the session was created",
+        )
+    module = ProcessingModule(
+        name="stimloop",
+        description="the closed loop's trials, decisions, analysis and provenance "
+        "(stimloop's tables; images in /stimulus/templates/presented_images)",
+    )
+    nwbfile.add_processing_module(module)
+
+    module.add(categories_table(record))
+    order = presented_images(st, record)
+    nwbfile.add_stimulus_template(images_container(order))
+    index = {image_id: k for k, (image_id, _, _) in enumerate(order)}
+    for phase in PHASES:
+        if phase in record.uploads:
+            net_rate = files.trials(phase, config.windows).net_rate  # as the analysis reads
+            columns = files.trial_columns(phase)
+            module.add(trials_table(columns, net_rate, config.windows, phase, index))
+    if files.has_selection():
+        module.add(phase_two_list(st, record.id))
+        module.add(picks_table(files.selection()))
+    if files.has_channels():
+        module.add(
+            table(
+                "inclusion",
+                "per channel the inclusion verdict of A.2 (responsiveness, Kruskal-Wallis p, "
+                "split-half reliability) and the fit's metrics on the held-out bodies",
+                files.channels()["channels"],
+            )
+        )
+    if files.has_readouts():
+        module.add(readouts_table(read_npz(files.readouts_npz)))
+    if files.has_predictions():
+        module.add(predictions_table(*files.predictions()))
+    if files.has_analysis():
+        analysis = files.analysis()
+        module.add(
+            table(
+                "analysis",
+                "per channel stability (test/retest Pearson r on the repeated images), "
+                "selectivity (Mann-Whitney U of the preferred candidates against each other "
+                "category, two-sided p) and generalisation (Pearson r of predicted on "
+                "recorded means, with the noise ceiling and FEVE)",
+                analysis_rows(analysis),
+            )
+        )
+    metas = files.saliency_results()
+    if metas:
+        module.add(saliency_table(metas))
+        module.add(saliency_images(files, metas))
+    if files.has_phase_three_list():
+        entries = files.phase_three_list()["entries"]
+        rows = [{**e, "channels": ";".join(e["channels"])} for e in entries]
+        module.add(table("phase_three_list", "phase three's fragments and their sources", rows))
+    if files.has_phase_three_analysis():
+        rows = phase_three_rows(files.phase_three_analysis())
+        if rows:
+            module.add(table("phase_three_analysis", "retained response per fragment kind", rows))
+    module.add(provenance_table(st, record))
+    return nwbfile
+
+
+# ------------------------------------------------------------------ images
+
+
+def presented_images(st: Store, record: SessionRecord) -> list[tuple[str, str, Path]]:
+    """Every image the session's trials name, once, in the order phases showed them first:
+    (id, where it comes from, its file)."""
+    config = record.config
+    files = st.files(record.id)
+    paths: dict[str, tuple[str, Path]] = {}
+    for category, set_id in config.sets.items():
+        for image_id, path in st.get_set(set_id).paths().items():
+            paths[image_id] = (f"{category} image of set {set_id}", Path(path))
+    if files.has_phase_three_list():
+        for entry in files.phase_three_list()["entries"]:
+            found = files.phase_three_image(entry["stimulus"])
+            if found is not None:
+                what = f"phase-three {entry['kind']} fragment of {entry['source']}"
+                paths.setdefault(entry["stimulus"], (what, Path(found)))
+    order: list[tuple[str, str, Path]] = []
+    seen: set[str] = set()
+    for phase in PHASES:
+        if phase not in record.uploads:
+            continue
+        for image_id in dict.fromkeys(files.trial_columns(phase)["stimulus"].astype(str)):
+            if image_id not in seen and image_id in paths:
+                seen.add(image_id)
+                order.append((image_id, *paths[image_id]))
+    return order
+
+
+def _pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def images_container(order: Sequence[tuple[str, str, Path]]) -> Any:
+    """``Images`` of every presented image (RGB, as shown), named by id, in ``order``."""
+    from hdmf.backends.hdf5.h5_utils import H5DataIO
+    from pynwb.base import ImageReferences, Images
+    from pynwb.image import RGBImage
+
+    images = [
+        RGBImage(name=image_id, data=H5DataIO(_pixels(path), compression="gzip"), description=what)
+        for image_id, what, path in order
+    ]
+    return Images(
+        name="presented_images",
+        images=images,
+        description="every image the session's trials name, once, as shown (RGB, 8 bit), "
+        "named by its stimulus id; the trials tables' image_index points into "
+        "order_of_images",
+        order_of_images=ImageReferences(name="order_of_images", data=images),
+    )
+
+
+def saliency_images(files: Any, metas: list[dict[str, Any]]) -> Any:
+    """The saliency figures (eq. 6 maps of each pair), named by their result key."""
+    from pynwb.base import Images
+    from pynwb.image import RGBImage
+
+    images = []
+    for meta in metas:
+        path = files.saliency_file(meta["key"], "png")
+        if path is None:
+            continue
+        images.append(
+            RGBImage(
+                name=meta["key"],
+                data=_pixels(path),
+                description=f"channel {meta['channel']}: {meta['x_out']} ~ {meta['x_in']}, "
+                f"s = {meta.get('s')}",
+            )
+        )
+    return Images(
+        name="saliency_maps",
+        images=images,
+        description="the shared-feature saliency figures (parallel backpropagation, eq. 6), "
+        "one per pair asked for; the saliency table gives each one's pair and verdicts",
+    )
+
+
+# ------------------------------------------------------------------ tables
+
+
+def trials_table(
+    columns: dict[str, np.ndarray],
+    net_rate: np.ndarray,
+    windows: Any,
+    phase: str,
+    index: dict[str, int],
+) -> Any:
+    """One row per trial: stimulus, its index in ``order_of_images``, channel, repeat, the net
+    rate the analysis uses (spikes/s: the counts' rates in the session's windows, response
+    minus baseline; or the uploaded rate) and the window counts where they were uploaded."""
+    from hdmf.common import DynamicTable
+
+    stimulus = columns["stimulus"].astype(str)
+    out = DynamicTable(
+        id=list(range(len(stimulus))),
+        name=f"{phase}_trials",
+        description=f"{phase}'s trials as uploaded (one row per presentation and channel); "
+        f"windows relative to onset: baseline {list(windows.baseline)} s, response "
+        f"{list(windows.response)} s",
+    )
+    out.add_column("stimulus", "the image's stimulus id", data=stimulus.tolist())
+    out.add_column(
+        "image_index",
+        "its index in /stimulus/templates/presented_images/order_of_images",
+        data=[index.get(s, -1) for s in stimulus],
+    )
+    out.add_column("channel", "the recording channel", data=columns["channel"].astype(str).tolist())
+    if "repeat" in columns:
+        out.add_column("repeat", "the presentation's repeat of its image", data=columns["repeat"])
+    out.add_column("net_rate", "net response in spikes/s, as analysed", data=net_rate)
+    for name in ("baseline_count", "response_count"):
+        if name in columns:
+            out.add_column(name, f"spikes in the {name.split('_')[0]} window", data=columns[name])
+    return out
+
+
+def phase_two_list(st: Store, session_id: str) -> Any:
+    """The phase-two list as the rig received it, and each image's reasons."""
+    rows = list(csv.DictReader(io.StringIO(selection_csv(st, session_id))))
+    sequence = st.files(session_id).selection()["sequence"]
+    shown = {s: k for k, s in reversed(list(enumerate(sequence)))}
+    for row in rows:
+        row["order"] = int(row["order"])
+        row["first_shown_at"] = shown.get(row["stimulus"], -1)
+    return table(
+        "phase_two_list",
+        "the phase-two list: each image once, its category and why it is listed "
+        "(channel:role, top/bottom/similar; stability for the repeated images); "
+        "first_shown_at: its first place in the presentation sequence (0-based)",
+        rows,
+    )
+
+
+def picks_table(selection: dict[str, Any]) -> Any:
+    """Per channel and picked image: the role, rank, predicted response and similarity."""
+    rows = [
+        {"channel": c["channel"], "reference": c.get("reference") or "", **pick}
+        for c in selection["channels"]
+        for pick in c["picks"]
+    ]
+    return table(
+        "picks",
+        "the loop's decisions: per channel each picked image, why (role: top or bottom "
+        "prediction among the other categories, similar: most similar control to the "
+        "channel's reference image by eq. 2), its rank, the readout's predicted response "
+        "(spikes/s) and the similarity",
+        rows,
+    )
+
+
+def readouts_table(arrays: dict[str, np.ndarray]) -> Any:
+    """The fitted readouts: per channel the location, feature weights and bias (sec. 3)."""
+    from hdmf.common import DynamicTable
+
+    out = DynamicTable(
+        id=list(range(len(arrays["channels"]))),
+        name="readouts",
+        description="the fitted readout per channel (sec. 3): location mu (x, y in [-1, 1] "
+        "on the feature map), feature weights w, bias b, the best epoch, and the fit's r per "
+        "split",
+    )
+    out.add_column("channel", "the channel", data=[str(c) for c in arrays["channels"]])
+    out.add_column("mu", "the readout's location (x, y)", data=arrays["mu"])
+    out.add_column("w", "the feature weights", data=arrays["w"])
+    out.add_column("b", "the bias (spikes/s)", data=arrays["b"])
+    out.add_column("best_epoch", "the epoch kept (best validation loss)", data=arrays["best_epoch"])
+    for key in sorted(k for k in arrays if k.startswith(("r_", "p_"))):
+        out.add_column(key, f"{key.replace('_', ' on the ', 1)} split", data=arrays[key])
+    return out
+
+
+def predictions_table(
+    channels: list[str], by_name: dict[str, tuple[np.ndarray, np.ndarray]]
+) -> Any:
+    """What the analysis compared the recording with: each readout's prediction of each
+    phase-two pick (by category) and of the held-out preferred images of phase one."""
+    from hdmf.common import DynamicTable
+
+    ids, groups, values = [], [], []
+    for name, (image_ids, predicted) in by_name.items():
+        ids += [str(i) for i in image_ids]
+        groups += [name] * len(image_ids)
+        values.append(np.asarray(predicted, dtype=np.float64))
+    out = DynamicTable(
+        id=list(range(len(ids))),
+        name="predictions",
+        description="the readouts' predicted responses (spikes/s) that the analysis compared "
+        "with the recording: group is the picks' category (phase two) or test (phase one's "
+        f"held-out preferred images); predicted's columns are the channels {channels}",
+    )
+    out.add_column("stimulus", "the image's stimulus id", data=ids)
+    out.add_column("group", "the category of phase two's picks, or test", data=groups)
+    out.add_column(
+        "predicted",
+        f"predicted responses, one column per channel: {', '.join(channels)}",
+        data=np.concatenate(values) if values else np.empty((0, len(channels))),
+    )
+    return out
+
+
+def saliency_table(metas: list[dict[str, Any]]) -> Any:
+    rows = []
+    for m in metas:
+        sanity = m.get("sanity") or {}
+        rows.append(
+            {
+                "key": m["key"],
+                "channel": m["channel"],
+                "x_out": m["x_out"],
+                "x_in": m["x_in"],
+                "s": m.get("s"),
+                "sanity_passed": sanity.get("passed"),
+                "sanity_verdict": sanity.get("model_verdict") or "",
+                "fit_flag": m.get("fit_flag") or "",
+            }
+        )
+    return table(
+        "saliency",
+        "each saliency pair asked for: its channel, the other-category image x_out and the "
+        "preferred image x_in, the shared-feature score s (eq. 5), and the maps' sanity checks",
+        rows,
+    )
+
+
+def categories_table(record: SessionRecord) -> Any:
+    """The session's categories: each one's set, and whether it is of the preferred category
+    (the preferred set itself, and its controls: tested against every other category)."""
+    config = record.config
+    rows = [{"category": config.preferred_category, "set": config.preferred_set,
+             "preferred": True, "role": "preferred set (phase one, the fit)"}]  # fmt: skip
+    rows += [
+        {
+            "category": c.category,
+            "set": c.set,
+            "preferred": c.preferred,
+            "role": "candidates (phase two's picks)",
+        }
+        for c in config.candidate_sets
+    ]
+    return table(
+        "categories",
+        "the session's categories and sets; preferred: of the preferred category (the "
+        "selectivity test compares these candidates with every other category's)",
+        rows,
+    )
+
+
+def provenance_table(st: Store, record: SessionRecord) -> Any:
+    """Key and value (text) of everything that made the session's numbers."""
+    config = record.config
+    files = st.files(record.id)
+    rows = [
+        ("stimloop_version", __version__),
+        ("session_id", record.id),
+        ("generation", str(record.generation)),
+        ("backbone", config.backbone),
+        ("seed", str(config.seed)),
+        ("channels", json.dumps(config.channels)),
+    ]
+    settings = config.model_dump(mode="json", exclude={"channels", "candidate_sets", "notes"})
+    rows += [(f"settings.{k}", json.dumps(v)) for k, v in flat(settings).items()]
+    meta = files.readouts_meta()
+    if meta is not None:
+        rows.append(("weights_sha256", str(meta.get("weights_sha256"))))
+    if files.has_analysis():
+        prov = files.analysis().get("provenance") or {}
+        rows += [(f"analysis.{k}", json.dumps(v)) for k, v in sorted(flat(prov).items())]
+    for category, set_id in config.sets.items():
+        rows.append((f"set_{category}", f"{set_id} sha256:{set_hash(st, set_id)}"))
+    for phase, upload in record.uploads.items():
+        rows.append((f"upload_{phase}", f"sha256:{upload.sha256} trials:{upload.trials}"))
+    for k, event in enumerate(record.history):
+        rows += [(f"history.{k:03d}.{name}", json.dumps(v)) for name, v in flat(event).items()]
+    return table(
+        "provenance",
+        "what made the session's numbers: stimloop's version, backbone, weights sha256, every "
+        "setting and seed, the sets' content hashes, the uploads' hashes, and each event "
+        "(jobs started and finished) with its time",
+        [{"key": k, "value": v} for k, v in rows],
+    )
+
+
+def set_hash(st: Store, set_id: str) -> str:
+    """A set's content hash: sha256 over its images' ids and sha256s, in id order."""
+    h = hashlib.sha256()
+    for entry in sorted(st.get_set(set_id).entries, key=lambda e: e.id):
+        h.update(f"{entry.id}\x00{entry.sha256}\n".encode())
+    return h.hexdigest()
+
+
+def table(name: str, description: str, rows: Iterable[dict[str, Any]]) -> Any:
+    """A ``DynamicTable`` of rows, nested dicts flattened (``flat``): numbers (None as NaN),
+    booleans, text (None as ""), lists as JSON text. Columns in the first row's order."""
+    from hdmf.common import DynamicTable
+
+    rows = [flat(row) for row in rows]
+    out = DynamicTable(name=name, description=description, id=list(range(len(rows))))
+    names: list[str] = []
+    for row in rows:
+        names += [k for k in row if k not in names]
+    for key in names:
+        values = [row.get(key) for row in rows]
+        out.add_column(key, key.replace("_", " "), data=_column(values))
+    return out
+
+
+def flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested dict as one level, its keys joined with dots (DANDI's inspector refuses
+    dictionaries inside table cells)."""
+    if not isinstance(value, dict):
+        return {prefix: value}
+    out: dict[str, Any] = {}
+    for key, inner in value.items():
+        out.update(flat(inner, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def _column(values: list[Any]) -> list[Any]:
+    present = [v for v in values if v is not None]
+    if present and all(isinstance(v, bool) for v in present):
+        return [bool(v) for v in values]
+    if present and all(isinstance(v, int | float) and not isinstance(v, bool) for v in present):
+        return [math.nan if v is None else float(v) for v in values]
+    return [
+        "" if v is None else v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+        for v in values
+    ]
+
+
+def nwb_bytes(st: Store, session_id: str, draft: bool = False) -> tuple[bytes, list[str]]:
+    """The session's NWB file as bytes (``export_nwb`` into a temporary file)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"{session_id}.nwb"
+        warnings = export_nwb(st, session_id, path, draft)
+        return path.read_bytes(), warnings

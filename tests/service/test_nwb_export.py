@@ -1,0 +1,137 @@
+"""A session on the record: the NWB export of a session run through phase two, checked by
+DANDI's own inspector (``nwbinspector`` with the dandi configuration: no critical issue, no
+best-practice violation), read back with pynwb, and its analysis recomputed from the file
+alone (the README's function, with scipy) equal to the session's stored analysis."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.loop import CHANNELS, FIT, SELECTION, as_json, simulate
+from tests.support.nwb_record import assert_recomputes, dandi_problems
+from tests.support.service import is_problem
+
+ANIMAL = {"subject_id": "M7", "species": "Macaca mulatta", "sex": "F", "age": "P6Y"}
+
+
+def run_session(service, loop, analysed: bool = True, **about) -> str:
+    c = service.client
+    r = c.post(
+        "/v1/sessions",
+        json={
+            "backbone": "resnet50_random",
+            "body_set": "bodies",
+            "object_set": "objects",
+            "control_body_set": "controls",
+            "channels": CHANNELS,
+            "fit": FIT,
+            "selection": SELECTION,
+            "seed": 3,
+            **about,
+        },
+        headers=service.rig,
+    )
+    assert r.status_code == 201, r.text
+    sid = r.json()["id"]
+    cols = simulate(loop, {"bodies": loop["maps"]["bodies"][0]}, seed=1)
+    r = c.put(f"/v1/sessions/{sid}/phase1", json=as_json(cols), headers=service.rig)
+    assert r.status_code == 202, r.text
+    if not analysed:
+        return sid
+    service.work()
+    selection = c.get(f"/v1/sessions/{sid}/selection", headers=service.rig).json()
+    shown = set(selection["sequence"])
+    by_set = {s: [i for i in loop["maps"][s][0] if i in shown] for s in loop["maps"]}
+    r = c.put(
+        f"/v1/sessions/{sid}/phase2",
+        json=as_json(simulate(loop, by_set, seed=2)),
+        headers=service.rig,
+    )
+    assert r.status_code == 202, r.text
+    service.work()
+    assert c.get(f"/v1/sessions/{sid}", headers=service.rig).json()["state"] == "analysed"
+    return sid
+
+
+def test_an_analysed_session_exported_passes_dandi_and_recomputes(service, loop, tmp_path):
+    pytest.importorskip("nwbinspector")
+    from pynwb import NWBHDF5IO
+
+    sid = run_session(service, loop, label="M7 day 3", subject=ANIMAL, notes="left IT")
+    r = service.client.get(f"/v1/sessions/{sid}/export.nwb", headers=service.analyst)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-disposition"] == f'attachment; filename="{sid}.nwb"'
+    path = tmp_path / f"{sid}.nwb"
+    path.write_bytes(r.content)
+
+    assert dandi_problems(path) == []
+
+    with NWBHDF5IO(str(path), "r") as io_:
+        nwb = io_.read()
+        assert nwb.subject.subject_id == "M7" and nwb.subject.species == "Macaca mulatta"
+        assert nwb.session_description == "M7 day 3" and nwb.notes == "left IT"
+        images = nwb.stimulus_template["presented_images"]
+        tables = nwb.processing["stimloop"]
+        phase2 = tables["phase2_trials"].to_dataframe()
+        listed = tables["phase_two_list"].to_dataframe()
+        # every image shown is in the file once, and each trial points at its own image
+        assert set(phase2["stimulus"]) <= set(images.images)
+        order = [im.name for im in images.order_of_images.data]
+        assert all(order[k] == s for k, s in zip(phase2["image_index"], phase2["stimulus"]))
+        assert set(listed["stimulus"]) == set(phase2["stimulus"])
+        provenance = dict(zip(*(tables["provenance"][c].data[:] for c in ("key", "value"))))
+        assert len(provenance["weights_sha256"]) == 64 and provenance["seed"] == "3"
+        assert provenance["settings.fit.epochs"] == str(FIT["epochs"])
+        picks = tables["picks"].to_dataframe()
+        assert set(picks["role"]) <= {"top", "bottom", "similar"}
+
+    stored = service.client.get(f"/v1/sessions/{sid}/analysis", headers=service.rig).json()
+    assert_recomputes(path, stored)
+
+
+def test_an_export_without_the_animal_is_refused_or_a_draft(service, loop, tmp_path):
+    pytest.importorskip("pynwb")
+    sid = run_session(service, loop, analysed=False, subject={"subject_id": "M8"})
+    r = service.client.get(f"/v1/sessions/{sid}/export.nwb", headers=service.rig)
+    detail = is_problem(r, 409)["detail"]
+    assert "species, sex, age" in detail and "--draft" in detail
+    draft = service.client.get(
+        f"/v1/sessions/{sid}/export.nwb", params={"draft": "true"}, headers=service.rig
+    )
+    assert draft.status_code == 200 and draft.content[:8] == b"\x89HDF\r\n\x1a\n"
+    assert draft.headers["x-stimloop-warning"].startswith("a draft: the animal's species")
+    # nothing recorded yet; a session that does not exist; a draft flag that is not a flag
+    r = service.client.post(
+        "/v1/sessions",
+        json={"backbone": "resnet50_random", "body_set": "bodies", "object_set": "objects",
+              "control_body_set": "controls", "channels": ["ch1"], "fit": FIT,
+              "subject": ANIMAL},
+        headers=service.rig,
+    )  # fmt: skip
+    empty = r.json()["id"]
+    r = service.client.get(f"/v1/sessions/{empty}/export.nwb", headers=service.rig)
+    assert "export once phase one is in" in is_problem(r, 409)["detail"]
+    r = service.client.get("/v1/sessions/0123456789ab/export.nwb", headers=service.rig)
+    is_problem(r, 404)
+    r = service.client.get(
+        f"/v1/sessions/{sid}/export.nwb", params={"draft": "maybe"}, headers=service.rig
+    )
+    is_problem(r, 422)
+
+
+def test_the_server_command_writes_the_file_or_says_what_is_missing(service, loop, tmp_path):
+    pytest.importorskip("pynwb")
+    from stimloop.cli import app
+    from typer.testing import CliRunner
+
+    sid = run_session(service, loop, analysed=False, subject={"subject_id": "M9", "sex": "M"})
+    env = {"STIMLOOP_MODELS_STORE": str(service.settings.models_store), "COLUMNS": "200"}
+    out = tmp_path / "records" / "m9.nwb"
+    refused = CliRunner().invoke(app, ["export", "nwb", sid, "--out", str(out)], env=env)
+    assert refused.exit_code == 2 and "species, age" in refused.output and not out.exists()
+    wrong = CliRunner().invoke(app, ["export", "nwb", "not-a-session"], env=env)
+    assert wrong.exit_code == 2 and "is not a session id" in wrong.output
+    drafted = CliRunner().invoke(app, ["export", "nwb", sid, "--out", str(out), "--draft"], env=env)
+    assert drafted.exit_code == 0, drafted.output
+    assert "warning: a draft: the animal's species, age are missing" in drafted.output
+    assert out.read_bytes()[:8] == b"\x89HDF\r\n\x1a\n"
