@@ -11,7 +11,7 @@ import numpy as np
 
 from stimloop_contract.configs import Windows
 from stimloop_contract.errors import TrialFileError
-from stimloop_contract.trial_tables import check_npz_members, validate_columns
+from stimloop_contract.trial_tables import npz_arrays, validate_columns
 
 PAPER_WINDOWS = Windows()  # A.2's baseline and response windows, written once in the science
 
@@ -66,14 +66,8 @@ def parse_spike_npz(
     data: bytes, source: str, max_bytes: int, **windows: tuple[float, float]
 ) -> dict[str, np.ndarray]:
     """A spike-times NPZ's bytes (an upload named ``source``), as ``read_spike_npz``; its
-    members checked from their headers before any is decompressed (``check_npz_members``)."""
-    check_npz_members(data, source, max_bytes)
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        raise TrialFileError(f"{source}: not a readable NPZ file ({exc})") from exc
-    return spike_npz_columns(arrays, source, **windows)
+    members checked from their headers before any is decompressed (``npz_arrays``)."""
+    return spike_npz_columns(npz_arrays(data, source, max_bytes), source, **windows)
 
 
 def is_spike_npz(data: bytes) -> bool:

@@ -282,15 +282,19 @@ def check_npz_members(data: bytes, source: str, max_bytes: int = MAX_NPZ_BYTES) 
 def parse_trial_npz(
     data: bytes, source: str = "NPZ", max_bytes: int = MAX_NPZ_BYTES
 ) -> dict[str, np.ndarray]:
-    """NPZ bytes (one 1-D array per column) -> validated columns; members are checked from
-    their headers before any is decompressed (``check_npz_members``)."""
+    """NPZ bytes (one 1-D array per column) -> validated columns (``npz_arrays``)."""
+    return validate_columns(npz_arrays(data, source, max_bytes), source)
+
+
+def npz_arrays(data: bytes, source: str, max_bytes: int = MAX_NPZ_BYTES) -> dict[str, np.ndarray]:
+    """NPZ bytes' arrays by name; members are checked from their headers before any is
+    decompressed (``check_npz_members``)."""
     check_npz_members(data, source, max_bytes)
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            columns = {name: npz[name] for name in npz.files}
+            return {name: npz[name] for name in npz.files}
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
         raise TrialFileError(f"{source}: not a readable NPZ file ({exc})") from exc
-    return validate_columns(columns, source)
 
 
 def read_trial_table(path: Path) -> dict[str, np.ndarray]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.loop import CHANNELS, FIT, SELECTION, as_json, simulate
+from tests.support.loop import FIT, as_json, session_request, simulate
 from tests.support.nwb_record import assert_recomputes, dandi_problems
 from tests.support.service import is_problem
 
@@ -16,21 +16,7 @@ ANIMAL = {"subject_id": "M7", "species": "Macaca mulatta", "sex": "F", "age": "P
 
 def run_session(service, loop, analysed: bool = True, **about) -> str:
     c = service.client
-    r = c.post(
-        "/v1/sessions",
-        json={
-            "backbone": "resnet50_random",
-            "body_set": "bodies",
-            "object_set": "objects",
-            "control_body_set": "controls",
-            "channels": CHANNELS,
-            "fit": FIT,
-            "selection": SELECTION,
-            "seed": 3,
-            **about,
-        },
-        headers=service.rig,
-    )
+    r = c.post("/v1/sessions", json=session_request(**about), headers=service.rig)
     assert r.status_code == 201, r.text
     sid = r.json()["id"]
     cols = simulate(loop, {"bodies": loop["maps"]["bodies"][0]}, seed=1)

@@ -41,20 +41,7 @@ def loop(service):
         )
         assert r.status_code == 202, r.text
     service.work()
-    r = c.post(
-        "/v1/sessions",
-        json={
-            "backbone": "resnet50_random",
-            "body_set": "bodies",
-            "object_set": "objects",
-            "control_body_set": "controls",
-            "channels": CHANNELS,
-            "fit": FIT,
-            "selection": SELECTION,
-            "seed": 3,
-        },
-        headers=service.rig,
-    )
+    r = c.post("/v1/sessions", json=session_request(), headers=service.rig)
     assert r.status_code == 201, r.text
     session = r.json()["id"]
     service.work()  # warms the candidates
@@ -85,6 +72,21 @@ def loop(service):
         config=sy.SyntheticConfig(sparsity=0.02),
     )
     return {"session": session, "maps": data, "neurons": neurons, "store": store}
+
+
+def session_request(**extra) -> dict:
+    """The loop's session over its three sets (``extra``: more fields, e.g. the animal)."""
+    return {
+        "backbone": "resnet50_random",
+        "body_set": "bodies",
+        "object_set": "objects",
+        "control_body_set": "controls",
+        "channels": CHANNELS,
+        "fit": FIT,
+        "selection": SELECTION,
+        "seed": 3,
+        **extra,
+    }
 
 
 def simulate(loop, ids_by_set, seed):
