@@ -78,9 +78,10 @@ def export_nwb(st: Store, session_id: str, out: Path, draft: bool = False) -> li
     if missing and not draft:
         raise StateConflictError(
             f"DANDI needs the animal's {', '.join(missing)}, and session {session_id} was "
-            "created without them; export a draft (stimloop export nwb --draft, ?draft=true) "
-            "and add them to the file, or create sessions with the animal (stimloop-rig "
-            "create-session --subject M1 --species 'Macaca mulatta' --sex M --age P7Y)",
+            f"created without {'it' if len(missing) == 1 else 'them'}: export a draft "
+            "(--draft; ?draft=true over HTTP) and add what is missing to the file, or create "
+            "sessions with the animal (stimloop-rig create-session --subject M1 --species "
+            "'Macaca mulatta' --sex M --age P7Y)",
             title="Not ready for the archive",
         )
     if "phase1" not in record.uploads:
@@ -89,7 +90,8 @@ def export_nwb(st: Store, session_id: str, out: Path, draft: bool = False) -> li
             "what was shown and recorded, so export once phase one is in",
             title="Nothing recorded yet",
         )
-    warnings = [f"a draft: the animal's {', '.join(missing)} are missing"] if missing else []
+    verb = "is" if len(missing) == 1 else "are"
+    warnings = [f"a draft: the animal's {', '.join(missing)} {verb} missing"] if missing else []
     nwbfile = build_nwbfile(st, record)
     out.parent.mkdir(parents=True, exist_ok=True)
     with NWBHDF5IO(str(out), "w") as io_:
