@@ -337,6 +337,8 @@ def test_hostile_page_forms_are_refused_and_change_nothing(service):
     assert gate.limit(f"/ui/sessions/{sid}/refit")[1] == "STIMLOOP_MAX_JSON_BYTES"
     r = upload(service, rig, sid, "phase1", "t.csv", b"stimulus,channel,rate\nb,ch01,1\n")
     assert "not in the preferred set" in is_problem(r, 422)["detail"]
+    deep = as_(service, rig).post("/ui/sessions", data=form(settings="[" * 19000), headers=ORIGIN)
+    assert deep.status_code == 422 and "settings: not JSON" in deep.text
     r = as_(service, rig).post("/ui/sessions", data=form(label="a\x01b"), headers=ORIGIN)
     assert r.status_code == 422 and "label" in r.text
     missing = as_(service, rig).post(
@@ -391,3 +393,18 @@ def test_spike_times_from_the_page_are_the_trials_the_rig_counts(service, tmp_pa
     )
     assert again.json()["status"] == "already received", again.text
     assert len(counted["stimulus"]) == 2 * len(codes)
+
+
+def test_the_form_chooses_the_papers_backbone_when_its_weights_are_in(monkeypatch, tmp_path):
+    from stimloop.api.ui import views
+    from stimloop.storage.registry import default_registry_path, load_registry
+
+    class NoSets:
+        def list_sets(self) -> list:
+            return []
+
+    registry = load_registry(default_registry_path())
+    assert views.create_form(NoSets(), registry, tmp_path)["chosen_backbone"] == "resnet50_random"
+    monkeypatch.setattr(views, "weights_problem", lambda spec, folder: None)  # all in place
+    chosen = views.create_form(NoSets(), registry, tmp_path)["chosen_backbone"]
+    assert chosen == "resnet50_robust_l2_eps3"

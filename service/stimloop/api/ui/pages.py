@@ -223,7 +223,7 @@ def create_from_page(
         return _refused(request, caller, 403, "Only a rig token creates a session.")
     try:
         extra = json.loads(settings) if settings.strip() else {}
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:  # nested past the parser, too
         return _refused(
             request,
             caller,

@@ -10,6 +10,7 @@ from typing import Any, get_args
 import numpy as np
 from redis import Redis
 from stimloop_contract.result_tables import analysis_rows, key_columns, phase_three_rows
+from stimloop_contract.sessions import SessionSettings
 
 from stimloop.api.errors import ApiError
 from stimloop.api.jobs import fetch_job
@@ -100,7 +101,8 @@ SETTING_SECTIONS = {"fit", "inclusion", "selection", "analysis", "windows"}
 def create_form(st: Store, registry: dict[str, Any], weights_dir: Path) -> dict[str, Any]:
     """What the create form offers: the registered sets by category (the paper's three
     fields each list every set, their own category first) and the backbones, each with
-    whether its weights are in place (the first ready one chosen)."""
+    whether its weights are in place (chosen: the paper's when ready, else the first ready
+    one)."""
     sets = sorted(st.list_sets(), key=lambda rec: rec.id)
 
     def choices(category: str) -> list[dict[str, Any]]:
@@ -115,12 +117,13 @@ def create_form(st: Store, registry: dict[str, Any], weights_dir: Path) -> dict[
         for name, spec in sorted(registry.items())
     ]
     ready = [b["name"] for b in backbones if b["problem"] is None]
+    paper = SessionSettings.model_fields["backbone"].default  # the paper's robust ResNet-50
     return {
         "body": choices("body"),
         "object": choices("object"),
         "control_body": choices("control_body"),
         "backbones": backbones,
-        "chosen_backbone": ready[0] if ready else None,
+        "chosen_backbone": paper if paper in ready else (ready[0] if ready else None),
     }
 
 
