@@ -9,12 +9,14 @@ each page go to test-artifacts/ (and six of them into docs/ for the README)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -97,6 +99,27 @@ def images_loaded(page, selector: str) -> int:
     sizes = page.eval_on_selector_all(f"{selector} img", "els => els.map(e => e.naturalWidth)")
     assert sizes and all(w > 0 for w in sizes), sizes
     return len(sizes)
+
+
+@contextlib.contextmanager
+def worker_paused(url: str) -> Iterator[None]:
+    """The served workers (and any process a job runs in) stopped for the block, a few
+    seconds, well inside the heartbeat's window: what they run stays where it is."""
+    import httpx
+    import psutil
+
+    processes = []
+    for worker in httpx.get(f"{url}/v1/health", timeout=10).json()["worker_devices"]:
+        process = psutil.Process(worker["pid"])
+        processes += [process, *process.children(recursive=True)]
+    for process in processes:
+        process.suspend()
+    try:
+        yield
+    finally:
+        for process in processes:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.resume()
 
 
 def create_on_page(page, url: str, label: str, object_set: str = "objects") -> str:
@@ -326,14 +349,15 @@ def test_the_live_pages(tmp_path, neurons, browser):
                 return "started" in jobs and "queued" in jobs
 
             wait_until(running_and_waiting, 120, page)
-            for _ in range(20):  # the picture once the running job has said what it does
-                if "starting" not in page.inner_text("#jobs-rows"):
-                    break
-                page.wait_for_timeout(250)
-            readme_shot(page, "#jobs", "ui-jobs.png")
-            page.click("#jobs-rows tr.job-queued button.cancel")
-            page.wait_for_url(re.compile(rf".*/ui/sessions/{session}#jobs$"))
-            wait_until(lambda: "canceled" in page.inner_text("#jobs-rows"), 30, page)
+            with worker_paused(url):  # the first maps cannot end (and reload the page) now
+                progress = page.request.get(f"{url}/ui/sessions/{session}/progress").json()
+                states = [j["state"] for j in progress["jobs"] if j["kind"] == "saliency"]
+                assert states == ["queued", "started"], states
+                page.wait_for_timeout(1500)  # the table as the page's next poll shows it
+                readme_shot(page, "#jobs", "ui-jobs.png")
+                page.click("#jobs-rows tr.job-queued button.cancel")
+                page.wait_for_url(re.compile(rf".*/ui/sessions/{session}#jobs$"))
+                wait_until(lambda: "canceled" in page.inner_text("#jobs-rows"), 30, page)
 
             def maps_shown() -> bool:
                 return page.query_selector("#saliency figure.pair img") is not None
