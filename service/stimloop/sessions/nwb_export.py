@@ -35,7 +35,7 @@ from stimloop import __version__
 from stimloop.sessions.errors import StateConflictError
 from stimloop.sessions.exports import selection_csv
 from stimloop.storage.atomic import read_npz
-from stimloop.storage.session import PHASES, SessionRecord
+from stimloop.storage.session import PHASES, Phase, SessionRecord
 from stimloop.storage.store import Store
 
 # the Subject's fields DANDI checks as critical (nwbinspector --config dandi)
@@ -134,14 +134,13 @@ def build_nwbfile(st: Store, record: SessionRecord) -> Any:
     nwbfile.add_processing_module(module)
 
     module.add(categories_table(record))
-    order = presented_images(st, record)
+    uploaded = {p: files.trial_columns(p) for p in PHASES if p in record.uploads}  # read once
+    order = presented_images(st, record, uploaded)
     nwbfile.add_stimulus_template(images_container(order))
     index = {image_id: k for k, (image_id, _, _) in enumerate(order)}
-    for phase in PHASES:
-        if phase in record.uploads:
-            net_rate = files.trials(phase, config.windows).net_rate  # as the analysis reads
-            columns = files.trial_columns(phase)
-            module.add(trials_table(columns, net_rate, config.windows, phase, index))
+    for phase, columns in uploaded.items():
+        net_rate = files.trials(phase, config.windows).net_rate  # as the analysis reads
+        module.add(trials_table(columns, net_rate, config.windows, phase, index))
     if files.has_selection():
         module.add(phase_two_list(st, record.id))
         module.add(picks_table(files.selection()))
@@ -189,9 +188,11 @@ def build_nwbfile(st: Store, record: SessionRecord) -> Any:
 # ------------------------------------------------------------------ images
 
 
-def presented_images(st: Store, record: SessionRecord) -> list[tuple[str, str, Path]]:
-    """Every image the session's trials name, once, in the order phases showed them first:
-    (id, where it comes from, its file)."""
+def presented_images(
+    st: Store, record: SessionRecord, uploaded: dict[Phase, dict[str, np.ndarray]]
+) -> list[tuple[str, str, Path]]:
+    """Every image the trials ``uploaded`` (phase -> columns) name, once, in the order the
+    phases showed them first: (id, where it comes from, its file)."""
     config = record.config
     files = st.files(record.id)
     paths: dict[str, tuple[str, Path]] = {}
@@ -206,10 +207,8 @@ def presented_images(st: Store, record: SessionRecord) -> list[tuple[str, str, P
                 paths.setdefault(entry["stimulus"], (what, Path(found)))
     order: list[tuple[str, str, Path]] = []
     seen: set[str] = set()
-    for phase in PHASES:
-        if phase not in record.uploads:
-            continue
-        for image_id in dict.fromkeys(files.trial_columns(phase)["stimulus"].astype(str)):
+    for columns in uploaded.values():
+        for image_id in dict.fromkeys(columns["stimulus"].astype(str)):
             if image_id not in seen and image_id in paths:
                 seen.add(image_id)
                 order.append((image_id, *paths[image_id]))
