@@ -92,14 +92,60 @@ class Categories(BaseModel):
     others: list[str]
 
 
+class Line(BaseModel):
+    """Least squares of recorded on predicted (calibration: slope 1, intercept 0)."""
+
+    slope: float | None
+    intercept: float | None
+    r: float | None
+    p: float | None
+    n: int
+
+
+class Graded(BaseModel):
+    """The graded levels' dose-response: Spearman's rho of recorded on predicted."""
+
+    rho: float | None
+    p: float | None
+    n: int
+    line: Line | None
+
+
+class ChannelScore(BaseModel):
+    """One channel's registered predictions scored on its picked images."""
+
+    channel: str
+    n: int
+    nominal: float
+    inside: int = Field(
+        description="Picked images whose recorded mean lies in the interval widened by its "
+        "standard error"
+    )
+    coverage: float | None
+    coverage_p: float | None = Field(description="Exact binomial test against the nominal level")
+    coverage_unwidened: float | None
+    calibration: Line | None
+    graded: Graded | None
+    metrics: FitMetrics | None
+
+
+class Scoring(BaseModel):
+    registration: str = Field(description="sha256 of the registered predictions scored")
+    level: float
+    channels: list[ChannelScore]
+    summary: dict[str, Any]
+
+
 class Analysis(BaseModel):
-    """Stability, selectivity and generalisation per channel, each with its p-value."""
+    """Stability, selectivity and generalisation per channel, each with its p-value; the
+    registered predictions' scores."""
 
     categories: Categories
     channels: list[ChannelAnalysis]
     summary: dict[str, Any]
     config: AnalysisConfig
     provenance: Provenance
+    scoring: Scoring | None = None
 
 
 class Models(BaseModel):

@@ -99,6 +99,15 @@ class SelectionConfig:
     n_similar: Annotated[int, Ge(0), Le(100)] = 1
     stability_images: Annotated[int, Ge(0), Le(10_000)] = 75  # sec. 4: "a subset of 75"
     repeats: Annotated[int, Ge(1), Le(100)] = 8  # presentations of each image (A.2: 8x)
+    # not in the paper: "graded" picks, per channel and set, the candidates nearest ``levels``
+    # evenly spaced predicted responses (a dose-response curve, as feature accentuation's 11)
+    mode: Literal["paper", "graded"] = "paper"
+    levels: Annotated[int, Ge(2), Le(100)] = 11
+    # the paper ranks by the prediction; "confident" ranks the top picks by their interval's
+    # lower bound and the bottom picks by its upper bound
+    ranking: Literal["central", "confident"] = "central"
+    ensemble: Annotated[int, Ge(2), Le(1000)] = 32  # bootstrap readouts per channel (intervals)
+    interval: Annotated[float, Ge(0.5), Lt(1)] = 0.9  # the intervals' nominal coverage
 
     def __post_init__(self) -> None:
         check_fields(self)

@@ -11,6 +11,7 @@ import pytest
 from stimloop.science import synthetic as sy
 
 from tests.support.loop import CHANNELS, FIT, NEURONS, SELECTION, as_json, simulate
+from tests.support.service import is_problem
 
 
 def test_the_whole_loop(service, loop):
@@ -38,10 +39,12 @@ def test_the_whole_loop(service, loop):
     )
 
     # the same science called directly on the same data gives the same list
+    from stimloop.science.candidate_cells import cell_major
     from stimloop.science.readout import ReadoutConfig
     from stimloop.science.responses import Windows, trials_from_columns
-    from stimloop.science.selection import Candidates, SelectionConfig, cell_major, select
+    from stimloop.science.selection import Candidates, SelectionConfig, select
     from stimloop.storage.activations import Activations
+    from stimloop.worker.fit_select import ensemble_for
     from stimloop.worker.fitting import fit_recording
 
     ids, body_maps = loop["maps"]["bodies"]
@@ -67,6 +70,7 @@ def test_the_whole_loop(service, loop):
             "control_body", loop["maps"]["controls"][0], cell_major(loop["maps"]["controls"][1])
         ),
     ]
+    ensemble = ensemble_for(result, ids, body_maps, SelectionConfig().ensemble, 3)
     direct = select(
         result.readout,
         result.inclusion,
@@ -76,9 +80,23 @@ def test_the_whole_loop(service, loop):
         cands,
         SelectionConfig(**SELECTION),
         seed=3,
+        ensemble=ensemble,
     ).to_dict()
     assert selection["phase_two"] == direct["phase_two"]
     assert selection["channels"] == direct["channels"]
+    assert selection["predictions"] == direct["predictions"]
+    picks = [p for ch in selection["channels"] for p in ch["picks"]]
+    assert picks and all(p["lower"] < p["predicted"] < p["upper"] for p in picks)
+
+    # the predictions were registered with the list: the same numbers, frozen with a hash
+    registered = c.get(f"/v1/sessions/{sid}/registration", headers=service.analyst).json()
+    sha = selection["registration"]
+    assert registered["sha256"] == sha and len(sha) == 64
+    assert registered["predictions"] == selection["predictions"]
+    assert registered["readout_sha256"] == result.readout.sha256()
+    assert registered["settings"]["selection"]["ensemble"] == SelectionConfig().ensemble
+    history = c.get(f"/v1/sessions/{sid}", headers=service.rig).json()["history"]
+    assert history[-1]["event"] == "selection ready" and history[-1]["registration"] == sha
 
     csv_text = c.get(f"/v1/sessions/{sid}/selection.csv", headers=service.rig).text
     listed = [e["stimulus"] for e in selection["phase_two"]["entries"]]
@@ -176,6 +194,21 @@ def test_the_whole_loop(service, loop):
             assert m["r"]["value"] == pytest.approx(g["r"]) and m["n_boot"] == 1000
             assert m["noise_ceiling"]["value"] == pytest.approx(g["noise_ceiling"], nan_ok=True)
     assert "fraction_of_oracle" in analysis["summary"]
+    # the registered predictions, scored: the analysis names the copy it read
+    scoring = analysis["scoring"]
+    assert scoring["registration"] == sha and scoring["level"] == 0.9
+    scored = {row["channel"]: row for row in scoring["channels"]}
+    assert set(scored) == set(selection["predictions"]["channels"])
+    for row in scored.values():
+        assert row["n"] == len(
+            [
+                e
+                for e in selection["phase_two"]["entries"]
+                if row["channel"] in {r["channel"] for r in e["reasons"]}
+            ]
+        )
+        assert 0 <= row["inside"] <= row["n"] and row["metrics"]["n_stimuli"] == row["n"]
+    assert_registration_is_kept(service, sid, sha, cols, cols2)
 
     # phase three needs saliency maps first
     r = c.post(f"/v1/sessions/{sid}/phase3", json={}, headers=service.analyst)
@@ -233,6 +266,57 @@ def test_the_whole_loop(service, loop):
     assert html.count("data:image/png;base64,") >= 3  # Fig. 3a, 3b, saliency grid
     assert selection["provenance"]["weights_sha256"] in html and 'src="http' not in html
     assert_renders_in_a_browser(html, service.root / "report.html")
+
+
+def assert_registration_is_kept(service, sid: str, sha: str, cols: dict, cols2: dict) -> None:
+    """No later change of the registered predictions gets through: not a refit after phase
+    two, not a second registration, not an edit of the file (the analysis stops, naming both
+    hashes, and runs again once the registered copy is back)."""
+    from stimloop.storage.registration import RegistrationError
+    from stimloop.storage.store import Store
+
+    c = service.client
+    refit = c.put(
+        f"/v1/sessions/{sid}/phase1?replace=true",
+        json=as_json({**cols, "response_count": cols["response_count"] + 1}),
+        headers=service.rig,
+    )
+    assert "registered" in is_problem(refit, 409)["detail"]
+    files = Store(service.settings.models_store).files(sid)
+    record = files.record()
+    document, held = files.registration(record.registration)
+    assert held == sha
+    changed = {**document, "predictions": {**document["predictions"], "level": 0.5}}
+    with pytest.raises(RegistrationError, match="cannot be changed"):
+        files.register(changed, record.registration)
+    path = files.folder / "registration.json"
+    original = path.read_bytes()
+    path.write_bytes(original.replace(b'"level":0.9', b'"level":0.5'))
+    try:
+        refused = c.get(f"/v1/sessions/{sid}/registration", headers=service.analyst)
+        assert sha in is_problem(refused, 409)["detail"]
+        other = {**cols2, "response_count": cols2["response_count"] + 1}
+        url = f"/v1/sessions/{sid}/phase2?replace=true"
+        r = c.put(url, json=as_json(other), headers=service.rig)
+        assert r.status_code == 202, r.text
+        service.work()
+        failed = c.get(f"/v1/sessions/{sid}", headers=service.rig).json()
+        assert failed["state"] == "failed" and sha in failed["error"], failed["error"]
+    finally:
+        path.write_bytes(original)
+    again = c.put(
+        f"/v1/sessions/{sid}/phase2?replace=true", json=as_json(cols2), headers=service.rig
+    )
+    assert again.status_code == 202, again.text
+    service.work()
+    done = c.get(f"/v1/sessions/{sid}", headers=service.rig).json()
+    assert done["state"] == "analysed", done
+    assert (
+        c.get(f"/v1/sessions/{sid}/analysis", headers=service.analyst).json()["scoring"][
+            "registration"
+        ]
+        == sha
+    )
 
 
 def test_phase_three(service, loop, monkeypatch):

@@ -20,6 +20,7 @@ others gets the same result.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -176,6 +177,17 @@ class FittedReadout:
                 out[f"{metric}_{split}"] = values
         return out
 
+    def sha256(self) -> str:
+        """A hash of the models themselves (channels, ``mu``, ``w``, ``b``: names, dtypes,
+        shapes and bytes), so a registration names exactly the readouts it came from."""
+        h = hashlib.sha256()
+        arrays = self.arrays()
+        for name in ("channels", "mu", "w", "b"):
+            a = np.ascontiguousarray(arrays[name])
+            h.update(f"{name}:{a.dtype.str}:{a.shape};".encode())
+            h.update(a.tobytes())
+        return h.hexdigest()
+
     def metadata(self) -> dict[str, Any]:
         return {
             "config": asdict(self.config),
@@ -233,6 +245,28 @@ class RidgeStart:
 RIDGE_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # penalties, as fractions of the kernel's mean diagonal
 
 
+def ridge_loo(evals: torch.Tensor, evecs: torch.Tensor, yc: torch.Tensor) -> torch.Tensor:
+    """Closed-form leave-one-out MSE of ridge regressions, for every penalty of ``RIDGE_GRID``.
+
+    ``evals`` ``[B, N]`` (non-negative), ``evecs`` ``[B, N, N]``: eigendecompositions of ``B``
+    centred kernels; ``yc`` ``[N, C]`` centred targets. Returns ``[B, len(RIDGE_GRID), C]``.
+    The hat matrix is the centred kernel's plus ``1/N`` for the intercept; each penalty is a
+    fraction of its kernel's mean diagonal.
+    """
+    n = yc.shape[0]
+    scale = evals.sum(1, keepdim=True) / n  # each kernel's mean diagonal
+    proj = evecs.transpose(1, 2) @ yc  # [B, N, C]
+    squares = evecs.square()
+    out = []
+    for frac in RIDGE_GRID:
+        shrink = evals / (evals + frac * scale + 1e-12)  # [B, N]
+        hat_diag = (squares @ shrink[..., None])[..., 0] + 1.0 / n
+        fitted = evecs @ (shrink[..., None] * proj)
+        resid = (yc - fitted) / (1 - hat_diag).clamp(min=1e-9)[..., None]
+        out.append(resid.square().mean(1))
+    return torch.stack(out, 1)
+
+
 def grid_init(x: torch.Tensor, y: torch.Tensor, width: int, subdivide: int = 1) -> RidgeStart:
     """Starting readouts: per channel, the map cell and ridge solution that predict it best.
 
@@ -280,16 +314,7 @@ def grid_init(x: torch.Tensor, y: torch.Tensor, width: int, subdivide: int = 1) 
         ps = list(range(start, min(start + 8, len(lattice))))
         grams = torch.stack([(lambda ac: ac @ ac.T)(centred(p)[0]) for p in ps])
         evals, evecs = torch.linalg.eigh(grams)  # [B, N], [B, N, N]
-        evals = evals.clamp(min=0)
-        scale = evals.sum(1, keepdim=True) / n  # each kernel's mean diagonal
-        proj = evecs.transpose(1, 2) @ yc  # [B, N, C]
-        squares = evecs.square()
-        for j, frac in enumerate(ridges.tolist()):
-            shrink = evals / (evals + frac * scale + 1e-12)  # [B, N]
-            hat_diag = (squares @ shrink[..., None])[..., 0] + 1.0 / n
-            fitted = evecs @ (shrink[..., None] * proj)
-            resid = (yc - fitted) / (1 - hat_diag).clamp(min=1e-9)[..., None]
-            loo[ps, j] = resid.square().mean(1)
+        loo[ps] = ridge_loo(evals.clamp(min=0), evecs, yc)
     loo = loo.cpu()
     yc, y_mean = yc.cpu(), y_mean.cpu()
     flat = loo.reshape(-1, y.shape[1]).argmin(0)  # [C] over (cell, penalty)

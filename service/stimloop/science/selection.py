@@ -10,7 +10,7 @@ test. Here "bodies" name the preferred set's images, as in the paper.
 Ties are broken by stimulus id: among equal scores the smallest id (string order) wins, for
 the top, the bottom and the most similar alike.
 
-Candidates are scored from cell-major maps ``[H*W, M, F]`` (see ``cell_major``): a channel
+Candidates are scored from cell-major maps ``[H*W, M, F]`` (``candidate_cells``): a channel
 reads at most four cells, so predictions and similarity numerators are per-cell matrix
 products over the channels that use each cell, and only the similarity's norm needs a pass
 per channel.
@@ -26,23 +26,14 @@ import numpy as np
 import torch
 from stimloop_contract.configs import SelectionConfig
 
+from stimloop.science.candidate_cells import cell_products
+from stimloop.science.intervals import Ensemble, intervals, z_value
 from stimloop.science.readout import FittedReadout, as_tensor
 from stimloop.science.readout_model import bilinear_weights
 from stimloop.science.responses import ChannelInclusion
 from stimloop.science.similarity import weighted_cosine
 
-ROLES = ("top", "bottom", "similar")
-
-
-def cell_major(maps: np.ndarray | torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """``[M, F, H, W]`` maps -> ``[H*W, M, F]`` (each cell's features contiguous), chunked."""
-    maps = as_tensor(maps)
-    m, f, h, w = maps.shape
-    out = torch.empty(h * w, m, f, dtype=dtype)
-    for start in range(0, m, 512):
-        block = maps[start : start + 512].to(dtype).flatten(2)  # [b, F, HW]
-        out[:, start : start + 512] = block.permute(2, 0, 1)
-    return out
+ROLES = ("top", "bottom", "similar", "level")
 
 
 @dataclass(frozen=True)
@@ -77,13 +68,7 @@ def score_candidates(
     a_ref_t = torch.as_tensor(a_ref, dtype=torch.float64, device=dev)
     v_t = w_t.square() * a_ref_t  # <a w, a_ref w> = a . v
     m, c = cells.shape[1], len(w_t)
-    lin = torch.zeros(m, 2 * c, dtype=torch.float64, device=dev)
-    for u in torch.nonzero(k.sum(0) > 0).flatten().tolist():
-        chans = torch.nonzero(k[:, u] > 0).flatten()
-        rhs = torch.cat([w_t[chans], v_t[chans]]) * k[chans, u].repeat(2)[:, None]
-        part = cells[u].to(torch.float32) @ rhs.to(torch.float32).T  # [M, 2 c_u]
-        lin[:, chans] += part[:, : len(chans)].double()
-        lin[:, c + chans] += part[:, len(chans) :].double()
+    lin = cell_products(cells, k, torch.cat([w_t, v_t]), torch.cat([torch.arange(c)] * 2))
     predicted = lin[:, :c] + torch.as_tensor(b, dtype=torch.float64, device=dev)
     norm = torch.zeros(m, c, dtype=torch.float64, device=dev)
     corners = [torch.nonzero(k[j] > 0).flatten().tolist() for j in range(c)]
@@ -116,10 +101,14 @@ class Pick:
 
     stimulus: str
     category: str
-    role: str  # top | bottom | similar
-    rank: int  # 1 = best in that role
+    role: str  # top | bottom | similar | level
+    rank: int  # 1 = best in that role (level: 1 = the lowest)
     predicted: float  # spikes/s
     similarity: float  # eq. (2) to the channel's reference body
+    sd: float | None = None  # the prediction's total sd (intervals.py), spikes/s
+    lower: float | None = None  # its interval at the selection's nominal level
+    upper: float | None = None
+    target: float | None = None  # level: the evenly spaced predicted level it stands for
 
 
 @dataclass
@@ -167,17 +156,75 @@ class PhaseTwoList:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class PredictionTable:
+    """What the model predicts for every selected image and included channel.
+
+    ``stimuli`` ``[n]`` (the list's selected images, in its order) of ``categories``;
+    ``predicted`` and ``sd`` ``[n, C]`` in spikes/s (``sd`` NaN without an ensemble);
+    ``level`` the intervals' nominal coverage; ``ensemble`` its metadata (``{}`` without).
+    """
+
+    channels: list[str]
+    stimuli: list[str]
+    categories: list[str]
+    predicted: np.ndarray
+    sd: np.ndarray
+    level: float
+    ensemble: dict[str, Any]
+
+    @property
+    def lower(self) -> np.ndarray:
+        return self.predicted - z_value(self.level) * self.sd
+
+    @property
+    def upper(self) -> np.ndarray:
+        return self.predicted + z_value(self.level) * self.sd
+
+    def to_dict(self) -> dict[str, Any]:
+        nan_none = lambda a: [[None if np.isnan(v) else float(v) for v in row] for row in a]  # noqa: E731
+        return {
+            "channels": self.channels,
+            "stimuli": self.stimuli,
+            "categories": self.categories,
+            "predicted": self.predicted.tolist(),
+            "sd": nan_none(self.sd),
+            "lower": nan_none(self.lower),
+            "upper": nan_none(self.upper),
+            "level": self.level,
+            "ensemble": self.ensemble,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PredictionTable:
+        def array(key: str) -> np.ndarray:
+            rows = [[np.nan if v is None else v for v in row] for row in data[key]]
+            return np.asarray(rows, dtype=np.float64).reshape(len(data["stimuli"]), -1)
+
+        return cls(
+            list(data["channels"]),
+            list(data["stimuli"]),
+            list(data["categories"]),
+            array("predicted"),
+            array("sd"),
+            float(data["level"]),
+            dict(data.get("ensemble") or {}),
+        )
+
+
 @dataclass
 class Selection:
     channels: list[ChannelSelection]
     phase_two: PhaseTwoList
     config: SelectionConfig
+    predictions: PredictionTable | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "channels": [asdict(c) for c in self.channels],
             "phase_two": self.phase_two.to_dict(),
             "config": asdict(self.config),
+            "predictions": self.predictions.to_dict() if self.predictions else None,
         }
 
 
@@ -222,6 +269,53 @@ def stability_images(
     return [body_ids[int(rng.choice(stratum))] for stratum in strata]
 
 
+def graded_order(pred: np.ndarray, ids: Sequence[str], levels: int) -> list[tuple[int, float]]:
+    """Candidates nearest ``levels`` evenly spaced predicted levels from the lowest prediction
+    to the highest, lowest first: (index, target). Each candidate serves one level: where the
+    nearest is taken, the next nearest (ties by the smaller id)."""
+    taken: set[int] = set()
+    out = []
+    for target in np.linspace(pred.min(), pred.max(), levels):
+        order = np.lexsort((np.asarray(ids), np.abs(pred - target)))
+        i = next(int(i) for i in order if int(i) not in taken)
+        taken.add(i)
+        out.append((i, float(target)))
+    return out
+
+
+def role_orders(
+    config: SelectionConfig,
+    ids: Sequence[str],
+    pred: np.ndarray,
+    sim: np.ndarray,
+    lower: np.ndarray | None,
+    upper: np.ndarray | None,
+) -> list[tuple[str, list[tuple[int, float | None]]]]:
+    """Each role's picks for one channel and set, in rank order: (role, [(index, target)]).
+
+    The paper's mode: the top and bottom predicted ("confident": by the interval's lower bound
+    for the top and its upper bound for the bottom) and the most similar; the graded mode: the
+    levels (``graded_order``) and the most similar.
+    """
+    top_key, bottom_key = pred, pred
+    if config.ranking == "confident":
+        if lower is None or upper is None:
+            raise ValueError("the confident ranking needs intervals: an ensemble of readouts")
+        top_key, bottom_key = lower, upper
+
+    def first(values: np.ndarray, n: int, descending: bool) -> list[tuple[int, float | None]]:
+        return [(int(i), None) for i in ranked(values, ids, descending)[:n]]
+
+    similar = ("similar", first(sim, config.n_similar, True))
+    if config.mode == "graded":
+        return [("level", list(graded_order(pred, ids, config.levels))), similar]
+    return [
+        ("top", first(top_key, config.n_top, True)),
+        ("bottom", first(bottom_key, config.n_bottom, False)),
+        similar,
+    ]
+
+
 def select(
     readout: FittedReadout,
     inclusion: Sequence[ChannelInclusion],
@@ -231,16 +325,20 @@ def select(
     candidates: Sequence[Candidates],
     config: SelectionConfig = SelectionConfig(),
     seed: int = 0,
+    ensemble: Ensemble | None = None,
 ) -> Selection:
     """Choose the phase-two images.
 
     ``readout``: fitted models of the included channels; ``inclusion``: every channel's verdict
     (excluded ones appear with their reason and no picks); ``body_means``: ``[C_all, S]``
     phase-one means in the order of ``inclusion`` and ``body_ids``; ``body_maps``:
-    ``[S, F, H, W]``.
+    ``[S, F, H, W]``; ``ensemble``: bootstrap members of the included channels (``intervals``),
+    which give every prediction its interval.
     """
     for cand in candidates:
         need = max(config.n_top, config.n_bottom, config.n_similar)
+        if config.mode == "graded":
+            need = max(config.levels, config.n_similar)
         if len(cand.ids) < need:
             raise ValueError(
                 f"the {cand.category} set has {len(cand.ids)} candidates, fewer than the {need} "
@@ -253,6 +351,9 @@ def select(
     names = [v.channel for v in inclusion]
     means = np.asarray(body_means, dtype=np.float64)
     fit = readout.select(included) if included else None
+    if ensemble is not None and fit is not None and ensemble.channels != fit.channels:
+        raise ValueError("the ensemble's channels are not the included channels")
+    rows_of: dict[str, tuple[str, np.ndarray, np.ndarray]] = {}  # stimulus -> predictions
     out: dict[str, ChannelSelection] = {
         v.channel: ChannelSelection(v.channel, v.included, v.reason) for v in inclusion
     }
@@ -267,14 +368,19 @@ def select(
             out[channel].reference_response = float(means[rows[j], best_body[j]])
         for cand in candidates:
             scores = score_candidates(cand.cells, fit.mu, fit.w, fit.b, a_ref, h, w)
+            sd = np.full_like(scores.predicted, np.nan)
+            if ensemble is not None:
+                members = ensemble.members_on_cells(cand.cells, h, w)
+                sd = intervals(scores.predicted, members, ensemble.residual_sd, config.interval).sd
+            z = z_value(config.interval)
+            picked: set[int] = set()
             for j, channel in enumerate(included):
                 pred, sim = scores.predicted[:, j], scores.similarity[:, j]
-                for role, n, order in (
-                    ("top", config.n_top, ranked(pred, cand.ids, descending=True)),
-                    ("bottom", config.n_bottom, ranked(pred, cand.ids, descending=False)),
-                    ("similar", config.n_similar, ranked(sim, cand.ids, descending=True)),
-                ):
-                    for rank, i in enumerate(order[:n], start=1):
+                low, high = pred - z * sd[:, j], pred + z * sd[:, j]
+                bounds = (low, high) if ensemble is not None else (None, None)
+                for role, order in role_orders(config, cand.ids, pred, sim, *bounds):
+                    for rank, (i, target) in enumerate(order, start=1):
+                        picked.add(i)
                         out[channel].picks.append(
                             Pick(
                                 cand.ids[i],
@@ -283,8 +389,12 @@ def select(
                                 rank,
                                 float(pred[i]),
                                 float(sim[i]),
+                                *_interval(sd[i, j], low[i], high[i]),
+                                target,
                             )
                         )
+            for i in sorted(picked):
+                rows_of[cand.ids[i]] = (cand.category, scores.predicted[i], sd[i])
     entries: dict[str, ListEntry] = {}
     for channel in names:
         for pick in out[channel].picks:
@@ -295,7 +405,26 @@ def select(
     ranking_rows = [names.index(c) for c in included] or list(range(len(names)))
     bodies = stability_images(body_ids, means[ranking_rows], config.stability_images, seed)
     phase_two = PhaseTwoList(list(entries.values()), bodies, seed, STABILITY_RULE)
-    return Selection([out[c] for c in names], phase_two, config)
+    table = None
+    if fit is not None:
+        listed = [e.stimulus for e in phase_two.entries]
+        table = PredictionTable(
+            list(included),
+            listed,
+            [rows_of[s][0] for s in listed],
+            np.array([rows_of[s][1] for s in listed]).reshape(len(listed), len(included)),
+            np.array([rows_of[s][2] for s in listed]).reshape(len(listed), len(included)),
+            config.interval,
+            ensemble.metadata() if ensemble is not None else {},
+        )
+    return Selection([out[c] for c in names], phase_two, config, table)
+
+
+def _interval(sd: float, low: float, high: float) -> tuple[float | None, ...]:
+    """A pick's (sd, lower, upper), or Nones without an ensemble."""
+    if not np.isfinite(sd):
+        return None, None, None
+    return float(sd), float(low), float(high)
 
 
 def presentation_sequence(stimuli: Sequence[str], repeats: int, seed: int) -> list[str]:
@@ -339,4 +468,10 @@ def selection_from_dict(data: Mapping[str, Any]) -> Selection:
     phase_two = PhaseTwoList(
         entries, list(p2["stability_images"]), p2["seed"], p2["stability_rule"]
     )
-    return Selection(channels, phase_two, SelectionConfig(**data["config"]))
+    table = data.get("predictions")
+    return Selection(
+        channels,
+        phase_two,
+        SelectionConfig(**data["config"]),
+        PredictionTable.from_dict(table) if table else None,
+    )

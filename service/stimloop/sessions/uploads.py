@@ -198,6 +198,13 @@ def store_upload(
                 f"(sha256 {previous.sha256[:12]}...); add ?replace=true to replace "
                 "it, which discards everything derived from it"
             )
+        if previous and phase == "phase1" and "phase2" in rec.uploads:
+            raise StateConflictError(
+                "phase two was recorded against the predictions registered for this list "
+                f"(sha256 {str(rec.registration)[:12]}...); replacing phase one would refit "
+                "and change them after the responses came in. Start a new session for other "
+                "phase-one trials"
+            )
         event = f"{phase} replaced" if previous else f"{phase} received"
         try:  # refused before anything is written
             transition(rec, RECEIVED[phase], event, bump=True, sha256=sha)
@@ -207,6 +214,7 @@ def store_upload(
         rec.history[-1]["invalidated"] = removed
         if previous and phase == "phase1":
             rec.uploads.pop("phase2", None)
+            rec.registration = None  # its file went with the list
         if previous:
             rec.uploads.pop("phase3", None)
             rec.phase3 = None

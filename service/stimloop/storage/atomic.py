@@ -35,17 +35,18 @@ def read_json(path: Path) -> Any:
 
 def write_json(path: Path, data: Any) -> None:
     """Atomic JSON; undefined numbers (NaN, infinities) are written as null, as JSON has none."""
-    text = json.dumps(_finite(data), indent=1, default=_jsonable, allow_nan=False)
+    text = json.dumps(finite_json(data), indent=1, default=_jsonable, allow_nan=False)
     write_atomic(path, text.encode())
 
 
-def _finite(value: Any) -> Any:
+def finite_json(value: Any) -> Any:
+    """``value`` with arrays as lists and undefined numbers (NaN, infinities) as None."""
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: finite_json(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
+        return [finite_json(v) for v in value]
     if isinstance(value, np.ndarray):
-        return _finite(value.tolist())
+        return finite_json(value.tolist())
     if isinstance(value, float | np.floating):
         return float(value) if np.isfinite(value) else None
     if isinstance(value, np.integer):

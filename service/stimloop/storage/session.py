@@ -7,7 +7,9 @@ Layout of ``sessions/<id>/``::
     readouts.npz, readouts.json       the fitted models (arrays; config, seed, weights sha256)
     channels.json                     inclusion statistics and fit metrics per channel
     selection.json                    the picks per channel and the phase-two list
-    analysis.json                     stability, selectivity, generalisation
+    registration.json                 its predictions, frozen with their sha256 (registration.py)
+    analysis.json                     stability, selectivity, generalisation, scoring
+    predictions.npz                   what the analysis compared the recording with
     saliency/<key>.npz|json|png       saliency results: arrays, metadata, figure
     saliency/sanity/<key>.json|png    their sanity checks: similarities, verdicts, cascade strip
     phase3/list.json, stimuli.zip, images/<id>.png, analysis.json    phase three
@@ -38,6 +40,7 @@ from stimloop_contract.sessions import (
     UploadInfo,
 )
 
+from stimloop.storage import registration
 from stimloop.storage.atomic import read_json, read_npz, write_atomic, write_json, write_npz
 
 if TYPE_CHECKING:  # torch and scipy stay out of the API process: imported where used
@@ -81,6 +84,7 @@ class SessionRecord(BaseModel):
     failed_in: str | None = None
     history: list[dict[str, Any]] = Field(default_factory=list)
     phase3: PhaseThreeInfo | None = None
+    registration: str | None = None  # sha256 of the registered predictions (registration.py)
 
     @property
     def rig(self) -> str:
@@ -95,6 +99,7 @@ _DERIVED: dict[Phase, tuple[str, ...]] = {
         "readouts.npz",
         "readouts.json",
         "selection.json",
+        "registration.json",
         "channels.json",
         "phase2.npz",
         "analysis.json",
@@ -314,6 +319,17 @@ class SessionFiles:
 
     def write_selection(self, data: dict[str, Any]) -> None:
         write_json(self.folder / "selection.json", data)
+
+    def register(self, document: dict[str, Any], recorded: str | None) -> str:
+        """Register the list's predictions once (``registration.write_once``); their sha256."""
+        return registration.write_once(self.folder, document, recorded)
+
+    def has_registration(self) -> bool:
+        return (self.folder / registration.NAME).is_file()
+
+    def registration(self, expected: str | None) -> tuple[dict[str, Any], str]:
+        """The registered predictions and their sha256, checked against ``expected``."""
+        return registration.read_checked(self.folder, expected)
 
     # ------------------------------------------------------------------ the analysis
 

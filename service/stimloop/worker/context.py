@@ -23,8 +23,9 @@ from PIL import Image
 from stimloop import __version__
 from stimloop.runtime.settings import Settings
 from stimloop.science.backbone import Backbone, extract_features, load_backbone
+from stimloop.science.candidate_cells import cell_major
 from stimloop.science.images import encode_png, silhouette
-from stimloop.science.selection import Candidates, cell_major
+from stimloop.science.selection import Candidates
 from stimloop.storage import session_states
 from stimloop.storage.cache import ActivationCache
 from stimloop.storage.registry import load_registry

@@ -5,11 +5,14 @@ from each candidate set (objects, control bodies), labelled by its category."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 from stimloop_contract.configs import ReadoutConfig
 
+from stimloop.science.intervals import Ensemble, fit_ensemble, standard_error, with_residual
 from stimloop.science.readout import FittedReadout
 from stimloop.science.selection import presentation_sequence, select
 from stimloop.storage.activations import Activations
@@ -84,6 +87,12 @@ def fit_and_select(
         files.write_channels({"channels": channel_rows(result, config.analysis.alpha), **prov})
         if result.readout is not None:
             files.save_readout(result.readout)
+        if selection["predictions"] is not None and result.readout is not None:
+            document = registration_document(
+                session_id, config, selection["predictions"], result.readout, prov
+            )
+            rec.registration = files.register(document, rec.registration)
+            selection["registration"] = rec.registration
         files.write_selection({**selection, **prov})
         transition(
             rec,
@@ -91,6 +100,7 @@ def fit_and_select(
             "selection ready",
             included=len(result.included),
             phase_two_images=len(selection["phase_two"]["entries"]),
+            registration=rec.registration,
         )
     report("done", 1.0, "phase-two list ready")
     return {"included": result.included, "phase_two": len(selection["phase_two"]["entries"])}
@@ -128,10 +138,27 @@ def select_for(
             0,
             "",
         )
+    ensemble = None
+    if result.readout is not None:
+        report(
+            "selecting",
+            0.4,
+            f"{config.selection.ensemble} bootstrap readouts per channel for the intervals",
+        )
+        ensemble = ensemble_for(result, ids, maps, config.selection.ensemble, config.seed)
     selection = select(
-        readout, result.inclusion, ids, means, maps, cands, config.selection, seed=config.seed
+        readout,
+        result.inclusion,
+        ids,
+        means,
+        maps,
+        cands,
+        config.selection,
+        seed=config.seed,
+        ensemble=ensemble,
     )
     out = selection.to_dict()
+    out["registration"] = None
     stimuli = selection.phase_two.stimuli
     repeats = config.selection.repeats
     out["sequence"] = (
@@ -140,3 +167,54 @@ def select_for(
         else stimuli * repeats
     )
     return out
+
+
+def ensemble_for(
+    result: FitResult, ids: list[str], maps: np.ndarray, size: int, seed: int
+) -> Ensemble:
+    """The bootstrap ensemble of the included channels (``science.intervals``): members on the
+    readouts' training bodies, the residual term on their validation and test bodies.
+    ``ids``/``maps``: the preferred set's images shown in phase one, ``[N, F, H, W]``."""
+    readout = result.readout
+    assert readout is not None
+    table = result.table
+    rows = [table.channel_index(c) for c in readout.channels]
+    column = {s: i for i, s in enumerate(table.stimuli)}
+    at = {s: i for i, s in enumerate(ids)}
+
+    def part(*names: str) -> tuple[list[int], np.ndarray, np.ndarray]:
+        chosen = [s for name in names for s in readout.split_ids[name]]
+        cols = [column[s] for s in chosen]
+        means = table.mean[np.ix_(rows, cols)].T  # [n, C]
+        sem = standard_error(table.values[np.ix_(rows, cols)]).T
+        return [at[s] for s in chosen], means, sem
+
+    train, train_means, _ = part("train")
+    held, held_means, held_sem = part("val", "test")
+    members = fit_ensemble(readout, maps[train], train_means, range(len(train)), size, seed)
+    return with_residual(members, readout, maps[held], held_means, held_sem)
+
+
+def registration_document(
+    session_id: str,
+    config: SessionConfig,
+    predictions: dict[str, Any],
+    readout: FittedReadout,
+    prov: dict[str, Any],
+) -> dict[str, Any]:
+    """What is registered: the predictions with their intervals, the readouts' and weights'
+    hashes, the settings that chose them and when."""
+    return {
+        "session": session_id,
+        "registered_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "predictions": predictions,
+        "readout_sha256": readout.sha256(),
+        "weights_sha256": readout.weights_sha256,
+        "settings": {
+            "selection": asdict(config.selection),
+            "fit": asdict(config.fit),
+            "inclusion": asdict(config.inclusion),
+            "seed": config.seed,
+        },
+        **prov,
+    }

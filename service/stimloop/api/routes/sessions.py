@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from stimloop_contract.analysis import Analysis, Models
 from stimloop_contract.saliency import SaliencyRequest, SaliencyResult
-from stimloop_contract.selection import Selection
+from stimloop_contract.selection import Registration, Selection
 from stimloop_contract.sessions import AnySessionCreate, Phase, SessionInfo
 from stimloop_contract.system import Accepted
 from stimloop_contract.trials import BatchReceipt, CloseLive, LiveStatus
@@ -33,12 +33,14 @@ from stimloop.api.errors import ApiError, problem_responses
 from stimloop.api.media import BINARY, CSV, answer
 from stimloop.api.uploads import UPLOAD, receive
 from stimloop.sessions.creation import create
+from stimloop.sessions.errors import StateConflictError
 from stimloop.sessions.exports import report_html, selection_csv
 from stimloop.sessions.jobs import observed, resubmit_fit
 from stimloop.sessions.live import close_live, live_status, receive_batch
 from stimloop.sessions.nwb_export import nwb_bytes
 from stimloop.sessions.saliency import start_saliency
 from stimloop.storage.atomic import read_json
+from stimloop.storage.registration import RegistrationError
 from stimloop.storage.store import Store
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"], responses=problem_responses())
@@ -217,6 +219,24 @@ async def close_phase(
 )
 def get_selection(session_id: SessionId, st: StoreDep) -> dict:
     return st.files(session_id).selection()
+
+
+@router.get(
+    "/{session_id}/registration",
+    response_model=Registration,
+    dependencies=[Depends(READ)],
+    summary="The list's predictions with intervals, registered before phase two, and their hash",
+)
+def get_registration(session_id: SessionId, st: StoreDep) -> dict:
+    record = st.get_session(session_id)
+    files = st.files(session_id)
+    if not files.has_registration():
+        raise files.missing("registered predictions")
+    try:
+        document, sha = files.registration(record.registration)
+    except RegistrationError as exc:
+        raise StateConflictError(str(exc)) from None
+    return {**document, "sha256": sha}
 
 
 @router.get(
