@@ -31,6 +31,7 @@ from PIL import Image
 from stimloop.science import saliency as sa
 from stimloop.science import selection as sel
 from stimloop.science.backbone import extract_features, forward_features, load_backbone
+from stimloop.science.candidate_cells import cell_major
 from stimloop.science.readout import ReadoutConfig, fit_readouts, make_split
 from stimloop.science.responses import ChannelInclusion
 from stimloop.science.stimuli import generate_bodies, generate_objects
@@ -174,7 +175,7 @@ def selection(sizes: Sizes, device: torch.device) -> list[str]:
         for cat, m in (("object", sizes.objects), ("control_body", sizes.controls)):
             maps = random_maps(m, rng)
             ids = [f"{cat}_{i:05d}" for i in range(m)]
-            cands.append(sel.Candidates(cat, ids, sel.cell_major(maps).to(where)))
+            cands.append(sel.Candidates(cat, ids, cell_major(maps).to(where)))
         args = (readout, inclusion, body_ids, means, body_maps, cands, config)
         sel.select(*args)  # warm-up
         seconds, _ = timed(lambda args=args: sel.select(*args), torch.device(where))

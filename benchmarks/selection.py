@@ -19,6 +19,7 @@ from datetime import date
 import numpy as np
 import torch
 from stimloop.science import selection as sel
+from stimloop.science.candidate_cells import cell_major
 from stimloop.science.readout import readout_features
 from stimloop.science.responses import ChannelInclusion
 from stimloop.science.similarity import similarity_to_many
@@ -49,7 +50,7 @@ def main() -> None:
 
     rows = []
     for dtype in (torch.float16, torch.float32):
-        cands = [sel.Candidates(k, ids[k], sel.cell_major(v, dtype)) for k, v in sets.items()]
+        cands = [sel.Candidates(k, ids[k], cell_major(v, dtype)) for k, v in sets.items()]
         sel.select(fit, inclusion, body_ids, means, body_maps, cands)  # warm-up
         start = time.perf_counter()
         sel.select(fit, inclusion, body_ids, means, body_maps, cands)

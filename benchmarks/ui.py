@@ -33,6 +33,7 @@ from stimloop.api.auth import create_token
 from stimloop.runtime.settings import Settings
 from stimloop.science import selection as sel
 from stimloop.science.analysis import analyse
+from stimloop.science.candidate_cells import cell_major
 from stimloop.science.readout import FittedReadout
 from stimloop.science.responses import ChannelInclusion, response_table, trials_from_rates
 from stimloop.storage.registry import default_registry_path
@@ -87,8 +88,8 @@ def session_files(store: Store, channels: list[str], rng: np.random.Generator) -
                                           phase_one["rate"]), channels=channels)  # fmt: skip
     inclusion = [ChannelInclusion(ch, (), True, "") for ch in channels]
     cands = [
-        sel.Candidates("object", objects, sel.cell_major(maps["o"])),
-        sel.Candidates("control_body", controls, sel.cell_major(maps["c"])),
+        sel.Candidates("object", objects, cell_major(maps["o"])),
+        sel.Candidates("control_body", controls, cell_major(maps["c"])),
     ]
     chosen = sel.select(
         readout, inclusion, bodies, t1.means_for(bodies), maps["b"], cands,

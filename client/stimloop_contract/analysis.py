@@ -127,6 +127,10 @@ class ChannelScore(BaseModel):
     calibration: Line | None
     graded: Graded | None
     metrics: FitMetrics | None
+    points: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Per picked image: stimulus, role, predicted, sd, recorded mean, its sem",
+    )
 
 
 class Scoring(BaseModel):

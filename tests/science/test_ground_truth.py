@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from stimloop.science import readout as ro
-from stimloop.science.responses import include_channels
+from stimloop.science.responses import ChannelInclusion, include_channels
 
 pytestmark = pytest.mark.slow
 
@@ -67,3 +67,63 @@ def test_result_carries_seed_hash_and_split(synthetic_dataset, fitted):
     assert len(fit.split_ids["test"]) == 30 and fit.seed == 0
     # the kept epoch is recorded per channel: 0 is the ridge start, else a training epoch
     assert ((fit.best_epoch >= 0) & (fit.best_epoch <= 300)).all()
+
+
+@pytest.fixture(scope="module")
+def ensemble(synthetic_dataset, fitted):
+    """The bootstrap ensemble of the fitted readouts, its residual term measured on the
+    validation bodies only, so that the test bodies are scored out of sample."""
+    from stimloop.science import intervals as iv
+
+    d = synthetic_dataset
+    fit, split = fitted
+    table = d["table"]
+    means = table.means_for(d["body_ids"]).T
+    members = iv.fit_ensemble(fit, d["body_maps"], means, split.train, size=32, seed=0)
+    sem = iv.standard_error(table.values[:, split.val]).T
+    return iv.with_residual(members, fit, d["body_maps"][split.val], means[split.val], sem)
+
+
+def test_intervals_cover_the_true_responses_of_held_out_bodies(synthetic_dataset, fitted, ensemble):
+    from stimloop.science import intervals as iv
+
+    d = synthetic_dataset
+    fit, split = fitted
+    maps = d["body_maps"][split.test]
+    out = iv.intervals(fit.predict(maps), ensemble.members_on_maps(maps), ensemble.residual_sd, 0.9)
+    truth = d["truth_bodies"][split.test]
+    covered = ((truth >= out.lower) & (truth <= out.upper)).mean()
+    assert 0.8 <= covered <= 0.97, covered  # nominal 0.9, 480 intervals
+    # narrower than the bodies' spread: the intervals say something
+    assert np.median(out.upper - out.lower) < 2 * 1.645 * np.median(truth.std(0))
+
+
+def test_graded_levels_rise_with_the_truth(synthetic_dataset, fitted, ensemble):
+    from scipy import stats
+    from stimloop.science.candidate_cells import cell_major
+    from stimloop.science.selection import Candidates, SelectionConfig, select
+
+    d = synthetic_dataset
+    fit, _ = fitted
+    verdicts = [ChannelInclusion(c, (), True, "") for c in d["channels"]]
+    cands = [Candidates("object", d["object_ids"], cell_major(d["object_maps"]))]
+    config = SelectionConfig(mode="graded", levels=11, n_similar=0, stability_images=5)
+    table = d["table"]
+    chosen = select(
+        fit,
+        verdicts,
+        d["body_ids"],
+        table.means_for(d["body_ids"]),
+        d["body_maps"],
+        cands,
+        config,
+        seed=0,
+        ensemble=ensemble,
+    )
+    truth = {s: d["truth_objects"][i] for i, s in enumerate(d["object_ids"])}
+    rhos = []
+    for j, channel in enumerate(chosen.channels):
+        levels = sorted((p.rank, p.stimulus) for p in channel.picks if p.role == "level")
+        assert [r for r, _ in levels] == list(range(1, 12))
+        rhos.append(stats.spearmanr(range(11), [truth[s][j] for _, s in levels]).statistic)
+    assert np.median(rhos) >= 0.7 and np.mean(np.array(rhos) > 0) >= 0.9, np.round(rhos, 2)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from stimloop.science import selection as sel
 from stimloop.science.analysis import analyse
+from stimloop.science.candidate_cells import cell_major
 from stimloop.science.readout import FittedReadout, ReadoutConfig
 from stimloop.science.responses import ChannelInclusion, response_table, trials_from_rates
 from stimloop_contract.configs import AnalysisConfig, SelectionConfig
@@ -83,7 +84,7 @@ def run_today(session: dict) -> dict:
     s = session
     t1 = response_table(s["phase_one"], channels=["c1", "c2", "c3", "c4"])
     cands = [
-        sel.Candidates(kind, s["ids"][kind], sel.cell_major(s["maps"][kind]))
+        sel.Candidates(kind, s["ids"][kind], cell_major(s["maps"][kind]))
         for kind in ("object", "control_body")
     ]
     config = SelectionConfig(stability_images=12)
@@ -179,6 +180,16 @@ def without_fit_metrics(today: dict) -> dict:
         analysis["summary"].pop(key)
     for key in ("bootstrap", "confidence", "fev_floor"):
         analysis["config"].pop(key)
+    # the intervals' additions: the prediction table, each pick's interval (none without an
+    # ensemble), and their settings at the paper's values (its ranking and picks)
+    selection = today["selection"]
+    assert selection.pop("predictions")["channels"] == ["c1", "c2", "c4"]
+    for c in selection["channels"]:
+        for pick in c["picks"]:
+            assert [pick.pop(k) for k in ("sd", "lower", "upper", "target")] == [None] * 4
+    added = {k: selection["config"].pop(k) for k in ("mode", "levels", "ranking", "ensemble")}
+    assert added["mode"] == "paper" and added["ranking"] == "central"
+    selection["config"].pop("interval")
     return today
 
 

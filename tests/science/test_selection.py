@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from stimloop.science import selection as sel
+from stimloop.science.candidate_cells import cell_major
 from stimloop.science.readout import FittedReadout, ReadoutConfig, readout_features
 from stimloop.science.responses import ChannelInclusion
 from stimloop.science.similarity import similarity
@@ -49,8 +50,8 @@ def problem():
     readout = make_readout(["c1", "c2", "c4"], f)
     means = rng.normal(20, 5, (4, 120))
     cands = [
-        sel.Candidates("object", objects, sel.cell_major(object_maps)),
-        sel.Candidates("control_body", controls, sel.cell_major(control_maps)),
+        sel.Candidates("object", objects, cell_major(object_maps)),
+        sel.Candidates("control_body", controls, cell_major(control_maps)),
     ]
     return dict(
         body_ids=body_ids,
@@ -157,7 +158,7 @@ def test_ties_are_broken_by_stimulus_id():
 
 def test_an_image_chosen_for_two_roles_keeps_both(problem):
     p = problem
-    tiny = [sel.Candidates("object", p["objects"][:1], sel.cell_major(p["object_maps"][:1]))]
+    tiny = [sel.Candidates("object", p["objects"][:1], cell_major(p["object_maps"][:1]))]
     result = sel.select(
         p["readout"], p["inclusion"], p["body_ids"], p["means"], p["body_maps"], tiny, seed=0
     )
@@ -202,3 +203,34 @@ def test_presentation_sequence():
     assert all(a != b for a, b in zip(two, two[1:]))
     with pytest.raises(ValueError):
         sel.presentation_sequence(["x"], 2, seed=0)
+
+
+def test_graded_levels_are_the_candidates_nearest_evenly_spaced_predictions():
+    pred = np.array([0.0, 1.0, 1.1, 4.9, 5.0, 7.4, 10.0, 2.6])
+    ids = [f"c{i}" for i in range(len(pred))]
+    picks = sel.graded_order(pred, ids, 5)  # targets 0, 2.5, 5, 7.5, 10
+    assert [ids[i] for i, _ in picks] == ["c0", "c7", "c4", "c5", "c6"]
+    np.testing.assert_allclose([t for _, t in picks], np.linspace(0, 10, 5))
+    # a candidate serves one level: with more levels than distinct neighbours, the next nearest
+    crowded = sel.graded_order(np.array([0.0, 0.0, 10.0]), ["b", "a", "c"], 3)
+    assert [i for i, _ in crowded] == [1, 0, 2]  # level 1: "a" (tie by id), level 2: "b"
+
+
+def test_the_confident_ranking_uses_the_interval_bounds():
+    pred = np.array([10.0, 9.0, 1.0, 2.0])
+    sd = np.array([8.0, 0.5, 6.0, 0.5])
+    ids = ["a", "b", "c", "d"]
+    low, high = pred - 1.645 * sd, pred + 1.645 * sd
+    sim = np.zeros(4)
+    paper = dict(sel.role_orders(sel.SelectionConfig(), ids, pred, sim, low, high))
+    assert paper["top"][0][0] == 0 and paper["bottom"][0][0] == 2  # by the prediction
+    sure = dict(
+        sel.role_orders(sel.SelectionConfig(ranking="confident"), ids, pred, sim, low, high)
+    )
+    assert sure["top"][0][0] == 1 and sure["bottom"][0][0] == 3  # by the bounds
+    with pytest.raises(ValueError, match="needs intervals"):
+        sel.role_orders(sel.SelectionConfig(ranking="confident"), ids, pred, sim, None, None)
+    graded = dict(
+        sel.role_orders(sel.SelectionConfig(mode="graded", levels=3), ids, pred, sim, low, high)
+    )
+    assert set(graded) == {"level", "similar"} and len(graded["level"]) == 3

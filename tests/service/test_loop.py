@@ -208,6 +208,16 @@ def test_the_whole_loop(service, loop):
             ]
         )
         assert 0 <= row["inside"] <= row["n"] and row["metrics"]["n_stimuli"] == row["n"]
+    # the page shows the registered hash and the scores; its download is the registered bytes
+    import hashlib
+
+    token = service.analyst["Authorization"].split()[1]
+    c.post("/ui/login", data={"token": token}, headers={"Origin": "http://testserver"})
+    page = c.get(f"/ui/sessions/{sid}").text
+    assert sha in page and 'id="scoring"' in page and 'id="registration"' in page
+    registered_bytes = c.get(f"/ui/sessions/{sid}/files/registration-json").content
+    assert hashlib.sha256(registered_bytes).hexdigest() == sha
+    c.cookies.clear()
     assert_registration_is_kept(service, sid, sha, cols, cols2)
 
     # phase three needs saliency maps first
@@ -262,8 +272,9 @@ def test_the_whole_loop(service, loop):
     # the report: one self-contained page with the paper's figures and the provenance
     html = c.get(f"/v1/sessions/{sid}/report", headers=service.analyst).text
     assert html.startswith("<!DOCTYPE html>") and "Fig. 3a" in html and "Fig. 3b" in html
+    assert "The registered predictions, scored" in html and selection["registration"] in html
     assert "resnet50_random is a seeded random-init stand-in" in html
-    assert html.count("data:image/png;base64,") >= 3  # Fig. 3a, 3b, saliency grid
+    assert html.count("data:image/png;base64,") >= 4  # Fig. 3a, calibration, 3b, saliency
     assert selection["provenance"]["weights_sha256"] in html and 'src="http' not in html
     assert_renders_in_a_browser(html, service.root / "report.html")
 

@@ -70,6 +70,17 @@ def test_an_analysed_session_exported_passes_dandi_and_recomputes(service, loop,
         assert provenance["settings.fit.epochs"] == str(FIT["epochs"])
         picks = tables["picks"].to_dataframe()
         assert set(picks["role"]) <= {"top", "bottom", "similar"}
+        assert (picks["lower"] < picks["predicted"]).all() and (
+            picks["upper"] > picks["predicted"]
+        ).all()
+        # the registered copy and its scores, under the hash the session recorded
+        sha = provenance["registration_sha256"]
+        registered = tables["registered_predictions"]
+        assert sha in registered.description
+        chosen = set(picks["stimulus"])  # the list less its stability images
+        assert len(registered.to_dataframe()) == len(chosen) * len(set(picks["channel"]))
+        assert sha in tables["scoring"].description
+        assert set(tables["scoring_points"].to_dataframe()["stimulus"]) <= set(listed["stimulus"])
 
     stored = service.client.get(f"/v1/sessions/{sid}/analysis", headers=service.rig).json()
     assert_recomputes(path, stored)

@@ -2,12 +2,13 @@
 ``templates/report.html`` with Jinja2 (escaping on).
 
 Fig. 3a (predicted vs recorded correlation per channel on held-out bodies and objects, with the
-p = 0.05 line and the test/retest stability), Fig. 3b (responses to the visualised objects
-against the mean object and body responses), the saliency grid (Fig. 4/5), the tables of
-inclusion, stability and selectivity with their statistics, phase three (the fragments beside
-their maps, retained response per kind with the tests), and the provenance (backbone, weights
-sha256, seeds, versions) at the bottom. This module gathers what the page shows; the figures
-are ``figures``'; the words and the layout are the template's.
+p = 0.05 line and the test/retest stability), the registered predictions scored (coverage of
+their intervals, calibration, graded levels, with the calibration figure), Fig. 3b (responses
+to the visualised objects against the mean object and body responses), the saliency grid
+(Fig. 4/5), the tables of inclusion, stability and selectivity with their statistics, phase
+three (the fragments beside their maps, retained response per kind with the tests), and the
+provenance (backbone, weights sha256, seeds, versions) at the bottom. This module gathers what
+the page shows; the figures are ``figures``'; the words and the layout are the template's.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from stimloop_contract.result_tables import (
 from stimloop.reports.figures import (
     FragmentRow,
     PairPanel,
+    calibration_figure,
     fig3a_figure,
     fig3b_figure,
     fragments_figure,
@@ -227,6 +229,49 @@ def fit_part(analysis: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
+def scoring_part(analysis: dict[str, Any]) -> dict[str, Any] | None:
+    """The registered predictions scored: the hash, a row per channel, the calibration
+    figure and the pooled coverage."""
+    scoring = analysis.get("scoring")
+    if not scoring:
+        return None
+
+    def fmt(value: Any, spec: str = "{:.2f}") -> Any:
+        return DASH if value is None or not np.isfinite(value) else spec.format(value)
+
+    def feve(m: dict[str, Any] | None) -> Any:
+        if not m or m["feve"]["value"] is None:
+            return DASH
+        e = m["feve"]
+        if e["low"] is None:
+            return fmt(e["value"])
+        return f"{e['value']:.2f} [{e['low']:.2f}, {e['high']:.2f}]"
+
+    rows = []
+    for c in scoring["channels"]:
+        line, graded = c.get("calibration") or {}, c.get("graded") or {}
+        rows.append(
+            (
+                c["channel"],
+                c["n"],
+                f"{c['inside']} ({fmt(c['coverage'], '{:.0%}')})",
+                fmt(c["coverage_unwidened"], "{:.0%}"),
+                fmt(c["coverage_p"], "{:.3g}"),
+                fmt(line.get("slope")),
+                fmt(line.get("intercept"), "{:.1f}"),
+                fmt(graded.get("rho")),
+                feve(c.get("metrics")),
+            )
+        )
+    return {
+        "registration": scoring["registration"],
+        "level": scoring["level"],
+        "rows": rows,
+        "summary": scoring["summary"],
+        "figure": inline(png(calibration_figure(scoring))),
+    }
+
+
 def _summary(summary: dict[str, Any]) -> list[str]:
     """The summary's fractions as text, per category where a test is per category."""
 
@@ -387,6 +432,7 @@ def build_report(store: Store, session_id: str, images: dict[str, dict[str, Any]
             "rows": rows,
             "columns": [(k, _label(k)) for k in rows[0]] if rows else [],
             "fit": fit_part(found),
+            "scoring": scoring_part(found),
         }
     saliency = saliency_part(files, config.preferred_category, config.windows, images)
     inclusion = None

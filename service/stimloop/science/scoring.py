@@ -65,6 +65,7 @@ class ChannelScore:
     calibration: Line | None
     graded: Graded | None
     metrics: FitMetrics | None
+    points: list[dict[str, Any]]  # per image: stimulus, role, predicted, sd, recorded, sem
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,17 @@ def score(
                     n_boot=config.bootstrap,
                     confidence=config.confidence,
                 ),
+                [
+                    {
+                        "stimulus": stim,
+                        "role": next(r[1] for r in reasons[stim] if r[0] == channel),
+                        "predicted": float(pred[k]),
+                        "sd": float(sd[k]),
+                        "recorded": float(rec[k]),
+                        "sem": float(sem[k]),
+                    }
+                    for k, stim in enumerate(picks)
+                ],
             )
         )
     return Scoring(registration, table.level, out)

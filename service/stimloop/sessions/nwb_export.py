@@ -9,8 +9,10 @@ Layout, for a reader with pynwb (``README.md``, "A session on the record"):
 ``/general/subject`` the animal; ``/stimulus/templates/presented_images`` every image shown
 (``Images``, named by id, with ``order_of_images``); ``/processing/stimloop`` the tables:
 ``phase{1,2,3}_trials`` (stimulus, its index in ``order_of_images``, channel, repeat, net rate
-in spikes/s and the window counts where uploaded), ``phase_two_list``, ``picks``,
-``inclusion``, ``readouts``, ``predictions``, ``analysis``, ``saliency``,
+in spikes/s and the window counts where uploaded), ``phase_two_list``, ``picks`` (with each
+prediction's interval), ``registered_predictions`` (the registered copy, its sha256 in the
+description), ``inclusion``, ``readouts``, ``predictions``, ``analysis``, ``scoring`` and
+``scoring_points`` (the registered predictions against phase two), ``saliency``,
 ``phase_three_list``, ``phase_three_analysis``, ``provenance``, and the maps as
 ``saliency_maps`` (``Images``).
 """
@@ -144,6 +146,8 @@ def build_nwbfile(st: Store, record: SessionRecord) -> Any:
     if files.has_selection():
         module.add(phase_two_list(st, record.id))
         module.add(picks_table(files.selection()))
+    if record.registration is not None:
+        module.add(registration_table(*files.registration(record.registration)))
     if files.has_channels():
         module.add(
             table(
@@ -169,6 +173,21 @@ def build_nwbfile(st: Store, record: SessionRecord) -> Any:
                 analysis_rows(analysis),
             )
         )
+        if analysis.get("scoring"):
+            module.add(scoring_table(analysis["scoring"]))
+            points = [
+                {"channel": c["channel"], **point}
+                for c in analysis["scoring"]["channels"]
+                for point in c["points"]
+            ]
+            module.add(
+                table(
+                    "scoring_points",
+                    "per channel and picked image: the registered prediction and its sd "
+                    "(spikes/s), the recorded phase-two mean and its standard error",
+                    points,
+                )
+            )
     metas = files.saliency_results()
     if metas:
         module.add(saliency_table(metas))
@@ -333,8 +352,50 @@ def picks_table(selection: dict[str, Any]) -> Any:
         "picks",
         "the loop's decisions: per channel each picked image, why (role: top or bottom "
         "prediction among the other categories, similar: most similar control to the "
-        "channel's reference image by eq. 2), its rank, the readout's predicted response "
-        "(spikes/s) and the similarity",
+        "channel's reference image by eq. 2, level: a graded level with its target), its rank, "
+        "the readout's predicted response (spikes/s) with its sd and interval, and the "
+        "similarity",
+        rows,
+    )
+
+
+def registration_table(document: dict[str, Any], sha: str) -> Any:
+    """The predictions registered with the list: per selected image and channel the
+    prediction, its sd and interval (spikes/s); the hash and settings in the description."""
+    table_ = document["predictions"]
+    rows = [
+        {
+            "stimulus": stimulus,
+            "category": table_["categories"][i],
+            "channel": channel,
+            "predicted": table_["predicted"][i][j],
+            "sd": table_["sd"][i][j],
+            "lower": table_["lower"][i][j],
+            "upper": table_["upper"][i][j],
+        }
+        for i, stimulus in enumerate(table_["stimuli"])
+        for j, channel in enumerate(table_["channels"])
+    ]
+    return table(
+        "registered_predictions",
+        f"the predictions registered when the phase-two list was stored, before phase two "
+        f"(sha256 {sha} of the registered file, {document['registered_at']}; readouts sha256 "
+        f"{document['readout_sha256']}): per selected image and channel the prediction, its sd "
+        f"and its {table_['level']:.0%} interval for the true response (spikes/s)",
+        rows,
+    )
+
+
+def scoring_table(scoring: dict[str, Any]) -> Any:
+    """Per channel the registered predictions' scores (without the per-image points)."""
+    rows = [{k: v for k, v in c.items() if k != "points"} for c in scoring["channels"]]
+    return table(
+        "scoring",
+        f"the registered predictions (sha256 {scoring['registration']}) scored on phase two: "
+        "per channel the picked images inside their interval widened by the recorded mean's "
+        "standard error, the fraction inside the interval as registered, the binomial test "
+        "against the nominal level, the calibration line of recorded on predicted, the graded "
+        "levels' Spearman rho, FEVE on the picked images with its interval",
         rows,
     )
 
@@ -453,6 +514,8 @@ def provenance_table(st: Store, record: SessionRecord) -> Any:
     meta = files.readouts_meta()
     if meta is not None:
         rows.append(("weights_sha256", str(meta.get("weights_sha256"))))
+    if record.registration is not None:
+        rows.append(("registration_sha256", record.registration))
     if files.has_analysis():
         prov = files.analysis().get("provenance") or {}
         rows += [(f"analysis.{k}", json.dumps(v)) for k, v in sorted(flat(prov).items())]

@@ -325,7 +325,11 @@ class SessionFiles:
         return registration.write_once(self.folder, document, recorded)
 
     def has_registration(self) -> bool:
-        return (self.folder / registration.NAME).is_file()
+        return self.registration_path.is_file()
+
+    @property
+    def registration_path(self) -> Path:
+        return self.folder / registration.NAME
 
     def registration(self, expected: str | None) -> tuple[dict[str, Any], str]:
         """The registered predictions and their sha256, checked against ``expected``."""

@@ -41,6 +41,7 @@ from stimloop.sessions.nwb_export import nwb_bytes
 from stimloop.sessions.phase_three_list import start_phase_three
 from stimloop.sessions.saliency import start_saliency
 from stimloop.sessions.session_jobs import cancel
+from stimloop.storage.registration import RegistrationError
 from stimloop.storage.registry import load_registry
 from stimloop.storage.session import SESSION_ID, NotFoundError, Phase
 from stimloop.storage.session_states import STATES
@@ -504,6 +505,7 @@ DOWNLOADS = {  # what a download link names -> its media type
     "phase3-csv": CSV,
     "phase3sequence-csv": CSV,
     "analysis-json": "application/json",
+    "registration-json": "application/json",
     "models-npz": BINARY,
     "stimuli-zip": BINARY,
     "report-html": "text/html",
@@ -539,6 +541,9 @@ def download(
             body = rows_csv(analysis_rows(files.analysis()))
         elif name == "analysis-json":
             body = json.dumps(files.analysis(), indent=1)
+        elif name == "registration-json":  # the registered bytes: their sha256 is the hash
+            files.registration(st.get_session(session_id).registration)
+            body = files.registration_path.read_bytes()
         elif name == "models-npz":
             body = files.readouts_npz.read_bytes()
         elif name == "stimuli-zip":
@@ -549,6 +554,8 @@ def download(
             body = report_html(st, session_id)
     except (ApiError, NotFoundError, OSError, SessionError):  # a result not there (yet)
         return Response(status_code=404)
+    except RegistrationError as exc:  # changed after registration: said, not served
+        return Response(str(exc), status_code=409, media_type="text/plain")
     return Response(body, media_type=DOWNLOADS[name], headers=attachment)
 
 

@@ -325,14 +325,21 @@ def session_view(
             "presentations": shown,
             "repeats": selection["config"].get("repeats"),
             "seconds": shown * (on_s + off_s),
+            "registration": selection.get("registration"),
+            "level": (selection.get("predictions") or {}).get("level"),
         }
         view["downloads"].append(("selection-csv", "the phase-two list (CSV)"))
         view["downloads"].append(("sequence-csv", "the presentation sequence (CSV)"))
         view["downloads"].append(("selection-mat", "the list and the sequence (MATLAB/Octave)"))
+        if selection.get("registration"):
+            view["downloads"].append(
+                ("registration-json", "the registered predictions (JSON; its sha256 is the hash)")
+            )
     if analysis:
         rows = analysis_rows(analysis, metrics=False)
         view["analysis"] = {"columns": key_columns(rows), "rows": rows}
         view["summary"] = analysis["summary"]
+        view["scoring"] = analysis.get("scoring")
         view["downloads"].append(("analysis-csv", "the analysis, a row per channel (CSV)"))
         view["downloads"].append(("analysis-json", "the analysis (JSON)"))
     metas = files.saliency_results()
