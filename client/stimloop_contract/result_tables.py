@@ -55,6 +55,7 @@ def analysis_rows(
     ``sanity`` (``sanity_by_channel``) adds the maps' sanity verdict per channel."""
     names = categories(analysis)
     side = "+".join(names["preferred_candidates"]) or names["preferred"]
+    scored = {s["channel"]: s for s in (analysis.get("scoring") or {}).get("channels", [])}
     rows = []
     for c in analysis["channels"]:
         row: dict[str, Any] = {
@@ -84,6 +85,8 @@ def analysis_rows(
             row[f"r_normalised_{name}"] = (g or {}).get("r_normalised")
             if metrics:
                 row.update(metric_columns(name, (g or {}).get("metrics")))
+        if analysis.get("scoring"):
+            row.update(scoring_columns(scored.get(c["channel"])))
         if sanity is not None:
             row.update(
                 sanity.get(
@@ -97,6 +100,24 @@ def analysis_rows(
             )
         rows.append(row)
     return rows
+
+
+def scoring_columns(score: dict[str, Any] | None) -> dict[str, Any]:
+    """A channel's registered predictions scored (``analysis["scoring"]``): picked images
+    scored, the fraction inside their interval (widened by the recorded sem) and its binomial
+    p, the calibration line, the graded levels' rho and FEVE on the picks (None: unscored)."""
+    score = score or {}
+    line, graded = score.get("calibration") or {}, score.get("graded") or {}
+    feve = ((score.get("metrics") or {}).get("feve") or {}).get("value")
+    return {
+        "picks_scored": score.get("n"),
+        "coverage": score.get("coverage"),
+        "coverage_p": score.get("coverage_p"),
+        "calibration_slope": line.get("slope"),
+        "calibration_intercept": line.get("intercept"),
+        "graded_rho": graded.get("rho"),
+        "feve_picks": feve,
+    }
 
 
 METRIC_COLUMNS = ("r", "noise_ceiling", "r2_over_ceiling", "oracle_r", "feve")
@@ -182,6 +203,7 @@ def key_columns(rows: list[dict[str, Any]]) -> list[str]:
         return []
     keys = list(rows[0])
     wanted = {"channel", "stability_r", "stable", "selective", "maps_sanity", "fit_flag"}
+    wanted |= {"coverage"}
     wanted |= {k for k in keys if k.startswith("mw_p_") and not k.startswith("mw_p_greater")}
     wanted |= {
         k

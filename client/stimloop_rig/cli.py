@@ -721,6 +721,11 @@ def phase_two_list(
         f"wrote {out}: {n} selected images + "
         f"{len(data.phase_two.stability_images)} stability images"
     )
+    if data.registration:  # what phase two will be scored against, frozen before it
+        level = data.predictions.level if data.predictions else 0.0
+        console.print(
+            f"predictions registered with {level:.0%} intervals: sha256 {data.registration}"
+        )
     flagged = [
         (str(c["channel"]), str(c["fit_flag"]))
         for c in client.models(session).channels
@@ -763,6 +768,14 @@ def analysis(
             )
         )
     console.print(table)
+    scoring = dumped.get("scoring") if phase == 2 else None
+    if scoring:
+        pooled = scoring["summary"]
+        console.print(
+            f"registered predictions (sha256 {scoring['registration']}): {pooled['inside']} "
+            f"of {pooled['images_scored']} recorded means inside their "
+            f"{scoring['level']:.0%} interval (binomial p {pooled['coverage_p']:.3g})"
+        )
     if rows and not wide and len(shown) < len(rows[0]):
         console.print(
             f"{len(rows[0]) - len(shown)} more columns (noise ceilings, U, medians, ...): "

@@ -40,6 +40,10 @@ def test_auth(service, session):
     early = c.post(f"/v1/sessions/{session}/saliency", json={"channel": "a"}, headers=service.rig)
     assert "no fitted models yet" in is_problem(early, 409)["detail"]
     assert c.get("/v1/health").json()["redis"] is True  # health needs no token
+    # nothing registered before a list: said, not a 500
+    none_yet = c.get(f"/v1/sessions/{session}/registration", headers=service.analyst)
+    assert "registered predictions" in is_problem(none_yet, 404)["detail"]
+    is_problem(c.get(f"/v1/sessions/{session}/registration"), 401)
 
 
 def test_stimulus_root_confinement(service):

@@ -389,8 +389,8 @@ def select(
                                 rank,
                                 float(pred[i]),
                                 float(sim[i]),
-                                *_interval(sd[i, j], low[i], high[i]),
-                                target,
+                                target=target,
+                                **_interval(sd[i, j], low[i], high[i]),
                             )
                         )
             for i in sorted(picked):
@@ -420,11 +420,11 @@ def select(
     return Selection([out[c] for c in names], phase_two, config, table)
 
 
-def _interval(sd: float, low: float, high: float) -> tuple[float | None, ...]:
-    """A pick's (sd, lower, upper), or Nones without an ensemble."""
+def _interval(sd: float, low: float, high: float) -> dict[str, float | None]:
+    """A pick's sd, lower and upper bound (None without an ensemble)."""
     if not np.isfinite(sd):
-        return None, None, None
-    return float(sd), float(low), float(high)
+        return {"sd": None, "lower": None, "upper": None}
+    return {"sd": float(sd), "lower": float(low), "upper": float(high)}
 
 
 def presentation_sequence(stimuli: Sequence[str], repeats: int, seed: int) -> list[str]:
