@@ -503,3 +503,12 @@ def _summary(console: Console, analysis: dict, selection: dict) -> None:
             objects,
         )
     console.print(table)
+    scoring = analysis.get("scoring")
+    if scoring:
+        pooled = scoring["summary"]
+        console.print(
+            f"predictions registered before phase two (sha256 {scoring['registration'][:16]}..."
+            f"): {pooled['inside']} of {pooled['images_scored']} recorded means inside their "
+            f"{scoring['level']:.0%} interval (binomial p {pooled['coverage_p']:.2g} against "
+            "the nominal level; calibration per channel in the report)"
+        )
