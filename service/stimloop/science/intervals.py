@@ -221,9 +221,8 @@ def z_value(level: float) -> float:
     return float(stats.norm.ppf(0.5 + level / 2))
 
 
-@dataclass(frozen=True)
-class Intervals:
-    """Per candidate and channel ``[M, C]``: the prediction, its total sd and the interval."""
+class Bounded:
+    """Predictions with a total sd at a nominal ``level``: their interval's bounds."""
 
     predicted: np.ndarray
     sd: np.ndarray
@@ -236,6 +235,15 @@ class Intervals:
     @property
     def upper(self) -> np.ndarray:
         return self.predicted + z_value(self.level) * self.sd
+
+
+@dataclass(frozen=True)
+class Intervals(Bounded):
+    """Per candidate and channel ``[M, C]``: the prediction, its total sd and the interval."""
+
+    predicted: np.ndarray
+    sd: np.ndarray
+    level: float
 
 
 def intervals(

@@ -27,7 +27,7 @@ import torch
 from stimloop_contract.configs import SelectionConfig
 
 from stimloop.science.candidate_cells import cell_products
-from stimloop.science.intervals import Ensemble, intervals, z_value
+from stimloop.science.intervals import Bounded, Ensemble, intervals, z_value
 from stimloop.science.readout import FittedReadout, as_tensor
 from stimloop.science.readout_model import bilinear_weights
 from stimloop.science.responses import ChannelInclusion
@@ -157,7 +157,7 @@ class PhaseTwoList:
 
 
 @dataclass(frozen=True)
-class PredictionTable:
+class PredictionTable(Bounded):
     """What the model predicts for every selected image and included channel.
 
     ``stimuli`` ``[n]`` (the list's selected images, in its order) of ``categories``;
@@ -172,14 +172,6 @@ class PredictionTable:
     sd: np.ndarray
     level: float
     ensemble: dict[str, Any]
-
-    @property
-    def lower(self) -> np.ndarray:
-        return self.predicted - z_value(self.level) * self.sd
-
-    @property
-    def upper(self) -> np.ndarray:
-        return self.predicted + z_value(self.level) * self.sd
 
     def to_dict(self) -> dict[str, Any]:
         nan_none = lambda a: [[None if np.isnan(v) else float(v) for v in row] for row in a]  # noqa: E731
