@@ -46,6 +46,28 @@ def test_auth(service, session):
     is_problem(c.get(f"/v1/sessions/{session}/registration"), 401)
 
 
+def test_a_candidate_set_too_small_for_the_picks_is_refused_at_creation(service, session):
+    """3 objects cannot give 11 graded levels or 5 top picks: said before the animal works."""
+    c = service.client
+    base = {
+        "backbone": "resnet50_random",
+        "body_set": "b",
+        "object_set": "o",
+        "control_body_set": "c",
+        "channels": ["a"],
+        "fit": {"split": [2, 2, 3]},
+    }
+    for selection, words in (
+        ({"mode": "graded"}, "11 levels"),
+        ({"n_top": 5}, "top, bottom and most similar"),
+    ):
+        r = c.post("/v1/sessions", json={**base, "selection": selection}, headers=service.rig)
+        detail = is_problem(r, 409)["detail"]
+        assert words in detail and "holds 3 images" in detail, detail
+    ok = {**base, "selection": {"mode": "graded", "levels": 2, "ranking": "confident"}}
+    assert c.post("/v1/sessions", json=ok, headers=service.rig).status_code == 201
+
+
 def test_stimulus_root_confinement(service):
     c = service.client
     (service.root / "outside").mkdir(exist_ok=True)

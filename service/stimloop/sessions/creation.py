@@ -5,6 +5,7 @@ for the fit's split). Each refusal says what to do."""
 from __future__ import annotations
 
 from redis import Redis
+from stimloop_contract.configs import SelectionConfig
 from stimloop_contract.sessions import AnySessionCreate, PaperSessionCreate
 
 from stimloop import __version__
@@ -61,6 +62,27 @@ def is_preferred(category: str, preferred_category: str) -> bool:
     """The default of a candidate set's ``preferred``: its category is the preferred one, or
     that one's controls (``control_body`` for ``body``)."""
     return category in (preferred_category, f"control_{preferred_category}")
+
+
+def refuse_small_candidate_sets(
+    records: dict[str, SetRecord], sets: list[str], selection: SelectionConfig
+) -> None:
+    """409 when a candidate set holds fewer images than one channel's picks need from it (the
+    top, bottom and most similar counts; the graded mode's levels), before the animal works
+    rather than when the fit ends."""
+    if selection.mode == "graded":
+        need, what = max(selection.levels, selection.n_similar), f"{selection.levels} levels"
+    else:
+        need = max(selection.n_top, selection.n_bottom, selection.n_similar)
+        what = "the top, bottom and most similar counts"
+    for set_id in sets:
+        if records[set_id].count < need:
+            raise StateConflictError(
+                f"candidate set {set_id!r} holds {records[set_id].count} images; each channel "
+                f"picks {need} of them ({what}): register a larger set, or lower the counts "
+                "(selection.levels, n_top, n_bottom, n_similar)",
+                title="Set too small",
+            )
 
 
 def session_config(st: Store, req: AnySessionCreate) -> SessionConfig:
@@ -128,6 +150,7 @@ def session_config(st: Store, req: AnySessionCreate) -> SessionConfig:
             "--split, e.g. 80,20,20 for 120 images)",
             title="Split too large",
         )
+    refuse_small_candidate_sets(records, [c.set for c in candidates], req.selection)
     return SessionConfig(
         backbone=req.backbone,
         preferred_set=preferred_id,
