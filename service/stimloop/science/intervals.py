@@ -113,29 +113,32 @@ def ridge_members(
     ``w = A_i^T alpha`` (summed back onto the rows it drew), ``b = mean(t) - mean(a_i) . w``.
     Returns ``w`` ``[K, F]``, ``b`` ``[K]`` and ``lambda``.
     """
+    dev, f8 = a.device, torch.float64
     a = a.double()
-    y_t = torch.as_tensor(y, dtype=torch.float64)
+    y_t = torch.as_tensor(y, dtype=f8, device=dev)
     n = len(a)
     gram = a @ a.T  # [N, N]
-    centre = torch.eye(n, dtype=torch.float64) - 1.0 / n
+    centre = torch.eye(n, dtype=f8, device=dev) - 1.0 / n
     evals, evecs = torch.linalg.eigh(centre @ gram @ centre)
     evals = evals.clamp(min=0)
     loo = ridge_loo(evals[None], evecs[None], (y_t - y_t.mean())[:, None])[0, :, 0]
     lam = float(RIDGE_GRID[int(loo.argmin())] * evals.sum() / n)
-    idx = torch.as_tensor(resamples, dtype=torch.long)  # [K, N']
+    idx = torch.as_tensor(resamples, dtype=torch.long, device=dev)  # [K, N']
     k_count, m = idx.shape
     sub = gram[idx[:, :, None], idx[:, None, :]]  # [K, N', N']
-    centre_m = torch.eye(m, dtype=torch.float64) - 1.0 / m
+    centre_m = torch.eye(m, dtype=f8, device=dev) - 1.0 / m
     t = y_t[idx]
     t_mean = t.mean(1, keepdim=True)
     alpha = torch.linalg.solve(
-        centre_m @ sub @ centre_m + lam * torch.eye(m, dtype=torch.float64),
+        centre_m @ sub @ centre_m + lam * torch.eye(m, dtype=f8, device=dev),
         (t - t_mean)[..., None],
     )[..., 0]  # [K, N']; sums to zero, so the centring of A_i drops out of w
-    weights = torch.zeros(k_count, n, dtype=torch.float64).scatter_add_(1, idx, alpha)
+    zeros = torch.zeros(k_count, n, dtype=f8, device=dev)
+    weights = zeros.clone().scatter_add_(1, idx, alpha)
+    draws = zeros.scatter_add_(1, idx, torch.ones_like(alpha)) / m
     w = weights @ a  # [K, F]
-    b = t_mean[:, 0] - (a[idx].mean(1) * w).sum(1)
-    return w.numpy(), b.numpy(), lam
+    b = t_mean[:, 0] - ((draws @ a) * w).sum(1)  # draws @ a: each resample's mean features
+    return w.cpu().numpy(), b.cpu().numpy(), lam
 
 
 def fit_ensemble(
@@ -146,16 +149,18 @@ def fit_ensemble(
     size: int,
     seed: int,
     chunk: int = 16,
+    device: str | torch.device = "cpu",
 ) -> Ensemble:
     """``size`` bootstrap ridge members per channel of ``readout``, at its locations.
 
     ``maps``: ``[N, F, H, W]`` the bodies' maps; ``means``: ``[N, C]`` recorded means in the
     readout's channel order (NaN where a channel has no trials); ``train``: the rows the readout
-    was trained on. Channels are read out ``chunk`` at a time (``[N, chunk, F]`` features).
+    was trained on. Channels are read out ``chunk`` at a time (``[N, chunk, F]`` features), on
+    ``device`` (the worker's GPU when it has one; the draws are the same anywhere).
     """
     if size < 2:
         raise ValueError(f"an ensemble needs at least 2 members, not {size}")
-    maps_t = torch.as_tensor(np.asarray(maps)[list(train)])
+    maps_t = torch.as_tensor(np.asarray(maps)[list(train)]).to(device)
     train_means = np.asarray(means, dtype=np.float64)[list(train)]
     c_count = len(readout.channels)
     w = np.zeros((size, c_count, readout.w.shape[1]), dtype=np.float32)
@@ -163,7 +168,7 @@ def fit_ensemble(
     penalty = np.zeros(c_count)
     for start in range(0, c_count, chunk):
         block = list(range(start, min(start + chunk, c_count)))
-        a = readout_features(maps_t, torch.as_tensor(readout.mu[block]))  # [N, c, F]
+        a = readout_features(maps_t, torch.as_tensor(readout.mu[block]).to(device))  # [N, c, F]
         for j, c in enumerate(block):
             rows = np.flatnonzero(np.isfinite(train_means[:, c]))
             if len(rows) < 3:

@@ -145,7 +145,10 @@ def select_for(
             0.4,
             f"{config.selection.ensemble} bootstrap readouts per channel for the intervals",
         )
-        ensemble = ensemble_for(result, ids, maps, config.selection.ensemble, config.seed)
+        device = res.backbone(config.backbone).device
+        ensemble = ensemble_for(
+            result, ids, maps, config.selection.ensemble, config.seed, str(device)
+        )
     selection = select(
         readout,
         result.inclusion,
@@ -170,7 +173,12 @@ def select_for(
 
 
 def ensemble_for(
-    result: FitResult, ids: list[str], maps: np.ndarray, size: int, seed: int
+    result: FitResult,
+    ids: list[str],
+    maps: np.ndarray,
+    size: int,
+    seed: int,
+    device: str = "cpu",
 ) -> Ensemble:
     """The bootstrap ensemble of the included channels (``science.intervals``): members on the
     readouts' training bodies, the residual term on their validation and test bodies.
@@ -191,7 +199,9 @@ def ensemble_for(
 
     train, train_means, _ = part("train")
     held, held_means, held_sem = part("val", "test")
-    members = fit_ensemble(readout, maps[train], train_means, range(len(train)), size, seed)
+    members = fit_ensemble(
+        readout, maps[train], train_means, range(len(train)), size, seed, device=device
+    )
     return with_residual(members, readout, maps[held], held_means, held_sem)
 
 
