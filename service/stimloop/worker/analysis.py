@@ -38,8 +38,9 @@ def analyse(
     readout = None
     predictions, test_pred = {}, None
     registered, registered_sha = None, None
-    if record.registration is not None or files.has_registration():
-        # the registered copy, checked against the hash the record kept, is what is scored
+    if record.registration is not None:
+        # the registered copy, checked against the hash the record kept, is what is scored (a
+        # file without a recorded hash is no registration: a list stored before there were any)
         document, registered_sha = files.registration(record.registration)
         registered = PredictionTable.from_dict(document["predictions"])
     if files.has_readouts():
