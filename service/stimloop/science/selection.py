@@ -10,6 +10,12 @@ test. Here "bodies" name the preferred set's images, as in the paper.
 Ties are broken by stimulus id: among equal scores the smallest id (string order) wins, for
 the top, the bottom and the most similar alike.
 
+Not in the paper, and off by default: with an ensemble (``intervals``) every prediction gets an
+interval, carried by each pick and by the list's prediction table (which is registered);
+``ranking = "confident"`` ranks the top by the interval's lower bound and the bottom by its
+upper bound; ``mode = "graded"`` replaces the top and bottom by the candidates nearest evenly
+spaced predicted levels (``graded_order``).
+
 Candidates are scored from cell-major maps ``[H*W, M, F]`` (``candidate_cells``): a channel
 reads at most four cells, so predictions and similarity numerators are per-cell matrix
 products over the channels that use each cell, and only the similarity's norm needs a pass
