@@ -129,7 +129,8 @@ class ChannelScore(BaseModel):
     metrics: FitMetrics | None
     points: list[dict[str, Any]] = Field(
         default_factory=list,
-        description="Per picked image: stimulus, role, predicted, sd, recorded mean, its sem",
+        description="Per picked image: stimulus, role, predicted, sd, recorded mean, its sem, "
+        "the widened interval's half width and whether the mean lies inside it",
     )
 
 

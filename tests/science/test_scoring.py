@@ -48,6 +48,7 @@ def test_coverage_calibration_and_levels_against_a_loop():
         inside += abs(m - predicted[i]) <= z * 3.0
         widened += abs(m - predicted[i]) <= z * np.sqrt(9.0 + se**2)
     assert row.n == len(mine) and row.inside == widened
+    assert sum(pt["inside"] for pt in row.points) == widened  # the figure's verdicts
     assert row.coverage_unwidened == pytest.approx(inside / len(mine))
     assert row.coverage_p == pytest.approx(stats.binomtest(widened, len(mine), 0.9).pvalue)
     means = rec.mean[0, mine]

@@ -408,25 +408,24 @@ def retained_figure(rows: list[dict[str, Any]]) -> Figure:
 def calibration_figure(scoring: dict[str, Any]) -> Figure:
     """The registered predictions against phase two: per channel (a panel each, at most 16)
     each picked image's recorded mean (+- its standard error) against its prediction with the
-    registered interval, inside the interval widened by the sem filled, outside open; the
-    identity line and the least-squares line of the channel's calibration."""
+    interval the scoring used (widened by the sem), inside filled, outside open (the scoring's
+    verdicts); the identity line and the least-squares line of the channel's calibration."""
     channels = [c for c in scoring["channels"] if c["points"]][:16]
     columns = min(4, max(1, len(channels)))
     rows = max(1, -(-len(channels) // columns))
     fig, axes = plt.subplots(
         rows, columns, figsize=(2.6 * columns, 2.5 * rows), squeeze=False, sharex=False
     )
-    z = _z(scoring["level"])
     for ax in axes.flat[len(channels) :]:
         ax.axis("off")
     for ax, channel in zip(axes.flat, channels):
         pts = channel["points"]
         pred = np.array([p["predicted"] for p in pts], float)
         rec = np.array([np.nan if p["recorded"] is None else p["recorded"] for p in pts], float)
-        sd = np.array([np.nan if p["sd"] is None else p["sd"] for p in pts], float)
+        half = np.array([np.nan if p["half_width"] is None else p["half_width"] for p in pts])
         sem = np.nan_to_num(np.array([p["sem"] or 0.0 for p in pts], float))
-        inside = np.abs(rec - pred) <= z * np.sqrt(sd**2 + sem**2)
-        ax.errorbar(pred, rec, xerr=z * sd, yerr=sem, fmt="none", ecolor="0.6", lw=0.8)
+        inside = np.array([p["inside"] for p in pts], bool)  # the scoring's verdict
+        ax.errorbar(pred, rec, xerr=half, yerr=sem, fmt="none", ecolor="0.6", lw=0.8)
         ax.scatter(pred[inside], rec[inside], s=16, color="tab:blue", label="inside")
         ax.scatter(
             pred[~inside],
@@ -453,10 +452,3 @@ def calibration_figure(scoring: dict[str, Any]) -> Figure:
     axes[0, 0].legend(fontsize=6, loc="upper left")
     fig.tight_layout()
     return fig
-
-
-def _z(level: float) -> float:
-    """The two-sided normal quantile of a coverage level (scipy-free: the API draws this)."""
-    from statistics import NormalDist
-
-    return NormalDist().inv_cdf(0.5 + level / 2)

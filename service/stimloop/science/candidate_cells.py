@@ -11,7 +11,6 @@ import numpy as np
 import torch
 
 from stimloop.science.readout import as_tensor
-from stimloop.science.readout_model import bilinear_weights
 
 
 def cell_major(maps: np.ndarray | torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -42,15 +41,3 @@ def cell_products(
         rhs = (vectors[rows] * kv[rows, u][:, None]).to(torch.float32)
         out[:, rows] += (cells[u].to(torch.float32) @ rhs.T).double()  # [M, V_u]
     return out
-
-
-def predict_cells(
-    cells: torch.Tensor, mu: np.ndarray, w: np.ndarray, b: np.ndarray, height: int, width: int
-) -> np.ndarray:
-    """Eq. (1) plus bias for every candidate: ``[M, C]`` from cell-major ``cells``
-    ``[H*W, M, F]``, ``mu`` ``[C, 2]``, ``w`` ``[C, F]``, ``b`` ``[C]``."""
-    dev = cells.device
-    k = bilinear_weights(torch.as_tensor(mu, dtype=torch.float32), height, width).double().to(dev)
-    w_t = torch.as_tensor(w, dtype=torch.float64, device=dev)
-    lin = cell_products(cells, k, w_t, torch.arange(len(w_t)))
-    return (lin + torch.as_tensor(b, dtype=torch.float64, device=dev)).cpu().numpy()

@@ -81,10 +81,6 @@ class Ensemble:
         lin = cell_products(cells, k.double().to(dev), vectors.to(dev), owner)
         return lin.cpu().numpy().reshape(-1, k_count, c_count) + self.b[None]
 
-    def spread(self, members: np.ndarray) -> np.ndarray:
-        """``v_c(x)``: the members' variance ``[N, C]`` from predictions ``[N, K, C]``."""
-        return members.var(axis=1, ddof=1)
-
     def metadata(self) -> dict[str, Any]:
         return {
             "size": self.size,
@@ -93,6 +89,11 @@ class Ensemble:
             "residual_sd": self.residual_sd.tolist(),
             "rule": ENSEMBLE_RULE,
         }
+
+
+def members_variance(members: np.ndarray) -> np.ndarray:
+    """``v_c(x)``: the members' variance ``[N, C]`` from their predictions ``[N, K, C]``."""
+    return members.var(axis=1, ddof=1)
 
 
 def bootstrap_rows(seed: int, channel: str, rows: np.ndarray, size: int) -> np.ndarray:
@@ -204,7 +205,7 @@ def with_residual(
 ) -> Ensemble:
     """The ensemble with ``s_c`` measured on held-out bodies: ``maps`` ``[N, F, H, W]``,
     ``means`` and ``sem`` ``[N, C]`` in the readout's channel order."""
-    spread = ensemble.spread(ensemble.members_on_maps(maps))
+    spread = members_variance(ensemble.members_on_maps(maps))
     s = residual_sd(readout.predict(maps), np.asarray(means, float), np.asarray(sem), spread)
     return Ensemble(
         ensemble.channels, ensemble.mu, ensemble.w, ensemble.b, ensemble.penalty, s, ensemble.seed
@@ -256,5 +257,4 @@ def intervals(
 ) -> Intervals:
     """The interval of every prediction ``[M, C]`` from its members ``[M, K, C]`` and ``s_c``
     ``[C]``: ``sd = sqrt(v_c(x) + s_c^2)``."""
-    spread = members.var(axis=1, ddof=1)
-    return Intervals(predicted, np.sqrt(spread + residual[None] ** 2), level)
+    return Intervals(predicted, np.sqrt(members_variance(members) + residual[None] ** 2), level)

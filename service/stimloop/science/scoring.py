@@ -65,7 +65,7 @@ class ChannelScore:
     calibration: Line | None
     graded: Graded | None
     metrics: FitMetrics | None
-    points: list[dict[str, Any]]  # per image: stimulus, role, predicted, sd, recorded, sem
+    points: list[dict[str, Any]]  # per image: role, predicted, sd, recorded, sem, inside
 
 
 @dataclass(frozen=True)
@@ -138,8 +138,10 @@ def score(
         sd = table.sd[[row[s] for s in picks], j]
         sem = np.nan_to_num(standard_error(values))
         ok = np.isfinite(rec) & np.isfinite(sd)
+        half = z * np.sqrt(sd**2 + sem**2)  # the interval widened by the recorded sem
+        within = np.abs(rec - pred) <= half
         gap = np.abs(rec - pred)[ok]
-        inside = int((gap <= z * np.sqrt(sd[ok] ** 2 + sem[ok] ** 2)).sum())
+        inside = int(within[ok].sum())
         n = int(ok.sum())
         levels = [s for s in picks if any(r[0] == channel and r[1] == "level" for r in reasons[s])]
         out.append(
@@ -170,6 +172,8 @@ def score(
                         "sd": float(sd[k]),
                         "recorded": float(rec[k]),
                         "sem": float(sem[k]),
+                        "half_width": float(half[k]),  # of the widened interval
+                        "inside": bool(ok[k] and within[k]),
                     }
                     for k, stim in enumerate(picks)
                 ],
