@@ -36,6 +36,7 @@ from stimloop.science.images import silhouette
 from stimloop.science.intervals import (
     fit_ensemble,
     intervals,
+    members_variance,
     standard_error,
     with_residual,
 )
@@ -91,6 +92,8 @@ def main() -> None:
     counts: dict[str, list[np.ndarray]] = {
         k: [] for k in ("picked objects", "all objects", "control bodies", "held-out bodies")
     }
+    bias: dict[str, list[np.ndarray]] = {k: [] for k in counts}  # per channel: mean error
+    members_sd: dict[str, list[np.ndarray]] = {k: [] for k in counts}  # per channel
     fit_s, ensemble_s, width = [], [], []
     channels = [f"ch{i + 1:02d}" for i in range(plan.channels)]
     for seed in range(args.seeds):
@@ -150,26 +153,38 @@ def main() -> None:
             ("control bodies", control_maps, truth_c),
             ("held-out bodies", body_maps[split.test], truth_b[split.test]),
         ):
+            members = ensemble.members_on_maps(maps)
             iv = intervals(
-                fit.predict(maps),
-                ensemble.members_on_maps(maps),
-                ensemble.residual_sd,
-                selection_config.interval,
+                fit.predict(maps), members, ensemble.residual_sd, selection_config.interval
             )
             counts[name].append(inside(truth[:, rows], iv.lower, iv.upper).ravel())
+            bias[name].append((iv.predicted - truth[:, rows]).mean(0))
+            members_sd[name].append(np.sqrt(members_variance(members)).mean(0))
             if name == "all objects":
                 width.append(np.median(iv.upper - iv.lower))
     print(f"# prediction intervals: {date.today()} on {describe()}")
+    print(f"backbone resnet50_random, weights sha256 {backbone.weights_sha256}")
+    print(f"seeds 0-{args.seeds - 1} (neurons seed + 1, noise seed + 100, split and fit seed)")
     print(
         f"{'quick' if args.quick else 'full'} demo plan, {args.seeds} seeds, ensemble of "
         f"{args.ensemble}, nominal {selection_config.interval:.0%}; median interval width on "
         f"objects {np.median(width):.1f} spikes/s"
     )
-    print("| predictions | scored | inside the 90% interval |")
-    print("|---|---|---|")
+    print(
+        "| predictions | scored | inside the 90% interval | mean error per channel (prediction "
+        "- truth, spikes/s: median [min, max]) | members' sd per channel (median) |"
+    )
+    print("|---|---|---|---|---|")
     for name, parts in counts.items():
         hits = np.concatenate(parts)
-        print(f"| {name} | {hits.size} | {hits.mean():.1%} |")
+        if name == "picked objects":
+            print(f"| {name} | {hits.size} | {hits.mean():.1%} | - | - |")
+            continue
+        b, sd = np.concatenate(bias[name]), np.concatenate(members_sd[name])
+        print(
+            f"| {name} | {hits.size} | {hits.mean():.1%} | {np.median(b):+.1f} "
+            f"[{b.min():+.1f}, {b.max():+.1f}] | {np.median(sd):.1f} |"
+        )
     print(
         f"| cost | gradient fit {np.mean(fit_s):.1f} s | ensemble {np.mean(ensemble_s):.2f} s "
         f"({np.mean(ensemble_s) / np.mean(fit_s):.3f} of the fit) |"
