@@ -231,6 +231,10 @@ def test_the_live_pages(tmp_path, neurons, browser):
             transition(rec, "failed", "test")
 
         context = browser.new_context()
+        # both cores are busy by design, and a page's load event waits for every image on it
+        # (the list's and the maps'): a navigation may take longer than Playwright's 30 s
+        # default there, as an operator's browser on such a box waits longer too
+        context.set_default_navigation_timeout(120_000)
         page = context.new_page()
         seen_urls: list[str] = []
         problems: list[str] = []
