@@ -3,8 +3,8 @@
 Two layouts, as MATLAB rigs write them:
 
 * a **trial table**: the columns of ``trial_tables`` (``stimulus``, ``channel``, optional
-  ``repeat``, ``rate`` or ``baseline_count`` and ``response_count``) as variables of the file,
-  or as the fields of one struct (``T = table2struct(trials, 'ToScalar', true); save(f,
+  ``repeat`` and ``onset``, ``rate`` or ``baseline_count`` and ``response_count``) as variables
+  of the file, or as the fields of one struct (``T = table2struct(trials, 'ToScalar', true); save(f,
   '-struct', ...)`` or ``save(f, 'T')``); text as cell arrays of strings or char rows;
 * **XDream's**: ``stimulusID`` (one image name per presentation, ``N``) and ``tEvokedResp``
   (the evoked response per channel and presentation: ``[channels, N]``, ``[N, channels]`` or
@@ -33,7 +33,7 @@ from stimloop_contract.trial_tables import MAX_NPZ_BYTES, NPZ_FLOOR, NPZ_RATIO, 
 MAT_MEDIA_TYPE = "application/x-matlab-data"
 MAT_V5 = b"MATLAB 5.0 MAT-file"
 HDF5 = b"\x89HDF\r\n\x1a\n"
-COLUMNS = ("stimulus", "channel", "repeat", "rate", "baseline_count", "response_count")
+COLUMNS = ("stimulus", "channel", "repeat", "onset", "rate", "baseline_count", "response_count")
 
 
 def is_mat(data: bytes) -> bool:

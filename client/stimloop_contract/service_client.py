@@ -13,6 +13,7 @@ import io
 import time
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -184,19 +185,29 @@ class ServiceClient:
         return SessionInfo(**self.json("GET", f"/v1/sessions/{session_id}"))
 
     def upload_phase(
-        self, session_id: str, phase: int, columns: dict[str, np.ndarray], replace: bool = False
+        self,
+        session_id: str,
+        phase: int,
+        columns: dict[str, np.ndarray],
+        replace: bool = False,
+        recording_start: datetime | None = None,
     ) -> Accepted:
-        """Upload one phase's trial columns (as NPZ; phase 1, 2 or 3); safe to retry."""
+        """Upload one phase's trial columns (as NPZ; phase 1, 2 or 3); safe to retry.
+        ``recording_start``: when the recording started (timezone-aware), what the columns'
+        ``onset`` counts from."""
         buffer = io.BytesIO()
         arrays: dict[str, Any] = {k: np.asarray(v) for k, v in columns.items()}
         np.savez(buffer, **arrays)
         path = f"/v1/sessions/{session_id}/phase{phase}" + ("/trials" if phase == 3 else "")
+        params = {"replace": "true"} if replace else {}
+        if recording_start is not None:
+            params["recording_start"] = recording_start.isoformat()
         return Accepted(
             **self.json(
                 "PUT",
                 path,
                 content=buffer.getvalue(),
-                params={"replace": "true"} if replace else None,
+                params=params or None,
                 headers={"content-type": "application/octet-stream"},
             )
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from stimloop_contract.configs import (
     AnalysisConfig,
@@ -201,8 +201,12 @@ class SessionConfig(BaseModel):
 
 
 class UploadInfo(BaseModel):
+    """A phase's stored trials: their sha256 and count, and where the rig said so, the time
+    its recording started (what the trials' onsets count from)."""
+
     sha256: str
     trials: int
+    recording_start: AwareDatetime | None = None
 
 
 class PhaseThreeInfo(BaseModel):

@@ -26,7 +26,8 @@ def counts_from_spike_times(
     """Cut each channel's spike train (s) around every stimulus onset into window counts.
 
     Windows are half-open ``[start, end)`` in seconds relative to onset (paper A.2). Returns
-    trial columns: stimulus, channel, repeat, baseline_count, response_count.
+    trial columns: stimulus, channel, repeat, onset (each presentation's, as given),
+    baseline_count, response_count.
     """
     onsets = np.asarray(onsets, dtype=np.float64)
     stimuli = np.asarray(stimuli).astype(str)
@@ -38,7 +39,8 @@ def counts_from_spike_times(
         repeat[i] = seen.get(s, 0)
         seen[s] = repeat[i] + 1
     cols: dict[str, list] = {
-        k: [] for k in ("stimulus", "channel", "repeat", "baseline_count", "response_count")
+        k: []
+        for k in ("stimulus", "channel", "repeat", "onset", "baseline_count", "response_count")
     }
     for channel, times in spike_times.items():
         t = np.sort(np.asarray(times, dtype=np.float64))
@@ -48,6 +50,7 @@ def counts_from_spike_times(
         cols["stimulus"] += list(stimuli)
         cols["channel"] += [channel] * len(stimuli)
         cols["repeat"] += list(repeat)
+        cols["onset"] += list(onsets)
         cols["baseline_count"] += list(_window_counts(t, onsets, baseline))
         cols["response_count"] += list(_window_counts(t, onsets, response))
     return validate_columns({k: np.asarray(v) for k, v in cols.items()}, "spike times")

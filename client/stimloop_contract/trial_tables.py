@@ -2,10 +2,12 @@
 
 The server checks an upload and the rig client a file with these same functions.
 
-Columns: ``stimulus`` (id), ``channel`` (name), optional ``repeat``, and either ``rate`` (the
-net rate in spikes/s) or ``baseline_count`` and ``response_count`` (spikes in the baseline and
-response windows). Every reader returns plain numpy columns and raises ``TrialFileError``
-naming the file, the row and the column at fault.
+Columns: ``stimulus`` (id), ``channel`` (name), optional ``repeat``, optional ``onset`` (the
+presentation's onset in seconds from the start of its recording, >= 0: what puts the trials on
+the session's timeline in its NWB file), and either ``rate`` (the net rate in spikes/s) or
+``baseline_count`` and ``response_count`` (spikes in the baseline and response windows). Every
+reader returns plain numpy columns and raises ``TrialFileError`` naming the file, the row and
+the column at fault.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from stimloop_contract.errors import TrialFileError
 
 ID_COLUMNS = ("stimulus", "channel")
 COUNT_COLUMNS = ("baseline_count", "response_count")
+OPTIONAL_NUMBERS = ("repeat", "onset")
 
 
 @contextmanager
@@ -130,8 +133,7 @@ def validate_columns(columns: dict[str, np.ndarray], source: str) -> dict[str, n
         raise TrialFileError(f"{source}: no trials")
     out = {"stimulus": columns["stimulus"].astype(str), "channel": columns["channel"].astype(str)}
     numeric = ["rate"] if has_rate else list(COUNT_COLUMNS)
-    if "repeat" in columns:
-        numeric.append("repeat")
+    numeric += [name for name in OPTIONAL_NUMBERS if name in columns]
     for name in numeric:
         try:
             values = np.asarray(columns[name], dtype=np.float64)
@@ -145,6 +147,12 @@ def validate_columns(columns: dict[str, np.ndarray], source: str) -> dict[str, n
             bad = int(np.flatnonzero(~np.isfinite(values))[0])
             raise TrialFileError(f"{source}: row {bad + 1}, column {name!r} is NaN or infinite")
         out[name] = values
+    if "onset" in out and (out["onset"] < 0).any():
+        bad = int(np.flatnonzero(out["onset"] < 0)[0])
+        raise TrialFileError(
+            f"{source}: row {bad + 1}, column 'onset' is negative; onsets are seconds from the "
+            "start of the recording"
+        )
     for name in COUNT_COLUMNS:
         if name in out and ((out[name] < 0).any() or (out[name] % 1 != 0).any()):
             raise TrialFileError(f"{source}: column {name!r} must hold whole, non-negative counts")
@@ -215,7 +223,7 @@ def csv_columns(
         name: [row[k] for row in rows] for k, name in enumerate(header)
     }
     if separator == ";":
-        for name in ("rate", "repeat", "baseline_count", "response_count"):
+        for name in ("rate", *OPTIONAL_NUMBERS, *COUNT_COLUMNS):
             if name in columns:
                 columns[name] = [v.replace(",", ".") for v in columns[name]]
     return validate_columns({k: np.asarray(v) for k, v in columns.items()}, source)

@@ -19,6 +19,7 @@ class TrialUpload(Strict):
     stimulus: list[str] = Field(min_length=1)
     channel: list[str] = Field(min_length=1)
     repeat: list[int] | None = None
+    onset: list[float] | None = None  # seconds from the recording's start (the NWB timeline)
     rate: list[float] | None = None
     baseline_count: list[int] | None = None
     response_count: list[int] | None = None
@@ -33,11 +34,11 @@ class TrialUpload(Strict):
             raise ValueError("give 'rate', or both 'baseline_count' and 'response_count'")
         if self.rate is not None and (self.baseline_count or self.response_count):
             raise ValueError("give either 'rate' or the window counts, not both")
-        for name in ("channel", "repeat", "rate", "baseline_count", "response_count"):
+        for name in ("channel", "repeat", "onset", "rate", "baseline_count", "response_count"):
             values = getattr(self, name)
             if values is not None and len(values) != n:
                 raise ValueError(f"column '{name}' has {len(values)} values, 'stimulus' has {n}")
-        for name in ("baseline_count", "response_count"):
+        for name in ("onset", "baseline_count", "response_count"):
             values = getattr(self, name)
             if values is not None and min(values) < 0:
                 raise ValueError(f"'{name}' cannot be negative")

@@ -8,6 +8,7 @@ import io
 import re
 import sys
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -393,6 +394,7 @@ def _upload(
     token: str | None,
     recording: RecordingSettings,
     any_order: bool,
+    started: datetime | None = None,
 ) -> None:
     client = _client(url, token)
     from stimloop_rig.recording import is_recording
@@ -410,9 +412,9 @@ def _upload(
             )
         _print_recording(found)
         columns = found.columns
-        accepted = client.upload_phase(session, phase, columns, replace=replace)
+        accepted = client.upload_phase(session, phase, columns, replace, started)
     else:
-        columns, accepted = client.upload_file(session, phase, file, replace=replace)
+        columns, accepted = client.upload_file(session, phase, file, replace, started)
     console.print(f"phase {phase}: {len(columns['stimulus'])} trials uploaded ({accepted.status})")
     if wait and accepted.job is not None:
         label = {1: "fit and select", 2: "analysis", 3: "phase-three analysis"}[phase]
@@ -472,6 +474,12 @@ def _upload_command(phase: int, doc: str) -> None:
         any_order: bool = typer.Option(
             False, help="Accept a recording whose order is not the list's sequence."
         ),
+        recording_start: str | None = typer.Option(
+            None,
+            help="When the recording started, ISO 8601 with its UTC offset "
+            "(2026-12-06T14:03:00+01:00): its onsets count from it, and the session's NWB "
+            "file places the phase on its timeline by it.",
+        ),
         timeout: float | None = TIMEOUT,
         url: str = URL,
         token: str | None = TOKEN,
@@ -488,7 +496,10 @@ def _upload_command(phase: int, doc: str) -> None:
             channels=tuple(c.strip() for c in channels.split(",")) if channels else (),
             mua=MuaSettings(band=(low, high), threshold=threshold),
         )
-        _upload(phase, session, file, replace, wait, timeout, url, token, settings, any_order)
+        started = _start_time(recording_start)
+        _upload(
+            phase, session, file, replace, wait, timeout, url, token, settings, any_order, started
+        )
 
     command.__doc__ = doc
     app.command(f"phase{phase}")(one_line(command))
@@ -502,6 +513,23 @@ _upload_command(
 )
 _upload_command(2, "Upload phase two and wait for the analysis.")
 _upload_command(3, "Upload phase three (the fragments' trials) and wait for its analysis.")
+
+
+def _start_time(text: str | None) -> datetime | None:
+    """``--recording-start``'s time; an ISO 8601 time with its UTC offset, or a clear refusal."""
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{text!r} is not an ISO 8601 time; write it as 2026-12-06T14:03:00+01:00"
+        ) from None
+    if value.tzinfo is None:
+        raise typer.BadParameter(
+            f"{text!r} has no UTC offset; add the rig's (e.g. +01:00, or Z for UTC)"
+        )
+    return value
 
 
 def _floats(text: str) -> list[float]:

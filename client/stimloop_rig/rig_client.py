@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,7 +32,12 @@ class RigClient(ServiceClient):
     session before anything is uploaded."""
 
     def upload_file(
-        self, session_id: str, phase: int, path: Path, replace: bool = False
+        self,
+        session_id: str,
+        phase: int,
+        path: Path,
+        replace: bool = False,
+        recording_start: datetime | None = None,
     ) -> tuple[dict[str, np.ndarray], Accepted]:
         """Read a rig file (trial table, spike times, NWB), check it against the session, and
         upload it. Spike times are cut with the session's own baseline and response windows.
@@ -42,7 +48,8 @@ class RigClient(ServiceClient):
         columns = read_trials(path, baseline=windows.baseline, response=windows.response)
         shown, what = self.phase_stimuli(session_id, phase, config.preferred_set)
         check_trial_ids(path, columns, shown, what, config.channels)
-        return columns, self.upload_phase(session_id, phase, columns, replace=replace)
+        accepted = self.upload_phase(session_id, phase, columns, replace, recording_start)
+        return columns, accepted
 
     def recorded_trials(
         self,

@@ -40,9 +40,24 @@ def test_spike_times_are_cut_into_half_open_windows_around_each_onset(tmp_path):
     cols = read_trials(tmp_path / "s.npz")
     # baseline [-0.075, 0.025): -0.075 and 0.0; response [0.05, 0.25): 0.05, 0.1, 0.2499
     assert cols["baseline_count"].tolist() == [2, 2] and cols["response_count"].tolist() == [3, 0]
+    assert cols["onset"].tolist() == [10.0, 20.0]  # each trial keeps its presentation's onset
     custom = read_trials(tmp_path / "s.npz", baseline=(-0.2, 0.0), response=(0.0, 0.3))
     assert custom["baseline_count"].tolist() == [2, 2]
     assert custom["response_count"].tolist() == [6, 1]
+
+
+def test_onsets_are_read_and_checked(tmp_path):
+    """``onset``: seconds from the recording's start, in CSV (a decimal comma where the
+    separator is a semicolon) and NPZ alike; negative or missing values are refused."""
+    (tmp_path / "t.csv").write_text("stimulus;channel;onset;rate\na;c;12,25;1\nb;c;13,5;2\n")
+    cols = read_trial_table(tmp_path / "t.csv")
+    np.savez(tmp_path / "t.npz", **cols)
+    for read in (cols, read_trial_table(tmp_path / "t.npz")):
+        assert read["onset"].tolist() == [12.25, 13.5]
+    for value, message in (("-1", "column 'onset' is negative"), ("", "column 'onset': ''")):
+        (tmp_path / "bad.csv").write_text(f"stimulus,channel,onset,rate\na,c,{value},1\n")
+        with pytest.raises(TrialFileError, match=message):
+            read_trial_table(tmp_path / "bad.csv")
 
 
 def test_counts_columns(tmp_path):

@@ -408,6 +408,8 @@ def test_a_spike_detector_recording_gives_the_planted_trials(tmp_path):
         rows = got.columns["channel"] == name
         want = [int(np.sum((seconds >= t + 0.05) & (seconds < t + 0.25))) for t in onsets]
         assert sorted(got.columns["response_count"][rows].tolist()) == sorted(want), name
+        # each trial at its planted presentation's onset (the photodiode's pulse)
+        assert np.allclose(np.sort(got.columns["onset"][rows]), np.sort(onsets)), name
 
 
 def test_damaged_open_ephys_folders_are_one_line_naming_the_fix(tmp_path):

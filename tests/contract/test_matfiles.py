@@ -50,6 +50,21 @@ def test_a_table_as_variables_or_as_one_struct_reads_as_its_csv(tmp_path):
     same(parse_trial_mat(mat_bytes(chars)), want)
 
 
+def test_an_onset_column_reads_as_its_csv(tmp_path):
+    """The optional ``onset`` (s from the recording's start), as scipy's savemat writes it."""
+    timed = {**TABLE, "onset": [3.0, 3.0, 3.61, 3.61]}
+    csv = tmp_path / "t.csv"
+    csv.write_text(
+        ",".join(timed)
+        + "\n"
+        + "\n".join(",".join(str(timed[k][i]) for k in timed) for i in range(4))
+    )
+    columns = {**timed, "stimulus": cells(TABLE["stimulus"]), "channel": cells(TABLE["channel"])}
+    got = parse_trial_mat(mat_bytes(columns))
+    same(got, read_trial_csv(csv))
+    assert got["onset"].tolist() == [3.0, 3.0, 3.61, 3.61]
+
+
 def test_whole_number_ids_become_text():
     got = parse_trial_mat(mat_bytes({"stimulus": [3, 4], "channel": [1, 1], "rate": [1.0, 2.0]}))
     assert got["stimulus"].tolist() == ["3", "4"] and got["channel"].tolist() == ["1", "1"]

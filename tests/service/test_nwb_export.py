@@ -5,6 +5,9 @@ alone (the README's function, with scipy) equal to the session's stored analysis
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
 import pytest
 
 from tests.support.loop import FIT, as_json, session_request, simulate
@@ -12,15 +15,44 @@ from tests.support.nwb_record import assert_recomputes, dandi_problems
 from tests.support.service import is_problem
 
 ANIMAL = {"subject_id": "M7", "species": "Macaca mulatta", "sex": "F", "age": "P6Y"}
+# the recordings' starts, as a rig in Berlin writes them: phase one's before the session's
+# creation on the server (the lab started recording first), phase two's 40 minutes later
+STARTS = {
+    "phase1": datetime(2026, 3, 2, 9, 0, 5, tzinfo=timezone(timedelta(hours=1))),
+    "phase2": datetime(2026, 3, 2, 9, 40, 0, tzinfo=timezone(timedelta(hours=1))),
+}
 
 
-def run_session(service, loop, analysed: bool = True, **about) -> str:
+def onsets(cols, seed: int) -> np.ndarray:
+    """Each row's presentation onset (s from its recording's start) as a rig shows them: the
+    (stimulus, repeat) presentations in a shuffled order, 0.6 s apart with a jitter, the
+    rows of every channel at their presentation's onset."""
+    shown = sorted(set(zip(cols["stimulus"].tolist(), cols["repeat"].tolist())))
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(shown))
+    at = 3.0 + 0.6 * np.arange(len(shown)) + rng.uniform(0, 0.05, len(shown))
+    when = {shown[k]: float(at[i]) for i, k in enumerate(order)}
+    return np.array([when[p] for p in zip(cols["stimulus"].tolist(), cols["repeat"].tolist())])
+
+
+def upload(service, sid, phase, cols, seed, timed):
+    body = as_json(cols)
+    params = {}
+    if timed:
+        body["onset"] = onsets(cols, seed).tolist()
+        params["recording_start"] = STARTS[phase].isoformat()
+    return service.client.put(
+        f"/v1/sessions/{sid}/{phase}", json=body, params=params, headers=service.rig
+    )
+
+
+def run_session(service, loop, analysed: bool = True, timed: bool = False, **about) -> str:
     c = service.client
     r = c.post("/v1/sessions", json=session_request(**about), headers=service.rig)
     assert r.status_code == 201, r.text
     sid = r.json()["id"]
     cols = simulate(loop, {"bodies": loop["maps"]["bodies"][0]}, seed=1)
-    r = c.put(f"/v1/sessions/{sid}/phase1", json=as_json(cols), headers=service.rig)
+    r = upload(service, sid, "phase1", cols, 1, timed)
     assert r.status_code == 202, r.text
     if not analysed:
         return sid
@@ -28,11 +60,7 @@ def run_session(service, loop, analysed: bool = True, **about) -> str:
     selection = c.get(f"/v1/sessions/{sid}/selection", headers=service.rig).json()
     shown = set(selection["sequence"])
     by_set = {s: [i for i in loop["maps"][s][0] if i in shown] for s in loop["maps"]}
-    r = c.put(
-        f"/v1/sessions/{sid}/phase2",
-        json=as_json(simulate(loop, by_set, seed=2)),
-        headers=service.rig,
-    )
+    r = upload(service, sid, "phase2", simulate(loop, by_set, seed=2), 2, timed)
     assert r.status_code == 202, r.text
     service.work()
     assert c.get(f"/v1/sessions/{sid}", headers=service.rig).json()["state"] == "analysed"
@@ -43,9 +71,10 @@ def test_an_analysed_session_exported_passes_dandi_and_recomputes(service, loop,
     pytest.importorskip("nwbinspector")
     from pynwb import NWBHDF5IO
 
-    sid = run_session(service, loop, label="M7 day 3", subject=ANIMAL, notes="left IT")
+    sid = run_session(service, loop, timed=True, label="M7 day 3", subject=ANIMAL, notes="left IT")
     r = service.client.get(f"/v1/sessions/{sid}/export.nwb", headers=service.analyst)
     assert r.status_code == 200, r.text
+    assert "x-stimloop-warning" not in r.headers  # every phase placed on the timeline
     assert r.headers["content-disposition"] == f'attachment; filename="{sid}.nwb"'
     path = tmp_path / f"{sid}.nwb"
     path.write_bytes(r.content)
@@ -81,6 +110,21 @@ def test_an_analysed_session_exported_passes_dandi_and_recomputes(service, loop,
         assert len(registered.to_dataframe()) == len(chosen) * len(set(picks["channel"]))
         assert sha in tables["scoring"].description
         assert set(tables["scoring_points"].to_dataframe()["stimulus"]) <= set(listed["stimulus"])
+        # the timeline: the session starts with phase one's recording; each phase's
+        # presentations at its own onsets, shifted by its recording's start, and as an epoch
+        assert nwb.session_start_time == STARTS["phase1"]
+        epochs = nwb.epochs.to_dataframe()
+        assert [list(t) for t in epochs["tags"]] == [["phase1"], ["phase2"]]
+        for phase in ("phase1", "phase2"):
+            trials = tables[f"{phase}_trials"].to_dataframe()
+            series = nwb.stimulus[f"{phase}_presentations"]
+            assert series.indexed_images.name == "presented_images"
+            shift = (STARTS[phase] - STARTS["phase1"]).total_seconds()
+            expected = sorted(set(zip(trials["onset"] + shift, trials["stimulus"])))
+            shown = [order[k] for k in series.data[:]]
+            assert list(zip(series.timestamps[:], shown)) == expected
+            row = epochs[[t == [phase] for t in map(list, epochs["tags"])]].iloc[0]
+            assert row["start_time"] <= expected[0][0] and row["stop_time"] > expected[-1][0]
 
     stored = service.client.get(f"/v1/sessions/{sid}/analysis", headers=service.rig).json()
     assert_recomputes(path, stored)
@@ -132,3 +176,29 @@ def test_the_server_command_writes_the_file_or_says_what_is_missing(service, loo
     assert drafted.exit_code == 0, drafted.output
     assert "warning: a draft: the animal's species, age are missing" in drafted.output
     assert out.read_bytes()[:8] == b"\x89HDF\r\n\x1a\n"
+
+
+def test_a_recording_start_is_part_of_the_upload(service, loop):
+    """The same trials with the same start are the same upload; with another start, other
+    data (409 unless replace); a start without its UTC offset and negative onsets: 422."""
+    sid = run_session(service, loop, analysed=False, timed=True)
+    cols = simulate(loop, {"bodies": loop["maps"]["bodies"][0]}, seed=1)
+    again = upload(service, sid, "phase1", cols, 1, timed=True)
+    assert again.status_code == 202 and again.json()["status"] == "already received", again.text
+    body = {**as_json(cols), "onset": onsets(cols, 1).tolist()}
+    later = (STARTS["phase1"] + timedelta(minutes=5)).isoformat()
+    url = f"/v1/sessions/{sid}/phase1"
+    moved = service.client.put(
+        url, json=body, params={"recording_start": later}, headers=service.rig
+    )
+    assert "replace=true" in is_problem(moved, 409)["detail"]
+    naive = service.client.put(
+        url, json=body, params={"recording_start": "2026-03-02T09:00:05"}, headers=service.rig
+    )
+    assert "timezone" in is_problem(naive, 422)["detail"]
+    negative = service.client.put(
+        url, json={**body, "onset": [-1.0] * len(body["onset"])}, headers=service.rig
+    )
+    assert "onset" in is_problem(negative, 422)["detail"]
+    record = service.client.get(f"/v1/sessions/{sid}", headers=service.rig).json()
+    assert record["uploads"]["phase1"]["recording_start"] == "2026-03-02T09:00:05+01:00"

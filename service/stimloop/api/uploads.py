@@ -4,9 +4,11 @@ declares in the OpenAPI document."""
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
+from pydantic import AwareDatetime
 from redis import Redis
 from stimloop_contract.system import Accepted
 
@@ -39,6 +41,17 @@ UPLOAD: dict[str, Any] = {
     "dependencies": [Depends(RIG)],
     "openapi_extra": UPLOAD_BODY,
 }
+# when the phase's recording started (ISO 8601 with its UTC offset): the trials' onsets count
+# from it, and the session's NWB file places the phase's presentations on its timeline by it
+RecordingStart = Annotated[
+    AwareDatetime | None,
+    Query(
+        description="When the phase's recording started, ISO 8601 with its UTC offset (e.g. "
+        "2026-12-06T14:03:00+01:00): the trials' onset column counts seconds from it, and the "
+        "NWB export places the phase on the session's timeline by it. Optional; the same "
+        "trials with another start are other data (409 unless replace=true)."
+    ),
+]
 
 
 async def receive(
@@ -49,9 +62,12 @@ async def receive(
     cfg: Settings,
     st: Store,
     r: Redis,
+    recording_start: datetime | None = None,
 ) -> Accepted:
     """The request's body, by its media type, to the session's upload of ``phase``."""
     kind = request.headers.get("content-type", "").split(";")[0].strip()
     data = await body_bytes(request, cfg)
     uploads = request.app.state.uploads
-    return await receive_phase(phase, session_id, kind, data, replace, uploads, cfg, st, r)
+    return await receive_phase(
+        phase, session_id, kind, data, replace, uploads, cfg, st, r, recording_start=recording_start
+    )

@@ -8,6 +8,8 @@ already received is a 409 unless ``?replace=true``, which discards what was deri
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from anyio.to_thread import run_sync
 from redis import Redis
 from redis.exceptions import RedisError
@@ -165,9 +167,11 @@ async def receive_phase(
     st: Store,
     r: Redis,
     name: str | None = None,
+    recording_start: datetime | None = None,
 ) -> Accepted:
     """The one upload path of every phase and every format (``kind``: the body's media
-    type; ``name``: the file's name, where a person chose one). Decoding, checking, hashing
+    type; ``name``: the file's name, where a person chose one; ``recording_start``: when the
+    phase's recording started, where the rig said). Decoding, checking, hashing
     and storing run in an upload process (the trials never enter the caller's process as
     arrays), the job starts in a thread: a caller's event loop stays responsive while a large
     upload is processed."""
@@ -175,7 +179,7 @@ async def receive_phase(
         await run_sync(lambda: reconcile(st, st.get_session(session_id), cfg, r))
     expected = await run_sync(expected_ids, phase, session_id, st, cfg)
     new, record, rerun = await uploads.prepare_and_store(
-        Upload(kind, data, expected, st.root, session_id, phase, replace, name)
+        Upload(kind, data, expected, st.root, session_id, phase, replace, name, recording_start)
     )
     return await run_sync(start_phase_job, phase, new, rerun, record, cfg, st, r)
 

@@ -7,9 +7,12 @@ job's time). Torch-free: the API exports without loading a model.
 
 Layout, for a reader with pynwb (``README.md``, "A session on the record"):
 ``/general/subject`` the animal; ``/stimulus/templates/presented_images`` every image shown
-(``Images``, named by id, with ``order_of_images``); ``/processing/stimloop`` the tables:
-``phase{1,2,3}_trials`` (stimulus, its index in ``order_of_images``, channel, repeat, net rate
-in spikes/s and the window counts where uploaded), ``phase_two_list``, ``picks`` (with each
+(``Images``, named by id, with ``order_of_images``); where a phase's trials carry onsets and
+its upload the recording's start, ``/stimulus/presentation/phase{1,2,3}_presentations``
+(``IndexSeries`` into those images, at each onset) and the phase as an epoch (``/intervals/
+epochs``, tagged with it); ``/processing/stimloop`` the tables: ``phase{1,2,3}_trials``
+(stimulus, its index in ``order_of_images``, channel, repeat, onset, net rate in spikes/s and
+the window counts where uploaded), ``phase_two_list``, ``picks`` (with each
 prediction's interval), ``registered_predictions`` (the registered copy, its sha256 in the
 description), ``inclusion``, ``readouts``, ``predictions``, ``analysis``, ``scoring`` and
 ``scoring_points`` (the registered predictions against phase two), ``saliency``,
@@ -94,24 +97,31 @@ def export_nwb(st: Store, session_id: str, out: Path, draft: bool = False) -> li
         )
     verb = "is" if len(missing) == 1 else "are"
     warnings = [f"a draft: the animal's {', '.join(missing)} {verb} missing"] if missing else []
-    nwbfile = build_nwbfile(st, record)
+    files = st.files(session_id)
+    uploaded = {p: files.trial_columns(p) for p in PHASES if p in record.uploads}  # read once
+    warnings += timeline(record, uploaded)[2]
+    nwbfile = build_nwbfile(st, record, uploaded)
     out.parent.mkdir(parents=True, exist_ok=True)
     with NWBHDF5IO(str(out), "w") as io_:
         io_.write(nwbfile)
     return warnings
 
 
-def build_nwbfile(st: Store, record: SessionRecord) -> Any:
-    """The session as a ``pynwb.NWBFile`` (in memory)."""
+def build_nwbfile(
+    st: Store, record: SessionRecord, uploaded: dict[Phase, dict[str, np.ndarray]]
+) -> Any:
+    """The session as a ``pynwb.NWBFile`` (in memory); ``uploaded``: each phase's stored
+    trial columns."""
     from pynwb import NWBFile, ProcessingModule
     from pynwb.file import Subject
 
     config = record.config
     files = st.files(record.id)
+    start, offsets, _ = timeline(record, uploaded)
     nwbfile = NWBFile(
         session_description=config.label or f"stimloop closed-loop session {record.id}",
         identifier=f"stimloop-{record.id}-generation-{record.generation}",
-        session_start_time=datetime.fromisoformat(record.created),
+        session_start_time=start,
         session_id=record.id,
         experiment_description=EXPERIMENT,
         keywords=["closed loop", "stimulus selection", "CNN readout", "inferotemporal cortex"],
@@ -136,13 +146,22 @@ def build_nwbfile(st: Store, record: SessionRecord) -> Any:
     nwbfile.add_processing_module(module)
 
     module.add(categories_table(record))
-    uploaded = {p: files.trial_columns(p) for p in PHASES if p in record.uploads}  # read once
     order = presented_images(st, record, uploaded)
-    nwbfile.add_stimulus_template(images_container(order))
+    templates = images_container(order)
+    nwbfile.add_stimulus_template(templates)
     index = {image_id: k for k, (image_id, _, _) in enumerate(order)}
     for phase, columns in uploaded.items():
         net_rate = files.trials(phase, config.windows).net_rate  # as the analysis reads
         module.add(trials_table(columns, net_rate, config.windows, phase, index))
+        if phase in offsets:
+            onsets, shown = presentations(columns)
+            at = offsets[phase] + onsets
+            nwbfile.add_stimulus(presentation_series(phase, at, shown, index, templates))
+            nwbfile.add_epoch(
+                start_time=max(0.0, float(at[0]) + min(0.0, config.windows.baseline[0])),
+                stop_time=float(at[-1]) + config.windows.response[1],
+                tags=[phase],
+            )
     if files.has_selection():
         module.add(phase_two_list(st, record.id))
         module.add(picks_table(files.selection()))
@@ -202,6 +221,66 @@ def build_nwbfile(st: Store, record: SessionRecord) -> Any:
             module.add(table("phase_three_analysis", "retained response per fragment kind", rows))
     module.add(provenance_table(st, record))
     return nwbfile
+
+
+# ------------------------------------------------------------------ the timeline
+
+
+def timeline(
+    record: SessionRecord, uploaded: dict[Phase, dict[str, np.ndarray]]
+) -> tuple[datetime, dict[Phase, float], list[str]]:
+    """The file's session start, each placed phase's offset on it (s) and what could not be
+    placed. A phase is placed when its trials carry onsets and its upload the recording's
+    start: its onsets count from that start. The session starts at the earliest of its
+    creation and those recordings' starts, so that no time in the file is negative."""
+    created = datetime.fromisoformat(record.created)
+    starts: dict[Phase, datetime] = {}
+    notes = []
+    for phase, columns in uploaded.items():
+        started = record.uploads[phase].recording_start
+        if "onset" in columns and started is not None:
+            starts[phase] = started
+        elif "onset" in columns:
+            notes.append(
+                f"{phase}'s trials have onsets but its upload no recording start: its "
+                f"presentations are in {phase}_trials only, not on the file's timeline; upload "
+                "it again with the recording's start (stimloop-rig --recording-start, or "
+                "?recording_start= with replace=true) to place them"
+            )
+        else:
+            notes.append(
+                f"{phase}'s trials have no onsets: the file holds no presentation times and no "
+                f"epoch for {phase} (a table with an onset column, or a recording or spike "
+                "times read by stimloop-rig, gives them)"
+            )
+    start = min([created, *starts.values()])
+    return start, {p: (t - start).total_seconds() for p, t in starts.items()}, notes
+
+
+def presentations(columns: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Each presentation once (the trial rows of every channel share it), in time order: its
+    onset (s from the recording's start) ``[P]`` and its stimulus ``[P]``."""
+    onset, stimulus = columns["onset"].astype(np.float64), columns["stimulus"].astype(str)
+    pairs = sorted({(float(t), str(s)) for t, s in zip(onset, stimulus, strict=True)})
+    return np.array([t for t, _ in pairs]), np.array([s for _, s in pairs])
+
+
+def presentation_series(
+    phase: str, at: np.ndarray, shown: np.ndarray, index: dict[str, int], templates: Any
+) -> Any:
+    """A phase's presentations as an ``IndexSeries`` into the presented images: at each
+    onset ``at`` (s on the file's timeline), the index of the image shown."""
+    from pynwb.image import IndexSeries
+
+    return IndexSeries(
+        name=f"{phase}_presentations",
+        data=np.array([index[s] for s in shown], dtype=np.uint32),
+        indexed_images=templates,
+        unit="N/A",
+        timestamps=at,
+        description=f"{phase}'s stimulus presentations: at each onset the index of the image "
+        "shown in /stimulus/templates/presented_images/order_of_images",
+    )
 
 
 # ------------------------------------------------------------------ images
@@ -317,6 +396,12 @@ def trials_table(
     out.add_column("channel", "the recording channel", data=columns["channel"].astype(str).tolist())
     if "repeat" in columns:
         out.add_column("repeat", "the presentation's repeat of its image", data=columns["repeat"])
+    if "onset" in columns:
+        out.add_column(
+            "onset",
+            f"the presentation's onset, s from the start of {phase}'s recording",
+            data=columns["onset"],
+        )
     out.add_column("net_rate", "net response in spikes/s, as analysed", data=net_rate)
     for name in ("baseline_count", "response_count"):
         if name in columns:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -175,17 +176,18 @@ def store_upload(
     session_id: str,
     phase: Phase,
     columns: dict[str, np.ndarray],
-    sha: str,
+    info: UploadInfo,
     replace: bool,
 ) -> tuple[bool, SessionRecord, bool]:
-    """Store a phase's trials (``sha``: their digest) atomically; (new?, record, may its job
-    run again?). Same payload: not new."""
+    """Store a phase's trials (``info``: their digest, count and recording start) atomically;
+    (new?, record, may its job run again?). Same payload (trials and start): not new."""
     if phase == "phase3":
-        return store_phase_three(st, session_id, columns, sha, replace)
+        return store_phase_three(st, session_id, columns, info, replace)
+    sha = info.sha256
     files = st.files(session_id)
     with st.locked(session_id) as rec:
         previous = rec.uploads.get(phase)
-        if previous and previous.sha256 == sha:
+        if previous and same_payload(previous, info):
             if rec.state == "failed" and rec.failed_in == STARTED_BY[phase]:
                 # the same trials again after a failed job: run that job again
                 rec.error = None
@@ -219,23 +221,29 @@ def store_upload(
             rec.uploads.pop("phase3", None)
             rec.phase3 = None
         files.write_trials(phase, columns)
-        rec.uploads[phase] = UploadInfo(sha256=sha, trials=len(columns["stimulus"]))
+        rec.uploads[phase] = info
         rec.error = None
         return True, rec, False
 
 
+def same_payload(previous: UploadInfo, info: UploadInfo) -> bool:
+    """The same trials with the same recording start: an upload sent again."""
+    return previous.sha256 == info.sha256 and previous.recording_start == info.recording_start
+
+
 def store_phase_three(
-    st: Store, session_id: str, columns: dict[str, np.ndarray], sha: str, replace: bool
+    st: Store, session_id: str, columns: dict[str, np.ndarray], info: UploadInfo, replace: bool
 ) -> tuple[bool, SessionRecord, bool]:
     """Phase three's trials: stored beside the session's state (phase three is a track of
     its own: the session stays as it is, and no generation starts). Same payload: not new,
     and its job may run again while it has no analysis; other data: 409 unless ``replace``,
     which discards the phase-three analysis."""
+    sha = info.sha256
     files = st.files(session_id)
     with st.locked(session_id) as rec:
         previous = rec.uploads.get("phase3")
         analysed = files.has_phase_three_analysis()
-        if previous and previous.sha256 == sha:
+        if previous and same_payload(previous, info):
             # not new; without an analysis its job may be rerun (the API looks at the job)
             return False, rec, not analysed
         if previous and not replace:
@@ -246,7 +254,7 @@ def store_phase_three(
             )
         removed = files.discard_derived("phase3") if previous else []
         files.write_trials("phase3", columns)
-        rec.uploads["phase3"] = UploadInfo(sha256=sha, trials=len(columns["stimulus"]))
+        rec.uploads["phase3"] = info
         note(
             rec,
             "phase3 replaced" if previous else "phase3 received",
@@ -314,14 +322,18 @@ class Upload:
     phase: Phase
     replace: bool
     name: str | None = None  # the file's name, where a person chose one
+    recording_start: datetime | None = None  # when the phase's recording started
 
 
 def prepare_and_store(upload: Upload) -> tuple[bool, SessionRecord, bool]:
     """In the upload process: decode, check, hash, and store atomically under the session's
     (cross-process) lock; (new?, session record, may its job run again?)."""
     columns, sha = prepare(upload.kind, upload.data, upload.expected, upload.name)
+    info = UploadInfo(
+        sha256=sha, trials=len(columns["stimulus"]), recording_start=upload.recording_start
+    )
     return store_upload(
-        Store(upload.store_root), upload.session_id, upload.phase, columns, sha, upload.replace
+        Store(upload.store_root), upload.session_id, upload.phase, columns, info, upload.replace
     )
 
 

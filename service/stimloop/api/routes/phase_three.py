@@ -20,7 +20,7 @@ from stimloop.api.deps import (
 )
 from stimloop.api.errors import problem_responses
 from stimloop.api.media import BINARY, CSV, answer
-from stimloop.api.uploads import UPLOAD, receive
+from stimloop.api.uploads import UPLOAD, RecordingStart, receive
 from stimloop.sessions.exports import phase_three_csv
 from stimloop.sessions.phase_three_list import start_phase_three
 from stimloop.storage.store import Store
@@ -99,8 +99,9 @@ async def upload_phase_three(
     st: StoreDep,
     r: RedisDep,
     replace: bool = Query(False),
+    recording_start: RecordingStart = None,
 ) -> Accepted:
-    return await receive("phase3", session_id, request, replace, cfg, st, r)
+    return await receive("phase3", session_id, request, replace, cfg, st, r, recording_start)
 
 
 @router.get(

@@ -31,7 +31,7 @@ from stimloop.api.deps import (
 )
 from stimloop.api.errors import ApiError, problem_responses
 from stimloop.api.media import BINARY, CSV, answer
-from stimloop.api.uploads import UPLOAD, receive
+from stimloop.api.uploads import UPLOAD, RecordingStart, receive
 from stimloop.sessions.creation import create
 from stimloop.sessions.errors import StateConflictError
 from stimloop.sessions.exports import report_html, selection_csv
@@ -121,8 +121,9 @@ async def upload_phase_one(
     st: StoreDep,
     r: RedisDep,
     replace: bool = Query(False),
+    recording_start: RecordingStart = None,
 ) -> Accepted:
-    return await receive("phase1", session_id, request, replace, cfg, st, r)
+    return await receive("phase1", session_id, request, replace, cfg, st, r, recording_start)
 
 
 @router.put(
@@ -135,8 +136,9 @@ async def upload_phase_two(
     st: StoreDep,
     r: RedisDep,
     replace: bool = Query(False),
+    recording_start: RecordingStart = None,
 ) -> Accepted:
-    return await receive("phase2", session_id, request, replace, cfg, st, r)
+    return await receive("phase2", session_id, request, replace, cfg, st, r, recording_start)
 
 
 # ------------------------------------------------------------------ a phase followed live
