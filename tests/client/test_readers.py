@@ -207,3 +207,24 @@ def test_csv_tables_as_spreadsheets_write_them_read_alike(tmp_path, content):
     got = read_trial_csv(path)
     assert got["stimulus"].tolist() == ["body_0001"] and got["channel"].tolist() == ["ch01"]
     assert got["rate"].tolist() == [12.5]
+
+
+@pytest.mark.parametrize(
+    ("start", "message"),
+    [("2026-12-06T14:03:00", "has no UTC offset"), ("at two", "is not an ISO 8601 time")],
+)
+def test_a_recording_start_without_its_offset_is_refused_before_anything_is_read(
+    tmp_path, start, message
+):
+    """``stimloop-rig phaseN --recording-start``: a time the NWB timeline could misplace by
+    hours is refused before the file is read or the server asked."""
+    from stimloop_rig import cli
+    from typer.testing import CliRunner
+
+    said = CliRunner().invoke(
+        cli.app,
+        ["phase1", "0123456789ab", str(tmp_path / "absent.csv"), "--recording-start", start],
+        env={"COLUMNS": "200"},
+    )
+    assert said.exit_code == 2, said.output
+    assert message in " ".join(said.output.split())

@@ -99,8 +99,8 @@ def export_nwb(st: Store, session_id: str, out: Path, draft: bool = False) -> li
     warnings = [f"a draft: the animal's {', '.join(missing)} {verb} missing"] if missing else []
     files = st.files(session_id)
     uploaded = {p: files.trial_columns(p) for p in PHASES if p in record.uploads}  # read once
-    warnings += timeline(record, uploaded)[2]
-    nwbfile = build_nwbfile(st, record, uploaded)
+    nwbfile, notes = build_nwbfile(st, record, uploaded)
+    warnings += notes
     out.parent.mkdir(parents=True, exist_ok=True)
     with NWBHDF5IO(str(out), "w") as io_:
         io_.write(nwbfile)
@@ -109,15 +109,15 @@ def export_nwb(st: Store, session_id: str, out: Path, draft: bool = False) -> li
 
 def build_nwbfile(
     st: Store, record: SessionRecord, uploaded: dict[Phase, dict[str, np.ndarray]]
-) -> Any:
-    """The session as a ``pynwb.NWBFile`` (in memory); ``uploaded``: each phase's stored
-    trial columns."""
+) -> tuple[Any, list[str]]:
+    """The session as a ``pynwb.NWBFile`` (in memory) and what it could not hold (the
+    export's warnings); ``uploaded``: each phase's stored trial columns."""
     from pynwb import NWBFile, ProcessingModule
     from pynwb.file import Subject
 
     config = record.config
     files = st.files(record.id)
-    start, offsets, _ = timeline(record, uploaded)
+    start, offsets, notes = timeline(record, uploaded)
     nwbfile = NWBFile(
         session_description=config.label or f"stimloop closed-loop session {record.id}",
         identifier=f"stimloop-{record.id}-generation-{record.generation}",
@@ -156,7 +156,14 @@ def build_nwbfile(
         if phase in offsets:
             onsets, shown = presentations(columns)
             at = offsets[phase] + onsets
-            nwbfile.add_stimulus(presentation_series(phase, at, shown, index, templates))
+            lost = sorted(set(shown) - set(index))
+            if lost:  # an image whose file is gone from the server (a phase-three fragment)
+                notes.append(
+                    f"{phase}'s presentations are not in the file: {len(lost)} of its images "
+                    f"have no file on the server (e.g. {lost[:3]}); its trials and epoch are"
+                )
+            else:
+                nwbfile.add_stimulus(presentation_series(phase, at, shown, index, templates))
             nwbfile.add_epoch(
                 start_time=max(0.0, float(at[0]) + min(0.0, config.windows.baseline[0])),
                 stop_time=float(at[-1]) + config.windows.response[1],
@@ -220,7 +227,7 @@ def build_nwbfile(
         if rows:
             module.add(table("phase_three_analysis", "retained response per fragment kind", rows))
     module.add(provenance_table(st, record))
-    return nwbfile
+    return nwbfile, notes
 
 
 # ------------------------------------------------------------------ the timeline
