@@ -57,5 +57,7 @@ def paper_session(store, channels: list[str], fit: dict, selection: dict) -> str
 def store_phase_one(store, session_id: str, trials: dict[str, np.ndarray]) -> None:
     """Phase one's trials stored as the upload stores them (after its decoding)."""
     from stimloop.sessions.uploads import digest, store_upload
+    from stimloop.storage.session import UploadInfo
 
-    store_upload(store, session_id, "phase1", trials, digest(trials), replace=False)
+    info = UploadInfo(sha256=digest(trials), trials=len(trials["stimulus"]))
+    store_upload(store, session_id, "phase1", trials, info, replace=False)
