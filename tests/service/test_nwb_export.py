@@ -35,24 +35,29 @@ def onsets(cols, seed: int) -> np.ndarray:
     return np.array([when[p] for p in zip(cols["stimulus"].tolist(), cols["repeat"].tolist())])
 
 
-def upload(service, sid, phase, cols, seed, timed):
+def upload(service, sid, phase, cols, seed, timed, sent=None):
+    """``sent``: where each timed phase's (onset, stimulus) rows go, as the rig sent them."""
     body = as_json(cols)
     params = {}
     if timed:
         body["onset"] = onsets(cols, seed).tolist()
         params["recording_start"] = STARTS[phase].isoformat()
+        if sent is not None:
+            sent[phase] = list(zip(body["onset"], body["stimulus"]))
     return service.client.put(
         f"/v1/sessions/{sid}/{phase}", json=body, params=params, headers=service.rig
     )
 
 
-def run_session(service, loop, analysed: bool = True, timed: bool = False, **about) -> str:
+def run_session(
+    service, loop, analysed: bool = True, timed: bool = False, sent=None, **about
+) -> str:
     c = service.client
     r = c.post("/v1/sessions", json=session_request(**about), headers=service.rig)
     assert r.status_code == 201, r.text
     sid = r.json()["id"]
     cols = simulate(loop, {"bodies": loop["maps"]["bodies"][0]}, seed=1)
-    r = upload(service, sid, "phase1", cols, 1, timed)
+    r = upload(service, sid, "phase1", cols, 1, timed, sent)
     assert r.status_code == 202, r.text
     if not analysed:
         return sid
@@ -60,7 +65,7 @@ def run_session(service, loop, analysed: bool = True, timed: bool = False, **abo
     selection = c.get(f"/v1/sessions/{sid}/selection", headers=service.rig).json()
     shown = set(selection["sequence"])
     by_set = {s: [i for i in loop["maps"][s][0] if i in shown] for s in loop["maps"]}
-    r = upload(service, sid, "phase2", simulate(loop, by_set, seed=2), 2, timed)
+    r = upload(service, sid, "phase2", simulate(loop, by_set, seed=2), 2, timed, sent)
     assert r.status_code == 202, r.text
     service.work()
     assert c.get(f"/v1/sessions/{sid}", headers=service.rig).json()["state"] == "analysed"
@@ -71,7 +76,10 @@ def test_an_analysed_session_exported_passes_dandi_and_recomputes(service, loop,
     pytest.importorskip("nwbinspector")
     from pynwb import NWBHDF5IO
 
-    sid = run_session(service, loop, timed=True, label="M7 day 3", subject=ANIMAL, notes="left IT")
+    sent: dict[str, list] = {}
+    sid = run_session(
+        service, loop, timed=True, sent=sent, label="M7 day 3", subject=ANIMAL, notes="left IT"
+    )
     r = service.client.get(f"/v1/sessions/{sid}/export.nwb", headers=service.analyst)
     assert r.status_code == 200, r.text
     assert "x-stimloop-warning" not in r.headers  # every phase placed on the timeline
@@ -120,7 +128,9 @@ def test_an_analysed_session_exported_passes_dandi_and_recomputes(service, loop,
             series = nwb.stimulus[f"{phase}_presentations"]
             assert series.indexed_images.name == "presented_images"
             shift = (STARTS[phase] - STARTS["phase1"]).total_seconds()
-            expected = sorted(set(zip(trials["onset"] + shift, trials["stimulus"])))
+            rows = list(zip(trials["onset"], trials["stimulus"]))
+            assert sorted(rows) == sorted(sent[phase])  # each row as the rig sent it
+            expected = sorted({(t + shift, s) for t, s in sent[phase]})
             shown = [order[k] for k in series.data[:]]
             assert list(zip(series.timestamps[:], shown)) == expected
             row = epochs[[t == [phase] for t in map(list, epochs["tags"])]].iloc[0]

@@ -115,6 +115,8 @@ def build_nwbfile(
     from pynwb import NWBFile, ProcessingModule
     from pynwb.file import Subject
 
+    from stimloop.science.responses import trials_from_columns
+
     config = record.config
     files = st.files(record.id)
     start, offsets, notes = timeline(record, uploaded)
@@ -151,7 +153,7 @@ def build_nwbfile(
     nwbfile.add_stimulus_template(templates)
     index = {image_id: k for k, (image_id, _, _) in enumerate(order)}
     for phase, columns in uploaded.items():
-        net_rate = files.trials(phase, config.windows).net_rate  # as the analysis reads
+        net_rate = trials_from_columns(columns, config.windows).net_rate  # as the analysis
         module.add(trials_table(columns, net_rate, config.windows, phase, index))
         if phase in offsets:
             onsets, shown = presentations(columns)
@@ -159,8 +161,9 @@ def build_nwbfile(
             lost = sorted(set(shown) - set(index))
             if lost:  # an image whose file is gone from the server (a phase-three fragment)
                 notes.append(
-                    f"{phase}'s presentations are not in the file: {len(lost)} of its images "
-                    f"have no file on the server (e.g. {lost[:3]}); its trials and epoch are"
+                    f"{phase}'s presentations are not in the file: {len(lost)} of its "
+                    f"images have no file on the server (e.g. {lost[:3]}); its trials and its "
+                    "epoch are kept"
                 )
             else:
                 nwbfile.add_stimulus(presentation_series(phase, at, shown, index, templates))
