@@ -40,7 +40,7 @@ from stimloop import __version__
 from stimloop.sessions.errors import StateConflictError
 from stimloop.sessions.exports import selection_csv
 from stimloop.storage.atomic import read_npz
-from stimloop.storage.session import PHASES, Phase, SessionRecord
+from stimloop.storage.session import PHASES, Phase, SessionRecord, net_trials
 from stimloop.storage.store import Store
 
 # the Subject's fields DANDI checks as critical (nwbinspector --config dandi)
@@ -115,8 +115,6 @@ def build_nwbfile(
     from pynwb import NWBFile, ProcessingModule
     from pynwb.file import Subject
 
-    from stimloop.science.responses import trials_from_columns
-
     config = record.config
     files = st.files(record.id)
     start, offsets, notes = timeline(record, uploaded)
@@ -153,7 +151,7 @@ def build_nwbfile(
     nwbfile.add_stimulus_template(templates)
     index = {image_id: k for k, (image_id, _, _) in enumerate(order)}
     for phase, columns in uploaded.items():
-        net_rate = trials_from_columns(columns, config.windows).net_rate  # as the analysis
+        net_rate = net_trials(columns, config.windows).net_rate  # as the analysis
         module.add(trials_table(columns, net_rate, config.windows, phase, index))
         if phase in offsets:
             onsets, shown = presentations(columns)

@@ -212,9 +212,7 @@ class SessionFiles:
 
     def trials(self, phase: Phase, windows: Windows) -> Trials:
         """The trials of ``phase`` as net rates, counts cut with the session's ``windows``."""
-        from stimloop.science.responses import trials_from_columns
-
-        return trials_from_columns(self.trial_columns(phase), windows)
+        return net_trials(self.trial_columns(phase), windows)
 
     # ------------------------------------------------------------------ trials followed live
 
@@ -478,11 +476,17 @@ def walk(folder: Path) -> Iterator[Path]:
         yield from (p.parent for p in sorted(folder.glob("*/session.json")))
 
 
-def _summarise(summary: dict[str, Any], columns: dict[str, np.ndarray], windows: Windows) -> None:
-    """Add a batch's trials to a live summary (``SessionFiles.live_summary``)."""
+def net_trials(columns: dict[str, np.ndarray], windows: Windows) -> Trials:
+    """Stored trial ``columns`` as net rates, counts cut with ``windows`` (as the analysis
+    reads them), for the layers that may read the store but not the science."""
     from stimloop.science.responses import trials_from_columns
 
-    trials = trials_from_columns(columns, windows)
+    return trials_from_columns(columns, windows)
+
+
+def _summarise(summary: dict[str, Any], columns: dict[str, np.ndarray], windows: Windows) -> None:
+    """Add a batch's trials to a live summary (``SessionFiles.live_summary``)."""
+    trials = net_trials(columns, windows)
     for channel in np.unique(trials.channel).tolist():
         mine = trials.channel == channel
         entry = summary["channels"].setdefault(
