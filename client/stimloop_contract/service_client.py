@@ -33,6 +33,7 @@ from stimloop_contract.saliency import SaliencyResult, SanityChecks
 from stimloop_contract.selection import Selection
 from stimloop_contract.sessions import SessionInfo
 from stimloop_contract.sets import StimulusSetInfo
+from stimloop_contract.spike_times import SpikeTrains
 from stimloop_contract.system import Accepted, BackboneInfo, Health, JobInfo
 from stimloop_contract.trials import BatchReceipt, LiveStatus
 
@@ -191,13 +192,18 @@ class ServiceClient:
         columns: dict[str, np.ndarray],
         replace: bool = False,
         recording_start: datetime | None = None,
+        spikes: SpikeTrains | None = None,
     ) -> Accepted:
         """Upload one phase's trial columns (as NPZ; phase 1, 2 or 3); safe to retry.
         ``recording_start``: when the recording started (timezone-aware), what the columns'
-        ``onset`` counts from."""
+        ``onset`` counts from. With ``spikes`` (what the columns were counted from), the
+        spike trains go instead: the server counts them in the session's windows (the same
+        trials) and keeps them for the session's NWB file."""
         buffer = io.BytesIO()
-        arrays: dict[str, Any] = {k: np.asarray(v) for k, v in columns.items()}
-        np.savez(buffer, **arrays)
+        arrays: dict[str, Any] = (
+            spikes.arrays() if spikes else {k: np.asarray(v) for k, v in columns.items()}
+        )
+        (np.savez_compressed if spikes else np.savez)(buffer, **arrays)
         path = f"/v1/sessions/{session_id}/phase{phase}" + ("/trials" if phase == 3 else "")
         params = {"replace": "true"} if replace else {}
         if recording_start is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -65,12 +66,53 @@ def _window_counts(
     return hi - lo
 
 
-def parse_spike_npz(
-    data: bytes, source: str, max_bytes: int, **windows: tuple[float, float]
-) -> dict[str, np.ndarray]:
+@dataclass(frozen=True)
+class SpikeTrains:
+    """Spike trains and the presentations they are cut around: ``times`` channel -> spike
+    times (s, any order), ``onsets`` (n,) each presentation's onset (s, the same clock),
+    ``stimuli`` (n,) what it showed, and ``resolution`` the smallest step between two spike
+    times (s, one sample of the acquisition; None where not known). What the rig uploads
+    when it has spike times, and what the server keeps of such an upload for the session's
+    NWB file."""
+
+    times: dict[str, np.ndarray]
+    onsets: np.ndarray
+    stimuli: np.ndarray
+    resolution: float | None = None
+
+    def columns(
+        self,
+        baseline: tuple[float, float] = PAPER_WINDOWS.baseline,
+        response: tuple[float, float] = PAPER_WINDOWS.response,
+    ) -> dict[str, np.ndarray]:
+        """The trial columns these spikes give in the windows (``counts_from_spike_times``)."""
+        return counts_from_spike_times(
+            self.times, self.onsets, self.stimuli, baseline=baseline, response=response
+        )
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The spike-times NPZ's arrays: ``spikes_<channel>``, ``event_times``,
+        ``event_codes`` (index into ``code_ids``, the stimuli in order of first showing)."""
+        stimuli = np.asarray(self.stimuli).astype(str)
+        ids, first, codes = np.unique(stimuli, return_index=True, return_inverse=True)
+        order = np.argsort(first)  # codes numbered in the order the stimuli were first shown
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[order] = np.arange(len(order))
+        arrays: dict[str, np.ndarray] = {
+            f"spikes_{c}": np.asarray(t, dtype=np.float64) for c, t in self.times.items()
+        }
+        arrays["event_times"] = np.asarray(self.onsets, dtype=np.float64)
+        arrays["event_codes"] = rank[codes.reshape(-1)]
+        arrays["code_ids"] = ids[order]
+        if self.resolution is not None:
+            arrays["resolution"] = np.array([self.resolution], dtype=np.float64)
+        return arrays
+
+
+def parse_spike_npz(data: bytes, source: str, max_bytes: int) -> SpikeTrains:
     """A spike-times NPZ's bytes (an upload named ``source``), as ``read_spike_npz``; its
     members checked from their headers before any is decompressed (``npz_arrays``)."""
-    return spike_npz_columns(npz_arrays(data, source, max_bytes), source, **windows)
+    return spike_trains(npz_arrays(data, source, max_bytes), source)
 
 
 def is_spike_npz(data: bytes) -> bool:
@@ -85,6 +127,12 @@ def spike_npz_columns(
     arrays: dict[str, np.ndarray], source: str, **windows: tuple[float, float]
 ) -> dict[str, np.ndarray]:
     """The trial columns of a spike-times NPZ's arrays (``read_spike_npz``)."""
+    return spike_trains(arrays, source).columns(**windows)
+
+
+def spike_trains(arrays: dict[str, np.ndarray], source: str) -> SpikeTrains:
+    """The spike trains and presentations of a spike-times NPZ's arrays, checked: every
+    array there, at least one channel, every event code named in ``code_ids``."""
     for key in ("event_times", "event_codes", "code_ids"):
         if key not in arrays:
             raise TrialFileError(f"{source}: missing array {key!r}")
@@ -96,4 +144,22 @@ def spike_npz_columns(
     if codes.min(initial=0) < 0 or codes.max(initial=0) >= len(ids):
         bad = codes[(codes < 0) | (codes >= len(ids))][:5]
         raise TrialFileError(f"{source}: event codes {bad.tolist()} have no entry in code_ids")
-    return counts_from_spike_times(spikes, arrays["event_times"], ids[codes], **windows)
+    onsets = np.asarray(arrays["event_times"], dtype=np.float64)
+    return SpikeTrains(spikes, onsets, ids[codes], spike_resolution(arrays, source))
+
+
+def spike_resolution(arrays: dict[str, np.ndarray], source: str) -> float | None:
+    """A spike-times NPZ's optional ``resolution``: one number of seconds, over 0 and under
+    one second (one sample of the acquisition: 1/30000 at 30 kHz)."""
+    if "resolution" not in arrays:
+        return None
+    value = np.asarray(arrays["resolution"])
+    if value.size != 1 or value.dtype.kind not in "fiu":
+        raise TrialFileError(f"{source}: 'resolution' must be one number of seconds")
+    resolution = float(value.reshape(-1)[0])
+    if not 0 < resolution < 1:
+        raise TrialFileError(
+            f"{source}: 'resolution' is {resolution!r} s; give one sample's duration in "
+            "seconds (1/30000 for 30 kHz), over 0 and under 1"
+        )
+    return resolution

@@ -412,7 +412,7 @@ def _upload(
             )
         _print_recording(found)
         columns = found.columns
-        accepted = client.upload_phase(session, phase, columns, replace, started)
+        accepted = client.upload_phase(session, phase, columns, replace, started, found.spikes)
     else:
         columns, accepted = client.upload_file(session, phase, file, replace, started)
     console.print(f"phase {phase}: {len(columns['stimulus'])} trials uploaded ({accepted.status})")

@@ -41,6 +41,7 @@ class NeoRecording:
     channels: list[str]  # every spike channel, in the file's order
     spikes: dict[str, np.ndarray]  # channel -> spike times (s), sorted
     events: list[EventChannel]
+    resolution: float | None = None  # s between two possible spike times, where the file says
 
 
 def plexon_channel_names(path: Path) -> list[str]:
@@ -137,6 +138,9 @@ def read_neo(path: Path) -> NeoRecording:
     segment = block.segments[0]
     electrodes = blackrock_electrodes(path) if fmt == "Blackrock" else {}
     grouped: dict[str, list[np.ndarray]] = {}
+    rates = [getattr(train, "sampling_rate", None) for train in segment.spiketrains]
+    known = [float(r.rescale("Hz").magnitude) for r in rates if r is not None]
+    resolution = 1.0 / min(known) if known and len(known) == len(rates) else None
     for train in segment.spiketrains:
         name = str(train.name or train.annotations.get("id", "unit"))
         if fmt == "NeuroExplorer":
@@ -160,4 +164,4 @@ def read_neo(path: Path) -> NeoRecording:
         )
         for e in segment.events
     ]
-    return NeoRecording(path, fmt, channels, spikes, events)
+    return NeoRecording(path, fmt, channels, spikes, events, resolution)

@@ -13,10 +13,7 @@ from pathlib import Path
 
 import numpy as np
 from stimloop_contract.errors import TrialFileError
-from stimloop_contract.spike_times import (
-    counts_from_spike_times,
-    spike_npz_columns,
-)
+from stimloop_contract.spike_times import SpikeTrains, spike_trains
 from stimloop_contract.trial_tables import (
     read_trial_npz,
     read_trial_table,
@@ -29,19 +26,29 @@ from stimloop_contract.trial_tables import (
 def read_spike_npz(path: Path, **windows: tuple[float, float]) -> dict[str, np.ndarray]:
     """Spike times per channel plus stimulus-onset events, from an NPZ with arrays
     ``spikes_<channel>`` (s), ``event_times`` (s), ``event_codes`` (int), and ``code_ids``
-    (``code_ids[code]`` is the stimulus id shown for that code)."""
+    (``code_ids[code]`` is the stimulus id shown for that code), counted in ``windows``."""
+    return read_spike_trains(path).columns(**windows)
+
+
+def read_spike_trains(path: Path) -> SpikeTrains:
+    """The spike trains and presentations of a spike-times NPZ (``read_spike_npz``)."""
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
         raise TrialFileError(f"{path}: not a readable NPZ file ({exc})") from exc
-    return spike_npz_columns(arrays, str(path), **windows)
+    return spike_trains(arrays, str(path))
 
 
 def read_nwb(
     path: Path, stimulus_column: str = "stimulus", **windows: tuple[float, float]
 ) -> dict[str, np.ndarray]:
+    """An NWB file's trials (``read_nwb_spikes``) counted in ``windows``."""
+    return read_nwb_spikes(path, stimulus_column).columns(**windows)
+
+
+def read_nwb_spikes(path: Path, stimulus_column: str = "stimulus") -> SpikeTrains:
     """An NWB file (the ``nwb`` extra): the Units table's spike times (channel = the unit's
     ``channel`` column if present, else its id) and the trials table's start times and
     ``stimulus_column``."""
@@ -71,31 +78,46 @@ def read_nwb(
         )
     names = units["channel"] if "channel" in units.columns else units.index.astype(str)
     spikes = {str(n): np.asarray(t) for n, t in zip(names, units["spike_times"])}
-    return counts_from_spike_times(
-        spikes, trials["start_time"].to_numpy(), trials[stimulus_column].to_numpy(), **windows
-    )
+    stimuli = trials[stimulus_column].to_numpy().astype(str)
+    return SpikeTrains(spikes, trials["start_time"].to_numpy(dtype=np.float64), stimuli)
 
 
 def read_trials(path: Path, **windows: tuple[float, float]) -> dict[str, np.ndarray]:
+    """Any supported rig file's trial columns (``read_rig_file``)."""
+    return read_rig_file(path, **windows)[0]
+
+
+def read_rig_file(
+    path: Path, **windows: tuple[float, float]
+) -> tuple[dict[str, np.ndarray], SpikeTrains | None]:
     """Any supported rig file: ``.nwb``; an NPZ of spike times (``event_times`` inside) or of
-    a trial table; a MATLAB ``.mat`` trial table (``matfiles``); a CSV trial table. Every
-    failure is a ``TrialFileError`` naming the file (``reading``)."""
+    a trial table; a MATLAB ``.mat`` trial table (``matfiles``); a CSV trial table. Its trial
+    columns (spike times counted in ``windows``), and its spike trains where it has them
+    (NWB, spike-times NPZ). Every failure is a ``TrialFileError`` naming the file
+    (``reading``)."""
     with reading(path):
-        return _read_trials(Path(path), **windows)
+        return _read_rig_file(Path(path), **windows)
 
 
-def _read_trials(path: Path, **windows: tuple[float, float]) -> dict[str, np.ndarray]:
+def _read_rig_file(
+    path: Path, **windows: tuple[float, float]
+) -> tuple[dict[str, np.ndarray], SpikeTrains | None]:
     if path.suffix.lower() == ".mat":
         from stimloop_contract.matfiles import read_trial_mat
 
-        return read_trial_mat(path)
+        return read_trial_mat(path), None
+    trains = None
     if path.suffix.lower() == ".nwb":
-        return read_nwb(path, "stimulus", **windows)
-    if path.suffix.lower() == ".npz":
+        trains = read_nwb_spikes(path, "stimulus")
+    elif path.suffix.lower() == ".npz":
         try:
             with np.load(path, allow_pickle=False) as data:
                 spike_file = "event_times" in data.files
         except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
             raise TrialFileError(f"{path}: not a readable NPZ file ({exc})") from exc
-        return read_spike_npz(path, **windows) if spike_file else read_trial_npz(path)
-    return read_trial_table(path)
+        if not spike_file:
+            return read_trial_npz(path), None
+        trains = read_spike_trains(path)
+    if trains is not None:
+        return trains.columns(**windows), trains
+    return read_trial_table(path), None

@@ -24,7 +24,7 @@ from typing import Literal
 
 import numpy as np
 from stimloop_contract.errors import TrialFileError
-from stimloop_contract.spike_times import PAPER_WINDOWS, counts_from_spike_times
+from stimloop_contract.spike_times import PAPER_WINDOWS, SpikeTrains
 from stimloop_contract.trial_tables import read_csv_text, reading
 
 from stimloop_rig.mua import MuaSettings, threshold_crossings
@@ -46,12 +46,14 @@ class RecordingSettings:
 
 @dataclass
 class RecordedTrials:
-    """The trial columns, the presentation order, and per channel what was found."""
+    """The trial columns, the presentation order, per channel what was found, and the spike
+    trains the columns were counted from (what the rig uploads)."""
 
     columns: dict[str, np.ndarray]
     sequence: list[str]
     channels: list[dict[str, object]]
     source: str
+    spikes: SpikeTrains
 
 
 TABLES = (".csv", ".npz", ".nwb", ".mat")  # the trial files of ``readers`` and ``matfiles``
@@ -186,10 +188,10 @@ def spike_times(
     settings: RecordingSettings,
     source: str,
     progress: Callable[[int, int], None] | None = None,
-) -> tuple[dict[str, np.ndarray], list[dict[str, object]]]:
+) -> tuple[dict[str, np.ndarray], list[dict[str, object]], float]:
     """Per channel its spike times (s, on the events' clock) and what was found: sorted spikes
     where the recording has them (unless ``spikes`` is ``mua``), else threshold crossings of
-    the first continuous stream."""
+    the first continuous stream; and their resolution (s, one sample)."""
     use_sorted = settings.spikes == "sorted" or (
         settings.spikes == "auto" and bool(recording.spikes)
     )
@@ -197,6 +199,7 @@ def spike_times(
         if not recording.spikes:
             raise TrialFileError(f"{source}: no spikes/ folder: use --spikes mua")
         rate = recording.spike_rate or recording.continuous[0].sample_rate
+        resolution = 1.0 / rate
         names = list(recording.spikes)
         times = [recording.spikes[n] / rate for n in names]
         about: list[dict[str, object]] = [
@@ -210,13 +213,15 @@ def spike_times(
             stream.data, stream.sample_rate, stream.bit_volts, settings.mua, progress
         )
         names = stream.channel_names
+        resolution = 1.0 / stream.sample_rate
         times = [(stream.first_sample + s) / stream.sample_rate for s in found.samples]
         about = [
             {"spikes": "threshold crossings", "rate_hz": float(r), "threshold_uv": float(t)}
             for r, t in zip(found.rates(), found.threshold_uv)
         ]
     names = session_names(names, settings.channels, source)
-    return dict(zip(names, times)), [{"channel": n, **a} for n, a in zip(names, about)]
+    about = [{"channel": n, **a} for n, a in zip(names, about)]
+    return dict(zip(names, times)), about, resolution
 
 
 def session_names(names: list[str], given: tuple[str, ...], source: str) -> list[str]:
@@ -267,13 +272,15 @@ def _read_recording(
         )
     codes = read_codes(settings.codes)
     if Path(path).is_dir() or Path(path).name == "structure.oebin":
-        onsets, stimuli, times, about, source = _openephys(path, settings, codes, progress)
+        onsets, stimuli, times, about, source, resolution = _openephys(
+            path, settings, codes, progress
+        )
     else:
-        onsets, stimuli, times, about, source = _neo(path, settings, codes)
-    columns = counts_from_spike_times(
-        times, onsets, np.array(stimuli), baseline=baseline, response=response
-    )
-    return RecordedTrials(columns, stimuli, summarise(columns, about, baseline, response), source)
+        onsets, stimuli, times, about, source, resolution = _neo(path, settings, codes)
+    spikes = SpikeTrains(times, np.asarray(onsets, dtype=np.float64), np.array(stimuli), resolution)
+    columns = spikes.columns(baseline=baseline, response=response)
+    about = summarise(columns, about, baseline, response)
+    return RecordedTrials(columns, stimuli, about, source, spikes)
 
 
 def _openephys(path: Path, settings: RecordingSettings, codes: dict[int, str], progress):
@@ -308,8 +315,8 @@ def _openephys(path: Path, settings: RecordingSettings, codes: dict[int, str], p
     onsets, stimuli = stimulus_onsets(
         samples / rate, values, pulses, codes, settings.max_delay, source, f"line {line}"
     )
-    times, about = spike_times(recording, settings, source, progress)
-    return onsets, stimuli, times, about, source
+    times, about, resolution = spike_times(recording, settings, source, progress)
+    return onsets, stimuli, times, about, source, resolution
 
 
 def _line(photodiode: int | str, source: str) -> int:
@@ -366,7 +373,7 @@ def _neo(path: Path, settings: RecordingSettings, codes: dict[int, str]):
         {"channel": n, "spikes": f"sorted ({found.format})", "rate_hz": None, "threshold_uv": None}
         for n in names
     ]
-    return onsets, stimuli, dict(zip(names, times)), about, source
+    return onsets, stimuli, dict(zip(names, times)), about, source, found.resolution
 
 
 def summarise(

@@ -15,7 +15,7 @@ from stimloop_contract.errors import TrialFileError
 from stimloop_contract.service_client import ServiceClient
 from stimloop_contract.system import Accepted
 
-from stimloop_rig.readers import read_trials
+from stimloop_rig.readers import read_rig_file
 from stimloop_rig.recording import (
     RecordedTrials,
     RecordingSettings,
@@ -45,10 +45,12 @@ class RigClient(ServiceClient):
         have, is refused here, naming the file and the row (``TrialFileError``)."""
         config = self.session(session_id).config
         windows = config.windows
-        columns = read_trials(path, baseline=windows.baseline, response=windows.response)
+        columns, spikes = read_rig_file(path, baseline=windows.baseline, response=windows.response)
         shown, what = self.phase_stimuli(session_id, phase, config.preferred_set)
         check_trial_ids(path, columns, shown, what, config.channels)
-        accepted = self.upload_phase(session_id, phase, columns, replace, recording_start)
+        accepted = self.upload_phase(
+            session_id, phase, columns, replace, recording_start, spikes=spikes
+        )
         return columns, accepted
 
     def recorded_trials(

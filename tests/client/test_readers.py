@@ -97,6 +97,33 @@ def test_npz_columns_must_be_one_dimensional(tmp_path):
         read_trial_table(tmp_path / "a.npz")
 
 
+def test_spike_trains_written_by_the_rig_read_back_as_they_were(tmp_path):
+    """``SpikeTrains.arrays`` (what the rig uploads of a recording), saved by numpy and read
+    back by the reader of hand-written spike NPZ files: the same spikes, presentations and
+    resolution, and the same trials."""
+    from stimloop_contract.spike_times import SpikeTrains
+    from stimloop_rig.readers import read_spike_trains
+
+    rng = np.random.default_rng(4)
+    stimuli = np.array(["body_0003", "body_0001", "body_0003", "body_0000", "body_0001"])
+    trains = SpikeTrains(
+        {"ch 1": np.sort(rng.uniform(0, 6, 50)), "b": np.zeros(0)},
+        np.arange(1.0, 6.0),
+        stimuli,
+        1 / 30000,
+    )
+    np.savez(tmp_path / "s.npz", **trains.arrays())
+    back = read_spike_trains(tmp_path / "s.npz")
+    assert back.resolution == 1 / 30000 and list(back.stimuli) == list(stimuli)
+    assert back.times.keys() == trains.times.keys()
+    assert all(np.array_equal(back.times[c], trains.times[c]) for c in trains.times)
+    np.testing.assert_array_equal(back.onsets, trains.onsets)
+    for name, column in trains.columns().items():
+        np.testing.assert_array_equal(back.columns()[name], column)
+    np.savez(tmp_path / "n.npz", **SpikeTrains(trains.times, trains.onsets, stimuli).arrays())
+    assert read_spike_trains(tmp_path / "n.npz").resolution is None
+
+
 def test_spike_times_npz_round_trip(tmp_path):
     from stimloop_rig.readers import read_trials
 
@@ -146,6 +173,56 @@ def test_spike_times_npz_round_trip(tmp_path):
         (
             {"event_times": np.zeros(1), "event_codes": np.array([0]), "code_ids": np.array(["x"])},
             "no spikes_",
+        ),
+        (
+            {
+                "spikes_a": np.zeros(1),
+                "event_times": np.zeros(1),
+                "event_codes": np.array([0]),
+                "code_ids": np.array(["x"]),
+                "resolution": np.array([0.0]),
+            },
+            "'resolution' is 0.0 s",
+        ),
+        (
+            {
+                "spikes_a": np.zeros(1),
+                "event_times": np.zeros(1),
+                "event_codes": np.array([0]),
+                "code_ids": np.array(["x"]),
+                "resolution": np.array([np.nan]),
+            },
+            "'resolution' is nan s",
+        ),
+        (
+            {
+                "spikes_a": np.zeros(1),
+                "event_times": np.zeros(1),
+                "event_codes": np.array([0]),
+                "code_ids": np.array(["x"]),
+                "resolution": np.array([2.0]),
+            },
+            "under 1",
+        ),
+        (
+            {
+                "spikes_a": np.zeros(1),
+                "event_times": np.zeros(1),
+                "event_codes": np.array([0]),
+                "code_ids": np.array(["x"]),
+                "resolution": np.array([1e-5, 2e-5]),
+            },
+            "one number of seconds",
+        ),
+        (
+            {
+                "spikes_a": np.zeros(1),
+                "event_times": np.zeros(1),
+                "event_codes": np.array([0]),
+                "code_ids": np.array(["x"]),
+                "resolution": np.array(["30kHz"]),
+            },
+            "one number of seconds",
         ),
         (
             {

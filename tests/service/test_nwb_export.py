@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from tests.support.loop import FIT, as_json, session_request, simulate
+from tests.support.loop import CHANNELS, FIT, as_json, session_request, simulate
 from tests.support.nwb_record import assert_recomputes, dandi_problems
 from tests.support.service import is_problem
 
@@ -212,3 +212,109 @@ def test_a_recording_start_is_part_of_the_upload(service, loop):
     assert "onset" in is_problem(negative, 422)["detail"]
     record = service.client.get(f"/v1/sessions/{sid}", headers=service.rig).json()
     assert record["uploads"]["phase1"]["recording_start"] == "2026-03-02T09:00:05+01:00"
+
+
+def test_uploaded_spike_times_are_units_on_the_timeline(service, loop, tmp_path):
+    """Phase one sent as spike times (``SpikeTrains.arrays``, as the rig sends a recording):
+    the file's Units hold each channel's spikes shifted onto the file's timeline, with its
+    electrode; counting them at the file's presentations in a plain loop gives the file's
+    trial counts; a phase uploaded again without spike times, or without its recording's
+    start, has none in Units (the latter with a warning)."""
+    pytest.importorskip("nwbinspector")
+    from pynwb import NWBHDF5IO
+    from stimloop.storage.store import Store
+    from stimloop_contract.configs import Windows
+    from stimloop_contract.spike_times import SpikeTrains
+
+    r = service.client.post(
+        "/v1/sessions", json=session_request(subject=ANIMAL), headers=service.rig
+    )
+    sid = r.json()["id"]
+    created = datetime.fromisoformat(r.json()["created"])
+    started = created + timedelta(seconds=90)  # the file starts at the session's creation
+    bodies = loop["maps"]["bodies"][0]
+    rng = np.random.default_rng(11)
+    stimuli = np.array([b for _ in range(4) for b in rng.permutation(bodies)])
+    shown_at = 2.0 + 0.7 * np.arange(len(stimuli)) + rng.uniform(0, 0.05, len(stimuli))
+    end = shown_at[-1] + 2.0
+    samples = {c: rng.integers(0, int(end * 30000), 40 * (k + 1)) for k, c in enumerate(CHANNELS)}
+    planted = {c: np.sort(n) / 30000 for c, n in samples.items()}  # a 30 kHz clock's
+    planted["silent"] = np.zeros(0)
+    arrays = SpikeTrains(planted, shown_at, stimuli, 1 / 30000).arrays()
+
+    def put(params: dict, **body) -> object:
+        kind = {"content-type": "application/x-npz"} if "content" in body else {}
+        return service.client.put(
+            f"/v1/sessions/{sid}/phase1", params=params, headers={**service.rig, **kind}, **body
+        )
+
+    def exported() -> tuple[object, object]:
+        r = service.client.get(f"/v1/sessions/{sid}/export.nwb", headers=service.analyst)
+        assert r.status_code == 200, r.text
+        path = tmp_path / f"{sid}-{len(list(tmp_path.iterdir()))}.nwb"
+        path.write_bytes(r.content)
+        return r, path
+
+    r = put({"recording_start": started.isoformat()}, content=npz_bytes(arrays))
+    assert r.status_code == 202, r.text
+    r, path = exported()
+    assert "x-stimloop-warning" not in r.headers, r.headers.get("x-stimloop-warning")
+    assert dandi_problems(path) == []
+    shift = (started - created).total_seconds()
+    baseline, response = Windows().baseline, Windows().response
+    with NWBHDF5IO(str(path), "r") as io_:
+        nwb = io_.read()
+        assert nwb.session_start_time == created
+        units = nwb.units.to_dataframe()
+        assert list(units["channel"]) == CHANNELS and nwb.units.resolution == 1 / 30000
+        electrodes = nwb.electrodes.to_dataframe()
+        for _, unit in units.iterrows():
+            channel = unit["channel"]
+            np.testing.assert_allclose(unit["spike_times"], planted[channel] + shift)
+            assert list(unit["electrodes"]["channel"]) == [channel]
+            assert unit["obs_intervals"][0][0] == shift
+        assert sorted(electrodes["channel"]) == sorted(CHANNELS)
+        np.testing.assert_allclose(
+            nwb.stimulus["phase1_presentations"].timestamps[:], shown_at + shift
+        )
+        trials = nwb.processing["stimloop"]["phase1_trials"].to_dataframe()
+        spikes = dict(zip(units["channel"], units["spike_times"]))
+        for _, row in trials.iterrows():  # the windows counted again, one trial at a time
+            at = row["onset"] + shift
+            train = spikes[row["channel"]]
+            got = [sum(at + a <= t < at + b for t in train) for a, b in (baseline, response)]
+            assert got == [row["baseline_count"], row["response_count"]]
+
+    # spike trains that do not give the stored counts (a replacement cut off between its two
+    # files) stay out of Units, saying so
+    files = Store(service.settings.models_store).files(sid)
+    moved = {c: t + 0.01 for c, t in planted.items()}
+    files.write_trials(
+        "phase1", files.trial_columns("phase1"), SpikeTrains(moved, shown_at, stimuli)
+    )
+    r, path = exported()
+    assert "do not give its stored trials' counts" in r.headers["x-stimloop-warning"]
+    with NWBHDF5IO(str(path), "r") as io_:
+        assert io_.read().units is None
+
+    columns = SpikeTrains(planted, shown_at, stimuli).columns()
+    columns["response_count"] = columns["response_count"] + 1  # other trials, as a table
+    r = put({"replace": "true"}, json=as_json(columns))
+    assert r.status_code == 202, r.text
+    r, path = exported()
+    with NWBHDF5IO(str(path), "r") as io_:
+        assert io_.read().units is None  # the old spike times went with the old trials
+    r = put({"replace": "true"}, content=npz_bytes(arrays))  # no recording start
+    assert r.status_code == 202, r.text
+    r, path = exported()
+    assert "spike times are not in Units" in r.headers["x-stimloop-warning"]
+    with NWBHDF5IO(str(path), "r") as io_:
+        assert io_.read().units is None
+
+
+def npz_bytes(arrays: dict) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()

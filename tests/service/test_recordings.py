@@ -26,8 +26,18 @@ def rig_cli(service, monkeypatch):
 
 
 def test_an_open_ephys_folder_uploads_as_its_spike_npz(service, monkeypatch, tmp_path):
+    """...and its spikes reach the session's NWB file: each channel's sorted spikes (the
+    fixture's sample numbers at 30 kHz) as a unit on the file's timeline, with its electrode
+    and the recording's resolution."""
+    animal = {"subject_id": "M7", "species": "Macaca mulatta", "sex": "F", "age": "P6Y"}
     sid = new_session(
-        service, "oe", 7, 16, channels=CHANNELS, fit={"split": [10, 3, 3], "epochs": 5}
+        service,
+        "oe",
+        7,
+        16,
+        channels=CHANNELS,
+        fit={"split": [10, 3, 3], "epochs": 5},
+        subject=animal,
     )
     planned, codes, order = session_like(tmp_path / "rec")
     cli, runner = rig_cli(service, monkeypatch)
@@ -37,6 +47,7 @@ def test_an_open_ephys_folder_uploads_as_its_spike_npz(service, monkeypatch, tmp
         [
             *("phase1", sid, str(folder), "--codes", str(codes), "--photodiode", "8"),
             *("--channels", ",".join(CHANNELS), "--no-wait"),
+            *("--recording-start", "2026-03-02T09:00:05+01:00"),
         ],
     )
     assert said.exit_code == 0, said.output
@@ -45,6 +56,20 @@ def test_an_open_ephys_folder_uploads_as_its_spike_npz(service, monkeypatch, tmp
     stored = service.client.get(f"/v1/sessions/{sid}", headers=service.rig).json()
     npz = spike_npz(tmp_path / "same.npz", planned, order, CHANNELS)
     assert stored["uploads"]["phase1"]["sha256"] == digest(read_spike_npz(npz))
+
+    from pynwb import NWBHDF5IO
+
+    r = service.client.get(f"/v1/sessions/{sid}/export.nwb", headers=service.analyst)
+    assert r.status_code == 200 and "x-stimloop-warning" not in r.headers, r.text
+    (tmp_path / "s.nwb").write_bytes(r.content)
+    with NWBHDF5IO(str(tmp_path / "s.nwb"), "r") as io_:
+        nwb = io_.read()
+        units = nwb.units.to_dataframe()
+        assert list(units["channel"]) == CHANNELS and nwb.units.resolution == 1 / 30000
+        for channel, samples in zip(CHANNELS, planned.spikes.values()):
+            unit = units[units["channel"] == channel].iloc[0]
+            np.testing.assert_allclose(unit["spike_times"], samples / 30000)  # starts at 0
+            assert list(unit["electrodes"]["channel"]) == [channel]
 
 
 def test_a_refused_recording_uploads_nothing(service, monkeypatch, tmp_path):
@@ -97,3 +122,11 @@ def test_a_plexon_file_uploads_as_its_spike_npz(service, monkeypatch, tmp_path):
     names = dict(zip(["sigA", "sigB", "sigC"], CHANNELS))
     want["channel"] = np.array([names[c] for c in want["channel"]])
     assert stored["uploads"]["phase1"]["sha256"] == digest(want)
+    from stimloop.storage.store import Store
+
+    # the spikes kept for the NWB file: the file's own, at the file's clock (neo: 40 kHz)
+    kept, resolution = Store(service.settings.models_store).files(sid).spike_times("phase1")
+    assert resolution == 1 / 40000 and kept.keys() == set(CHANNELS)
+    with np.load(npz) as same:
+        for name, channel in names.items():
+            np.testing.assert_allclose(kept[channel], same[f"spikes_{name}"])

@@ -34,13 +34,15 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from stimloop_contract.configs import Windows
 from stimloop_contract.result_tables import analysis_rows, phase_three_rows
+from stimloop_contract.spike_times import counts_from_spike_times
 
 from stimloop import __version__
 from stimloop.sessions.errors import StateConflictError
 from stimloop.sessions.exports import selection_csv
 from stimloop.storage.atomic import read_npz
-from stimloop.storage.session import PHASES, Phase, SessionRecord, net_trials
+from stimloop.storage.session import PHASES, Phase, SessionFiles, SessionRecord, net_trials
 from stimloop.storage.store import Store
 
 # the Subject's fields DANDI checks as critical (nwbinspector --config dandi)
@@ -170,6 +172,7 @@ def build_nwbfile(
                 stop_time=float(at[-1]) + config.windows.response[1],
                 tags=[phase],
             )
+    notes += add_units(nwbfile, files, record, uploaded, offsets)
     if files.has_selection():
         module.add(phase_two_list(st, record.id))
         module.add(picks_table(files.selection()))
@@ -289,6 +292,134 @@ def presentation_series(
         description=f"{phase}'s stimulus presentations: at each onset the index of the image "
         "shown in /stimulus/templates/presented_images/order_of_images",
     )
+
+
+# ------------------------------------------------------------------ spike times
+
+
+def add_units(
+    nwbfile: Any,
+    files: SessionFiles,
+    record: SessionRecord,
+    uploaded: dict[Phase, dict[str, np.ndarray]],
+    offsets: dict[Phase, float],
+) -> list[str]:
+    """The recorded spike times of the phases uploaded with them (a spike-times NPZ, the
+    rig's recordings), in ``Units``: one unit per channel, its spikes of every placed phase on
+    the file's timeline, each phase's recording an observation interval, and its electrode
+    (the session's channel of that name). Returns what was left out, and why."""
+    windows = record.config.windows
+    placed: dict[Phase, tuple[dict[str, np.ndarray], tuple[float, float]]] = {}
+    resolutions: list[float | None] = []
+    notes = []
+    for phase, columns in uploaded.items():
+        if not files.has_spike_times(phase):
+            continue
+        if phase not in offsets:
+            notes.append(
+                f"{phase}'s spike times are not in Units: its upload has no recording start, "
+                "so they have no place on the file's timeline"
+            )
+            continue
+        trains, resolution = files.spike_times(phase)
+        if not counts_agree(trains, columns, windows):
+            notes.append(
+                f"{phase}'s stored spike times do not give its stored trials' counts (an upload "
+                "interrupted while it was written?): they are left out of Units; upload the "
+                "phase again with replace=true to store both anew"
+            )
+            continue
+        first = min([0.0, *(float(t.min()) for t in trains.values() if len(t))])
+        if first < 0:
+            notes.append(
+                f"{phase} has spikes {-first:.3f} s before its recording's start: its spike "
+                "times are left out of Units (check the spike times' clock)"
+            )
+            continue
+        last = max(
+            [float(columns["onset"].max()) + windows.response[1]]
+            + [float(t.max()) for t in trains.values() if len(t)]
+        )
+        interval = (offsets[phase], offsets[phase] + last)
+        overlap = [p for p, (_, (a, b)) in placed.items() if a < interval[1] and interval[0] < b]
+        if overlap:
+            notes.append(
+                f"{phase}'s recording overlaps {overlap[0]}'s on the timeline (one recording "
+                f"for both?): only {overlap[0]}'s spike times are in Units"
+            )
+            continue
+        placed[phase] = ({c: offsets[phase] + np.sort(t) for c, t in trains.items()}, interval)
+        resolutions.append(resolution)
+    if not placed:
+        return notes
+    if None in resolutions:
+        notes.append(
+            "the spike times' resolution is not known (a spike-times NPZ without its "
+            "'resolution'): Units has none, which DANDI's inspector reports; stimloop-rig "
+            "sends it with a recording's spikes"
+        )
+    else:  # the coarsest of the phases' clocks
+        nwbfile.units = nwbfile.units or _units(max(r for r in resolutions if r is not None))
+    channels = [c for c in record.config.channels if any(c in t for t, _ in placed.values())]
+    device = nwbfile.create_device(
+        name="acquisition_system",
+        description="the rig's acquisition system, whose channels the session names "
+        "(stimloop is not told its make or model)",
+    )
+    group = nwbfile.create_electrode_group(
+        name="channels",
+        description="the session's recording channels, one electrode each",
+        location="unknown",
+        device=device,
+    )
+    nwbfile.add_electrode_column(name="channel", description="the session's channel name")
+    for channel in channels:
+        nwbfile.add_electrode(group=group, location="unknown", channel=channel)
+    nwbfile.add_unit_column(
+        name="channel", description="the session's channel whose spikes the unit holds"
+    )
+    for row, channel in enumerate(channels):
+        mine = [(t[channel], span) for t, span in placed.values() if channel in t]
+        nwbfile.add_unit(
+            spike_times=np.sort(np.concatenate([t for t, _ in mine])),
+            obs_intervals=[list(span) for _, span in mine],
+            electrodes=[row],
+            channel=channel,
+        )
+    return notes
+
+
+def _units(resolution: float) -> Any:
+    from pynwb.misc import Units
+
+    return Units(
+        name="units",
+        description="per session channel its recorded spikes (sorted units or threshold "
+        "crossings, as the rig read them), on the file's timeline",
+        resolution=resolution,
+    )
+
+
+def counts_agree(
+    trains: dict[str, np.ndarray], columns: dict[str, np.ndarray], windows: Windows
+) -> bool:
+    """Whether the spike ``trains`` (channel -> s) cut at the trials' onsets in the session's
+    ``windows`` give exactly the stored counts of every channel's trials."""
+    if "onset" not in columns or set(trains) != set(columns["channel"].astype(str).tolist()):
+        return False
+    for channel, times in trains.items():
+        mine = columns["channel"].astype(str) == channel
+        counted = counts_from_spike_times(
+            {channel: times},
+            columns["onset"][mine],
+            columns["stimulus"][mine],
+            baseline=windows.baseline,
+            response=windows.response,
+        )
+        for name in ("baseline_count", "response_count"):
+            if not np.array_equal(counted[name], columns[name][mine]):
+                return False
+    return True
 
 
 # ------------------------------------------------------------------ images

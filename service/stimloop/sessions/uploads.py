@@ -20,7 +20,12 @@ from pydantic import ValidationError
 from stimloop_contract.configs import Windows
 from stimloop_contract.errors import TrialFileError
 from stimloop_contract.matfiles import MAT_MEDIA_TYPE, is_mat, parse_trial_mat
-from stimloop_contract.spike_times import PAPER_WINDOWS, is_spike_npz, parse_spike_npz
+from stimloop_contract.spike_times import (
+    PAPER_WINDOWS,
+    SpikeTrains,
+    is_spike_npz,
+    parse_spike_npz,
+)
 from stimloop_contract.trial_tables import (
     DuplicateTrialsError,
     parse_trial_csv,
@@ -66,14 +71,25 @@ def decode_trials(
     name: str | None = None,
     windows: Windows = PAPER_WINDOWS,
 ) -> dict[str, np.ndarray]:
+    """The trial columns of a JSON, NPZ, MAT-file or CSV body (``decode``)."""
+    return decode(kind, data, max_unpacked, name, windows)[0]
+
+
+def decode(
+    kind: str,
+    data: bytes,
+    max_unpacked: int = 2 * 2**30,
+    name: str | None = None,
+    windows: Windows = PAPER_WINDOWS,
+) -> tuple[dict[str, np.ndarray], SpikeTrains | None]:
     """The trial columns of a JSON, NPZ, MAT-file or CSV body (``kind``: its media type; a
     MAT-file is recognised by its header under application/octet-stream too; an NPZ of spike
-    times, ``stimloop_rig.readers.read_spike_npz``'s, is counted in the session's
-    ``windows``). ``name``: the file's name where a person chose one (the live pages), so
-    that a refusal names it."""
+    times, ``stimloop_contract.spike_times.SpikeTrains.arrays``, is counted in the session's
+    ``windows``), and the spike trains where the body had them. ``name``: the
+    file's name where a person chose one (the live pages), so that a refusal names it."""
     if kind in CSV_MEDIA_TYPES:
         try:
-            return parse_trial_csv(data, name or "the uploaded CSV file")
+            return parse_trial_csv(data, name or "the uploaded CSV file"), None
         except DuplicateTrialsError as exc:
             raise InvalidInputError(str(exc), title="Duplicate trials") from None
         except TrialFileError as exc:
@@ -88,32 +104,28 @@ def decode_trials(
             raise InvalidInputError("; ".join(parts)) from None
         columns = {k: np.asarray(v) for k, v in upload.model_dump().items() if v is not None}
         try:
-            return validate_columns(columns, "JSON body")
+            return validate_columns(columns, "JSON body"), None
         except DuplicateTrialsError as exc:
             raise InvalidInputError(str(exc), title="Duplicate trials") from None
         except TrialFileError as exc:
             raise InvalidInputError(str(exc)) from None
     if kind == MAT_MEDIA_TYPE or (kind in NPZ_MEDIA_TYPES and is_mat(data)):
         try:
-            return parse_trial_mat(data, name or "the uploaded MAT-file", max_unpacked)
+            return parse_trial_mat(data, name or "the uploaded MAT-file", max_unpacked), None
         except TrialFileError as exc:
             raise InvalidInputError(str(exc)) from None
     if kind in NPZ_MEDIA_TYPES and is_spike_npz(data):
         try:
-            return parse_spike_npz(
-                data,
-                name or "NPZ body",
-                max_unpacked,
-                baseline=windows.baseline,
-                response=windows.response,
-            )
+            trains = parse_spike_npz(data, name or "NPZ body", max_unpacked)
+            columns = trains.columns(baseline=windows.baseline, response=windows.response)
+            return columns, trains
         except DuplicateTrialsError as exc:
             raise InvalidInputError(str(exc), title="Duplicate trials") from None
         except TrialFileError as exc:
             raise InvalidInputError(str(exc)) from None
     if kind in NPZ_MEDIA_TYPES:
         try:
-            return parse_trial_npz(data, name or "NPZ body", max_unpacked)
+            return parse_trial_npz(data, name or "NPZ body", max_unpacked), None
         except DuplicateTrialsError as exc:
             raise InvalidInputError(str(exc), title="Duplicate trials") from None
         except TrialFileError as exc:
@@ -164,11 +176,12 @@ def check_ids(columns: dict[str, np.ndarray], expected: Expected) -> None:
 
 def prepare(
     kind: str, data: bytes, expected: Expected, name: str | None = None
-) -> tuple[dict[str, np.ndarray], str]:
-    """Decode, check and hash an upload: its columns and their sha256."""
-    columns = decode_trials(kind, data, expected.max_unpacked, name, expected.windows)
+) -> tuple[dict[str, np.ndarray], str, SpikeTrains | None]:
+    """Decode, check and hash an upload: its columns, their sha256 and its spike trains
+    (``decode``)."""
+    columns, spikes = decode(kind, data, expected.max_unpacked, name, expected.windows)
     check_ids(columns, expected)
-    return columns, digest(columns)
+    return columns, digest(columns), spikes
 
 
 def store_upload(
@@ -178,11 +191,13 @@ def store_upload(
     columns: dict[str, np.ndarray],
     info: UploadInfo,
     replace: bool,
+    spikes: SpikeTrains | None = None,
 ) -> tuple[bool, SessionRecord, bool]:
-    """Store a phase's trials (``info``: their digest, count and recording start) atomically;
-    (new?, record, may its job run again?). Same payload (trials and start): not new."""
+    """Store a phase's trials (``info``: their digest, count and recording start) and the
+    spike trains they were counted from (if any) atomically; (new?, record, may its job run
+    again?). Same payload (trials and start): not new."""
     if phase == "phase3":
-        return store_phase_three(st, session_id, columns, info, replace)
+        return store_phase_three(st, session_id, columns, info, replace, spikes)
     sha = info.sha256
     files = st.files(session_id)
     with st.locked(session_id) as rec:
@@ -220,7 +235,7 @@ def store_upload(
         if previous:
             rec.uploads.pop("phase3", None)
             rec.phase3 = None
-        files.write_trials(phase, columns)
+        files.write_trials(phase, columns, spikes)
         rec.uploads[phase] = info
         rec.error = None
         return True, rec, False
@@ -232,7 +247,12 @@ def same_payload(previous: UploadInfo, info: UploadInfo) -> bool:
 
 
 def store_phase_three(
-    st: Store, session_id: str, columns: dict[str, np.ndarray], info: UploadInfo, replace: bool
+    st: Store,
+    session_id: str,
+    columns: dict[str, np.ndarray],
+    info: UploadInfo,
+    replace: bool,
+    spikes: SpikeTrains | None = None,
 ) -> tuple[bool, SessionRecord, bool]:
     """Phase three's trials: stored beside the session's state (phase three is a track of
     its own: the session stays as it is, and no generation starts). Same payload: not new,
@@ -253,7 +273,7 @@ def store_phase_three(
                 "discards its analysis"
             )
         removed = files.discard_derived("phase3") if previous else []
-        files.write_trials("phase3", columns)
+        files.write_trials("phase3", columns, spikes)
         rec.uploads["phase3"] = info
         note(
             rec,
@@ -328,12 +348,18 @@ class Upload:
 def prepare_and_store(upload: Upload) -> tuple[bool, SessionRecord, bool]:
     """In the upload process: decode, check, hash, and store atomically under the session's
     (cross-process) lock; (new?, session record, may its job run again?)."""
-    columns, sha = prepare(upload.kind, upload.data, upload.expected, upload.name)
+    columns, sha, spikes = prepare(upload.kind, upload.data, upload.expected, upload.name)
     info = UploadInfo(
         sha256=sha, trials=len(columns["stimulus"]), recording_start=upload.recording_start
     )
     return store_upload(
-        Store(upload.store_root), upload.session_id, upload.phase, columns, info, upload.replace
+        Store(upload.store_root),
+        upload.session_id,
+        upload.phase,
+        columns,
+        info,
+        upload.replace,
+        spikes,
     )
 
 

@@ -45,6 +45,7 @@ from stimloop.storage.atomic import read_json, read_npz, write_atomic, write_jso
 
 if TYPE_CHECKING:  # torch and scipy stay out of the API process: imported where used
     from stimloop_contract.configs import Windows
+    from stimloop_contract.spike_times import SpikeTrains
 
     from stimloop.science.readout import FittedReadout
     from stimloop.science.responses import Trials
@@ -102,11 +103,13 @@ _DERIVED: dict[Phase, tuple[str, ...]] = {
         "registration.json",
         "channels.json",
         "phase2.npz",
+        "phase2-spikes.npz",
         "analysis.json",
         "predictions.npz",
         "saliency",
         "phase3",
         "phase3.npz",
+        "phase3-spikes.npz",
         "live/phase2",
         "live/phase3",
     ),
@@ -116,6 +119,7 @@ _DERIVED: dict[Phase, tuple[str, ...]] = {
         "saliency",
         "phase3",
         "phase3.npz",
+        "phase3-spikes.npz",
         "live/phase3",
     ),
     "phase3": ("phase3/analysis.json",),
@@ -207,8 +211,39 @@ class SessionFiles:
             raise self.missing(f"{phase} trials")
         return read_npz(self._trials_path(phase))
 
-    def write_trials(self, phase: Phase, columns: dict[str, np.ndarray]) -> None:
+    def write_trials(
+        self,
+        phase: Phase,
+        columns: dict[str, np.ndarray],
+        spikes: SpikeTrains | None = None,
+    ) -> None:
+        """A phase's trial columns, and the spike trains they were counted from where the
+        upload had them (their times on the clock of the columns' ``onset``, and their
+        resolution); a phase uploaded again without spike times loses the old ones. The spike
+        trains are written first: the export checks them against the trials."""
+        if spikes is not None:
+            arrays = {f"spikes_{c}": t for c, t in spikes.times.items()}
+            if spikes.resolution is not None:
+                arrays["resolution"] = np.array([spikes.resolution])
+            write_npz(self._spikes_path(phase), arrays)
+        else:
+            self._spikes_path(phase).unlink(missing_ok=True)
         write_npz(self._trials_path(phase), columns)
+
+    def _spikes_path(self, phase: Phase) -> Path:
+        return self.folder / f"{phase}-spikes.npz"
+
+    def has_spike_times(self, phase: Phase) -> bool:
+        return self.has_trials(phase) and self._spikes_path(phase).is_file()
+
+    def spike_times(self, phase: Phase) -> tuple[dict[str, np.ndarray], float | None]:
+        """The spike trains ``phase``'s trials were counted from (channel -> s), as uploaded,
+        and their resolution (s; None where the upload did not give it)."""
+        if not self.has_spike_times(phase):
+            raise self.missing(f"{phase} spike times")
+        arrays = read_npz(self._spikes_path(phase))
+        resolution = float(arrays.pop("resolution")[0]) if "resolution" in arrays else None
+        return {k.removeprefix("spikes_"): v for k, v in arrays.items()}, resolution
 
     def trials(self, phase: Phase, windows: Windows) -> Trials:
         """The trials of ``phase`` as net rates, counts cut with the session's ``windows``."""
@@ -446,6 +481,7 @@ class SessionFiles:
         if replaced:
             shutil.rmtree(folder)
             self._trials_path("phase3").unlink(missing_ok=True)
+            self._spikes_path("phase3").unlink(missing_ok=True)
         for fid, png in pngs.items():
             write_atomic(self.phase_three_image(fid), png)
         write_atomic(self.phase_three_zip, archive)
