@@ -97,6 +97,16 @@ def test_quick_demo_with_a_relative_output_folder(tmp_path):
     # the session on the record: DANDI's checks pass, and the file alone gives its analysis
     record = tmp_path / "demo" / "session.nwb"
     assert dandi_problems(record) == []
+    assert "the NWB export says" not in result.stdout  # every phase on the timeline
+    from pynwb import NWBHDF5IO
+
+    with NWBHDF5IO(str(record), "r") as io_:
+        nwb = io_.read()
+        phases = ("phase1", "phase2", "phase3")
+        assert sorted(t for tags in nwb.epochs.to_dataframe()["tags"] for t in tags) == list(phases)
+        assert all(f"{phase}_presentations" in nwb.stimulus for phase in phases)
+        channels = set(nwb.processing["stimloop"]["inclusion"]["channel"].data[:])
+        assert set(nwb.units["channel"].data[:]) == channels and nwb.units.resolution > 0
     (stored,) = (tmp_path / "demo" / "models_store").glob("sessions/*/analysis.json")
     assert_recomputes(record, json.loads(stored.read_text()))
 

@@ -230,7 +230,7 @@ def test_the_live_pages(tmp_path, neurons, browser):
             rec.error = f"the fit failed on {HOSTILE}"
             transition(rec, "failed", "test")
 
-        context = browser.new_context()
+        context = browser.new_context(timezone_id="Europe/Berlin")  # the rig's clock, in winter
         # both cores are busy by design, and a page's load event waits for every image on it
         # (the list's and the maps'): a navigation may take longer than Playwright's 30 s
         # default there, as an operator's browser on such a box waits longer too
@@ -292,7 +292,10 @@ def test_the_live_pages(tmp_path, neurons, browser):
             bodies = list(images["bodies"])
             record(folder, sy, maps, bodies, [everything[b] for b in bodies], cells, "phase1.csv")
             page.goto(f"{url}/ui/sessions/{session}")
+            page.fill("#upload-phase1 input[name=recording_start]", "2026-12-06T14:03:05")
             upload_on_page(page, "phase1", folder / "phase1.csv", "ui-upload.png")
+            uploaded = store.get_session(session).uploads["phase1"]  # with the browser's offset
+            assert uploaded.recording_start.isoformat() == "2026-12-06T14:03:05+01:00"
             wait_until(lambda: page.inner_text("#state") == "fitting", 300, page)
             page.wait_for_load_state()
             page.evaluate("window.stillHere = true")  # from here, the state stays "fitting"

@@ -21,6 +21,7 @@ import time
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 
@@ -31,7 +32,8 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Table
 from stimloop_contract.result_tables import analysis_rows, categories, phase_three_rows
 from stimloop_contract.service_client import ServiceClient
-from stimloop_contract.system import JobInfo
+from stimloop_contract.spike_times import SpikeTrains
+from stimloop_contract.system import Accepted, JobInfo
 
 from stimloop.api.auth import create_token
 from stimloop.runtime.settings import Settings, absolute
@@ -237,8 +239,8 @@ def run_demo(
             f"{len(channels)} channels; fit: {plan.fit['epochs']} epochs at lr "
             f"{plan.fit['lr']:g} (the paper: 2500 at 1e-4)"
         )
-        accepted = client.upload_phase(
-            session.id, 1, record({preferred.name: ids[preferred.name]}, seed)
+        accepted = _upload_recording(
+            client, session.id, 1, record({preferred.name: ids[preferred.name]}, seed), seed
         )
         started = time.monotonic()
         _wait(client, accepted.job, "fit and select", console)
@@ -252,7 +254,7 @@ def run_demo(
             if d.role != "preferred"
         }
         shown[preferred.name] = selection["phase_two"]["stability_images"]
-        accepted = client.upload_phase(session.id, 2, record(shown, seed + 100))
+        accepted = _upload_recording(client, session.id, 2, record(shown, seed + 100), seed + 1)
         _wait(client, accepted.job, "analysis", console)
         analysis = reader.analysis(session.id).model_dump(mode="json")
         best = sorted(
@@ -287,8 +289,10 @@ def run_demo(
         report = out / "report.html"
         report.write_text(reader.report(session.id))
         record_file = out / "session.nwb"
-        body, _ = reader.export_nwb(session.id)
+        body, warning = reader.export_nwb(session.id)
         record_file.write_bytes(body)
+        if warning:
+            console.print(f"[yellow]the NWB export says: {warning}[/yellow]")
         _summary(console, analysis, selection)
         if phase_three is not None:
             _phase_three_summary(console, phase_three)
@@ -302,6 +306,19 @@ def run_demo(
     )
     console.print("[yellow]Reminder: random stand-in backbone and synthetic neurons.[/yellow]")
     return report
+
+
+def _upload_recording(
+    client: ServiceClient, session_id: str, phase: int, cols: dict[str, np.ndarray], seed: int
+) -> Accepted:
+    """A simulated phase uploaded as the rig uploads a recording: spike trains on a 30 kHz
+    clock that give its counts (``synthetic.spike_trains``), their onsets, and the recording's
+    start (it ended just now), so that the session's NWB file has its presentations, epochs
+    and units."""
+    times, onsets, stimuli = sy.spike_trains(cols, seed)
+    spikes = SpikeTrains(times, onsets, stimuli, 1 / 30000)
+    started = datetime.now(UTC) - timedelta(seconds=float(onsets[-1]) + 1.0)
+    return client.upload_phase(session_id, phase, cols, recording_start=started, spikes=spikes)
 
 
 def _phase_three(
@@ -336,7 +353,7 @@ def _phase_three(
     )
     rates = sy.true_responses(neurons, seen)
     _, cols = sy.simulate_counts(rates, [m["id"] for m in manifest], channels, seed=seed + 200)
-    accepted = client.upload_phase(session_id, 3, cols)
+    accepted = _upload_recording(client, session_id, 3, cols, seed + 2)
     _wait(client, accepted.job, "phase-three analysis", console)
     return client.phase_three_analysis(session_id).model_dump(mode="json")
 

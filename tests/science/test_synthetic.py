@@ -100,6 +100,34 @@ def test_simulation_is_seeded_per_channel():
     np.testing.assert_array_equal(a.net_rate[a.channel == "x"], c.net_rate)
 
 
+def test_simulated_spike_trains_give_the_counts_back():
+    """Counting the trains at their onsets in a plain loop (A.2's half-open windows) gives
+    every trial's counts; presentations are shared by the channels, one per (stimulus,
+    repeat), in a seeded order on the 30 kHz sample grid."""
+    rates = np.array([[5.0, 0.0], [60.0, 30.0], [0.0, 90.0]])
+    config = sy.SyntheticConfig(repeats=5)
+    _, cols = sy.simulate_counts(rates, ["a", "b", "c"], ["x", "y"], seed=2, config=config)
+    trains, onsets, stimuli = sy.spike_trains(cols, seed=9)
+    assert len(onsets) == 15 and sorted(stimuli.tolist()) == sorted(["a", "b", "c"] * 5)
+    assert np.allclose(np.diff(onsets), 0.6) and stimuli.tolist() != sorted(stimuli.tolist())
+    for t in trains.values():
+        assert np.allclose(t * 30000, np.round(t * 30000))
+    at = {}
+    for onset, stimulus in zip(onsets, stimuli):
+        at[(stimulus, sum(k[0] == stimulus for k in at))] = onset
+    for row in range(len(cols["stimulus"])):
+        onset = at[(cols["stimulus"][row], cols["repeat"][row])]
+        spikes = trains[cols["channel"][row]]
+        base = sum(onset - 0.075 <= t < onset + 0.025 for t in spikes)
+        resp = sum(onset + 0.05 <= t < onset + 0.25 for t in spikes)
+        assert (base, resp) == (cols["baseline_count"][row], cols["response_count"][row])
+    assert sum(len(t) for t in trains.values()) == (
+        cols["baseline_count"].sum() + cols["response_count"].sum()
+    )
+    again, _, _ = sy.spike_trains(cols, seed=9)
+    assert all(np.array_equal(again[c], trains[c]) for c in trains)
+
+
 @pytest.mark.slow
 def test_the_demo_neurons_prefer_bodies_on_average(synthetic_dataset):
     """The demo's channels (the ratio): bodies above objects in every channel, significantly

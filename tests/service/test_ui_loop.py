@@ -379,7 +379,11 @@ def test_spike_times_from_the_page_are_the_trials_the_rig_counts(service, tmp_pa
     np.savez(incomplete, **{k: v for k, v in arrays.items() if k != "code_ids"})
     r = upload(service, rig, sid, "phase1", "spikes.npz", incomplete.getvalue())
     assert "spikes.npz: missing array 'code_ids'" in is_problem(r, 422)["detail"]
-    r = upload(service, rig, sid, "phase1", "spikes.npz", path.read_bytes())
+    naive = {"recording_start": "2026-12-06T14:03:00"}  # no UTC offset: the form always adds one
+    r = upload(service, rig, sid, "phase1", "spikes.npz", path.read_bytes(), **naive)
+    assert "timezone" in is_problem(r, 422)["detail"]
+    start = {"recording_start": "2026-12-06T14:03:00+01:00"}
+    r = upload(service, rig, sid, "phase1", "spikes.npz", path.read_bytes(), **start)
     assert r.status_code == 202, r.text
     # the same file counted at the rig, in the session's windows, is the same upload
     windows = service.client.get(f"/v1/sessions/{sid}", headers=service.rig).json()["config"]
@@ -389,10 +393,13 @@ def test_spike_times_from_the_page_are_the_trials_the_rig_counts(service, tmp_pa
     again = service.client.put(
         f"/v1/sessions/{sid}/phase1",
         content=buffer.getvalue(),
+        params=start,
         headers={**service.rig, "content-type": "application/octet-stream"},
     )
     assert again.json()["status"] == "already received", again.text
     assert len(counted["stimulus"]) == 2 * len(codes)
+    stored = service.client.get(f"/v1/sessions/{sid}", headers=service.rig).json()
+    assert stored["uploads"]["phase1"]["recording_start"] == start["recording_start"]
 
 
 def test_the_form_chooses_the_papers_backbone_when_its_weights_are_in(monkeypatch, tmp_path):

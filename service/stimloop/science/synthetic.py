@@ -199,6 +199,58 @@ def simulate_counts(
     return trials, arrays
 
 
+def spike_trains(
+    columns: dict[str, np.ndarray],
+    seed: int,
+    windows: Windows = Windows(),
+    gap: float = 0.6,
+    rate: int = 30000,
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """A recording whose window counts are exactly ``columns``' (``simulate_counts``'s).
+
+    Each (stimulus, repeat) is one presentation; they are shown in an order shuffled with
+    ``seed``, one every ``gap`` s from 1 s, on a clock of ``rate`` samples per second. Each
+    trial's baseline and response counts become that many spikes at distinct samples drawn
+    inside its windows (A.2's, half-open, a sample's margin from either edge), none elsewhere.
+    Returns channel -> spike times (s), and the presentations' onsets (s) ``[P]`` and stimuli
+    ``[P]``; counting the spikes in ``windows`` at those onsets gives ``columns`` again.
+    """
+    spans = (windows.baseline, windows.response)
+    if (
+        windows.baseline[1] > windows.response[0]
+        or gap <= windows.response[1] - windows.baseline[0]
+    ):
+        raise ValueError("the windows overlap each other or the next presentation's")
+    keys = list(zip(columns["stimulus"].astype(str).tolist(), columns["repeat"].tolist()))
+    shown = sorted(set(keys))
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(shown))
+    step = round(gap * rate)
+    # the shuffled slots; a stimulus's repeats fill its slots in turn (repeat k is its k-th
+    # showing, as the rig numbers them)
+    slots: dict[str, list[int]] = {}
+    for i, k in enumerate(order):
+        slots.setdefault(shown[k][0], []).append(rate + i * step)
+    onset_sample = {key: slots[key[0]].pop(0) for key in shown}  # shown is sorted by repeat
+    times: dict[str, list[int]] = {c: [] for c in np.unique(columns["channel"].astype(str))}
+    for row, key in enumerate(keys):
+        at = onset_sample[key]
+        for (start, end), name in zip(spans, ("baseline_count", "response_count")):
+            lo, hi = at + int(np.ceil(start * rate)) + 1, at + int(np.ceil(end * rate)) - 1
+            count = int(columns[name][row])
+            times[str(columns["channel"][row])] += rng.choice(
+                np.arange(lo, hi), count, replace=False
+            ).tolist()
+    by_time = sorted(onset_sample.items(), key=lambda item: item[1])
+    onsets = np.array([sample for _, sample in by_time]) / rate
+    stimuli = np.array([key[0] for key, _ in by_time])
+    return (
+        {c: np.sort(np.array(t, dtype=np.int64)) / rate for c, t in times.items()},
+        onsets,
+        stimuli,
+    )
+
+
 @dataclass(frozen=True)
 class PlantedReadouts:
     """Linear readouts planted at known cells: the truth a fit must recover.

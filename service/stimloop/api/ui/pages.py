@@ -25,6 +25,7 @@ from stimloop.api.jobs import JOB_ID, fetch_job
 from stimloop.api.media import BINARY, CSV
 from stimloop.api.ui import views
 from stimloop.api.ui.signin import COOKIE, cookie_options, same_origin, sign_in, sign_out, signed_in
+from stimloop.api.uploads import RecordingStart
 from stimloop.sessions.creation import create
 from stimloop.sessions.errors import SessionError
 from stimloop.sessions.exports import (
@@ -311,9 +312,11 @@ async def upload_from_page(
     r: RedisDep,
     name: str = Query(..., min_length=1, max_length=255),
     replace: bool = Query(False),
+    recording_start: RecordingStart = None,
 ) -> Response:
     """A phase's trial file chosen on the session page, sent by its script as the request's
-    body (its progress shown while it goes): the one upload path of ``/v1``, the same checks
+    body (its progress shown while it goes), with the recording's start where the form has
+    one (the browser adds its UTC offset): the one upload path of ``/v1``, the same checks
     and the same refusals, naming the file. Answers JSON: the job, or problem+json."""
     caller = signed_in(request, cfg, r)
     if caller is None:
@@ -343,6 +346,7 @@ async def upload_from_page(
         st,
         r,
         name=Path(name).name,
+        recording_start=recording_start,
     )
     return JSONResponse(accepted.model_dump(mode="json"), status_code=202)
 

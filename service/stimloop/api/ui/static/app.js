@@ -143,6 +143,15 @@
       rows.appendChild(tr);
     });
   }
+  // a datetime-local value (this computer's wall time) with this computer's UTC offset then
+  function withOffset(value) {
+    var local = value.length === 16 ? value + ":00" : value;
+    var minutes = -new Date(local).getTimezoneOffset();
+    var sign = minutes < 0 ? "-" : "+";
+    var abs = Math.abs(minutes);
+    var pad = function (n) { return (n < 10 ? "0" : "") + n; };
+    return local + sign + pad(Math.floor(abs / 60)) + ":" + pad(abs % 60);
+  }
   function upload(form) {
     var input = form.querySelector("input[type=file]");
     var result = form.querySelector(".upload-result");
@@ -150,8 +159,10 @@
     var replace = form.querySelector("input[name=replace]");
     if (!input.files.length) { return; }
     var file = input.files[0];
+    var started = form.querySelector("input[name=recording_start]");
     var target = form.getAttribute("data-url") + "?name=" + encodeURIComponent(file.name) +
-      (replace && replace.checked ? "&replace=true" : "");
+      (replace && replace.checked ? "&replace=true" : "") +
+      (started && started.value ? "&recording_start=" + encodeURIComponent(withOffset(started.value)) : "");
     var request = new XMLHttpRequest();
     sending = true;
     bar.hidden = false;
