@@ -318,3 +318,25 @@ def npz_bytes(arrays: dict) -> bytes:
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
     return buffer.getvalue()
+
+
+def test_presentations_a_constant_step_apart_are_a_start_and_a_rate():
+    """nwbinspector's regular-timestamps practice: onsets on a fixed schedule (the demo's, a
+    rig's metronome) are written as starting_time and rate; a jittered schedule keeps its
+    timestamps, each one as given."""
+    pytest.importorskip("pynwb")
+    from pynwb.base import Images
+    from pynwb.image import RGBImage
+    from stimloop.sessions.nwb_export import presentation_series
+
+    templates = Images(
+        name="presented_images", images=[RGBImage(name="a", data=np.zeros((2, 2, 3), np.uint8))]
+    )
+    at = 1.0 + 0.6 * np.arange(6)
+    shown = np.array(["a"] * 6)
+    regular = presentation_series("phase1", at, shown, {"a": 0}, templates)
+    assert regular.timestamps is None and regular.starting_time == 1.0
+    np.testing.assert_allclose(regular.starting_time + np.arange(6) / regular.rate, at)
+    jittered = at + np.array([0, 0.01, 0, 0.02, 0, 0])
+    kept = presentation_series("phase1", jittered, shown, {"a": 0}, templates)
+    np.testing.assert_array_equal(kept.timestamps, jittered)

@@ -280,15 +280,24 @@ def presentation_series(
     phase: str, at: np.ndarray, shown: np.ndarray, index: dict[str, int], templates: Any
 ) -> Any:
     """A phase's presentations as an ``IndexSeries`` into the presented images: at each
-    onset ``at`` (s on the file's timeline), the index of the image shown."""
+    onset ``at`` (s on the file's timeline), the index of the image shown. Onsets a constant
+    step apart (to 1 ns, nwbinspector's tolerance) are written as a start and a rate, as
+    NWB's best practices ask."""
     from pynwb.image import IndexSeries
 
+    steps = np.diff(at)
+    regular = len(at) > 2 and steps[0] > 0 and len(np.unique(steps.round(9))) == 1
+    timing: dict[str, Any] = (
+        {"starting_time": float(at[0]), "rate": 1.0 / float(steps[0])}
+        if regular
+        else {"timestamps": at}
+    )
     return IndexSeries(
         name=f"{phase}_presentations",
         data=np.array([index[s] for s in shown], dtype=np.uint32),
         indexed_images=templates,
         unit="N/A",
-        timestamps=at,
+        **timing,
         description=f"{phase}'s stimulus presentations: at each onset the index of the image "
         "shown in /stimulus/templates/presented_images/order_of_images",
     )
