@@ -103,7 +103,9 @@ def test_quick_demo_with_a_relative_output_folder(tmp_path):
     with NWBHDF5IO(str(record), "r") as io_:
         nwb = io_.read()
         phases = ("phase1", "phase2", "phase3")
-        assert sorted(t for tags in nwb.epochs.to_dataframe()["tags"] for t in tags) == list(phases)
+        epochs = nwb.epochs.to_dataframe().sort_values("start_time")
+        assert [t for tags in epochs["tags"] for t in tags] == list(phases)
+        assert (epochs["stop_time"].to_numpy()[:-1] < epochs["start_time"].to_numpy()[1:]).all()
         assert all(f"{phase}_presentations" in nwb.stimulus for phase in phases)
         channels = set(nwb.processing["stimloop"]["inclusion"]["channel"].data[:])
         assert set(nwb.units["channel"].data[:]) == channels and nwb.units.resolution > 0

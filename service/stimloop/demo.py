@@ -239,8 +239,9 @@ def run_demo(
             f"{len(channels)} channels; fit: {plan.fit['epochs']} epochs at lr "
             f"{plan.fit['lr']:g} (the paper: 2500 at 1e-4)"
         )
+        clock = _RigClock()
         accepted = _upload_recording(
-            client, session.id, 1, record({preferred.name: ids[preferred.name]}, seed), seed
+            client, session.id, 1, record({preferred.name: ids[preferred.name]}, seed), seed, clock
         )
         started = time.monotonic()
         _wait(client, accepted.job, "fit and select", console)
@@ -254,7 +255,9 @@ def run_demo(
             if d.role != "preferred"
         }
         shown[preferred.name] = selection["phase_two"]["stability_images"]
-        accepted = _upload_recording(client, session.id, 2, record(shown, seed + 100), seed + 1)
+        accepted = _upload_recording(
+            client, session.id, 2, record(shown, seed + 100), seed + 1, clock
+        )
         _wait(client, accepted.job, "analysis", console)
         analysis = reader.analysis(session.id).model_dump(mode="json")
         best = sorted(
@@ -284,7 +287,7 @@ def run_demo(
                     f"({'passed' if verdict.data_passed else 'FAILED'})"
                 )
         phase_three = _phase_three(
-            client, session.id, backbone, neurons, channels, out, seed, console
+            client, session.id, backbone, neurons, channels, out, seed, clock, console
         )
         report = out / "report.html"
         report.write_text(reader.report(session.id))
@@ -308,16 +311,37 @@ def run_demo(
     return report
 
 
+@dataclass
+class _RigClock:
+    """The simulated recordings' wall clock: each one ends as it is uploaded, unless it would
+    then overlap the one before (a fit shorter than the phase after it); then it starts a
+    second after that one ended."""
+
+    ended: datetime | None = None
+
+    def start(self, duration: float) -> datetime:
+        start = datetime.now(UTC) - timedelta(seconds=duration)
+        if self.ended is not None and start <= self.ended:
+            start = self.ended + timedelta(seconds=1)
+        self.ended = start + timedelta(seconds=duration)
+        return start
+
+
 def _upload_recording(
-    client: ServiceClient, session_id: str, phase: int, cols: dict[str, np.ndarray], seed: int
+    client: ServiceClient,
+    session_id: str,
+    phase: int,
+    cols: dict[str, np.ndarray],
+    seed: int,
+    clock: _RigClock,
 ) -> Accepted:
     """A simulated phase uploaded as the rig uploads a recording: spike trains on a 30 kHz
     clock that give its counts (``synthetic.spike_trains``), their onsets, and the recording's
-    start (it ended just now), so that the session's NWB file has its presentations, epochs
-    and units."""
+    start (``clock``), so that the session's NWB file has its presentations, epochs and
+    units."""
     times, onsets, stimuli = sy.spike_trains(cols, seed)
     spikes = SpikeTrains(times, onsets, stimuli, 1 / 30000)
-    started = datetime.now(UTC) - timedelta(seconds=float(onsets[-1]) + 1.0)
+    started = clock.start(float(onsets[-1]) + 1.0)
     return client.upload_phase(session_id, phase, cols, recording_start=started, spikes=spikes)
 
 
@@ -329,6 +353,7 @@ def _phase_three(
     channels: list[str],
     out: Path,
     seed: int,
+    clock: _RigClock,
     console: Console | None = None,
 ) -> dict | None:
     """Phase three as the rig runs it: the list and its images from the service, the
@@ -353,7 +378,7 @@ def _phase_three(
     )
     rates = sy.true_responses(neurons, seen)
     _, cols = sy.simulate_counts(rates, [m["id"] for m in manifest], channels, seed=seed + 200)
-    accepted = _upload_recording(client, session_id, 3, cols, seed + 2)
+    accepted = _upload_recording(client, session_id, 3, cols, seed + 2, clock)
     _wait(client, accepted.job, "phase-three analysis", console)
     return client.phase_three_analysis(session_id).model_dump(mode="json")
 
