@@ -412,6 +412,14 @@ def _upload(
             )
         _print_recording(found)
         columns = found.columns
+        if started is None and found.started is not None:
+            started = found.started
+            console.print(f"recording start: {started.isoformat()} (UTC, the recording's own)")
+        elif started is not None and found.started is not None:
+            console.print(
+                f"recording start: {started.isoformat()} as given; the recording's own says "
+                f"{found.started.isoformat()}"
+            )
         accepted = client.upload_phase(session, phase, columns, replace, started, found.spikes)
     else:
         columns, accepted = client.upload_file(session, phase, file, replace, started)
@@ -478,7 +486,8 @@ def _upload_command(phase: int, doc: str) -> None:
             None,
             help="When the recording started, ISO 8601 with its UTC offset "
             "(2026-12-06T14:03:00+01:00): its onsets count from it, and the session's NWB "
-            "file places the phase on its timeline by it.",
+            "file places the phase on its timeline by it. An Open Ephys recording says it "
+            "itself (sync_messages.txt); this overrides it.",
         ),
         timeout: float | None = TIMEOUT,
         url: str = URL,

@@ -16,17 +16,23 @@ entry's folder is ``folder_name`` and its channels' ``channel_name``; a spike en
                                              the Spike Detector's (or sorted) spikes
 
 Sample numbers count from the acquisition's start, so events and the continuous data share
-one clock per stream. The continuous data are read in pieces when asked for, never whole.
-Where the TTL words are missing they are rebuilt from the line states (the lines that change
-on one sample form one word). Every folder and file must lie inside the recording, and none
+one clock per stream. ``sync_messages.txt`` says when the recording started: the computer's
+time (``Software Time (milliseconds since midnight Jan 1st 1970 UTC): <ms>``) and each
+stream's sample number then (``Start Time for <processor> (<id>) - <stream> @ <rate> Hz:
+<sample>``); GUIs before 0.6 wrote another layout without the UTC time, read as no start.
+The continuous data are read in pieces when asked for, never whole. Where the TTL words are
+missing they are rebuilt from the line states (the lines that change on one sample form one
+word). Every folder and file must lie inside the recording, and none
 may be a symbolic link.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +93,12 @@ class Recording:
     spikes: dict[str, np.ndarray]  # channel name -> spike sample numbers (sorted)
     spike_rate: float | None  # the spikes' sample rate
     spike_streams: dict[str, str] = field(default_factory=dict)  # channel name -> its stream
+    sync: SyncMessages | None = None  # when the recording started (sync_messages.txt)
+
+    def started(self, stream: str, rate: float) -> datetime | None:
+        """When sample 0 of ``stream`` (at ``rate``) was, on the computer's UTC clock: the
+        recording's start less its start sample's time; None without the GUI's messages."""
+        return None if self.sync is None else self.sync.zero(stream, rate)
 
     def stream(self, name: str) -> Recording:
         """The recording narrowed to one stream (its TTL events, continuous data and
@@ -98,7 +110,51 @@ class Recording:
             {k: v for k, v in self.spikes.items() if self.spike_streams.get(k) == name},
             self.spike_rate,
             {k: v for k, v in self.spike_streams.items() if v == name},
+            self.sync,
         )
+
+
+SOFTWARE_TIME = re.compile(
+    r"^Software Time \(milliseconds since midnight Jan 1st 1970 UTC\):\s*(\d{1,15})\s*$"
+)
+START_TIME = re.compile(r"^Start Time for (.*) @ (\d+(?:\.\d+)?) Hz:\s*(\d{1,18})\s*$")
+
+
+@dataclass(frozen=True)
+class SyncMessages:
+    """``sync_messages.txt``: the computer's UTC time when the recording started (ms since
+    1970) and, per stream (``<processor> (<id>) - <stream>``), its rate and sample then."""
+
+    software_ms: int
+    starts: list[tuple[str, float, int]]
+
+    def zero(self, stream: str, rate: float) -> datetime | None:
+        """The UTC time of sample 0 on ``stream``'s clock: its own start line, else the one
+        line at its rate; None when neither picks one."""
+        mine = [s for s in self.starts if s[0].endswith(f" - {stream}") and s[1] == rate]
+        mine = mine or [s for s in self.starts if s[1] == rate]
+        if len({sample for _, _, sample in mine}) != 1:
+            return None
+        start = datetime.fromtimestamp(self.software_ms / 1000, UTC)
+        return start - timedelta(seconds=mine[0][2] / rate)
+
+
+def read_sync_messages(root: Path) -> SyncMessages | None:
+    """The recording's ``sync_messages.txt`` (its first 64 KiB: it holds a few lines), or
+    None where it is missing, a link, or not the layout of GUI 0.6 and later."""
+    path = root / "sync_messages.txt"
+    if path.is_symlink() or not path.is_file():
+        return None
+    with open(path, "rb") as f:
+        text = f.read(64 * 2**10).decode("utf-8", "replace")
+    software: int | None = None
+    starts: list[tuple[str, float, int]] = []
+    for line in text.splitlines():
+        if m := SOFTWARE_TIME.match(line.strip()):
+            software = int(m.group(1))
+        elif m := START_TIME.match(line.strip()):
+            starts.append((m.group(1), float(m.group(2)), int(m.group(3))))
+    return None if software is None else SyncMessages(software, starts)
 
 
 def find_oebin(path: Path) -> Path:
@@ -164,7 +220,8 @@ def read_openephys(path: Path, settle: float = 1.0) -> Recording:
         if "TTL" in str(_entry(s, "folder_name", "events", source))
     ]
     spikes, spike_rate, spike_streams = _spikes(root, structure.get("spikes", []), source)
-    return Recording(root, continuous, events, spikes, spike_rate, spike_streams)
+    sync = read_sync_messages(root)
+    return Recording(root, continuous, events, spikes, spike_rate, spike_streams, sync)
 
 
 def _entry(stream: object, key: str, kind: str, source: str) -> object:

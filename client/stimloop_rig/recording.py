@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
@@ -54,6 +55,7 @@ class RecordedTrials:
     channels: list[dict[str, object]]
     source: str
     spikes: SpikeTrains
+    started: datetime | None = None  # when the onsets' clock was at 0, where the files say
 
 
 TABLES = (".csv", ".npz", ".nwb", ".mat")  # the trial files of ``readers`` and ``matfiles``
@@ -272,15 +274,15 @@ def _read_recording(
         )
     codes = read_codes(settings.codes)
     if Path(path).is_dir() or Path(path).name == "structure.oebin":
-        onsets, stimuli, times, about, source, resolution = _openephys(
+        onsets, stimuli, times, about, source, resolution, started = _openephys(
             path, settings, codes, progress
         )
     else:
-        onsets, stimuli, times, about, source, resolution = _neo(path, settings, codes)
+        onsets, stimuli, times, about, source, resolution, started = _neo(path, settings, codes)
     spikes = SpikeTrains(times, np.asarray(onsets, dtype=np.float64), np.array(stimuli), resolution)
     columns = spikes.columns(baseline=baseline, response=response)
     about = summarise(columns, about, baseline, response)
-    return RecordedTrials(columns, stimuli, about, source, spikes)
+    return RecordedTrials(columns, stimuli, about, source, spikes, started)
 
 
 def _openephys(path: Path, settings: RecordingSettings, codes: dict[int, str], progress):
@@ -316,7 +318,8 @@ def _openephys(path: Path, settings: RecordingSettings, codes: dict[int, str], p
         samples / rate, values, pulses, codes, settings.max_delay, source, f"line {line}"
     )
     times, about, resolution = spike_times(recording, settings, source, progress)
-    return onsets, stimuli, times, about, source, resolution
+    started = recording.started(events.name, rate)
+    return onsets, stimuli, times, about, source, resolution, started
 
 
 def _line(photodiode: int | str, source: str) -> int:
@@ -373,7 +376,7 @@ def _neo(path: Path, settings: RecordingSettings, codes: dict[int, str]):
         {"channel": n, "spikes": f"sorted ({found.format})", "rate_hz": None, "threshold_uv": None}
         for n in names
     ]
-    return onsets, stimuli, dict(zip(names, times)), about, source, found.resolution
+    return onsets, stimuli, dict(zip(names, times)), about, source, found.resolution, None
 
 
 def summarise(

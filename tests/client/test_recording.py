@@ -49,6 +49,49 @@ def test_sorted_spikes_with_photodiode_onsets_count_as_the_spike_npz(tmp_path):
     assert all(row["repeats_min"] == row["repeats_max"] == 3 for row in got.channels)
 
 
+def test_the_recordings_start_is_the_one_its_sync_messages_give(tmp_path):
+    """GUI 0.6+'s sync_messages.txt: the computer's UTC time when the recording started, and
+    each stream's sample then. The onsets' clock (sample numbers / rate) is at 0 that many
+    samples earlier; with two streams the code stream's own line counts; an old GUI's layout,
+    a missing file or one of junk give no start (the operator gives it), never an error."""
+    from datetime import UTC, datetime, timedelta
+
+    ms = 1_765_000_000_123  # 2025-12-06, 05:46:40.123 UTC
+    planned, codes, _ = session_like(tmp_path / "a", software_ms=ms)
+    got = read_recording(tmp_path / "a", RecordingSettings(codes=codes, photodiode=8, settle=0))
+    started = datetime(2025, 12, 6, 5, 46, 40, 123000, tzinfo=UTC)
+    assert got.started == started - timedelta(seconds=1000 / 30000)  # the first sample: 1000
+    # the first photodiode pulse on the computer's clock, from the format's definition
+    first = started + timedelta(seconds=(planned.onsets[0] - 1000) / 30000)
+    assert abs(got.started + timedelta(seconds=float(got.spikes.onsets[0])) - first) < (
+        timedelta(microseconds=1)
+    )
+
+    session_like(tmp_path / "two", software_ms=ms, second_stream=True)
+    two = read_recording(
+        tmp_path / "two",
+        RecordingSettings(codes=codes, photodiode=8, settle=0, code_events="Rhythm Data"),
+    )
+    assert two.started == got.started  # not the DAQ's line (its sample 0)
+
+    for name, text in (
+        ("old", b"Software time: 153530@1000000Hz\r\nProcessor: Rhythm FPGA Id: 100 "
+                b"subProcessor: 0 start time: 1000@30000Hz\r\n"),
+        ("junk", b"x" * 2**20),
+        ("no-rate", b"Software Time (milliseconds since midnight Jan 1st 1970 UTC): 1\r\n"),
+    ):  # fmt: skip
+        session_like(tmp_path / name)
+        next((tmp_path / name).rglob("structure.oebin")).with_name("sync_messages.txt").write_bytes(
+            text
+        )
+        found = read_recording(
+            tmp_path / name, RecordingSettings(codes=codes, photodiode=8, settle=0)
+        )
+        assert found.started is None, name
+    assert read_recording(tmp_path / "a" / "Record Node 101", RecordingSettings(
+        codes=codes, photodiode=8, settle=0)).started == got.started  # fmt: skip
+
+
 def test_without_full_words_the_codes_come_from_the_line_states(tmp_path):
     _planned, codes, order = session_like(tmp_path, words=False)
     got = read_recording(tmp_path, RecordingSettings(codes=codes, photodiode=8, settle=0))

@@ -39,23 +39,29 @@ def test_an_open_ephys_folder_uploads_as_its_spike_npz(service, monkeypatch, tmp
         fit={"split": [10, 3, 3], "epochs": 5},
         subject=animal,
     )
-    planned, codes, order = session_like(tmp_path / "rec")
+    planned, codes, order = session_like(tmp_path / "rec", software_ms=1_765_000_000_000)
     cli, runner = rig_cli(service, monkeypatch)
     folder = tmp_path / "rec" / "Record Node 101"
-    said = runner.invoke(
-        cli.app,
-        [
-            *("phase1", sid, str(folder), "--codes", str(codes), "--photodiode", "8"),
-            *("--channels", ",".join(CHANNELS), "--no-wait"),
-            *("--recording-start", "2026-03-02T09:00:05+01:00"),
-        ],
-    )
+    args = [
+        *("phase1", sid, str(folder), "--codes", str(codes), "--photodiode", "8"),
+        *("--channels", ",".join(CHANNELS), "--no-wait"),
+    ]
+    said = runner.invoke(cli.app, args)
     assert said.exit_code == 0, said.output
     assert "12 stimulus presentations" in said.output and "sorted" in said.output
     assert "phase 1: 36 trials uploaded" in said.output
+    # the recording's own start (sync_messages.txt), less its first sample's 1000/30000 s
+    own = "2025-12-06T05:46:39.966667+00:00"
+    assert f"recording start: {own} (UTC, the recording's own)" in said.output
     stored = service.client.get(f"/v1/sessions/{sid}", headers=service.rig).json()
     npz = spike_npz(tmp_path / "same.npz", planned, order, CHANNELS)
     assert stored["uploads"]["phase1"]["sha256"] == digest(read_spike_npz(npz))
+    assert stored["uploads"]["phase1"]["recording_start"] == own.replace("+00:00", "Z")
+    # the operator's start wins over the file's, and says both
+    given = [*args, "--recording-start", "2026-03-02T09:00:05+01:00", "--replace"]
+    said = runner.invoke(cli.app, given)
+    assert said.exit_code == 0, said.output
+    assert f"the recording's own says {own}" in " ".join(said.output.split())
 
     from pynwb import NWBHDF5IO
 

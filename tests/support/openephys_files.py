@@ -74,6 +74,7 @@ def write_recording(
     event_rate: float = RATE,
     code_lines: int = 7,
     second_stream: bool = False,
+    software_ms: int | None = None,
 ) -> Planned:
     """A recording below ``folder/Record Node 101/experiment1/recording1``: ``signal``
     ``[samples, channels]`` int16; sample numbers start at ``first_sample`` (the given event
@@ -164,6 +165,14 @@ def write_recording(
         )
     if second_stream:  # a NI-DAQ board beside the headstages: its own clock and TTL lines
         add_second_stream(root, structure)
+    if software_ms is not None:  # as the GUI writes it when the recording starts (CRLF)
+        lines = [
+            f"Software Time (milliseconds since midnight Jan 1st 1970 UTC): {software_ms}",
+            f"Start Time for Acquisition Board (100) - Rhythm Data @ {RATE:g} Hz: {first_sample}",
+        ]
+        if second_stream:  # the DAQ's own clock started earlier than the headstages'
+            lines.append("Start Time for NI-DAQmx (102) - PXIe-6341 @ 40000 Hz: 0")
+        (root / "sync_messages.txt").write_bytes(("\r\n".join(lines) + "\r\n").encode())
     (root / "structure.oebin").write_text(json.dumps(structure, indent=1))
     return Planned(root, np.asarray(onsets), np.asarray(code_samples), codes, spikes or {})
 
