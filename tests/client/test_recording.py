@@ -88,6 +88,15 @@ def test_the_recordings_start_is_the_one_its_sync_messages_give(tmp_path):
             tmp_path / name, RecordingSettings(codes=codes, photodiode=8, settle=0)
         )
         assert found.started is None, name
+    session_like(tmp_path / "link")  # a link to a good file elsewhere is not the recording's
+    real = next((tmp_path / "a").rglob("sync_messages.txt"))
+    next((tmp_path / "link").rglob("structure.oebin")).with_name("sync_messages.txt").symlink_to(
+        real
+    )
+    linked = read_recording(
+        tmp_path / "link", RecordingSettings(codes=codes, photodiode=8, settle=0)
+    )
+    assert linked.started is None
     assert read_recording(tmp_path / "a" / "Record Node 101", RecordingSettings(
         codes=codes, photodiode=8, settle=0)).started == got.started  # fmt: skip
 
