@@ -149,6 +149,14 @@ def test_spike_times_npz_round_trip(tmp_path):
     assert (cols["response_count"][~a] == 0).all()
 
 
+ONE_SPIKE = {  # a well-formed spike-times NPZ of one spike and one presentation
+    "spikes_a": np.zeros(1),
+    "event_times": np.zeros(1),
+    "event_codes": np.array([0]),
+    "code_ids": np.array(["x"]),
+}
+
+
 @pytest.mark.parametrize(
     ("arrays", "message"),
     [
@@ -174,55 +182,15 @@ def test_spike_times_npz_round_trip(tmp_path):
             {"event_times": np.zeros(1), "event_codes": np.array([0]), "code_ids": np.array(["x"])},
             "no spikes_",
         ),
-        (
-            {
-                "spikes_a": np.zeros(1),
-                "event_times": np.zeros(1),
-                "event_codes": np.array([0]),
-                "code_ids": np.array(["x"]),
-                "resolution": np.array([0.0]),
-            },
-            "'resolution' is 0.0 s",
-        ),
-        (
-            {
-                "spikes_a": np.zeros(1),
-                "event_times": np.zeros(1),
-                "event_codes": np.array([0]),
-                "code_ids": np.array(["x"]),
-                "resolution": np.array([np.nan]),
-            },
-            "'resolution' is nan s",
-        ),
-        (
-            {
-                "spikes_a": np.zeros(1),
-                "event_times": np.zeros(1),
-                "event_codes": np.array([0]),
-                "code_ids": np.array(["x"]),
-                "resolution": np.array([2.0]),
-            },
-            "under 1",
-        ),
-        (
-            {
-                "spikes_a": np.zeros(1),
-                "event_times": np.zeros(1),
-                "event_codes": np.array([0]),
-                "code_ids": np.array(["x"]),
-                "resolution": np.array([1e-5, 2e-5]),
-            },
-            "one number of seconds",
-        ),
-        (
-            {
-                "spikes_a": np.zeros(1),
-                "event_times": np.zeros(1),
-                "event_codes": np.array([0]),
-                "code_ids": np.array(["x"]),
-                "resolution": np.array(["30kHz"]),
-            },
-            "one number of seconds",
+        *(
+            ({**ONE_SPIKE, "resolution": np.array(value)}, message)
+            for value, message in (
+                ([0.0], "'resolution' is 0.0 s"),
+                ([np.nan], "'resolution' is nan s"),
+                ([2.0], "under 1"),
+                ([1e-5, 2e-5], "one number of seconds"),
+                (["30kHz"], "one number of seconds"),
+            )
         ),
         (
             {

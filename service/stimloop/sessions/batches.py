@@ -11,7 +11,7 @@ from stimloop_contract.sessions import Phase
 from stimloop_contract.trials import BatchReceipt
 
 from stimloop.sessions.errors import StateConflictError
-from stimloop.sessions.uploads import Expected, check_ids, decode_trials, digest
+from stimloop.sessions.uploads import Expected, check_ids, decode, digest
 from stimloop.storage.store import Store
 
 # the states in which a phase's batches are taken (phase three is a track of its own)
@@ -37,7 +37,7 @@ class Batch:
 def prepare_and_store_batch(batch: Batch) -> BatchReceipt:
     """In an upload process: decode and check the batch's trials, then hold it under the
     session's lock if it is the next one (module docstring)."""
-    columns = decode_trials("application/json", batch.data, batch.expected.max_unpacked)
+    columns, _ = decode("application/json", batch.data, batch.expected.max_unpacked)
     check_ids(columns, batch.expected)
     sha = digest(columns)
     st = Store(batch.store_root)

@@ -64,17 +64,6 @@ class Expected:
 CSV_MEDIA_TYPES = ("text/csv", "text/tab-separated-values")
 
 
-def decode_trials(
-    kind: str,
-    data: bytes,
-    max_unpacked: int = 2 * 2**30,
-    name: str | None = None,
-    windows: Windows = PAPER_WINDOWS,
-) -> dict[str, np.ndarray]:
-    """The trial columns of a JSON, NPZ, MAT-file or CSV body (``decode``)."""
-    return decode(kind, data, max_unpacked, name, windows)[0]
-
-
 def decode(
     kind: str,
     data: bytes,
