@@ -231,11 +231,21 @@ class ServiceClient:
         """What the server holds of a phase followed live."""
         return LiveStatus(**self.json("GET", f"/v1/sessions/{session_id}/phase{phase}/live"))
 
-    def close_phase(self, session_id: str, phase: int, batches: int) -> Accepted:
+    def close_phase(
+        self,
+        session_id: str,
+        phase: int,
+        batches: int,
+        recording_start: datetime | None = None,
+    ) -> Accepted:
         """Close a phase followed live (its ``batches`` become its upload; its job starts);
-        safe to retry (the same trials are one upload)."""
+        safe to retry (the same trials are one upload). ``recording_start``: as in
+        ``upload_phase``."""
         path = f"/v1/sessions/{session_id}/phase{phase}/close"
-        return Accepted(**self.json("POST", path, idempotent=True, json={"batches": batches}))
+        body: dict[str, Any] = {"batches": batches}
+        if recording_start is not None:
+            body["recording_start"] = recording_start.isoformat()
+        return Accepted(**self.json("POST", path, idempotent=True, json=body))
 
     def phase_stimuli(self, session_id: str, phase: int, preferred: str) -> tuple[set[str], str]:
         """The stimuli a phase's trials may name, and where they come from (in words);

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from stimloop_contract.ids import Strict
 from stimloop_contract.sessions import Phase
@@ -66,6 +66,11 @@ class CloseLive(Strict):
     must hold exactly those before their trials become the phase's upload."""
 
     batches: int = Field(ge=1, le=1_000_000)
+    recording_start: AwareDatetime | None = Field(
+        None,
+        description="When the phase's recording started, ISO 8601 with its UTC offset: the "
+        "trials' onsets count from it, and the NWB export places the phase by it.",
+    )
 
 
 class LiveChannel(BaseModel):

@@ -591,6 +591,12 @@ def follow(
         True, help="Write the phase's start and end into the recording (the GUI's HTTP API)."
     ),
     wait: bool = typer.Option(True, help="Wait for the phase's job once it is closed."),
+    recording_start: str | None = typer.Option(
+        None,
+        help="When the recording started, ISO 8601 with its UTC offset "
+        "(2026-12-06T14:03:00+01:00): sent when the phase is closed, so that the session's "
+        "NWB file places it on its timeline.",
+    ),
     timeout: float | None = TIMEOUT,
     url: str = URL,
     token: str | None = TOKEN,
@@ -608,6 +614,7 @@ def follow(
         raise _fail(f"--openephys {exc}") from None
     if not codes.is_file():
         raise _fail(f"{codes}: no such file; give the codes table (CSV: code,stimulus)")
+    started = _start_time(recording_start)
     client = _client(url, token)
     settings = FollowSettings(
         host=host,
@@ -619,6 +626,7 @@ def follow(
         trials=trials,
         until=until,
         notes=notes,
+        recording_start=started,
     )
     follower = client.follower(session, phase, settings)
     try:

@@ -16,6 +16,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,8 @@ MAX_PAUSE = 10.0  # s between two tries of a server that does not answer, at mos
 class FollowSettings:
     """How a phase is followed: the broadcaster's address, the codes file, the photodiode's
     TTL line (1-based) or None, the code stream, when to stop (``trials`` presentations,
-    ``until`` s), how often batches go (``every`` s), and whether notes go to the GUI."""
+    ``until`` s), how often batches go (``every`` s), whether notes go to the GUI, and when
+    the recording started (``recording_start``, given by the operator)."""
 
     host: str
     port: int = broadcast.BROADCAST_PORT
@@ -49,6 +51,7 @@ class FollowSettings:
     every: float = 1.0
     notes: bool = True
     http_port: int = broadcast.HTTP_PORT
+    recording_start: datetime | None = None  # sent when the phase is closed
 
 
 @dataclass
@@ -198,7 +201,9 @@ class Follower:
                 "no trials were received from the broadcaster: check that the Event "
                 "Broadcaster sends JSON on that port and that the recording is running"
             )
-        accepted = self.client.close_phase(self.session, self.phase, self.acknowledged)
+        accepted = self.client.close_phase(
+            self.session, self.phase, self.acknowledged, self.settings.recording_start
+        )
         self._note("end")
         return accepted
 

@@ -82,16 +82,21 @@ def test_batches_are_held_once_in_order_and_closing_uploads_them(service):
     assert [c["trials"] for c in live["channels"]] == [5, 35, 0]
     assert live["channels"][0]["mean_net_rate"] == pytest.approx(3 / 0.2 - 1 / 0.1)
 
-    close = lambda n: service.client.post(  # noqa: E731
-        f"/v1/sessions/{sid}/phase1/close", headers=service.rig, json={"batches": n}
+    start = "2026-12-06T14:03:00+01:00"
+    close = lambda n, when=start: service.client.post(  # noqa: E731
+        f"/v1/sessions/{sid}/phase1/close",
+        headers=service.rig,
+        json={"batches": n, "recording_start": when},
     )
     assert "send batches 3 to 3" in is_problem(close(3), 409)["detail"]
+    assert "timezone" in is_problem(close(2, "2026-12-06T14:03:00"), 422)["detail"]
     assert service.client.get(f"/v1/sessions/{sid}", headers=service.rig).json()["uploads"] == {}
     closed = close(2)
     assert closed.status_code == 202 and closed.json()["job"]["kind"] == "fit"
     assert close(2).json()["job"]["id"] == closed.json()["job"]["id"]  # closing again: the same
     stored = service.client.get(f"/v1/sessions/{sid}", headers=service.rig).json()
     assert stored["uploads"]["phase1"]["trials"] == 40 and stored["state"] == "phase1_received"
+    assert stored["uploads"]["phase1"]["recording_start"] == start
     assert "is closed" in is_problem(put(3, batch(ids[:2], repeat=1)), 409)["detail"]
     assert (
         "no phase-two list yet"
@@ -305,6 +310,7 @@ def test_the_follow_command_shows_the_table_and_closes_the_phase(service, monkey
             [
                 *("follow", sid, "--openephys", f"127.0.0.1:{port}", "--codes", str(codes)),
                 *("--photodiode", "10", "--trials", "80", "--no-notes", "--no-wait"),
+                *("--recording-start", "2026-12-06T14:03:00+01:00"),
             ],
         )
     finally:
@@ -315,7 +321,9 @@ def test_the_follow_command_shows_the_table_and_closes_the_phase(service, monkey
     assert "until 80 presentations are in" in text and "net rate (spikes/s)" in text
     assert "phase 1 closed: 80 presentations are in; queued" in text
     assert "0 missing" in text and "missing:" not in text and "gap:" not in text
-    assert client.session(sid).uploads["phase1"].trials == 80 * len(CHANNELS)
+    uploaded = client.session(sid).uploads["phase1"]
+    assert uploaded.trials == 80 * len(CHANNELS)
+    assert uploaded.recording_start.isoformat() == "2026-12-06T14:03:00+01:00"
 
 
 def test_batches_of_a_later_phase_go_with_the_upload_they_followed(tmp_path):

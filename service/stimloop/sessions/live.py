@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -75,9 +76,11 @@ async def close_live(
     cfg: Settings,
     st: Store,
     r: Redis,
+    recording_start: datetime | None = None,
 ) -> Accepted:
-    """The held batches become the phase's upload, once the server holds every batch the
-    follower sent (``batches``); closing again is the same upload again (idempotent)."""
+    """The held batches become the phase's upload (with the recording's start where the
+    follower gave it), once the server holds every batch the follower sent (``batches``);
+    closing again is the same upload again (idempotent)."""
     files = st.files(session_id)
     record = st.get_session(session_id)
     held = files.live_batches(phase)
@@ -101,7 +104,16 @@ async def close_live(
     arrays: dict[str, Any] = dict(columns)
     np.savez(body, **arrays)
     return await receive_phase(
-        phase, session_id, "application/x-npz", body.getvalue(), False, uploads, cfg, st, r
+        phase,
+        session_id,
+        "application/x-npz",
+        body.getvalue(),
+        False,
+        uploads,
+        cfg,
+        st,
+        r,
+        recording_start=recording_start,
     )
 
 

@@ -207,7 +207,9 @@ async def close_phase(
     r: RedisDep,
 ) -> Accepted:
     uploads = request.app.state.uploads
-    return await close_live(phase, session_id, req.batches, uploads, cfg, st, r)
+    return await close_live(
+        phase, session_id, req.batches, uploads, cfg, st, r, req.recording_start
+    )
 
 
 # ------------------------------------------------------------------ results
