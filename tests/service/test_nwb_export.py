@@ -340,3 +340,35 @@ def test_presentations_a_constant_step_apart_are_a_start_and_a_rate():
     jittered = at + np.array([0, 0.01, 0, 0.02, 0, 0])
     kept = presentation_series("phase1", jittered, shown, {"a": 0}, templates)
     np.testing.assert_array_equal(kept.timestamps, jittered)
+
+
+def test_spike_times_that_cannot_be_placed_are_left_out_saying_why():
+    """A phase's spikes go into Units only on the timeline and consistent with its trials:
+    spikes before the recording's start, or a recording overlapping an earlier phase's (one
+    recording uploaded twice?), are left out with a note; the others are shifted by their
+    recording's offset and spanned to their last spike."""
+    from types import SimpleNamespace
+
+    from stimloop.sessions.nwb_export import placed_spike_times
+    from stimloop_contract.configs import Windows
+    from stimloop_contract.spike_times import SpikeTrains
+
+    def phase(spikes: np.ndarray) -> tuple[dict, dict]:
+        trains = {"a": spikes}
+        return trains, SpikeTrains(trains, np.array([1.0, 2.0]), np.array(["x", "y"])).columns()
+
+    stored = {"phase1": phase(np.array([0.5, 1.1, 9.0])), "phase2": phase(np.array([1.1, 2.1]))}
+    stored["phase3"] = phase(np.array([-0.2, 1.1]))
+    files = SimpleNamespace(
+        has_spike_times=lambda p: True, spike_times=lambda p: (stored[p][0], 1 / 30000)
+    )
+    record = SimpleNamespace(config=SimpleNamespace(windows=Windows()))
+    uploaded = {p: cols for p, (_, cols) in stored.items()}
+    placed, resolutions, notes = placed_spike_times(
+        files, record, uploaded, {"phase1": 10.0, "phase2": 15.0, "phase3": 100.0}
+    )
+    assert list(placed) == ["phase1"] and resolutions == [1 / 30000]
+    np.testing.assert_allclose(placed["phase1"][0]["a"], [10.5, 11.1, 19.0])
+    assert placed["phase1"][1] == (10.0, 19.0)  # to the last spike, past the last window
+    assert any("phase2's recording overlaps phase1's" in n for n in notes)
+    assert any("phase3 has spikes 0.200 s before its recording's start" in n for n in notes)

@@ -306,6 +306,9 @@ def presentation_series(
 # ------------------------------------------------------------------ spike times
 
 
+Placed = dict[Phase, tuple[dict[str, np.ndarray], tuple[float, float]]]
+
+
 def add_units(
     nwbfile: Any,
     files: SessionFiles,
@@ -317,8 +320,58 @@ def add_units(
     rig's recordings), in ``Units``: one unit per channel, its spikes of every placed phase on
     the file's timeline, each phase's recording an observation interval, and its electrode
     (the session's channel of that name). Returns what was left out, and why."""
+    placed, resolutions, notes = placed_spike_times(files, record, uploaded, offsets)
+    if not placed:
+        return notes
+    if None in resolutions:
+        notes.append(
+            "the spike times' resolution is not known (a spike-times NPZ without its "
+            "'resolution'): Units has none, which DANDI's inspector reports; stimloop-rig "
+            "sends it with a recording's spikes"
+        )
+    else:  # the coarsest of the phases' clocks
+        nwbfile.units = _units(max(r for r in resolutions if r is not None))
+    channels = [c for c in record.config.channels if any(c in t for t, _ in placed.values())]
+    device = nwbfile.create_device(
+        name="acquisition_system",
+        description="the rig's acquisition system, whose channels the session names "
+        "(stimloop is not told its make or model)",
+    )
+    group = nwbfile.create_electrode_group(
+        name="channels",
+        description="the session's recording channels, one electrode each",
+        location="unknown",
+        device=device,
+    )
+    nwbfile.add_electrode_column(name="channel", description="the session's channel name")
+    for channel in channels:
+        nwbfile.add_electrode(group=group, location="unknown", channel=channel)
+    nwbfile.add_unit_column(
+        name="channel", description="the session's channel whose spikes the unit holds"
+    )
+    for row, channel in enumerate(channels):
+        mine = [(t[channel], span) for t, span in placed.values() if channel in t]
+        nwbfile.add_unit(
+            spike_times=np.sort(np.concatenate([t for t, _ in mine])),
+            obs_intervals=[list(span) for _, span in mine],
+            electrodes=[row],
+            channel=channel,
+        )
+    return notes
+
+
+def placed_spike_times(
+    files: SessionFiles,
+    record: SessionRecord,
+    uploaded: dict[Phase, dict[str, np.ndarray]],
+    offsets: dict[Phase, float],
+) -> tuple[Placed, list[float | None], list[str]]:
+    """Each phase's stored spike trains on the file's timeline with its recording's span (s),
+    their resolutions, and why a phase's were left out: no recording start, spikes that no
+    longer give the stored counts, spikes before the recording's start, or a recording that
+    overlaps an earlier phase's."""
     windows = record.config.windows
-    placed: dict[Phase, tuple[dict[str, np.ndarray], tuple[float, float]]] = {}
+    placed: Placed = {}
     resolutions: list[float | None] = []
     notes = []
     for phase, columns in uploaded.items():
@@ -359,43 +412,7 @@ def add_units(
             continue
         placed[phase] = ({c: offsets[phase] + np.sort(t) for c, t in trains.items()}, interval)
         resolutions.append(resolution)
-    if not placed:
-        return notes
-    if None in resolutions:
-        notes.append(
-            "the spike times' resolution is not known (a spike-times NPZ without its "
-            "'resolution'): Units has none, which DANDI's inspector reports; stimloop-rig "
-            "sends it with a recording's spikes"
-        )
-    else:  # the coarsest of the phases' clocks
-        nwbfile.units = nwbfile.units or _units(max(r for r in resolutions if r is not None))
-    channels = [c for c in record.config.channels if any(c in t for t, _ in placed.values())]
-    device = nwbfile.create_device(
-        name="acquisition_system",
-        description="the rig's acquisition system, whose channels the session names "
-        "(stimloop is not told its make or model)",
-    )
-    group = nwbfile.create_electrode_group(
-        name="channels",
-        description="the session's recording channels, one electrode each",
-        location="unknown",
-        device=device,
-    )
-    nwbfile.add_electrode_column(name="channel", description="the session's channel name")
-    for channel in channels:
-        nwbfile.add_electrode(group=group, location="unknown", channel=channel)
-    nwbfile.add_unit_column(
-        name="channel", description="the session's channel whose spikes the unit holds"
-    )
-    for row, channel in enumerate(channels):
-        mine = [(t[channel], span) for t, span in placed.values() if channel in t]
-        nwbfile.add_unit(
-            spike_times=np.sort(np.concatenate([t for t, _ in mine])),
-            obs_intervals=[list(span) for _, span in mine],
-            electrodes=[row],
-            channel=channel,
-        )
-    return notes
+    return placed, resolutions, notes
 
 
 def _units(resolution: float) -> Any:
