@@ -51,7 +51,7 @@ def read_nwb(
 def read_nwb_spikes(path: Path, stimulus_column: str = "stimulus") -> SpikeTrains:
     """An NWB file (the ``nwb`` extra): the Units table's spike times (channel = the unit's
     ``channel`` column if present, else its id) and the trials table's start times and
-    ``stimulus_column``."""
+    ``stimulus_column``; the Units' resolution where it is set (between 0 and 1 s)."""
     try:
         from pynwb import NWBHDF5IO
     except ImportError:
@@ -65,6 +65,7 @@ def read_nwb_spikes(path: Path, stimulus_column: str = "stimulus") -> SpikeTrain
                 raise TrialFileError(f"{path}: needs a Units table and a trials table")
             units = nwb.units.to_dataframe()
             trials = nwb.trials.to_dataframe()
+            step = float(nwb.units.resolution or "nan")  # unset: None, NaN or -1
     except TrialFileError:
         raise
     except Exception as exc:
@@ -79,7 +80,8 @@ def read_nwb_spikes(path: Path, stimulus_column: str = "stimulus") -> SpikeTrain
     names = units["channel"] if "channel" in units.columns else units.index.astype(str)
     spikes = {str(n): np.asarray(t) for n, t in zip(names, units["spike_times"])}
     stimuli = trials[stimulus_column].to_numpy().astype(str)
-    return SpikeTrains(spikes, trials["start_time"].to_numpy(dtype=np.float64), stimuli)
+    onsets = trials["start_time"].to_numpy(dtype=np.float64)
+    return SpikeTrains(spikes, onsets, stimuli, step if 0 < step < 1 else None)
 
 
 def read_trials(path: Path, **windows: tuple[float, float]) -> dict[str, np.ndarray]:

@@ -215,24 +215,32 @@ def test_nwb_round_trip(tmp_path):
     from datetime import datetime
 
     pynwb = pytest.importorskip("pynwb")
-    from stimloop_rig.readers import read_trials
+    from pynwb.misc import Units
+    from stimloop_rig.readers import read_nwb_spikes, read_trials
 
-    nwb = pynwb.NWBFile(
-        session_description="test",
-        identifier="x",
-        session_start_time=datetime(2026, 1, 1, tzinfo=UTC),
-    )
-    nwb.add_trial_column(name="stimulus", description="stimulus id")
-    for start, stim in ((1.0, "body_0000"), (2.0, "object_0003")):
-        nwb.add_trial(start_time=start, stop_time=start + 0.2, stimulus=stim)
-    nwb.add_unit_column(name="channel", description="channel")
-    nwb.add_unit(spike_times=[1.06, 1.1, 2.0, 2.3], channel="ch01")
-    with pynwb.NWBHDF5IO(str(tmp_path / "r.nwb"), "w") as io_:
-        io_.write(nwb)
-    cols = read_trials(tmp_path / "r.nwb")
+    def written(name: str, resolution: float | None = None):
+        nwb = pynwb.NWBFile(
+            session_description="test",
+            identifier="x",
+            session_start_time=datetime(2026, 1, 1, tzinfo=UTC),
+        )
+        if resolution is not None:  # as a lab's conversion sets it
+            nwb.units = Units(name="units", description="units", resolution=resolution)
+        nwb.add_trial_column(name="stimulus", description="stimulus id")
+        for start, stim in ((1.0, "body_0000"), (2.0, "object_0003")):
+            nwb.add_trial(start_time=start, stop_time=start + 0.2, stimulus=stim)
+        nwb.add_unit_column(name="channel", description="channel")
+        nwb.add_unit(spike_times=[1.06, 1.1, 2.0, 2.3], channel="ch01")
+        with pynwb.NWBHDF5IO(str(tmp_path / name), "w") as io_:
+            io_.write(nwb)
+        return tmp_path / name
+
+    cols = read_trials(written("r.nwb"))
     assert list(cols["stimulus"]) == ["body_0000", "object_0003"]
     assert list(cols["channel"]) == ["ch01", "ch01"]
     assert list(cols["response_count"]) == [2, 0] and list(cols["baseline_count"]) == [0, 1]
+    assert read_nwb_spikes(tmp_path / "r.nwb").resolution is None  # pynwb's unset value
+    assert read_nwb_spikes(written("s.nwb", 1 / 30000)).resolution == 1 / 30000
     (tmp_path / "bad.nwb").write_bytes(b"not hdf5")
     with pytest.raises(TrialFileError, match="not a readable NWB"):
         read_trials(tmp_path / "bad.nwb")
