@@ -208,3 +208,29 @@ def test_a_frozen_worker_is_found_dead_in_time_and_writes_nothing_once_resumed(w
         "the refit under way on the resumed worker",
     )
     assert client.delete(f"/v1/jobs/{refit}", headers=rig).status_code == 200
+
+
+def test_a_job_that_ends_between_the_two_reads_is_not_called_lost(tmp_path):
+    """Its worker writes the job's end and then deletes the heartbeat key: a status read as
+    "started" just before the end, and the key looked for just after, is the job finishing,
+    not a lost worker (a one-second job failed a demo so). Read again, it is finished; a job
+    still started without its key is lost."""
+    from types import SimpleNamespace
+
+    from rq.job import JobStatus
+    from stimloop.runtime.settings import Settings
+    from stimloop.worker.queue import job_state
+
+    settings = Settings(models_store=tmp_path)
+
+    def job(*statuses: JobStatus) -> SimpleNamespace:
+        read = iter(statuses)
+        return SimpleNamespace(
+            id="j",
+            get_status=lambda refresh=True: next(read),
+            connection=SimpleNamespace(exists=lambda key: False),  # the key is gone
+        )
+
+    assert job_state(job(JobStatus.STARTED, JobStatus.FINISHED), settings) == ("finished", None)
+    state, error = job_state(job(JobStatus.STARTED, JobStatus.STARTED), settings)
+    assert state == "failed" and "lost its heartbeat" in error

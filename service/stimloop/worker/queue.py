@@ -196,23 +196,30 @@ def wait_estimate(job: Job, settings: Settings) -> float | None:
     return total / workers
 
 
+def job_state(job: Job, settings: Settings) -> tuple[str, str | None]:
+    """The job's state and, when it failed, why. A started job whose worker's heartbeat key
+    is gone is failed (lost), unless it ended between the two reads (its worker deletes the
+    key just after the job's end is written): then its status read again says how."""
+    for _ in range(2):
+        status = job.get_status(refresh=True)
+        state = status.value if isinstance(status, JobStatus) else str(status)
+        if state == "failed":
+            latest = job.latest_result()
+            return state, _last_line((latest.exc_string if latest else "") or "")
+        if state != "started" or job.connection.exists(beat_key(settings, job.id)):
+            return state, None
+    return "failed", (
+        f"the worker running this job lost its heartbeat (none for over "
+        f"{settings.job_stale_s:.0f} s: killed, frozen or cut off from Redis); resubmit the job"
+    )
+
+
 def job_status(job: Job, settings: Settings) -> dict[str, Any]:
     """State, stage, progress, message, result, error. A started job is alive while its
     worker's heartbeat key exists, however long it goes without reporting progress; without
     it, the job is reported failed (its worker was killed, frozen or lost Redis)."""
-    status = job.get_status(refresh=True)
+    state, error = job_state(job, settings)
     meta = job.get_meta(refresh=True) if hasattr(job, "get_meta") else job.meta
-    state = status.value if isinstance(status, JobStatus) else str(status)
-    error = None
-    if state == "failed":
-        latest = job.latest_result()
-        error = _last_line((latest.exc_string if latest else "") or "")
-    elif state == "started" and not job.connection.exists(beat_key(settings, job.id)):
-        state = "failed"
-        error = (
-            f"the worker running this job lost its heartbeat (none for over "
-            f"{settings.job_stale_s:.0f} s: killed, frozen or cut off from Redis); resubmit the job"
-        )
     ahead = jobs_ahead(job, settings) if state == "queued" else None
     estimate = wait_estimate(job, settings) if state == "queued" else None
     message = meta.get("message")
