@@ -150,7 +150,7 @@ class Server:
         assert number == len(self.batches) + 1
         self.batches.append(columns)
 
-    def close_phase(self, sid, phase, batches):
+    def close_phase(self, sid, phase, batches, recording_start=None):
         from stimloop_contract.system import Accepted
 
         return Accepted(status="queued")
