@@ -8,14 +8,14 @@ fault.
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import numpy as np
 from stimloop_contract.errors import TrialFileError
-from stimloop_contract.spike_times import SpikeTrains, spike_trains
+from stimloop_contract.spike_times import SpikeTrains, is_spike_npz, parse_spike_npz
 from stimloop_contract.trial_tables import (
-    read_trial_npz,
+    MAX_NPZ_BYTES,
+    parse_trial_npz,
     read_trial_table,
     reading,
 )
@@ -31,14 +31,10 @@ def read_spike_npz(path: Path, **windows: tuple[float, float]) -> dict[str, np.n
 
 
 def read_spike_trains(path: Path) -> SpikeTrains:
-    """The spike trains and presentations of a spike-times NPZ (``read_spike_npz``)."""
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        raise TrialFileError(f"{path}: not a readable NPZ file ({exc})") from exc
-    return spike_trains(arrays, str(path))
+    """The spike trains and presentations of a spike-times NPZ (``read_spike_npz``), its
+    members checked from their headers before any is decompressed, as the server checks an
+    uploaded one (``parse_spike_npz``)."""
+    return parse_spike_npz(Path(path).read_bytes(), str(path), MAX_NPZ_BYTES)
 
 
 def read_nwb(
@@ -112,14 +108,10 @@ def _read_rig_file(
     if path.suffix.lower() == ".nwb":
         trains = read_nwb_spikes(path, "stimulus")
     elif path.suffix.lower() == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                spike_file = "event_times" in data.files
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-            raise TrialFileError(f"{path}: not a readable NPZ file ({exc})") from exc
-        if not spike_file:
-            return read_trial_npz(path), None
-        trains = read_spike_trains(path)
+        data = path.read_bytes()  # read once: a trial table or spike times
+        if not is_spike_npz(data):
+            return parse_trial_npz(data, str(path)), None
+        trains = parse_spike_npz(data, str(path), MAX_NPZ_BYTES)
     if trains is not None:
         return trains.columns(**windows), trains
     return read_trial_table(path), None

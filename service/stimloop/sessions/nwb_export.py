@@ -410,7 +410,7 @@ def placed_spike_times(
                 f"for both?): only {overlap[0]}'s spike times are in Units"
             )
             continue
-        placed[phase] = ({c: offsets[phase] + np.sort(t) for c, t in trains.items()}, interval)
+        placed[phase] = ({c: offsets[phase] + t for c, t in trains.items()}, interval)
         resolutions.append(resolution)
     return placed, resolutions, notes
 
