@@ -84,3 +84,34 @@ def test_a_model_with_the_right_values_is_covered_near_the_nominal_level():
     # recorded on predicted: the model's own error attenuates the slope by var / (var + sd^2)
     attenuation = (55**2 / 12) / (55**2 / 12 + 16)
     assert row.calibration.slope == pytest.approx(attenuation, abs=0.04)
+
+
+def test_a_calibrated_interval_is_scored_about_its_centre_not_the_prediction():
+    s = 10
+    predicted = np.linspace(20, 60, s)
+    centre = 0.5 * predicted  # a calibration moved the intervals down
+    rec = recording(centre, 2.0, 8, 3)
+    sd = np.full(s, 2.0)
+    table = PredictionTable(
+        ["ch"],
+        rec.stimuli,
+        ["object"] * s,
+        predicted[:, None],
+        sd[:, None],
+        0.9,
+        {},
+        centre[:, None],
+    )
+    reasons = {sid: [("ch", "top", 1)] for sid in rec.stimuli}
+    row = score(table, "abc", reasons, rec, seed=0).channels[0]
+    z = z_value(0.9)
+    loop = sum(
+        abs(np.mean(rec.values[0, i]) - centre[i])
+        <= z * np.sqrt(4.0 + (np.std(rec.values[0, i], ddof=1) / np.sqrt(8)) ** 2)
+        for i in range(s)
+    )
+    assert row.inside == loop and loop >= 8  # about the prediction, none would be inside
+    assert [pt["centre"] for pt in row.points] == pytest.approx(centre.tolist())
+    back = PredictionTable.from_dict(table.to_dict())
+    np.testing.assert_allclose(back.middle, table.middle)
+    np.testing.assert_allclose(back.lower, centre[:, None] - z * 2.0)

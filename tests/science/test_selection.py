@@ -113,6 +113,40 @@ def test_selection_equals_argmax_argmin_and_most_similar(problem):
     assert "not reliable" in by_channel["c3"].reason
 
 
+def test_calibration_images_are_never_picked(problem):
+    """Phase one showed them: the picks are the best of the others (the argmax test above,
+    with every channel's first choices held out)."""
+    p = problem
+    first = sel.select(
+        p["readout"], p["inclusion"], p["body_ids"], p["means"], p["body_maps"], p["cands"], seed=4
+    )
+    held = frozenset(k.stimulus for c in first.channels for k in c.picks)
+    again = sel.select(
+        p["readout"],
+        p["inclusion"],
+        p["body_ids"],
+        p["means"],
+        p["body_maps"],
+        p["cands"],
+        seed=4,
+        held=held,
+    )
+    fit = p["readout"]
+    for category, ids, maps in (
+        ("object", p["objects"], p["object_maps"]),
+        ("control_body", p["controls"], p["control_maps"]),
+    ):
+        a = readout_features(torch.as_tensor(maps), torch.as_tensor(fit.mu)).numpy()
+        pred = (a * fit.w).sum(-1) + fit.b
+        free = [n for n, i in enumerate(ids) if i not in held]
+        for j, channel in enumerate(fit.channels):
+            mine = next(c for c in again.channels if c.channel == channel)
+            top = next(k for k in mine.picks if k.category == category and k.role == "top")
+            assert top.stimulus == ids[free[int(np.argmax(pred[free, j]))]]
+    picked = {k.stimulus for c in again.channels for k in c.picks}
+    assert picked and not picked & held
+
+
 def test_phase_two_list_holds_each_image_once_with_all_reasons(problem):
     p = problem
     result = sel.select(

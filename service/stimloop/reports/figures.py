@@ -407,9 +407,10 @@ def retained_figure(rows: list[dict[str, Any]]) -> Figure:
 
 def calibration_figure(scoring: dict[str, Any]) -> Figure:
     """The registered predictions against phase two: per channel (a panel each, at most 16)
-    each picked image's recorded mean (+- its standard error) against its prediction with the
-    interval the scoring used (widened by the sem), inside filled, outside open (the scoring's
-    verdicts); the identity line and the least-squares line of the channel's calibration."""
+    each picked image's recorded mean (+- its standard error) against its prediction, above it
+    the interval the scoring used (widened by the sem; about the calibration line where the
+    category's intervals were calibrated) as a grey bar, inside filled, outside open (the
+    scoring's verdicts); the identity line and the least-squares line of recorded on predicted."""
     channels = [c for c in scoring["channels"] if c["points"]][:16]
     columns = min(4, max(1, len(channels)))
     rows = max(1, -(-len(channels) // columns))
@@ -422,10 +423,12 @@ def calibration_figure(scoring: dict[str, Any]) -> Figure:
         pts = channel["points"]
         pred = np.array([p["predicted"] for p in pts], float)
         rec = np.array([np.nan if p["recorded"] is None else p["recorded"] for p in pts], float)
+        mid = np.array([p.get("centre", p["predicted"]) for p in pts], float)
         half = np.array([np.nan if p["half_width"] is None else p["half_width"] for p in pts])
         sem = np.nan_to_num(np.array([p["sem"] or 0.0 for p in pts], float))
         inside = np.array([p["inside"] for p in pts], bool)  # the scoring's verdict
-        ax.errorbar(pred, rec, xerr=half, yerr=sem, fmt="none", ecolor="0.6", lw=0.8)
+        ax.vlines(pred, mid - half, mid + half, colors="0.8", lw=3, label="interval")
+        ax.errorbar(pred, rec, yerr=sem, fmt="none", ecolor="0.5", lw=0.8)
         ax.scatter(pred[inside], rec[inside], s=16, color="tab:blue", label="inside")
         ax.scatter(
             pred[~inside],
@@ -435,7 +438,14 @@ def calibration_figure(scoring: dict[str, Any]) -> Figure:
             edgecolors="tab:red",
             label="outside",
         )
-        finite = np.concatenate([pred, rec[np.isfinite(rec)]])
+        finite = np.concatenate(
+            [
+                pred,
+                rec[np.isfinite(rec)],
+                (mid + half)[np.isfinite(half)],
+                (mid - half)[np.isfinite(half)],
+            ]
+        )
         lo, hi = float(finite.min()), float(finite.max())
         pad = 0.05 * (hi - lo or 1.0)
         ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="0.3", lw=0.8, ls=":")

@@ -18,13 +18,33 @@ response to ``x`` is ``f_c(x) +- z sqrt(v_c(x) + s_c^2)``: ``f_c`` the fitted re
 paper's prediction, so the paper's ranking is unchanged), ``z`` the normal quantile of the
 nominal level. A recorded mean of ``n`` trials scatters around the true response by its own
 standard error, which the scoring adds (``scoring.py``).
+
+A readout fitted on bodies ranks objects but misjudges their level (on the demo's channels it
+overpredicts them by several spikes/s, a bias every member shares, so neither the members nor
+the bodies' residual can see it). Where phase one also showed ``n`` images of a candidate
+category, held out of the fit (``SelectionConfig.calibration``), that category's intervals are
+calibrated on them instead (``Calibration``), from their recorded means ``y`` and the fitted
+readout's predictions ``f``, with two least-squares models of the misjudgement, each giving a
+prediction interval for the true response (trial noise removed from its scatter, the model's
+own uncertainty added):
+
+* an offset, ``f(x) + m`` (``m`` the mean of ``y - f``):
+  ``+- t_{n-1} sqrt(s_m^2 + sigma_m^2 / n)``;
+* a line, ``alpha + beta f(x)``:
+  ``+- t_{n-2} sqrt(s_l^2 + sigma_l^2 (1/n + (f(x) - fbar)^2 / Sxx))``;
+
+``sigma^2`` each model's residual variance, ``s^2 = max(0, sigma^2 - mean(sem^2))``. The
+interval spans both (their union's hull): the two agree on typical images and part at the
+extreme predictions that the picks are, where a response that saturates or accelerates lies
+between them, and the hull covers at least as often as the better of the two. The calibration
+is conditional on the fitted readout, so the members' spread does not enter it.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -45,6 +65,108 @@ ENSEMBLE_RULE = (
 
 
 @dataclass(frozen=True)
+class Calibration:
+    """One category's intervals, calibrated on ``n`` of its images held out of the fit.
+
+    Every array is ``[C]``, per channel (a channel's images are those with finite recorded
+    means): ``n`` the images; ``offset`` and ``offset_var`` the offset model's ``m`` and
+    residual variance; ``alpha``, ``beta`` and ``line_var`` the line's; ``sem2`` the images'
+    mean squared standard error; ``f_mean`` and ``f_ss`` the predictions' mean and sum of
+    squared deviations. A channel with fewer than ``MIN_CALIBRATION`` images, or whose
+    predictions do not vary, is not calibrated (``ok``).
+    """
+
+    category: str
+    n: np.ndarray
+    offset: np.ndarray
+    offset_var: np.ndarray
+    alpha: np.ndarray
+    beta: np.ndarray
+    line_var: np.ndarray
+    sem2: np.ndarray
+    f_mean: np.ndarray
+    f_ss: np.ndarray
+
+    @property
+    def ok(self) -> np.ndarray:
+        return (self.n >= MIN_CALIBRATION) & (self.f_ss > 0)
+
+    def bounds(self, predicted: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+        """The calibrated interval ``[M, C]`` (lower, upper) at the predictions ``[M, C]``:
+        the hull of the offset's and the line's prediction intervals (module docstring); NaN
+        where a channel is not calibrated."""
+        ok = self.ok
+        n = np.where(ok, self.n, 3.0)
+        ss = np.where(ok, self.f_ss, 1.0)
+        q = 0.5 + level / 2
+        # the offset model's prediction interval: f + m +- t_{n-1} sqrt(s_m^2 + sigma_m^2 / n)
+        mid_m = predicted + self.offset
+        var_m = np.clip(self.offset_var - self.sem2, 0.0, None) + self.offset_var / n
+        half_m = stats.t.ppf(q, n - 1) * np.sqrt(var_m)
+        # the line's (OLS prediction interval): alpha + beta f +- t_{n-2} sqrt(s_l^2 + lev)
+        mid_l = self.alpha + self.beta * predicted
+        lev = self.line_var * (1.0 / n + (predicted - self.f_mean) ** 2 / ss)
+        var_l = np.clip(self.line_var - self.sem2, 0.0, None) + lev
+        half_l = stats.t.ppf(q, n - 2) * np.sqrt(var_l)
+        lower = np.minimum(mid_m - half_m, mid_l - half_l)
+        upper = np.maximum(mid_m + half_m, mid_l + half_l)
+        return np.where(ok, lower, np.nan), np.where(ok, upper, np.nan)
+
+    def metadata(self) -> dict[str, Any]:
+        ok = self.ok
+        keep = lambda a: [float(v) if k else None for v, k in zip(a, ok, strict=True)]  # noqa: E731
+        return {
+            "images": self.n.astype(int).tolist(),
+            "calibrated": ok.tolist(),
+            "offset": keep(self.offset),
+            "alpha": keep(self.alpha),
+            "beta": keep(self.beta),
+            "rule": CALIBRATION_RULE,
+        }
+
+
+MIN_CALIBRATION = 5  # images per channel: a line and three degrees of freedom for its scatter
+CALIBRATION_RULE = (
+    "per channel, on the held-out images' recorded means y and the fitted readout's "
+    "predictions f: the prediction intervals of an offset (f + mean(y - f)) and of the "
+    "least-squares line of y on f, each with its residual variance less the mean squared "
+    "standard error of y as the true response's scatter; the interval spans both; fewer than "
+    f"{MIN_CALIBRATION} images: the uncalibrated interval"
+)
+
+
+def calibrate(
+    category: str, predicted: np.ndarray, recorded: np.ndarray, sem: np.ndarray
+) -> Calibration:
+    """A category's ``Calibration`` from its held-out images ``[n, C]``: the fitted readout's
+    predictions, the recorded means (NaN where a channel has no trials) and their standard
+    errors."""
+    c_count = predicted.shape[1]
+    names = ("n", "offset", "offset_var", "alpha", "beta", "line_var", "sem2", "mean", "ss")
+    out = {k: np.zeros(c_count) for k in names}
+    for c in range(c_count):
+        rows = np.isfinite(recorded[:, c]) & np.isfinite(predicted[:, c])
+        f, y = predicted[rows, c], recorded[rows, c]
+        n = int(rows.sum())
+        out["n"][c] = n
+        if n < MIN_CALIBRATION:
+            continue
+        f_mean = f.mean()
+        ss = float(((f - f_mean) ** 2).sum())
+        if ss <= 0:
+            continue
+        offset = float((y - f).mean())
+        beta = float(((f - f_mean) * (y - y.mean())).sum() / ss)  # least squares of y on f
+        alpha = float(y.mean() - beta * f_mean)
+        out["offset"][c], out["alpha"][c], out["beta"][c] = offset, alpha, beta
+        out["offset_var"][c] = float(((y - f - offset) ** 2).sum() / (n - 1))
+        out["line_var"][c] = float(((y - alpha - beta * f) ** 2).sum() / (n - 2))
+        out["sem2"][c] = float(np.mean(np.nan_to_num(sem[rows, c]) ** 2))
+        out["mean"][c], out["ss"][c] = f_mean, ss
+    return Calibration(category, *(out[k] for k in names))
+
+
+@dataclass(frozen=True)
 class Ensemble:
     """``K`` bootstrap members of ``C`` channels' readouts.
 
@@ -60,6 +182,7 @@ class Ensemble:
     penalty: np.ndarray
     residual_sd: np.ndarray
     seed: int
+    calibrations: dict[str, Calibration] = field(default_factory=dict)
 
     @property
     def size(self) -> int:
@@ -88,7 +211,28 @@ class Ensemble:
             "penalty": self.penalty.tolist(),
             "residual_sd": self.residual_sd.tolist(),
             "rule": ENSEMBLE_RULE,
+            "calibration": {k: c.metadata() for k, c in self.calibrations.items()},
         }
+
+    def with_calibrations(self, calibrations: Sequence[Calibration]) -> Ensemble:
+        """The ensemble whose intervals for these categories are calibrated."""
+        return replace(self, calibrations={c.category: c for c in calibrations})
+
+    def intervals(
+        self, category: str, predicted: np.ndarray, members: np.ndarray, level: float
+    ) -> Intervals:
+        """The intervals ``[M, C]`` of a candidate category's predictions ``[M, C]`` (members
+        ``[M, K, C]``): calibrated on its held-out images where phase one showed them, else
+        the ensemble's (``intervals``)."""
+        plain = intervals(predicted, members, self.residual_sd, level)
+        cal = self.calibrations.get(category)
+        if cal is None:
+            return plain
+        lower, upper = cal.bounds(predicted, level)
+        ok = np.broadcast_to(cal.ok[None], predicted.shape)
+        # as a centre and an sd: the interval is centre +- z sd (``Bounded``)
+        sd = np.where(ok, (upper - lower) / (2 * z_value(level)), plain.sd)
+        return Intervals(predicted, sd, level, np.where(ok, (upper + lower) / 2, predicted))
 
 
 def members_variance(members: np.ndarray) -> np.ndarray:
@@ -207,9 +351,7 @@ def with_residual(
     ``means`` and ``sem`` ``[N, C]`` in the readout's channel order."""
     spread = members_variance(ensemble.members_on_maps(maps))
     s = residual_sd(readout.predict(maps), np.asarray(means, float), np.asarray(sem), spread)
-    return Ensemble(
-        ensemble.channels, ensemble.mu, ensemble.w, ensemble.b, ensemble.penalty, s, ensemble.seed
-    )
+    return replace(ensemble, residual_sd=s)
 
 
 def standard_error(values: np.ndarray) -> np.ndarray:
@@ -228,28 +370,36 @@ def z_value(level: float) -> float:
 
 
 class Bounded:
-    """Predictions with a total sd at a nominal ``level``: their interval's bounds."""
+    """Predictions with a total sd at a nominal ``level``: their interval's bounds, about the
+    ``centre`` (the prediction itself unless a calibration moved it)."""
 
     predicted: np.ndarray
     sd: np.ndarray
     level: float
+    centre: np.ndarray | None
+
+    @property
+    def middle(self) -> np.ndarray:
+        return self.predicted if self.centre is None else self.centre
 
     @property
     def lower(self) -> np.ndarray:
-        return self.predicted - z_value(self.level) * self.sd
+        return self.middle - z_value(self.level) * self.sd
 
     @property
     def upper(self) -> np.ndarray:
-        return self.predicted + z_value(self.level) * self.sd
+        return self.middle + z_value(self.level) * self.sd
 
 
 @dataclass(frozen=True)
 class Intervals(Bounded):
-    """Per candidate and channel ``[M, C]``: the prediction, its total sd and the interval."""
+    """Per candidate and channel ``[M, C]``: the prediction, its total sd, the interval's
+    centre (None: the prediction) and the interval."""
 
     predicted: np.ndarray
     sd: np.ndarray
     level: float
+    centre: np.ndarray | None = None
 
 
 def intervals(

@@ -46,6 +46,11 @@ class Trials:
                 "fix them"
             )
 
+    def only(self, stimuli: Sequence[str]) -> Trials:
+        """The trials of these stimuli alone."""
+        keep = np.isin(self.stimulus, list(stimuli))
+        return Trials(self.stimulus[keep], self.channel[keep], self.net_rate[keep])
+
 
 Column = Sequence[str] | np.ndarray  # a trial column: a list or a 1-D array
 Values = Sequence[float] | np.ndarray

@@ -7,7 +7,8 @@ Not in the paper, which reports one r per channel. Per channel, over the images 
   the nominal level, with the exact binomial test of the count against it. The registered
   interval is for the true response (``intervals.py``); a recorded mean of ``n`` trials also
   scatters by its standard error, so the score widens the interval to
-  ``predicted +- z sqrt(sd^2 + sem^2)``; the unwidened fraction is reported beside it.
+  ``centre +- z sqrt(sd^2 + sem^2)`` (the centre is the prediction unless the category's
+  intervals were calibrated); the unwidened fraction is reported beside it.
 * Calibration: the least-squares line of recorded on predicted (slope 1 and intercept 0 when
   the model's values are right, not only its order), with Pearson's r and p.
 * Graded levels (the graded mode): Spearman's rho of the recorded means on the levels'
@@ -135,12 +136,13 @@ def score(
         values = recorded.values[ci][[column[s] for s in picks]]  # [n, R]
         rec = recorded.mean[ci][[column[s] for s in picks]]
         pred = table.predicted[[row[s] for s in picks], j]
+        mid = table.middle[[row[s] for s in picks], j]  # the interval's centre
         sd = table.sd[[row[s] for s in picks], j]
         sem = np.nan_to_num(standard_error(values))
         ok = np.isfinite(rec) & np.isfinite(sd)
         half = z * np.sqrt(sd**2 + sem**2)  # the interval widened by the recorded sem
-        within = np.abs(rec - pred) <= half
-        gap = np.abs(rec - pred)[ok]
+        within = np.abs(rec - mid) <= half
+        gap = np.abs(rec - mid)[ok]
         inside = int(within[ok].sum())
         n = int(ok.sum())
         levels = [s for s in picks if any(r[0] == channel and r[1] == "level" for r in reasons[s])]
@@ -169,6 +171,7 @@ def score(
                         "stimulus": stim,
                         "role": next(r[1] for r in reasons[stim] if r[0] == channel),
                         "predicted": float(pred[k]),
+                        "centre": float(mid[k]),
                         "sd": float(sd[k]),
                         "recorded": float(rec[k]),
                         "sem": float(sem[k]),

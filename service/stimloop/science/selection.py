@@ -33,7 +33,7 @@ import torch
 from stimloop_contract.configs import SelectionConfig
 
 from stimloop.science.candidate_cells import cell_products
-from stimloop.science.intervals import Bounded, Ensemble, intervals, z_value
+from stimloop.science.intervals import Bounded, Ensemble, Intervals
 from stimloop.science.readout import FittedReadout, as_tensor
 from stimloop.science.readout_model import bilinear_weights
 from stimloop.science.responses import ChannelInclusion
@@ -114,6 +114,7 @@ class Pick:
     sd: float | None = None  # the prediction's total sd (intervals.py), spikes/s
     lower: float | None = None  # its interval at the selection's nominal level
     upper: float | None = None
+    centre: float | None = None  # the interval's centre (calibrated: not the prediction)
     target: float | None = None  # level: the evenly spaced predicted level it stands for
 
 
@@ -168,7 +169,9 @@ class PredictionTable(Bounded):
 
     ``stimuli`` ``[n]`` (the list's selected images, in its order) of ``categories``;
     ``predicted`` and ``sd`` ``[n, C]`` in spikes/s (``sd`` NaN without an ensemble);
-    ``level`` the intervals' nominal coverage; ``ensemble`` its metadata (``{}`` without).
+    ``level`` the intervals' nominal coverage; ``ensemble`` its metadata (``{}`` without);
+    ``centre`` ``[n, C]`` the intervals' centres where a calibration moved them (None: the
+    predictions).
     """
 
     channels: list[str]
@@ -178,6 +181,7 @@ class PredictionTable(Bounded):
     sd: np.ndarray
     level: float
     ensemble: dict[str, Any]
+    centre: np.ndarray | None = None
 
     def to_dict(self) -> dict[str, Any]:
         nan_none = lambda a: [[None if np.isnan(v) else float(v) for v in row] for row in a]  # noqa: E731
@@ -191,6 +195,7 @@ class PredictionTable(Bounded):
             "upper": nan_none(self.upper),
             "level": self.level,
             "ensemble": self.ensemble,
+            "centre": None if self.centre is None else nan_none(self.centre),
         }
 
     @classmethod
@@ -207,6 +212,7 @@ class PredictionTable(Bounded):
             array("sd"),
             float(data["level"]),
             dict(data.get("ensemble") or {}),
+            array("centre") if data.get("centre") is not None else None,
         )
 
 
@@ -324,6 +330,7 @@ def select(
     config: SelectionConfig = SelectionConfig(),
     seed: int = 0,
     ensemble: Ensemble | None = None,
+    held: frozenset[str] = frozenset(),
 ) -> Selection:
     """Choose the phase-two images.
 
@@ -331,15 +338,18 @@ def select(
     (excluded ones appear with their reason and no picks); ``body_means``: ``[C_all, S]``
     phase-one means in the order of ``inclusion`` and ``body_ids``; ``body_maps``:
     ``[S, F, H, W]``; ``ensemble``: bootstrap members of the included channels (``intervals``),
-    which give every prediction its interval.
+    which give every prediction its interval; ``held``: candidates phase one showed to
+    calibrate the intervals (``config.calibration``), which are not picked.
     """
     for cand in candidates:
         need = max(config.n_top, config.n_bottom, config.n_similar)
         if config.mode == "graded":
             need = max(config.levels, config.n_similar)
-        if len(cand.ids) < need:
+        free = sum(1 for i in cand.ids if i not in held)
+        if free < need:
+            shown = " besides those shown for calibration" if free < len(cand.ids) else ""
             raise ValueError(
-                f"the {cand.category} set has {len(cand.ids)} candidates, fewer than the {need} "
+                f"the {cand.category} set has {free} candidates{shown}, fewer than the {need} "
                 "per role asked for; register a larger set or lower the counts"
             )
     included = [v.channel for v in inclusion if v.included]
@@ -366,18 +376,21 @@ def select(
             out[channel].reference_response = float(means[rows[j], best_body[j]])
         for cand in candidates:
             scores = score_candidates(cand.cells, fit.mu, fit.w, fit.b, a_ref, h, w)
-            sd = np.full_like(scores.predicted, np.nan)
+            iv = Intervals(scores.predicted, np.full_like(scores.predicted, np.nan), 0.9)
             if ensemble is not None:
                 members = ensemble.members_on_cells(cand.cells, h, w)
-                sd = intervals(scores.predicted, members, ensemble.residual_sd, config.interval).sd
-            z = z_value(config.interval)
+                iv = ensemble.intervals(cand.category, scores.predicted, members, config.interval)
+            sd, lows, highs, centres = iv.sd, iv.lower, iv.upper, iv.middle
+            free = np.array([i for i, s in enumerate(cand.ids) if s not in held], dtype=int)
+            free_ids = [cand.ids[i] for i in free]
             picked: set[int] = set()
             for j, channel in enumerate(included):
-                pred, sim = scores.predicted[:, j], scores.similarity[:, j]
-                low, high = pred - z * sd[:, j], pred + z * sd[:, j]
-                bounds = (low, high) if ensemble is not None else (None, None)
-                for role, order in role_orders(config, cand.ids, pred, sim, *bounds):
-                    for rank, (i, target) in enumerate(order, start=1):
+                pred, sim = scores.predicted[free, j], scores.similarity[free, j]
+                low, high = lows[:, j], highs[:, j]
+                bounds = (low[free], high[free]) if ensemble is not None else (None, None)
+                for role, order in role_orders(config, free_ids, pred, sim, *bounds):
+                    for rank, (k, target) in enumerate(order, start=1):
+                        i = int(free[k])
                         picked.add(i)
                         out[channel].picks.append(
                             Pick(
@@ -385,14 +398,14 @@ def select(
                                 cand.category,
                                 role,
                                 rank,
-                                float(pred[i]),
-                                float(sim[i]),
+                                float(scores.predicted[i, j]),
+                                float(scores.similarity[i, j]),
                                 target=target,
-                                **_interval(sd[i, j], low[i], high[i]),
+                                **_interval(sd[i, j], low[i], high[i], centres[i, j]),
                             )
                         )
             for i in sorted(picked):
-                rows_of[cand.ids[i]] = (cand.category, scores.predicted[i], sd[i])
+                rows_of[cand.ids[i]] = (cand.category, scores.predicted[i], sd[i], centres[i])
     entries: dict[str, ListEntry] = {}
     for channel in names:
         for pick in out[channel].picks:
@@ -414,15 +427,18 @@ def select(
             np.array([rows_of[s][2] for s in listed]).reshape(len(listed), len(included)),
             config.interval,
             ensemble.metadata() if ensemble is not None else {},
+            np.array([rows_of[s][3] for s in listed]).reshape(len(listed), len(included))
+            if ensemble is not None and ensemble.calibrations
+            else None,
         )
     return Selection([out[c] for c in names], phase_two, config, table)
 
 
-def _interval(sd: float, low: float, high: float) -> dict[str, float | None]:
-    """A pick's sd, lower and upper bound (None without an ensemble)."""
+def _interval(sd: float, low: float, high: float, centre: float) -> dict[str, float | None]:
+    """A pick's sd, lower and upper bound and their centre (None without an ensemble)."""
     if not np.isfinite(sd):
-        return {"sd": None, "lower": None, "upper": None}
-    return {"sd": float(sd), "lower": float(low), "upper": float(high)}
+        return {"sd": None, "lower": None, "upper": None, "centre": None}
+    return {"sd": float(sd), "lower": float(low), "upper": float(high), "centre": float(centre)}
 
 
 def presentation_sequence(stimuli: Sequence[str], repeats: int, seed: int) -> list[str]:
