@@ -108,6 +108,10 @@ class SelectionConfig:
     ranking: Literal["central", "confident"] = "central"
     ensemble: Annotated[int, Ge(2), Le(1000)] = 32  # bootstrap readouts per channel (intervals)
     interval: Annotated[float, Ge(0.5), Lt(1)] = 0.9  # the intervals' nominal coverage
+    # not in the paper: images of each candidate set shown in phase one beside the preferred
+    # set, held out of the fit and of the picks, on which each category's intervals are
+    # calibrated (a readout fitted on bodies misjudges objects' level; 0: uncalibrated)
+    calibration: Annotated[int, Ge(0), Le(1000)] = 0
 
     def __post_init__(self) -> None:
         check_fields(self)

@@ -31,6 +31,11 @@ class Pick(BaseModel):
     sd: float | None = Field(None, description="The prediction's total sd, spikes/s")
     lower: float | None = Field(None, description="Its interval at the nominal level")
     upper: float | None = None
+    centre: float | None = Field(
+        None,
+        description="The interval's centre: the prediction, or where the category's intervals "
+        "are calibrated on held-out images, the calibration line at it",
+    )
     target: float | None = Field(None, description="A level's evenly spaced predicted level")
 
 
@@ -78,7 +83,12 @@ class Predictions(BaseModel):
     lower: list[list[float | None]]
     upper: list[list[float | None]]
     level: float = Field(description="The intervals' nominal coverage")
-    ensemble: dict[str, Any] = Field(description="The bootstrap ensemble: size, seed, rule")
+    ensemble: dict[str, Any] = Field(
+        description="The bootstrap ensemble: size, seed, rule, and each calibrated category's line"
+    )
+    centre: list[list[float | None]] | None = Field(
+        None, description="The intervals' centres where a calibration moved them"
+    )
 
 
 class Selection(BaseModel):

@@ -173,6 +173,17 @@ class SessionConfig(BaseModel):
     label: str | None = None
     subject: Subject | None = None
     notes: str = ""
+    calibration: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Per candidate category, the images phase one shows beside the preferred "
+        "set to calibrate the intervals (selection.calibration of each set, drawn with the "
+        "seed); they are neither fitted on nor picked",
+    )
+
+    @property
+    def calibration_ids(self) -> frozenset[str]:
+        """Every calibration image (ids are unique across a session's sets)."""
+        return frozenset(i for ids in self.calibration.values() for i in ids)
 
     @property
     def others(self) -> list[CandidateSet]:

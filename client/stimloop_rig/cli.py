@@ -329,6 +329,12 @@ def create_session(
     ),
     epochs: int | None = typer.Option(None, min=1, help="Fit epochs (the paper's 2500)."),
     lr: float | None = typer.Option(None, help="Fit learning rate (the paper's 1e-4)."),
+    calibration: int | None = typer.Option(
+        None,
+        min=0,
+        help="Images of each candidate set phase one shows beside the preferred set, held out "
+        "of the fit, to calibrate the intervals (not in the paper; 0: none).",
+    ),
     config: Path | None = typer.Option(
         None,
         help="A JSON or TOML file of the session's settings: fit, inclusion, selection, "
@@ -349,7 +355,7 @@ def create_session(
     sets as --preferred-set and --candidate-sets, or as the paper's three sets; the animal
     as --subject (with --species, --sex and --age for the archive's NWB export)."""
     try:
-        extra = session_settings(config, split=split, epochs=epochs, lr=lr)
+        extra = session_settings(config, split=split, epochs=epochs, lr=lr, calibration=calibration)
     except SettingsFileError as exc:
         raise _fail(str(exc)) from None
     if preferred_set or candidate_sets:
@@ -377,9 +383,15 @@ def create_session(
         **extra,
         **{k: v for k, v in about.items() if v is not None},
     )
-    Console(stderr=True).print(
+    err = Console(stderr=True)
+    err.print(
         f"session [bold]{session.id}[/bold] created ({len(session.config.channels)} channels)"
     )
+    for category, ids in session.config.calibration.items():
+        err.print(
+            f"phase one also shows {len(ids)} {category} images for calibration (held out of "
+            f"the fit): {', '.join(ids)}"
+        )
     print(session.id)  # alone on standard output: SESSION=$(stimloop-rig create-session ...)
 
 

@@ -61,9 +61,13 @@ def session_settings(
     split: str | None = None,
     epochs: int | None = None,
     lr: float | None = None,
+    calibration: int | None = None,
 ) -> dict[str, Any]:
-    """The settings a session is created with: the file's, then the options over its fit."""
+    """The settings a session is created with: the file's, then the options over its fit
+    (and the selection's calibration images)."""
     settings = read_settings_file(config) if config else {}
+    if calibration is not None:
+        settings["selection"] = {**(settings.get("selection") or {}), "calibration": calibration}
     fit = dict(settings.get("fit") or {})
     if split is not None:
         try:

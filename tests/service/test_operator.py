@@ -104,6 +104,25 @@ def test_a_split_the_set_cannot_hold_says_how_to_give_a_smaller_one(service, op_
     assert code == 0, said
 
 
+def test_create_session_names_the_calibration_images_phase_one_shows(service, op_sets, rig):
+    base = (
+        "create-session", "--body-set", "opb", "--object-set", "opo",
+        "--control-body-set", "opc", "--channels", "a", "--split", "6,3,3",
+        "--backbone", "resnet50_random",
+    )  # fmt: skip
+    code, said = rig(*base, "--calibration", "1")
+    assert code == 0, said
+    session = said.split("session ", 1)[1].split()[0]  # "session <id> created"
+    config = service.client.get(f"/v1/sessions/{session}", headers=service.rig).json()["config"]
+    assert config["selection"]["calibration"] == 1
+    for category, ids in config["calibration"].items():
+        assert f"phase one also shows 1 {category} images for calibration" in said
+        assert ids[0] in said
+    code, said = rig(*base, "--calibration", "2")  # the control bodies hold 2: none to pick
+    assert code != 0 and "less the 2 shown in phase one for calibration" in said
+    assert "Traceback" not in said
+
+
 def test_a_bad_settings_file_is_one_line_saying_how_to_write_it(tmp_path, rig):
     bad = tmp_path / "session.toml"
     bad.write_text("[fit\nsplit = ")

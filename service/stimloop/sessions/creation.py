@@ -4,6 +4,7 @@ for the fit's split). Each refusal says what to do."""
 
 from __future__ import annotations
 
+import numpy as np
 from redis import Redis
 from stimloop_contract.configs import SelectionConfig
 from stimloop_contract.sessions import AnySessionCreate, PaperSessionCreate
@@ -76,13 +77,37 @@ def refuse_small_candidate_sets(
         need = max(selection.n_top, selection.n_bottom, selection.n_similar)
         what = "the top, bottom and most similar counts"
     for set_id in sets:
-        if records[set_id].count < need:
+        held = selection.calibration
+        if records[set_id].count - held < need:
+            shown = f", less the {held} shown in phase one for calibration," if held else ""
             raise StateConflictError(
-                f"candidate set {set_id!r} holds {records[set_id].count} images; each channel "
-                f"picks {need} of them ({what}): register a larger set, or lower the counts "
-                "(selection.levels, n_top, n_bottom, n_similar)",
+                f"candidate set {set_id!r} holds {records[set_id].count} images{shown}; each "
+                f"channel picks {need} of them ({what}): register a larger set, or lower the "
+                "counts (selection.levels, n_top, n_bottom, n_similar, calibration)",
                 title="Set too small",
             )
+
+
+def calibration_images(
+    records: dict[str, SetRecord], candidates: list[CandidateSet], count: int, seed: int
+) -> dict[str, list[str]]:
+    """``count`` images of each candidate set, drawn with the session's seed (one stream per
+    set, in the session's order), for phase one to show beside the preferred set: each
+    category's intervals are calibrated on them (``science.intervals``)."""
+    if count == 0:
+        return {}
+    return {
+        c.category: draw_calibration(records[c.set].ids, count, seed, index)
+        for index, c in enumerate(candidates)
+    }
+
+
+def draw_calibration(ids: list[str], count: int, seed: int, index: int) -> list[str]:
+    """``count`` of a set's image ``ids`` for calibration, sorted: the draw of the session's
+    ``index``-th candidate set with its ``seed`` (the same whatever order the set lists)."""
+    ordered = sorted(ids)
+    rng = np.random.default_rng([seed, 0xCA11B, index])
+    return sorted(ordered[i] for i in rng.choice(len(ordered), count, replace=False))
 
 
 def session_config(st: Store, req: AnySessionCreate) -> SessionConfig:
@@ -166,6 +191,7 @@ def session_config(st: Store, req: AnySessionCreate) -> SessionConfig:
         label=req.label,
         subject=req.subject,
         notes=req.notes,
+        calibration=calibration_images(records, candidates, req.selection.calibration, req.seed),
     )
 
 

@@ -100,7 +100,7 @@ def export_nwb(st: Store, session_id: str, out: Path, draft: bool = False) -> li
     verb = "is" if len(missing) == 1 else "are"
     warnings = [f"a draft: the animal's {', '.join(missing)} {verb} missing"] if missing else []
     files = st.files(session_id)
-    uploaded = {p: files.trial_columns(p) for p in PHASES if p in record.uploads}  # read once
+    uploaded = {p: files.recorded_columns(p) for p in PHASES if p in record.uploads}  # once
     nwbfile, notes = build_nwbfile(st, record, uploaded)
     warnings += notes
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -619,6 +619,7 @@ def registration_table(document: dict[str, Any], sha: str) -> Any:
             "category": table_["categories"][i],
             "channel": channel,
             "predicted": table_["predicted"][i][j],
+            "centre": (table_.get("centre") or table_["predicted"])[i][j],
             "sd": table_["sd"][i][j],
             "lower": table_["lower"][i][j],
             "upper": table_["upper"][i][j],
@@ -631,7 +632,10 @@ def registration_table(document: dict[str, Any], sha: str) -> Any:
         f"the predictions registered when the phase-two list was stored, before phase two "
         f"(sha256 {sha} of the registered file, {document['registered_at']}; readouts sha256 "
         f"{document['readout_sha256']}): per selected image and channel the prediction, its sd "
-        f"and its {table_['level']:.0%} interval for the true response (spikes/s)",
+        f"and its {table_['level']:.0%} interval for the true response about its centre "
+        "(the prediction; where the category's intervals were calibrated on images held out "
+        "of the fit, the calibrated interval's middle; spikes/s); calibration "
+        f"{json.dumps(table_['ensemble'].get('calibration') or {}, sort_keys=True)}",
         rows,
     )
 

@@ -224,7 +224,8 @@ def store_upload(
         if previous:
             rec.uploads.pop("phase3", None)
             rec.phase3 = None
-        files.write_trials(phase, columns, spikes)
+        held = rec.config.calibration_ids if phase == "phase1" else frozenset()
+        files.write_trials(phase, columns, spikes, held)
         rec.uploads[phase] = info
         rec.error = None
         return True, rec, False
@@ -282,11 +283,12 @@ def expected_ids(phase: Phase, session_id: str, st: Store, cfg: Settings) -> Exp
     channels = tuple(config.channels)
     limit = 4 * cfg.max_upload_bytes
     if phase == "phase1":
-        shown = frozenset(st.get_set(config.preferred_set).ids)
+        shown = frozenset(st.get_set(config.preferred_set).ids) | config.calibration_ids
+        held = " or among the session's calibration images" if config.calibration else ""
         return Expected(
             channels,
             shown,
-            f"in the preferred set {config.preferred_set!r}",
+            f"in the preferred set {config.preferred_set!r}{held}",
             (),
             limit,
             config.windows,

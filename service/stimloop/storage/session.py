@@ -216,11 +216,14 @@ class SessionFiles:
         phase: Phase,
         columns: dict[str, np.ndarray],
         spikes: SpikeTrains | None = None,
+        calibration: frozenset[str] = frozenset(),
     ) -> None:
         """A phase's trial columns, and the spike trains they were counted from where the
         upload had them (their times on the clock of the columns' ``onset``, and their
         resolution); a phase uploaded again without spike times loses the old ones. The spike
-        trains are written first: the export checks them against the trials."""
+        trains are written first: the export checks them against the trials. Trials of the
+        ``calibration`` images (phase one's) are kept apart (``calibration_columns``), so that
+        every reader of the phase's trials sees the preferred set's alone."""
         if spikes is not None:
             arrays = {f"spikes_{c}": t for c, t in spikes.times.items()}
             if spikes.resolution is not None:
@@ -228,7 +231,39 @@ class SessionFiles:
             write_npz(self._spikes_path(phase), arrays)
         else:
             self._spikes_path(phase).unlink(missing_ok=True)
+        held = np.isin(columns["stimulus"], sorted(calibration))
+        if held.any():
+            write_npz(self._calibration_path(phase), {k: v[held] for k, v in columns.items()})
+            columns = {k: v[~held] for k, v in columns.items()}
+        else:
+            self._calibration_path(phase).unlink(missing_ok=True)
         write_npz(self._trials_path(phase), columns)
+
+    def _calibration_path(self, phase: Phase) -> Path:
+        return self.folder / f"{phase}-calibration.npz"
+
+    def has_calibration(self, phase: Phase) -> bool:
+        return self.has_trials(phase) and self._calibration_path(phase).is_file()
+
+    def recorded_columns(self, phase: Phase) -> dict[str, np.ndarray]:
+        """Every trial of ``phase`` as recorded: its trials and its calibration images' (in
+        the order of their onsets where the trials carry them)."""
+        columns = self.trial_columns(phase)
+        if not self.has_calibration(phase):
+            return columns
+        held = read_npz(self._calibration_path(phase))
+        merged = {k: np.concatenate([v, held[k]]) for k, v in columns.items() if k in held}
+        if "onset" in merged:
+            order = np.argsort(merged["onset"], kind="stable")
+            merged = {k: v[order] for k, v in merged.items()}
+        return merged
+
+    def calibration_columns(self, phase: Phase) -> dict[str, np.ndarray]:
+        """The trial columns of the calibration images shown in ``phase`` (empty columns
+        where none were)."""
+        if not self.has_calibration(phase):
+            return {k: v[:0] for k, v in self.trial_columns(phase).items()}
+        return read_npz(self._calibration_path(phase))
 
     def _spikes_path(self, phase: Phase) -> Path:
         return self.folder / f"{phase}-spikes.npz"

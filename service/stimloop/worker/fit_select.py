@@ -12,11 +12,19 @@ from typing import Any
 import numpy as np
 from stimloop_contract.configs import ReadoutConfig
 
-from stimloop.science.intervals import Ensemble, fit_ensemble, standard_error, with_residual
+from stimloop.science.intervals import (
+    Calibration,
+    Ensemble,
+    calibrate,
+    fit_ensemble,
+    standard_error,
+    with_residual,
+)
 from stimloop.science.readout import FittedReadout
-from stimloop.science.selection import presentation_sequence, select
+from stimloop.science.responses import response_table, trials_from_columns
+from stimloop.science.selection import Candidates, presentation_sequence, select
 from stimloop.storage.activations import Activations
-from stimloop.storage.session import SessionConfig
+from stimloop.storage.session import SessionConfig, SessionFiles
 from stimloop.storage.session_states import transition
 from stimloop.worker.context import (
     Report,
@@ -81,7 +89,7 @@ def fit_and_select(
         0.0,
         f"{len(result.included)} of {len(config.channels)} channels included",
     )
-    selection = select_for(res, config, result, ids_shown, maps, report)
+    selection = select_for(res, config, result, ids_shown, maps, report, files)
     prov = provenance(config, backbone.weights_sha256)
     with res.fenced(session_id, generation) as rec:
         files.write_channels({"channels": channel_rows(result, config.analysis.alpha), **prov})
@@ -113,9 +121,11 @@ def select_for(
     ids: list[str],
     maps: np.ndarray,
     report: Report = quiet,
+    files: SessionFiles | None = None,
 ) -> dict[str, Any]:
     """Sec. 3.2 and 4's picks from every candidate set, the stability images and the
-    presentation sequence. ``ids``/``maps``: the preferred set's images shown in phase one."""
+    presentation sequence. ``ids``/``maps``: the preferred set's images shown in phase one;
+    ``files``: the session's, where phase one showed calibration images."""
     cands = [
         res.candidates(config.backbone, c.set, c.category, report) for c in config.candidate_sets
     ]
@@ -149,6 +159,10 @@ def select_for(
         ensemble = ensemble_for(
             result, ids, maps, config.selection.ensemble, config.seed, str(device)
         )
+        if config.calibration and files is not None:
+            ensemble = ensemble.with_calibrations(
+                calibrations_for(files, config, result.readout, cands)
+            )
     selection = select(
         readout,
         result.inclusion,
@@ -159,6 +173,7 @@ def select_for(
         config.selection,
         seed=config.seed,
         ensemble=ensemble,
+        held=config.calibration_ids,
     )
     out = selection.to_dict()
     out["registration"] = None
@@ -203,6 +218,35 @@ def ensemble_for(
         readout, maps[train], train_means, range(len(train)), size, seed, device=device
     )
     return with_residual(members, readout, maps[held], held_means, held_sem)
+
+
+def calibrations_for(
+    files: SessionFiles,
+    config: SessionConfig,
+    readout: FittedReadout,
+    candidates: list[Candidates],
+) -> list[Calibration]:
+    """Each candidate category's ``Calibration`` on the calibration images phase one showed
+    (``science.intervals``): the fitted readout's predictions for them (from the candidates'
+    cell-major maps) against their recorded means. A category none of whose images has trials
+    is left uncalibrated."""
+    trials = trials_from_columns(files.calibration_columns("phase1"), config.windows)
+    shown = set(trials.stimulus.tolist())
+    rows = [config.channels.index(c) for c in readout.channels]
+    _, h, w = readout.map_shape
+    out = []
+    for cand in candidates:
+        ids = [i for i in config.calibration.get(cand.category, []) if i in shown]
+        if not ids:
+            continue
+        at = {s: i for i, s in enumerate(cand.ids)}
+        cells = cand.cells[:, [at[i] for i in ids]].cpu()  # [H*W, n, F]
+        maps = cells.permute(1, 2, 0).reshape(len(ids), -1, h, w)
+        table = response_table(trials.only(ids), stimuli=ids, channels=config.channels)
+        means = table.mean[rows].T  # [n, C]
+        sem = standard_error(table.values[rows]).T
+        out.append(calibrate(cand.category, readout.predict(maps), means, sem))
+    return out
 
 
 def registration_document(
