@@ -101,6 +101,7 @@ class DemoPlan:
     saliency_channels: int
     saliency_coverage: float
     sanity_features: int | None  # features per map in the sanity checks; None: the CPU default
+    calibration: int  # images of each candidate set phase one shows to calibrate the intervals
 
 
 # The paper's split, stability set and 16-channel probe (A.2); the fit is shortened to 1000
@@ -109,9 +110,11 @@ class DemoPlan:
 # The quick demo's sanity checks map the 8 features that carry most of s (32 on a CPU
 # otherwise): nine map pairs of 32 features are most of its time on a busy machine.
 FULL = DemoPlan(
-    475, 300, 120, 16, {"epochs": 1000, "lr": 2.5e-4, "split": [400, 50, 25]}, 75, 3, 0.5, None
+    475, 300, 120, 16, {"epochs": 1000, "lr": 2.5e-4, "split": [400, 50, 25]}, 75, 3, 0.5, None, 40
 )
-QUICK = DemoPlan(120, 60, 24, 6, {"epochs": 300, "lr": 1e-3, "split": [80, 20, 20]}, 20, 2, 0.3, 8)
+QUICK = DemoPlan(
+    120, 60, 24, 6, {"epochs": 300, "lr": 1e-3, "split": [80, 20, 20]}, 20, 2, 0.3, 8, 10
+)
 
 
 # A.1.1 read as the ratio of the categories' second moments (dense weights): on the stand-in
@@ -218,7 +221,10 @@ def run_demo(
             channels=channels,
             fit=plan.fit,
             seed=seed,
-            selection={"stability_images": plan.stability_images},
+            selection={
+                "stability_images": plan.stability_images,
+                "calibration": plan.calibration,
+            },
             label=f"demo: {len(channels)} synthetic channels",
             # placeholders, so that the NWB export passes DANDI's checks: no animal was recorded
             subject=DEMO_SUBJECT,
@@ -234,15 +240,22 @@ def run_demo(
             "page lives while the demo runs)"
         )
         _wait(client, session.jobs["warm"], "worker warms the candidates", console)
+        # phase one shows the bodies and, held out of the fit, the calibration images the
+        # session drew from each candidate set (the intervals are calibrated on them)
+        phase_one = {preferred.name: ids[preferred.name]}
+        phase_one |= {
+            d.name: session.config.calibration[d.category]
+            for d in sets
+            if d.category in session.config.calibration
+        }
+        held = sum(len(v) for v in session.config.calibration.values())
         console.print(
-            f"session {session.id}; phase one: {plan.preferred} {preferred.name} x 8 repeats, "
-            f"{len(channels)} channels; fit: {plan.fit['epochs']} epochs at lr "
-            f"{plan.fit['lr']:g} (the paper: 2500 at 1e-4)"
+            f"session {session.id}; phase one: {plan.preferred} {preferred.name} and {held} "
+            f"calibration images x 8 repeats, {len(channels)} channels; fit: "
+            f"{plan.fit['epochs']} epochs at lr {plan.fit['lr']:g} (the paper: 2500 at 1e-4)"
         )
         clock = _RigClock()
-        accepted = _upload_recording(
-            client, session.id, 1, record({preferred.name: ids[preferred.name]}, seed), seed, clock
-        )
+        accepted = _upload_recording(client, session.id, 1, record(phase_one, seed), seed, clock)
         started = time.monotonic()
         _wait(client, accepted.job, "fit and select", console)
         console.print(f"phase-two list ready {time.monotonic() - started:.1f} s after the upload")
