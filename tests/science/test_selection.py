@@ -80,6 +80,18 @@ def test_scores_equal_direct_readout_and_eq2(problem):
             )
 
 
+def direct_predictions(p):
+    """Per candidate category: its ids, read-out features ``[M, C, F]`` and predictions
+    ``[M, C]``, computed directly from the readout (eq. 1 plus bias)."""
+    fit = p["readout"]
+    for category, ids, maps in (
+        ("object", p["objects"], p["object_maps"]),
+        ("control_body", p["controls"], p["control_maps"]),
+    ):
+        a = readout_features(torch.as_tensor(maps), torch.as_tensor(fit.mu)).numpy()
+        yield category, ids, a, (a * fit.w).sum(-1) + fit.b
+
+
 def test_selection_equals_argmax_argmin_and_most_similar(problem):
     p = problem
     result = sel.select(
@@ -87,12 +99,7 @@ def test_selection_equals_argmax_argmin_and_most_similar(problem):
     )
     by_channel = {c.channel: c for c in result.channels}
     fit = p["readout"]
-    for category, ids, maps in (
-        ("object", p["objects"], p["object_maps"]),
-        ("control_body", p["controls"], p["control_maps"]),
-    ):
-        a = readout_features(torch.as_tensor(maps), torch.as_tensor(fit.mu)).numpy()
-        pred = (a * fit.w).sum(-1) + fit.b
+    for category, ids, a, pred in direct_predictions(p):
         for j, channel in enumerate(fit.channels):
             row = [v.channel for v in p["inclusion"]].index(channel)
             best_body = int(np.argmax(p["means"][row]))
@@ -121,25 +128,11 @@ def test_calibration_images_are_never_picked(problem):
         p["readout"], p["inclusion"], p["body_ids"], p["means"], p["body_maps"], p["cands"], seed=4
     )
     held = frozenset(k.stimulus for c in first.channels for k in c.picks)
-    again = sel.select(
-        p["readout"],
-        p["inclusion"],
-        p["body_ids"],
-        p["means"],
-        p["body_maps"],
-        p["cands"],
-        seed=4,
-        held=held,
-    )
-    fit = p["readout"]
-    for category, ids, maps in (
-        ("object", p["objects"], p["object_maps"]),
-        ("control_body", p["controls"], p["control_maps"]),
-    ):
-        a = readout_features(torch.as_tensor(maps), torch.as_tensor(fit.mu)).numpy()
-        pred = (a * fit.w).sum(-1) + fit.b
+    inputs = ("readout", "inclusion", "body_ids", "means", "body_maps", "cands")
+    again = sel.select(*(p[k] for k in inputs), seed=4, held=held)
+    for category, ids, _, pred in direct_predictions(p):
         free = [n for n, i in enumerate(ids) if i not in held]
-        for j, channel in enumerate(fit.channels):
+        for j, channel in enumerate(p["readout"].channels):
             mine = next(c for c in again.channels if c.channel == channel)
             top = next(k for k in mine.picks if k.category == category and k.role == "top")
             assert top.stimulus == ids[free[int(np.argmax(pred[free, j]))]]
