@@ -251,13 +251,13 @@ class ServiceClient:
         """The stimuli a phase's trials may name, and where they come from (in words);
         ``preferred``: the session's preferred set, which phase one shows."""
         if phase == 1:
-            ids = set(self.json("GET", f"/v1/stimulus-sets/{preferred}")["ids"])
+            preferred_ids = set(self.json("GET", f"/v1/stimulus-sets/{preferred}")["ids"])
             held = self.session(session_id).config.calibration_ids
             if held:  # the candidates phase one shows for calibration
-                return ids | held, (
+                return preferred_ids | held, (
                     f"in the preferred set {preferred!r} or among the session's calibration images"
                 )
-            return ids, f"in the preferred set {preferred!r}"
+            return preferred_ids, f"in the preferred set {preferred!r}"
         if phase == 2:
             listed = self.selection(session_id).phase_two
             ids = [e.stimulus for e in listed.entries] + listed.stability_images

@@ -361,7 +361,8 @@ def select(
     fit = readout.select(included) if included else None
     if ensemble is not None and fit is not None and ensemble.channels != fit.channels:
         raise ValueError("the ensemble's channels are not the included channels")
-    rows_of: dict[str, tuple[str, np.ndarray, np.ndarray]] = {}  # stimulus -> predictions
+    # stimulus -> (category, predictions, sd, interval centres), each [C]
+    rows_of: dict[str, tuple[str, np.ndarray, np.ndarray, np.ndarray]] = {}
     out: dict[str, ChannelSelection] = {
         v.channel: ChannelSelection(v.channel, v.included, v.reason) for v in inclusion
     }
@@ -381,16 +382,16 @@ def select(
                 members = ensemble.members_on_cells(cand.cells, h, w)
                 iv = ensemble.intervals(cand.category, scores.predicted, members, config.interval)
             sd, lows, highs, centres = iv.sd, iv.lower, iv.upper, iv.middle
-            free = np.array([i for i, s in enumerate(cand.ids) if s not in held], dtype=int)
-            free_ids = [cand.ids[i] for i in free]
+            kept = np.array([i for i, s in enumerate(cand.ids) if s not in held], dtype=int)
+            kept_ids = [cand.ids[i] for i in kept]
             picked: set[int] = set()
             for j, channel in enumerate(included):
-                pred, sim = scores.predicted[free, j], scores.similarity[free, j]
+                pred, sim = scores.predicted[kept, j], scores.similarity[kept, j]
                 low, high = lows[:, j], highs[:, j]
-                bounds = (low[free], high[free]) if ensemble is not None else (None, None)
-                for role, order in role_orders(config, free_ids, pred, sim, *bounds):
+                bounds = (low[kept], high[kept]) if ensemble is not None else (None, None)
+                for role, order in role_orders(config, kept_ids, pred, sim, *bounds):
                     for rank, (k, target) in enumerate(order, start=1):
-                        i = int(free[k])
+                        i = int(kept[k])
                         picked.add(i)
                         out[channel].picks.append(
                             Pick(
