@@ -186,9 +186,12 @@ def without_fit_metrics(today: dict) -> dict:
     assert selection.pop("predictions")["channels"] == ["c1", "c2", "c4"]
     for c in selection["channels"]:
         for pick in c["picks"]:
-            assert [pick.pop(k) for k in ("sd", "lower", "upper", "target")] == [None] * 4
-    added = {k: selection["config"].pop(k) for k in ("mode", "levels", "ranking", "ensemble")}
+            keys = ("sd", "lower", "upper", "centre", "target")
+            assert [pick.pop(k) for k in keys] == [None] * 5
+    names = ("mode", "levels", "ranking", "ensemble", "calibration")
+    added = {k: selection["config"].pop(k) for k in names}
     assert added["mode"] == "paper" and added["ranking"] == "central"
+    assert added["calibration"] == 0  # the paper's phase one: bodies only
     selection["config"].pop("interval")
     return today
 
