@@ -58,6 +58,11 @@ def test_calibration_images_are_shown_in_phase_one_and_calibrate_the_intervals(
     assert "not in the preferred set 'bodies' or among the session's calibration" in r.text
     assert other in r.text
 
+    only = simulate(loop, {"objects": held["object"]}, seed=1)
+    r = c.put(f"/v1/sessions/{sid}/phase1", json=as_json(only), headers=service.rig)
+    assert "every trial names a calibration image" in is_problem(r, 422)["detail"]
+    assert "phase1" not in c.get(f"/v1/sessions/{sid}", headers=service.rig).json()["uploads"]
+
     shown = {"bodies": bodies, "objects": held["object"], "controls": held["control_body"]}
     cols = simulate(loop, shown, seed=1)
     # through the rig client, whose own check of the file knows the calibration images

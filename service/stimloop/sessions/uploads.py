@@ -190,6 +190,13 @@ def store_upload(
     sha = info.sha256
     files = st.files(session_id)
     with st.locked(session_id) as rec:
+        held = rec.config.calibration_ids if phase == "phase1" else frozenset()
+        if held and np.isin(columns["stimulus"], sorted(held)).all():
+            raise InvalidInputError(
+                "every trial names a calibration image; phase one's trials must include the "
+                f"preferred set {rec.config.preferred_set!r}, which the readouts are fitted on",
+                title="No preferred-set trials",
+            )
         previous = rec.uploads.get(phase)
         if previous and same_payload(previous, info):
             if rec.state == "failed" and rec.failed_in == STARTED_BY[phase]:
@@ -224,7 +231,6 @@ def store_upload(
         if previous:
             rec.uploads.pop("phase3", None)
             rec.phase3 = None
-        held = rec.config.calibration_ids if phase == "phase1" else frozenset()
         files.write_trials(phase, columns, spikes, held)
         rec.uploads[phase] = info
         rec.error = None
