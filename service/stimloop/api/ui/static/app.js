@@ -18,13 +18,15 @@
     seenJobs[tr.getAttribute("data-job")] = tr.getAttribute("data-state");
   });
   var sending = false;
+  var leaving = false;  // a form (Cancel, Fit again, maps) is being sent: the page it answers comes next
+  document.addEventListener("submit", function (e) { if (!e.defaultPrevented) { leaving = true; } });
 
   function set(id, text) {
     var el = document.getElementById(id);
     if (el) { el.textContent = text; }
   }
-  function busy() {  // a file chosen or on its way: a reload would lose it
-    if (sending) { return true; }
+  function busy() {  // a file chosen or on its way, or a form sent: a reload would lose it
+    if (sending || leaving) { return true; }
     var inputs = document.querySelectorAll("form.upload input[type=file]");
     for (var k = 0; k < inputs.length; k += 1) {
       if (inputs[k].files && inputs[k].files.length) { return true; }
