@@ -34,7 +34,7 @@ class Pick(BaseModel):
     centre: float | None = Field(
         None,
         description="The interval's centre: the prediction, or where the category's intervals "
-        "are calibrated on held-out images, the calibration line at it",
+        "are calibrated on images held out of the fit, the calibrated interval's middle",
     )
     target: float | None = Field(None, description="A level's evenly spaced predicted level")
 
