@@ -198,23 +198,20 @@ def main() -> None:
             members_k = ensemble.members_on_maps(maps[free])
             pred = fit.predict(maps[free])
             t_k = truth[k][free][:, rows]
-            for label, ens in ((f"picked {name[k]}", ensemble), (f"{name[k]} not shown", None)):
-                iv = (ens or ensemble).intervals(k, pred, members_k, selection_config.interval)
-                hit = inside(t_k, iv.lower, iv.upper)
-                if label.startswith("picked"):
-                    where = {s: n for n, s in enumerate([set_ids[i] for i in free])}
-                    hits = np.array([hit[where[s], j] for s, j in picked[k]])
-                    counts[label].append(hits)
-                    iv0 = plain.intervals(k, pred, members_k, selection_config.interval)
-                    hit0 = inside(t_k, iv0.lower, iv0.upper)
-                    counts[label + ", uncalibrated"].append(
-                        np.array([hit0[where[s], j] for s, j in picked[k]])
-                    )
-                else:
-                    counts[label].append(hit.ravel())
-                    bias[label].append((iv.middle - t_k).mean(0))
+            level = selection_config.interval
+            iv = ensemble.intervals(k, pred, members_k, level)
+            iv0 = plain.intervals(k, pred, members_k, level)  # the same, uncalibrated
+            hit, hit0 = inside(t_k, iv.lower, iv.upper), inside(t_k, iv0.lower, iv0.upper)
+            where = {set_ids[i]: n for n, i in enumerate(free)}
+            at = [(where[s], j) for s, j in picked[k]]
+            counts[f"picked {name[k]}"].append(np.array([hit[a] for a in at]))
+            counts[f"picked {name[k]}, uncalibrated"].append(np.array([hit0[a] for a in at]))
+            counts[f"{name[k]} not shown"].append(hit.ravel())
+            bias[f"{name[k]} not shown"].append((iv.middle - t_k).mean(0))
         test_maps = body_maps[split.test]
-        iv = plain.intervals("body", fit.predict(test_maps), plain.members_on_maps(test_maps), 0.9)
+        iv = plain.intervals(
+            "body", fit.predict(test_maps), plain.members_on_maps(test_maps), level
+        )
         counts["held-out bodies"].append(
             inside(truth_b[split.test][:, rows], iv.lower, iv.upper).ravel()
         )

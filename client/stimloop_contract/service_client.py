@@ -31,7 +31,7 @@ from stimloop_contract.errors import (
 from stimloop_contract.phase_three import PhaseThreeAnalysis, PhaseThreeList
 from stimloop_contract.saliency import SaliencyResult, SanityChecks
 from stimloop_contract.selection import Selection
-from stimloop_contract.sessions import SessionInfo
+from stimloop_contract.sessions import SessionConfig, SessionInfo
 from stimloop_contract.sets import StimulusSetInfo
 from stimloop_contract.spike_times import SpikeTrains
 from stimloop_contract.system import Accepted, BackboneInfo, Health, JobInfo
@@ -247,12 +247,16 @@ class ServiceClient:
             body["recording_start"] = recording_start.isoformat()
         return Accepted(**self.json("POST", path, idempotent=True, json=body))
 
-    def phase_stimuli(self, session_id: str, phase: int, preferred: str) -> tuple[set[str], str]:
+    def phase_stimuli(
+        self, session_id: str, phase: int, config: SessionConfig
+    ) -> tuple[set[str], str]:
         """The stimuli a phase's trials may name, and where they come from (in words);
-        ``preferred``: the session's preferred set, which phase one shows."""
+        ``config``: the session's, whose preferred set (and calibration images, if any) phase
+        one shows."""
         if phase == 1:
+            preferred = config.preferred_set
             preferred_ids = set(self.json("GET", f"/v1/stimulus-sets/{preferred}")["ids"])
-            held = self.session(session_id).config.calibration_ids
+            held = config.calibration_ids
             if held:  # the candidates phase one shows for calibration
                 return preferred_ids | held, (
                     f"in the preferred set {preferred!r} or among the session's calibration images"

@@ -46,7 +46,7 @@ class RigClient(ServiceClient):
         config = self.session(session_id).config
         windows = config.windows
         columns, spikes = read_rig_file(path, baseline=windows.baseline, response=windows.response)
-        shown, what = self.phase_stimuli(session_id, phase, config.preferred_set)
+        shown, what = self.phase_stimuli(session_id, phase, config)
         check_trial_ids(path, columns, shown, what, config.channels)
         accepted = self.upload_phase(
             session_id, phase, columns, replace, recording_start, spikes=spikes
@@ -74,7 +74,7 @@ class RigClient(ServiceClient):
             response=config.windows.response,
             progress=progress,
         )
-        shown, what = self.phase_stimuli(session_id, phase, config.preferred_set)
+        shown, what = self.phase_stimuli(session_id, phase, config)
         check_trial_ids(path, found.columns, shown, what, config.channels)
         if phase > 1 and not any_order:
             listed = self.selection(session_id) if phase == 2 else self.phase_three_list(session_id)

@@ -24,6 +24,12 @@ def cell_major(maps: np.ndarray | torch.Tensor, dtype: torch.dtype = torch.float
     return out
 
 
+def maps_of_cells(cells: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``cell_major``'s inverse: ``[H*W, M, F]`` -> ``[M, F, H, W]``."""
+    m, f = cells.shape[1:]
+    return cells.permute(1, 2, 0).reshape(m, f, height, width)
+
+
 def cell_products(
     cells: torch.Tensor, k: torch.Tensor, vectors: torch.Tensor, owner: torch.Tensor
 ) -> torch.Tensor:

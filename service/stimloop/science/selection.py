@@ -377,7 +377,9 @@ def select(
             out[channel].reference_response = float(means[rows[j], best_body[j]])
         for cand in candidates:
             scores = score_candidates(cand.cells, fit.mu, fit.w, fit.b, a_ref, h, w)
-            iv = Intervals(scores.predicted, np.full_like(scores.predicted, np.nan), 0.9)
+            iv = Intervals(
+                scores.predicted, np.full_like(scores.predicted, np.nan), config.interval
+            )
             if ensemble is not None:
                 members = ensemble.members_on_cells(cand.cells, h, w)
                 iv = ensemble.intervals(cand.category, scores.predicted, members, config.interval)

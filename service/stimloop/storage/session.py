@@ -251,7 +251,7 @@ class SessionFiles:
         columns = self.trial_columns(phase)
         if not self.has_calibration(phase):
             return columns
-        held = read_npz(self._calibration_path(phase))
+        held = self.calibration_columns(phase)
         merged = {k: np.concatenate([v, held[k]]) for k, v in columns.items() if k in held}
         if "onset" in merged:
             order = np.argsort(merged["onset"], kind="stable")
@@ -259,10 +259,9 @@ class SessionFiles:
         return merged
 
     def calibration_columns(self, phase: Phase) -> dict[str, np.ndarray]:
-        """The trial columns of the calibration images shown in ``phase`` (empty columns
-        where none were)."""
+        """The trial columns of the calibration images shown in ``phase``."""
         if not self.has_calibration(phase):
-            return {k: v[:0] for k, v in self.trial_columns(phase).items()}
+            raise self.missing(f"{phase} calibration trials")
         return read_npz(self._calibration_path(phase))
 
     def _spikes_path(self, phase: Phase) -> Path:

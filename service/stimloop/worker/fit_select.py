@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from stimloop_contract.configs import ReadoutConfig
 
+from stimloop.science.candidate_cells import maps_of_cells
 from stimloop.science.intervals import (
     Calibration,
     Ensemble,
@@ -89,7 +90,7 @@ def fit_and_select(
         0.0,
         f"{len(result.included)} of {len(config.channels)} channels included",
     )
-    selection = select_for(res, config, result, ids_shown, maps, report, files)
+    selection = select_for(res, config, result, ids_shown, maps, files, report)
     prov = provenance(config, backbone.weights_sha256)
     with res.fenced(session_id, generation) as rec:
         files.write_channels({"channels": channel_rows(result, config.analysis.alpha), **prov})
@@ -120,8 +121,8 @@ def select_for(
     result: FitResult,
     ids: list[str],
     maps: np.ndarray,
+    files: SessionFiles,
     report: Report = quiet,
-    files: SessionFiles | None = None,
 ) -> dict[str, Any]:
     """Sec. 3.2 and 4's picks from every candidate set, the stability images and the
     presentation sequence. ``ids``/``maps``: the preferred set's images shown in phase one;
@@ -159,7 +160,7 @@ def select_for(
         ensemble = ensemble_for(
             result, ids, maps, config.selection.ensemble, config.seed, str(device)
         )
-        if config.calibration and files is not None:
+        if files.has_calibration("phase1"):
             ensemble = ensemble.with_calibrations(
                 calibrations_for(files, config, result.readout, cands)
             )
@@ -229,7 +230,7 @@ def calibrations_for(
     """Each candidate category's ``Calibration`` on the calibration images phase one showed
     (``science.intervals``): the fitted readout's predictions for them (from the candidates'
     cell-major maps) against their recorded means. A category none of whose images has trials
-    is left uncalibrated."""
+    is left uncalibrated; phase one must have shown some (``has_calibration``)."""
     trials = trials_from_columns(files.calibration_columns("phase1"), config.windows)
     shown = set(trials.stimulus.tolist())
     rows = [config.channels.index(c) for c in readout.channels]
@@ -240,8 +241,7 @@ def calibrations_for(
         if not ids:
             continue
         at = {s: i for i, s in enumerate(cand.ids)}
-        cells = cand.cells[:, [at[i] for i in ids]].cpu()  # [H*W, n, F]
-        maps = cells.permute(1, 2, 0).reshape(len(ids), -1, h, w)
+        maps = maps_of_cells(cand.cells[:, [at[i] for i in ids]].cpu(), h, w)  # [n, F, H, W]
         table = response_table(trials.only(ids), stimuli=ids, channels=config.channels)
         means = table.mean[rows].T  # [n, C]
         sem = standard_error(table.values[rows]).T
