@@ -248,7 +248,7 @@ def run_demo(
             for d in sets
             if d.category in session.config.calibration
         }
-        held = sum(len(v) for v in session.config.calibration.values())
+        held = len(session.config.calibration_ids)
         console.print(
             f"session {session.id}; phase one: {plan.preferred} {preferred.name} and {held} "
             f"calibration images x 8 repeats, {len(channels)} channels; fit: "
