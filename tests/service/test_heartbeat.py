@@ -132,6 +132,8 @@ def test_a_job_silent_for_longer_than_the_stale_window_is_alive(worker):
 
 @pytest.mark.processes
 def test_a_frozen_worker_is_found_dead_in_time_and_writes_nothing_once_resumed(worker):
+    from stimloop.worker.queue import beat_key
+
     settings, redis, client, rig, proc, _ = worker
     r = client.post(
         "/v1/sessions",
@@ -162,6 +164,10 @@ def test_a_frozen_worker_is_found_dead_in_time_and_writes_nothing_once_resumed(w
 
     proc.send_signal(signal.SIGSTOP)
     frozen = time.monotonic()
+    # the key's remaining life at the freeze: its last renewal was up to one beat interval
+    # (STALE_S / 4) earlier, so the key lapses between STALE_S less that interval and STALE_S
+    left_s = redis.pttl(beat_key(settings, job)) / 1000
+    assert 0 < left_s <= STALE_S, left_s
     failed = _poll(
         lambda: (
             (s := client.get(f"/v1/sessions/{sid}", headers=rig).json())["state"] == "failed" and s
@@ -170,7 +176,8 @@ def test_a_frozen_worker_is_found_dead_in_time_and_writes_nothing_once_resumed(w
         "the frozen worker's job reported failed",
     )
     found_after = time.monotonic() - frozen
-    assert STALE_S - 1 <= found_after <= STALE_S + 10, found_after
+    # not called dead before its key lapsed, and found soon after (a poll and a status read)
+    assert left_s - 0.2 <= found_after <= STALE_S + 10, (left_s, found_after)
     assert "heartbeat" in failed["error"] and failed["failed_in"] == "fit"
     info = client.get(f"/v1/jobs/{job}", headers=rig).json()
     assert info["state"] == "failed" and "heartbeat" in info["error"]
