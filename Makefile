@@ -53,6 +53,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python -m benchmarks.saliency
 	$(BIN)/python -m benchmarks.turnaround
 	$(BIN)/python -m benchmarks.phase_three
+	$(BIN)/python -m benchmarks.synthetic
 
 clean-venv:
 	rm -rf $(VENV)

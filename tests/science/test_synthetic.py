@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.linalg
 import torch
 from stimloop.science import synthetic as sy
 from stimloop.science.responses import response_table
@@ -65,6 +66,48 @@ def test_the_ratio_maximises_the_generalised_rayleigh_quotient():
         assert (v @ g_in @ v) / (v @ r @ v) <= best * (1 + 1e-12)
     with pytest.raises(ValueError, match="quotient"):
         sy.preferred_direction(a_in, a_out, quotient="sum")
+
+
+@pytest.mark.parametrize("quotient", ["difference", "ratio"])
+def test_fewer_images_than_features_give_the_full_problems_direction(quotient):
+    """With fewer images than features (the demo: a few hundred images, 2048 features) the
+    direction comes from an (N + M)-square problem; it is the full F x F problem's leading
+    (generalised) eigenvector, computed here independently by whitening with R^-1/2, and its
+    sparse support's solution is the full one's too."""
+    rng = np.random.default_rng(7)
+    f, n, m = 90, 25, 20
+    a_in = rng.gamma(2, 1, (n, f)) * np.linspace(0.3, 2, f)
+    a_out = rng.gamma(2, 1, (m, f))
+    w = sy.preferred_direction(a_in, a_out, quotient=quotient, shrinkage=0.5)
+    g_in, g_out = a_in.T @ a_in / n, a_out.T @ a_out / m
+    if quotient == "difference":
+        top = np.linalg.eigh(g_in - g_out)[1][:, -1]
+        r = np.eye(f)
+    else:
+        r = g_out + 0.5 * np.trace(g_out) / f * np.eye(f)
+        vals, vecs = np.linalg.eigh(r)
+        r_half = vecs @ np.diag(vals**-0.5) @ vecs.T
+        top = r_half @ np.linalg.eigh(r_half @ g_in @ r_half)[1][:, -1]
+        top /= np.linalg.norm(top)
+    assert np.linalg.norm(w) == pytest.approx(1)
+    assert abs(w @ top) == pytest.approx(1, abs=1e-9)
+    assert (a_in @ w).mean() > (a_out @ w).mean()
+    sparse = sy.preferred_direction(a_in, a_out, support=5, quotient=quotient, shrinkage=0.5)
+    keep = np.sort(np.argsort(-np.abs(top))[:5])
+    assert set(np.flatnonzero(sparse)) == set(keep)
+    sub_in, sub_r = g_in[np.ix_(keep, keep)], r[np.ix_(keep, keep)]
+    if quotient == "difference":
+        sub_in = sub_in - g_out[np.ix_(keep, keep)]
+    best = scipy.linalg.eigh(sub_in, sub_r, eigvals_only=True)[-1]
+    got = sparse[keep] @ sub_in @ sparse[keep] / (sparse[keep] @ sub_r @ sparse[keep])
+    assert got == pytest.approx(best, rel=1e-9)
+    # a difference nowhere positive (the preferred images among the others, scaled down):
+    # the span does not decide, the full problem does (any vector of eigenvalue 0)
+    small, large = a_out[:10], a_out * 10
+    assert sy.low_rank_direction(small, large, "difference") is None
+    w = sy.preferred_direction(small, large)
+    gram = small.T @ small / 10 - large.T @ large / m
+    assert w @ gram @ w == pytest.approx(np.linalg.eigvalsh(gram)[-1], abs=1e-9)
 
 
 def test_synthetic_neurons_prefer_bodies_and_fire_plausibly(synthetic_dataset):

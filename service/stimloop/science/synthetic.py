@@ -75,6 +75,36 @@ def leading_direction(gram_in: np.ndarray, gram_out: np.ndarray, quotient: str) 
     return w / np.linalg.norm(w)
 
 
+def low_rank_direction(
+    a_in: np.ndarray, a_out: np.ndarray, quotient: str, ridge: float = 0.0
+) -> np.ndarray | None:
+    """``leading_direction`` of ``a_in`` ``[N, F]`` and ``a_out`` ``[M, F]``'s moments (for the
+    ratio, ``ridge`` on the denominator's diagonal) solved in the images' ``(N + M)``-dimensional
+    span instead of the features' ``F``: the same vector from a small eigenproblem (the demo's
+    2048 features against a few hundred images). ``None`` where the small problem does not
+    decide it (the full problem's leading eigenvalue is a null space's 0, or no ridge makes
+    the denominator invertible).
+    """
+    n, m = len(a_in), len(a_out)
+    if quotient == "difference":  # A.1.1: A_in^T A_in / N - A_out^T A_out / M = Q (R D R^T) Q^T
+        q, r = np.linalg.qr(np.concatenate([a_in, a_out]).T)  # [F, N+M], [N+M, N+M]
+        d = np.concatenate([np.full(n, 1.0 / n), np.full(m, -1.0 / m)])
+        values, vectors = np.linalg.eigh((r * d) @ r.T)
+        if values[-1] <= 1e-12 * np.abs(values).max():  # outside the span all have 0: undecided
+            return None
+        w = q @ vectors[:, -1]
+    elif quotient == "ratio":  # A.1.1's ratio: G_out = s I + B^T B / M inverted by Woodbury
+        if ridge <= 0:
+            return None
+        small = ridge * m * np.eye(m) + a_out @ a_out.T  # [M, M]
+        g_a = (a_in.T - a_out.T @ np.linalg.solve(small, a_out @ a_in.T)) / ridge  # G_out^-1 A^T
+        k = a_in @ g_a / n  # [N, N]: A G_out^-1 A^T / N shares the nonzero eigenvalues
+        w = g_a @ np.linalg.eigh((k + k.T) / 2)[1][:, -1]  # w = G_out^-1 A^T v
+    else:
+        raise ValueError(f"quotient must be 'difference' or 'ratio', not {quotient!r}")
+    return w / np.linalg.norm(w)
+
+
 def preferred_direction(
     a_in: np.ndarray,
     a_out: np.ndarray,
@@ -97,18 +127,28 @@ def preferred_direction(
     the largest ``|w|`` of the dense solution.
     """
     a_in, a_out = np.asarray(a_in, np.float64), np.asarray(a_out, np.float64)
-    gram_in = a_in.T @ a_in / len(a_in)
-    gram_out = a_out.T @ a_out / len(a_out)
-    if quotient == "ratio":  # a ridge on the denominator: A_out^T A_out has rank <= M
-        gram_out = gram_out + shrinkage * np.trace(gram_out) / len(gram_out) * np.eye(len(gram_out))
-    w = leading_direction(gram_in, gram_out, quotient)
-    if support is not None and support < len(w):
+    f = a_in.shape[1]
+    # a ridge on the ratio's denominator, A_out^T A_out having rank <= M: shrinkage x its mean
+    # diagonal over all features (kept on the sparse support's moments below)
+    ridge = shrinkage * float(np.sum(a_out**2)) / len(a_out) / f if quotient == "ratio" else 0.0
+    w = None
+    if len(a_in) + len(a_out) < f:  # fewer images than features: the images' span decides
+        w = low_rank_direction(a_in, a_out, quotient, ridge)
+    if w is None:
+        w = leading_direction(*_moments(a_in, a_out, ridge), quotient)
+    if support is not None and support < f:
         keep = np.sort(np.argsort(-np.abs(w))[:support])
         w = np.zeros_like(w)
-        w[keep] = leading_direction(
-            gram_in[np.ix_(keep, keep)], gram_out[np.ix_(keep, keep)], quotient
-        )
+        w[keep] = leading_direction(*_moments(a_in[:, keep], a_out[:, keep], ridge), quotient)
     return -w if (a_in @ w).mean() < (a_out @ w).mean() else w
+
+
+def _moments(a_in: np.ndarray, a_out: np.ndarray, ridge: float) -> tuple[np.ndarray, np.ndarray]:
+    """A.1.1's second moments per image ``[K, K]`` of ``a_in``/``a_out`` ``[., K]``, with
+    ``ridge`` on the denominator's diagonal."""
+    gram_in = a_in.T @ a_in / len(a_in)
+    gram_out = a_out.T @ a_out / len(a_out) + ridge * np.eye(a_out.shape[1])
+    return gram_in, gram_out
 
 
 def make_neurons(
