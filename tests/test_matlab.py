@@ -216,6 +216,7 @@ addpath('client/matlab');
 s = stimloop.createSession('body_set', 'bodies', 'object_set', 'objects', ...
     'control_body_set', 'controls', 'channels', {'ch01', 'ch02'}, ...
     'fit', struct('split', [40 10 10]));
+printf('CALIBRATED=%d\\n', numel(fieldnames(s.calibration)));
 trials = struct('stimulus', {{'body_0000', 'body_0001'}}, 'channel', {{'ch01', 'ch99'}}, ...
     'rate', [1.5 2.5]);
 try
@@ -252,6 +253,7 @@ def test_a_refused_upload_raises_a_matlab_error_with_the_servers_detail(rig):
     world, _ = rig
     said = run_octave(world["folder"], REFUSED, world["env"])
     assert "UPLOADED" not in said
+    assert "CALIBRATED=0" in said and "for calibration" not in said, said  # none asked for
     ids = re.findall(r"ID=(\S+)", said)
     messages = re.findall(r"MESSAGE=(.*)", said)
     assert ids[0] == "stimloop:http422", said
@@ -263,3 +265,27 @@ def test_a_refused_upload_raises_a_matlab_error_with_the_servers_detail(rig):
     assert ids[3] == "stimloop:http422" and "'-v7'" in messages[3], said
     assert "CAN_RUN=1" in said and "CAN_RUN=0" in said, said
     assert "no, the backbone no_such_backbone is not registered" in said, said
+
+
+CALIBRATED = """
+addpath('client/matlab');
+s = stimloop.createSession('body_set', 'bodies', 'object_set', 'objects', ...
+    'control_body_set', 'controls', 'channels', {'ch01', 'ch02'}, ...
+    'fit', struct('split', [40 10 10]), 'selection', struct('calibration', 3));
+fid = fopen('calibration.json', 'w'); fputs(fid, jsonencode(struct('id', s.id, ...
+    'object', {s.calibration.object}, 'control_body', {s.calibration.control_body}))); fclose(fid);
+"""
+
+
+def test_a_session_with_calibration_images_returns_them_to_matlab(rig):
+    world, _ = rig
+    said = run_octave(world["folder"], CALIBRATED, world["env"])
+    assert "phase one also shows 3 object images for calibration (s.calibration.object)" in said
+    assert "phase one also shows 3 control_body images for calibration" in said, said
+    got = json.loads((world["folder"] / "calibration.json").read_text())
+    from stimloop_contract.service_client import ServiceClient
+
+    env = world["env"]
+    made = ServiceClient(env["STIMLOOP_URL"], env["STIMLOOP_TOKEN"]).session(got["id"])
+    assert made.config.calibration == {"object": got["object"], "control_body": got["control_body"]}
+    assert len(set(got["object"])) == 3 and len(set(got["control_body"])) == 3
