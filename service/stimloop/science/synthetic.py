@@ -93,7 +93,7 @@ def low_rank_direction(
         if values[-1] <= 1e-12 * np.abs(values).max():  # outside the span all have 0: undecided
             return None
         w = q @ vectors[:, -1]
-    elif quotient == "ratio":  # A.1.1's ratio: G_out = s I + B^T B / M inverted by Woodbury
+    elif quotient == "ratio":  # A.1.1's ratio: G_out = ridge I + B^T B / M, Woodbury's inverse
         if ridge <= 0:
             return None
         small = ridge * m * np.eye(m) + a_out @ a_out.T  # [M, M]
@@ -102,7 +102,8 @@ def low_rank_direction(
         w = g_a @ np.linalg.eigh((k + k.T) / 2)[1][:, -1]  # w = G_out^-1 A^T v
     else:
         raise ValueError(f"quotient must be 'difference' or 'ratio', not {quotient!r}")
-    return w / np.linalg.norm(w)
+    norm = np.linalg.norm(w)
+    return w / norm if norm > 0 else None  # 0: no preferred image drives any direction
 
 
 def preferred_direction(
