@@ -249,6 +249,20 @@ class StimloopWorker(SimpleWorker):
     instead of ending the worker."""
 
     max_connection_wait_time = 5.0  # RQ's default backs off to 60 s between reconnects
+    command_wake_s = 1.0  # how often the command channel's listener looks at its stop flag
+
+    def subscribe(self) -> None:
+        """Listen on this worker's command channel (RQ's stop and kill-job commands) on a
+        thread that wakes every ``command_wake_s``: RQ's own listener waits up to 60 s for a
+        message, and its teardown waits for the listener, so a burst run or a stopping worker
+        could hang for up to a minute after its last job."""
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(  # type: ignore[assignment]  # RQ: None
+            sleep_time=self.command_wake_s,
+            daemon=True,
+            exception_handler=self._pubsub_exception_handler,
+        )
 
     def __init__(self, *args: Any, settings: Settings, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
