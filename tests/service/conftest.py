@@ -44,3 +44,20 @@ def service(tmp_path_factory):
     yield Service(settings, redis, client, rig, analyst, tmp)
     client.app.state.uploads.close()  # the upload processes end with the module
     cleanup(redis, settings)
+
+
+@pytest.fixture
+def deployment(request, tmp_path):
+    """Settings and the CI Redis for a worker run in this test, no API: a key prefix of the
+    test module's own (``stimloop-<module>-<hex>``) and a temporary models store."""
+    from stimloop.runtime.settings import Settings
+
+    module = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
+    settings = Settings(
+        models_store=tmp_path,
+        redis_url=redis_test_url(),
+        key_prefix=f"stimloop-{module}-{uuid.uuid4().hex[:8]}",
+    )
+    redis = Redis.from_url(redis_test_url())
+    yield settings, redis
+    cleanup(redis, settings)

@@ -2,30 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
-from redis import Redis
 from rq.job import Job
-from stimloop.runtime.settings import Settings
 from stimloop.worker.jobs import make_worker
 from stimloop.worker.queue import JOBS, LANES, enqueue, job_status, queue_name
 
-from tests.support.service import cleanup, redis_test_url
-
 pytestmark = pytest.mark.redis
-
-
-@pytest.fixture
-def deployment(tmp_path):
-    settings = Settings(
-        models_store=tmp_path,
-        redis_url=redis_test_url(),
-        key_prefix=f"stimloop-lanes-{uuid.uuid4().hex[:8]}",
-    )
-    redis = Redis.from_url(redis_test_url())
-    yield settings, redis
-    cleanup(redis, settings)
 
 
 def test_every_kind_has_a_lane_and_the_animals_jobs_are_urgent():

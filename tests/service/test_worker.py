@@ -5,28 +5,11 @@ burst run or a stopping worker ends within seconds of its last job, not up to a 
 from __future__ import annotations
 
 import time
-import uuid
 
 import pytest
-from redis import Redis
-from stimloop.runtime.settings import Settings
 from stimloop.worker.jobs import make_worker
 
-from tests.support.service import cleanup, redis_test_url
-
 pytestmark = pytest.mark.redis
-
-
-@pytest.fixture
-def deployment(tmp_path):
-    settings = Settings(
-        models_store=tmp_path,
-        redis_url=redis_test_url(),
-        key_prefix=f"stimloop-worker-{uuid.uuid4().hex[:8]}",
-    )
-    redis = Redis.from_url(redis_test_url())
-    yield settings, redis
-    cleanup(redis, settings)
 
 
 def test_the_command_listener_stops_within_its_wake_interval(deployment):
