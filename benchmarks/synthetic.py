@@ -21,7 +21,11 @@ from stimloop.science import synthetic as sy
 
 from benchmarks.machine import describe
 
-CASES = {"ratio (the demo's)": ("ratio", None), "difference, 2% sparse": ("difference", 41)}
+FEATURES = 2048
+CASES = {
+    "ratio (the demo's)": ("ratio", None),
+    "difference, 2% sparse": ("difference", round(0.02 * FEATURES)),  # as SyntheticConfig's
+}
 
 
 def main() -> None:
@@ -29,9 +33,9 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=16)
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    scale = rng.gamma(1.0, 1.0, 2048)  # features of unequal spread, as a backbone's
+    scale = rng.gamma(1.0, 1.0, FEATURES)  # features of unequal spread, as a backbone's
     draws = [
-        (rng.gamma(2, 1, (595, 2048)) * scale * 1.1, rng.gamma(2, 1, (300, 2048)) * scale)
+        (rng.gamma(2, 1, (595, FEATURES)) * scale * 1.1, rng.gamma(2, 1, (300, FEATURES)) * scale)
         for _ in range(args.channels)
     ]
     print(f"{date.today()}, {describe()}; {args.channels} channels\n")

@@ -85,14 +85,6 @@ def test_a_channel_gets_the_same_members_alone_or_with_others():
     np.testing.assert_allclose(on_cells, on_maps, rtol=1e-4, atol=1e-4)
 
 
-def test_cell_major_maps_go_back_to_maps():
-    """The calibration images' maps come from the candidates' cell-major cache."""
-    from stimloop.science.candidate_cells import cell_major, maps_of_cells
-
-    maps = np.random.default_rng(0).normal(size=(4, 5, 2, 3)).astype(np.float32)  # H != W
-    np.testing.assert_array_equal(maps_of_cells(cell_major(maps), 2, 3).numpy(), maps)
-
-
 def test_the_residual_term_is_what_noise_and_spread_leave_of_the_held_out_error():
     predicted = np.array([[10.0], [20.0], [30.0], [40.0]])
     recorded = predicted + np.array([[3.0], [-3.0], [3.0], [-3.0]])  # squared error 9
